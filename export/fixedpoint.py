@@ -1,0 +1,152 @@
+"""The target's fixed-point arithmetic, in one place (Loihi as modelled by lava-nc 0.10).
+
+Bit widths and rounding (SPEC.md section 3, checked against lava-nc's sources):
+
+- weights: ``WEIGHT_BITS``-bit signed mantissas. Dense stores them the way Lava's
+  mixed-sign Dense applies them: multiples of ``2**(9 - bits)`` in [-256, 255]
+  (``truncate_weights`` floors to that grid); Conv applies its integers as given.
+- synaptic current per step: Dense ``a = (W @ s)`` shifted by ``weight_exp``
+  (left for > 0, arithmetic right = floor for < 0); Conv ``a = conv(s, W)``
+  clamped to signed 24 bit (Lava's Conv never applies ``weight_exp``: it must be 0).
+- neuron (du = 4095, so the current is instantaneous):
+  ``u_t = wrap24(a_t << 6)``
+  ``v_t = clip(decay(v_{t-1}) + u_t - (vth << 6) * o_{t-1}, -(2**23 - 1), 2**23 - 1)``
+  ``decay(v) = sign(y) * (|y| >> 12)``, ``y = v * (4096 - dv)`` (rounds toward zero)
+  ``o_t = v_t > (vth << 6)`` (strictly greater), vth a 17-bit unsigned mantissa.
+  The reset is the paper's Eq. 2: the threshold is subtracted at the step after the
+  spike, outside the leak (identical to an immediate soft reset when dv = 0).
+- output layer: the same voltage update with no spikes and no reset; its ``v``
+  after all steps is the class score.
+- ``wrap24`` is Lava's single wrap of the current: x > 2**23 -> x - 2**24,
+  then x <= -2**23 -> (the unwrapped) x + 2**24.
+
+Timing: this reference steps every layer in the same step (layer-synchronous).
+Lava delays each Dense/Conv output by one step, so Lava's spikes of core k
+(0-based) at step t + k + 1 equal these at step t; running Lava T + len(cores)
+steps gives the same output voltage. ``latency_steps`` states it.
+
+``run_reference`` is the slow, obviously-correct model that hwsim's fast core,
+the Lava process models and the ONNX export are tested against.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+WEIGHT_BITS = 8            # signed weight mantissa bits (settable per export)
+DENSE_WEIGHT_RANGE = (-256, 255)
+STATE_BITS = 24            # u and v
+V_MAX = 2 ** (STATE_BITS - 1) - 1
+CONV_OUT_BITS = 24         # Lava Conv clamps its output to signed 24 bit
+VTH_BITS = 17              # unsigned threshold mantissa
+VTH_MAX = 2 ** VTH_BITS - 1
+DECAY_BITS = 12            # dv, du: 4096 = unity
+DECAY_UNITY = 2 ** DECAY_BITS
+DU_INSTANT = 4095          # du that makes the current instantaneous
+ACT_SHIFT = 6              # synaptic input is MSB-aligned by << 6
+VTH_SHIFT = 6              # threshold is MSB-aligned by << 6
+HW_INPUT_BITS = 16         # LIF input port width on real hardware (Lava does not enforce it)
+
+
+def dense_weight_step(weight_bits: int) -> int:
+    """Grid of Dense weights as Lava applies them (mixed sign): 2 for 8-bit weights."""
+    return 2 ** (9 - weight_bits)
+
+
+def conv_weight_range(weight_bits: int) -> tuple[int, int]:
+    return -(2 ** (weight_bits - 1)), 2 ** (weight_bits - 1) - 1
+
+
+def leak_to_dv(leak: float) -> int:
+    """lambda -> 12-bit voltage decay: lambda = 1 - dv / 4096."""
+    return int(round((1.0 - float(leak)) * DECAY_UNITY))
+
+
+def wrap24(x: np.ndarray) -> np.ndarray:
+    """Lava's wrap of the 24-bit current (one wrap, as lava/proc/lif/models.py does)."""
+    half = 2 ** (STATE_BITS - 1)
+    wrapped = np.where(x > half, x - 2 * half, x)
+    return np.where(wrapped <= -half, x + 2 * half, wrapped)
+
+
+def decay(v: np.ndarray, dv: int) -> np.ndarray:
+    y = v.astype(np.int64) * (DECAY_UNITY - dv)
+    return np.sign(y) * (np.abs(y) >> DECAY_BITS)
+
+
+def shift_by_exp(a: np.ndarray, weight_exp: int) -> np.ndarray:
+    return a << weight_exp if weight_exp > 0 else a >> -weight_exp
+
+
+def clamp_signed(x: np.ndarray, bits: int) -> np.ndarray:
+    return np.clip(x, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def conv2d_int(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
+    """Plain integer cross-correlation (torch layout): x (N, C, H, W), w (O, C, kh, kw) -> (N, O, H', W')."""
+    n, c, h, wd = x.shape
+    o, c2, kh, kw = w.shape
+    assert c == c2, (c, c2)
+    sy, sx = stride
+    py, px = padding
+    xp = np.zeros((n, c, h + 2 * py, wd + 2 * px), dtype=np.int64)
+    xp[:, :, py:py + h, px:px + wd] = x
+    ho, wo = (h + 2 * py - kh) // sy + 1, (wd + 2 * px - kw) // sx + 1
+    out = np.zeros((n, o, ho, wo), dtype=np.int64)
+    w64 = w.astype(np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            patch = xp[:, :, i:i + sy * ho:sy, j:j + sx * wo:sx]          # (N, C, ho, wo)
+            out += np.einsum("nchw,oc->nohw", patch, w64[:, :, i, j])
+    return out
+
+
+def synaptic_input(core, spikes: np.ndarray) -> np.ndarray:
+    """Integer synaptic current of one step; spikes (N, *core.input_shape) in {-1, 0, 1}."""
+    s = spikes.astype(np.int64)
+    if core.op == "dense":
+        a = s.reshape(s.shape[0], -1) @ core.weights.astype(np.int64).T
+        return shift_by_exp(a, core.weight_exp)
+    return clamp_signed(conv2d_int(s, core.weights, core.stride, core.padding), CONV_OUT_BITS)
+
+
+def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):
+    """One step of the soft-reset fixed-point LIF (or the non-spiking output): returns (v, spikes)."""
+    u = wrap24(a.astype(np.int64) << ACT_SHIFT)
+    vth = np.int64(core.vth) << VTH_SHIFT
+    v = decay(v, core.dv) + u
+    if core.spiking:
+        v = v - vth * prev_spikes
+    v = np.clip(v, -V_MAX, V_MAX)
+    spikes = (v > vth).astype(np.int64) if core.spiking else np.zeros_like(v)
+    return v, spikes
+
+
+def latency_steps(graph) -> int:
+    """Extra steps Lava needs beyond T: one per synaptic core (SPEC.md section 3)."""
+    return len(graph.cores)
+
+
+def run_reference(graph, input_spikes: np.ndarray) -> dict:
+    """Step the whole graph on input spikes (T, N, C, H, W) in {-1, 0, 1}.
+
+    Returns {"spikes": [per spiking core (T, N, *output_shape) uint8],
+             "output": output voltage (N, classes) int64,
+             "max_abs_input": per core max |a| seen (for the 16-bit hardware warning)}.
+    """
+    steps, n = input_spikes.shape[:2]
+    v = [np.zeros((n, *c.output_shape), dtype=np.int64) for c in graph.cores]
+    prev = [np.zeros_like(x) for x in v]
+    spikes_out = [np.zeros((steps, n, *c.output_shape), dtype=np.uint8) for c in graph.cores if c.spiking]
+    max_abs = [0] * len(graph.cores)
+    for t in range(steps):
+        s = input_spikes[t]
+        k = 0
+        for i, core in enumerate(graph.cores):
+            a = synaptic_input(core, s).reshape(n, *core.output_shape)
+            max_abs[i] = max(max_abs[i], int(np.abs(a).max(initial=0)))
+            v[i], prev[i] = neuron_step(core, v[i], prev[i], a)
+            if core.spiking:
+                spikes_out[k][t] = prev[i]
+                k += 1
+            s = prev[i]
+    return {"spikes": spikes_out, "output": v[-1], "max_abs_input": max_abs}

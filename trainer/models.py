@@ -1,0 +1,262 @@
+"""Architectures as data.
+
+An architecture is a JSON-able config (``ArchConfig``) saved in every checkpoint, so
+that any stage (conversion, STDB, export) rebuilds exactly the same model. The ANN
+families follow the paper's SNN-friendly constraints: no bias, no batch norm,
+average pooling only, ReLU, dropout.
+
+``ArchConfig.layers`` is a flat list of layer specs, each a dict with a ``kind``:
+
+- ``conv``     {out_channels, kernel, stride, padding}  3x3/stride 1/pad 1 by default
+- ``avgpool``  {kernel}                                   stride = kernel
+- ``dropout``  {p}
+- ``flatten``  {}
+- ``linear``   {out_features}
+- ``resblock`` {out_channels, stride}                     basic block, 1x1 conv shortcut
+                                                          when the shape changes
+
+Every ``conv``/``linear``/``resblock`` except the final ``linear`` is followed by a
+ReLU in the ANN and by a spiking neuron layer in the SNN; the final ``linear`` is
+the classifier (the SNN's non-spiking accumulator).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+class ArchError(ValueError):
+    """An architecture name or config that cannot be built."""
+
+
+LAYER_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear", "resblock")
+
+# The paper's feature configurations (SPEC.md section 2); "A" = 2x2 average pool.
+VGG_FEATURES = {
+    "vgg5": [64, "A", 128, 128, "A"],
+    "vgg9": [64, "A", 128, 256, "A", 256, 512, "A", 512, "A", 512],
+    "vgg11": [64, "A", 128, 256, 256, "A", 512, 512, 512, "A", 512, 512],
+    "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
+    # A small VGG-style net that suits 8x8 digits and trains in seconds on a CPU.
+    "vgg_tiny": [16, "A", 32, "A"],
+}
+VGG_CLASSIFIER = {
+    "vgg5": [4096, 4096],
+    "vgg9": [4096, 4096],
+    "vgg11": [1024, 1024],
+    "vgg16": [4096, 4096],
+    "vgg_tiny": [64],
+}
+ARCHITECTURES = tuple(VGG_FEATURES) + ("resnet20",)
+
+
+@dataclass
+class ArchConfig:
+    name: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    layers: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "input_shape": list(self.input_shape),
+                "num_classes": self.num_classes, "layers": [dict(l) for l in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ArchConfig":
+        try:
+            cfg = cls(name=str(d["name"]), input_shape=tuple(int(v) for v in d["input_shape"]),
+                      num_classes=int(d["num_classes"]), layers=[dict(l) for l in d["layers"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ArchError(f"malformed architecture config: {exc!r}") from None
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        """Walk the layers once, checking kinds and that shapes chain."""
+        layer_shapes(self)
+
+
+def build_config(name: str, input_shape, num_classes: int, *,
+                 conv_dropout: float = 0.2, fc_dropout: float = 0.5) -> ArchConfig:
+    """The named architecture for this input shape and class count."""
+    if name in VGG_FEATURES:
+        layers: list[dict] = []
+        for item in VGG_FEATURES[name]:
+            if item == "A":
+                layers.append({"kind": "avgpool", "kernel": 2})
+            else:
+                layers.append({"kind": "conv", "out_channels": item, "kernel": 3, "stride": 1, "padding": 1})
+                if conv_dropout > 0:
+                    layers.append({"kind": "dropout", "p": conv_dropout})
+        layers.append({"kind": "flatten"})
+        for width in VGG_CLASSIFIER[name]:
+            layers.append({"kind": "linear", "out_features": width})
+            if fc_dropout > 0:
+                layers.append({"kind": "dropout", "p": fc_dropout})
+        layers.append({"kind": "linear", "out_features": num_classes})
+    elif name == "resnet20":
+        # The paper's ResNet20: a pre-processing block of three 3x3 convs with
+        # dropout, then basic blocks (SPEC.md section 2).
+        layers = []
+        for width in (64, 64, 64):
+            layers.append({"kind": "conv", "out_channels": width, "kernel": 3, "stride": 1, "padding": 1})
+            if conv_dropout > 0:
+                layers.append({"kind": "dropout", "p": conv_dropout})
+        layers.append({"kind": "avgpool", "kernel": 2})
+        for width, stride in ((128, 1), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 2), (512, 1)):
+            layers.append({"kind": "resblock", "out_channels": width, "stride": stride})
+        layers.append({"kind": "flatten"})
+        layers.append({"kind": "linear", "out_features": num_classes})
+    else:
+        raise ArchError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
+    cfg = ArchConfig(name=name, input_shape=tuple(int(v) for v in input_shape),
+                     num_classes=int(num_classes), layers=layers)
+    cfg.validate()
+    return cfg
+
+
+def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
+    """Output shape of every layer (without batch); raises ArchError if they do not chain."""
+    shape: tuple[int, ...] = tuple(cfg.input_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ArchError(f"{cfg.name}: input_shape must be (C, H, W), got {shape}")
+    shapes = []
+    linears = [i for i, l in enumerate(cfg.layers) if l.get("kind") == "linear"]
+    if not linears or linears[-1] != len(cfg.layers) - 1:
+        raise ArchError(f"{cfg.name}: the last layer must be the linear classifier")
+    for i, layer in enumerate(cfg.layers):
+        kind = layer.get("kind")
+        if kind not in LAYER_KINDS:
+            raise ArchError(f"{cfg.name}: layer {i} has unsupported kind {kind!r} "
+                            f"(supported: {', '.join(LAYER_KINDS)}; max pooling and batch norm "
+                            "are not SNN-friendly)")
+        if kind in ("conv", "avgpool", "resblock") and len(shape) != 3:
+            raise ArchError(f"{cfg.name}: layer {i} ({kind}) needs a (C, H, W) input, got {shape}")
+        if kind == "conv":
+            k, s, p = int(layer.get("kernel", 3)), int(layer.get("stride", 1)), int(layer.get("padding", 1))
+            shape = (int(layer["out_channels"]), _conv_out(shape[1], k, s, p), _conv_out(shape[2], k, s, p))
+        elif kind == "resblock":
+            s = int(layer.get("stride", 1))
+            shape = (int(layer["out_channels"]), _conv_out(shape[1], 3, s, 1), _conv_out(shape[2], 3, s, 1))
+        elif kind == "avgpool":
+            k = int(layer.get("kernel", 2))
+            if shape[1] % k or shape[2] % k:
+                raise ArchError(f"{cfg.name}: layer {i} avgpool {k} does not divide {shape[1]}x{shape[2]}")
+            shape = (shape[0], shape[1] // k, shape[2] // k)
+        elif kind == "flatten":
+            shape = (math.prod(shape),)
+        elif kind == "linear":
+            if len(shape) != 1:
+                raise ArchError(f"{cfg.name}: layer {i} (linear) needs a flattened input, got {shape}")
+            shape = (int(layer["out_features"]),)
+        elif kind == "dropout":
+            if not 0.0 <= float(layer.get("p", 0.0)) < 1.0:
+                raise ArchError(f"{cfg.name}: layer {i} dropout p must be in [0, 1)")
+        if min(shape) < 1:
+            raise ArchError(f"{cfg.name}: layer {i} ({kind}) leaves an empty shape {shape}")
+        shapes.append(shape)
+    if shapes[-1] != (cfg.num_classes,):
+        raise ArchError(f"{cfg.name}: classifier has {shapes[-1][0]} outputs, expected {cfg.num_classes}")
+    return shapes
+
+
+class ResBlock(nn.Module):
+    """Basic residual block: conv3x3-ReLU-conv3x3 + shortcut (1x1 conv when shapes change), ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+                         if stride != 1 or in_channels != out_channels else None)
+
+    def skip(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.shortcut is None else self.shortcut(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.skip(x))
+
+
+def build_layers(cfg: ArchConfig) -> nn.ModuleList:
+    """Torch modules of the weighted layers (and identity placeholders), index-aligned with cfg.layers.
+
+    The ANN and the SNN share these modules, so one state_dict serves both.
+    """
+    modules = nn.ModuleList()
+    shapes = layer_shapes(cfg)
+    prev: tuple[int, ...] = tuple(cfg.input_shape)
+    for layer, shape in zip(cfg.layers, shapes):
+        kind = layer["kind"]
+        if kind == "conv":
+            modules.append(nn.Conv2d(prev[0], shape[0], int(layer.get("kernel", 3)), int(layer.get("stride", 1)),
+                                     int(layer.get("padding", 1)), bias=False))
+        elif kind == "resblock":
+            modules.append(ResBlock(prev[0], shape[0], int(layer.get("stride", 1))))
+        elif kind == "linear":
+            modules.append(nn.Linear(prev[0], shape[0], bias=False))
+        else:
+            modules.append(nn.Identity())
+        prev = shape
+    for m in modules.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+    return modules
+
+
+def spiking_layer_indices(cfg: ArchConfig) -> list[int]:
+    """Indices of the layers followed by a neuron layer (all weighted layers but the classifier)."""
+    return [i for i, l in enumerate(cfg.layers[:-1]) if l["kind"] in ("conv", "linear", "resblock")]
+
+
+class ANN(nn.Module):
+    """The ANN under SNN-friendly constraints; input is the normalised, clipped image."""
+
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.layers = build_layers(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        last = len(self.cfg.layers) - 1
+        for i, (spec, module) in enumerate(zip(self.cfg.layers, self.layers)):
+            kind = spec["kind"]
+            if kind in ("conv", "linear"):
+                x = module(x)
+                if i != last:
+                    x = torch.relu(x)
+            elif kind == "resblock":
+                x = module(x)
+            elif kind == "avgpool":
+                x = nn.functional.avg_pool2d(x, int(spec.get("kernel", 2)))
+            elif kind == "dropout":
+                x = nn.functional.dropout(x, float(spec["p"]), self.training)
+            elif kind == "flatten":
+                x = x.flatten(1)
+        return x
+
+
+def count_macs(cfg: ArchConfig) -> list[int]:
+    """Multiply-accumulates of one ANN inference, per weighted layer (index-aligned with weighted layers)."""
+    macs = []
+    prev: tuple[int, ...] = tuple(cfg.input_shape)
+    for spec, shape in zip(cfg.layers, layer_shapes(cfg)):
+        kind = spec["kind"]
+        if kind == "conv":
+            k = int(spec.get("kernel", 3))
+            macs.append(math.prod(shape) * prev[0] * k * k)
+        elif kind == "resblock":
+            m = math.prod(shape) * (prev[0] * 9 + shape[0] * 9)
+            if int(spec.get("stride", 1)) != 1 or prev[0] != shape[0]:
+                m += math.prod(shape) * prev[0]
+            macs.append(m)
+        elif kind == "linear":
+            macs.append(shape[0] * prev[0])
+        prev = shape
+    return macs
