@@ -210,9 +210,19 @@ def build_layers(cfg: ArchConfig) -> nn.ModuleList:
     return modules
 
 
-def spiking_layer_indices(cfg: ArchConfig) -> list[int]:
-    """Indices of the layers followed by a neuron layer (all weighted layers but the classifier)."""
-    return [i for i, l in enumerate(cfg.layers[:-1]) if l["kind"] in ("conv", "linear", "resblock")]
+def neuron_layers(cfg: ArchConfig) -> list[tuple[int, str]]:
+    """The SNN's neuron layers, in order, as (layer index, part); one threshold each.
+
+    Every weighted layer but the classifier has one ("out"); a residual block has two:
+    after its first conv ("conv1") and after the sum with the shortcut ("out").
+    """
+    found: list[tuple[int, str]] = []
+    for i, layer in enumerate(cfg.layers[:-1]):
+        if layer["kind"] == "resblock":
+            found += [(i, "conv1"), (i, "out")]
+        elif layer["kind"] in ("conv", "linear"):
+            found.append((i, "out"))
+    return found
 
 
 class ANN(nn.Module):

@@ -1,0 +1,158 @@
+"""The one checkpoint format for every stage (ANN, converted, STDB, from-scratch).
+
+A checkpoint is a ``torch.save`` of plain containers and tensors, read back with
+``weights_only=True`` so that a file from a colleague cannot execute code:
+
+    format, version, stage, arch (ArchConfig dict), state_dict,
+    snn: {thresholds, leak, timesteps, surrogate} (None for a plain ANN),
+    data: {dataset, data_root, normalisation, class_names, input_shape},
+    metrics: {...}, provenance: {command, version, created, torch},
+    train_state: {epoch, optimizer, scheduler, best_metric, ...} (resume; optional)
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
+
+FORMAT = "hybrid-snn-checkpoint"
+VERSION = 1
+STAGES = ("ann", "converted", "stdb", "scratch")
+PACKAGE_VERSION = "0.1.0"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt, foreign, too new, or inconsistent."""
+
+
+@dataclass
+class SNNParams:
+    """Everything beyond the weights that defines the spiking network."""
+    thresholds: list[float]
+    leak: float = 1.0
+    timesteps: int = 100
+    surrogate: dict = field(default_factory=lambda: {"kind": "stdb", "alpha": 0.3, "beta": 0.01})
+
+    def to_dict(self) -> dict:
+        return {"thresholds": [float(v) for v in self.thresholds], "leak": float(self.leak),
+                "timesteps": int(self.timesteps), "surrogate": dict(self.surrogate)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SNNParams":
+        return cls(thresholds=[float(v) for v in d["thresholds"]], leak=float(d["leak"]),
+                   timesteps=int(d["timesteps"]), surrogate=dict(d["surrogate"]))
+
+
+@dataclass
+class Checkpoint:
+    stage: str
+    arch: ArchConfig
+    state_dict: dict
+    data: dict
+    snn: SNNParams | None = None
+    metrics: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    train_state: dict | None = None
+
+    def model(self) -> ANN:
+        """The ANN module with these weights (the SNN wraps the same module)."""
+        model = ANN(self.arch)
+        model.load_state_dict(self.state_dict)
+        return model
+
+
+def provenance(command: list[str] | None = None) -> dict:
+    return {"command": " ".join(command if command is not None else sys.argv),
+            "version": PACKAGE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "torch": torch.__version__}
+
+
+def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
+    """Validate, then write atomically (temporary file in the same folder + rename)."""
+    _validate(ckpt, "<to be saved>")
+    path = Path(path)
+    payload = {
+        "format": FORMAT, "version": VERSION, "stage": ckpt.stage, "arch": ckpt.arch.to_dict(),
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
+        "snn": ckpt.snn.to_dict() if ckpt.snn is not None else None,
+        "data": ckpt.data, "metrics": ckpt.metrics,
+        "provenance": ckpt.provenance or provenance(), "train_state": ckpt.train_state,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read and validate; every problem is a CheckpointError that names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt/foreign files
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a {FORMAT} file (a foreign or plain state_dict checkpoint?)")
+    version = raw.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {version!r} is newer than this trainer ({VERSION})")
+    try:
+        arch = ArchConfig.from_dict(raw["arch"])
+        ckpt = Checkpoint(stage=raw["stage"], arch=arch, state_dict=raw["state_dict"], data=raw["data"],
+                          snn=SNNParams.from_dict(raw["snn"]) if raw.get("snn") is not None else None,
+                          metrics=raw.get("metrics") or {}, provenance=raw.get("provenance") or {},
+                          train_state=raw.get("train_state"))
+    except ArchError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed checkpoint ({type(exc).__name__}: {exc})") from None
+    _validate(ckpt, str(path))
+    return ckpt
+
+
+def _validate(ckpt: Checkpoint, where: str) -> None:
+    if ckpt.stage not in STAGES:
+        raise CheckpointError(f"{where}: unknown stage {ckpt.stage!r} (one of {', '.join(STAGES)})")
+    expected = {k: tuple(v.shape) for k, v in ANN(ckpt.arch).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
+    if expected != got:
+        missing = sorted(set(expected) - set(got))
+        extra = sorted(set(got) - set(expected))
+        wrong = sorted(k for k in set(expected) & set(got) if expected[k] != got[k])
+        detail = "; ".join(s for s in (
+            f"missing {missing[:3]}" if missing else "", f"unexpected {extra[:3]}" if extra else "",
+            f"shape of {wrong[0]} is {got[wrong[0]]}, config needs {expected[wrong[0]]}" if wrong else "") if s)
+        raise CheckpointError(f"{where}: weights do not fit the {ckpt.arch.name} config ({detail})")
+    for key in ("dataset", "normalisation", "class_names"):
+        if key not in ckpt.data:
+            raise CheckpointError(f"{where}: data record lacks {key!r}")
+    if len(ckpt.data["class_names"]) != ckpt.arch.num_classes:
+        raise CheckpointError(f"{where}: {len(ckpt.data['class_names'])} class names for "
+                              f"{ckpt.arch.num_classes} classes")
+    if ckpt.stage != "ann":
+        if ckpt.snn is None:
+            raise CheckpointError(f"{where}: stage {ckpt.stage!r} needs SNN parameters (thresholds, leak, T)")
+    if ckpt.snn is not None:
+        n = len(neuron_layers(ckpt.arch))
+        if len(ckpt.snn.thresholds) != n:
+            raise CheckpointError(f"{where}: {len(ckpt.snn.thresholds)} thresholds for {n} neuron layers")
+        if any(not (v > 0) for v in ckpt.snn.thresholds):
+            raise CheckpointError(f"{where}: thresholds must be positive")
+        if not 0.0 < ckpt.snn.leak <= 1.0 or ckpt.snn.timesteps < 1:
+            raise CheckpointError(f"{where}: leak must be in (0, 1] and timesteps >= 1")

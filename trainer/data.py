@@ -1,0 +1,616 @@
+"""Offline image data sets and the one input normalisation the whole chain shares.
+
+Every loader returns uint8 images (N, C, H, W) and int64 labels; `batches` turns them
+into normalised float batches. ANN training, conversion, STDB fine-tuning and export all
+use the same `Normalisation` object, because the reference code normalised ANN and SNN
+inputs differently (SPEC section 2). Nothing is ever downloaded: data come from the
+shared folder (`HYBRID_SNN_DATA`, else `<repo>/../shared/datasets`) or a folder the user
+names, except `digits`, which ships inside scikit-learn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import tarfile
+import tempfile
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable, Iterator, NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "folder")
+SPLITS = ("train", "test")
+
+_IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
+_CIFAR10_ARCHIVE = "cifar10-jpg.tar.gz"
+_CIFAR_SIZE = 32
+_CROP_PAD = 4
+# Bump when the cached array layout changes, so old caches are not reused.
+_CACHE_VERSION = 1
+_ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
+
+
+class DatasetError(Exception):
+    """A data set is missing, malformed or misnamed; the message names the path and the problem."""
+
+
+@dataclass(frozen=True)
+class Normalisation:
+    """x_norm = clip((x01 - mean[c]) / std[c], -clip, clip), with x01 = pixel / 255.
+
+    The single input transform shared by ANN training, conversion, the SNN (Poisson rate =
+    |x_norm|, spike sign = sign(x_norm)) and export, so all stages see identical inputs.
+    """
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        mean = tuple(float(m) for m in self.mean)
+        std = tuple(float(s) for s in self.std)
+        clip = float(self.clip)
+        if not mean or len(mean) != len(std):
+            raise ValueError(f"Normalisation: mean {mean} and std {std} need the same, non-zero length")
+        if not all(math.isfinite(m) for m in mean):
+            raise ValueError(f"Normalisation: mean {mean} must be finite")
+        if not all(math.isfinite(s) and s > 0 for s in std):
+            raise ValueError(f"Normalisation: std {std} must be finite and > 0")
+        if not (math.isfinite(clip) and clip > 0):
+            raise ValueError(f"Normalisation: clip {clip} must be finite and > 0")
+        object.__setattr__(self, "mean", mean)
+        object.__setattr__(self, "std", std)
+        object.__setattr__(self, "clip", clip)
+
+    @property
+    def channels(self) -> int:
+        return len(self.mean)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise (N, C, H, W) images: float in [0, 1], or uint8 pixels (divided by 255 first)."""
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"Normalisation: expected (N, {self.channels}, H, W) input, got {tuple(x.shape)}")
+        x01 = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        return ((x01 - mean) / std).clamp_(-self.clip, self.clip)
+
+    def to_dict(self) -> dict:
+        return {"mean": list(self.mean), "std": list(self.std), "clip": self.clip}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Normalisation":
+        """Rebuild from `to_dict` output (e.g. a checkpoint); validates as the constructor does."""
+        try:
+            return cls(mean=tuple(d["mean"]), std=tuple(d["std"]), clip=d.get("clip", 1.0))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"Normalisation.from_dict: need 'mean' and 'std' lists, got {d!r}") from e
+
+
+@dataclass
+class DatasetBundle:
+    """A loaded data set: uint8 images (N, C, H, W), int64 labels, and how to feed them."""
+
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    class_names: list[str]
+    normalisation: Normalisation
+    augment: bool
+    source: str
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.train_x.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+class _Splits(NamedTuple):
+    """Decoded arrays as loaders (and the cache) hand them over: x uint8 NCHW, y int64."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: list[str]
+
+
+def _cifar_norm(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalisation:
+    """Twice the std, so that +-2 sigma of the data maps into [-1, 1] (the Poisson rate range)."""
+    return Normalisation(mean=mean, std=tuple(2 * s for s in std))
+
+
+_UNIT_NORM = Normalisation(mean=(0.0,), std=(1.0,))  # stays in [0, 1]: blank background never spikes
+_CIFAR10_NORM = _cifar_norm((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+_CIFAR100_NORM = _cifar_norm((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
+# "folder" has none: its normalisation is measured on its own train images.
+_DEFAULT_NORMS = {"digits": _UNIT_NORM, "mnist": _UNIT_NORM, "cifar10": _CIFAR10_NORM, "cifar100": _CIFAR100_NORM}
+
+
+# ---------------------------------------------------------------- locations
+
+
+def shared_data_root() -> Path:
+    """The offline data folder: $HYBRID_SNN_DATA, else <repo root>/../shared/datasets."""
+    env = os.environ.get("HYBRID_SNN_DATA")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+def cache_root() -> Path:
+    """Where decoded image arrays are cached: $HYBRID_SNN_CACHE, else ~/.cache/hybrid-snn."""
+    env = os.environ.get("HYBRID_SNN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "hybrid-snn"
+
+
+def _not_found(path: Path, what: str) -> DatasetError:
+    return DatasetError(f"{path}: {what} not found (set --data-root or HYBRID_SNN_DATA)")
+
+
+# ---------------------------------------------------------------- public API
+
+
+def load_dataset(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    seed: int = 0,
+    image_size: int | None = None,
+) -> DatasetBundle:
+    """Load a data set by name; `seed` fixes the digits split and the subsets.
+
+    Subsets are seeded and class-proportional, for quick CPU runs on MNIST/CIFAR.
+    `image_size` resizes `folder` images (default 32); the other sets have a fixed size.
+    """
+    key = name.lower()
+    if key not in DATASETS:
+        raise DatasetError(f"unknown data set {name!r}; valid names: {', '.join(DATASETS)}")
+    root_path = Path(root).expanduser() if root is not None else shared_data_root()
+
+    if key == "digits":
+        splits, source = _load_digits(seed), "sklearn.datasets.load_digits"
+    elif key == "mnist":
+        splits, source = _load_mnist(root_path)
+    elif key == "cifar10":
+        splits, source = _load_cifar10(root_path)
+    elif key == "cifar100":
+        splits, source = _load_cifar100(root_path)
+    else:
+        size = _CIFAR_SIZE if image_size is None else image_size
+        if size < 1:
+            raise DatasetError(f"image_size must be >= 1, got {image_size}")
+        splits, source = _load_folder(root_path, size)
+
+    native = splits.train_x.shape[-1]
+    if key != "folder" and image_size is not None and image_size != native:
+        raise DatasetError(
+            f"{key}: images are {native}x{native}; image_size={image_size} applies to 'folder' only"
+        )
+    _check_labels(splits, source)
+
+    train_x, train_y = _subset(splits.train_x, splits.train_y, train_subset, "train_subset", seed, 0)
+    test_x, test_y = _subset(splits.test_x, splits.test_y, test_subset, "test_subset", seed, 1)
+    normalisation = _DEFAULT_NORMS.get(key) or _channel_stats(splits.train_x)
+    return DatasetBundle(
+        name=key,
+        train_x=torch.from_numpy(train_x),
+        train_y=torch.from_numpy(train_y),
+        test_x=torch.from_numpy(test_x),
+        test_y=torch.from_numpy(test_y),
+        class_names=list(splits.class_names),
+        normalisation=normalisation,
+        augment=key in ("cifar10", "cifar100"),
+        source=source,
+    )
+
+
+def batches(
+    bundle: DatasetBundle,
+    split: str,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    augment: bool | None = None,
+    seed: int = 0,
+    normalisation: Normalisation | None = None,
+    epoch: int = 0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (normalised float32 x (B, C, H, W), int64 y); the last batch may be smaller.
+
+    Order and augmentation depend only on (seed, epoch, split), never on global RNG state,
+    so runs are reproducible. augment=None means bundle.augment for "train", off for "test".
+    Augmentation (random crop with zero padding 4, horizontal flip p=0.5) acts on the raw
+    pixels, so padding is a black pixel whatever the normalisation.
+    """
+    x, y = _split_tensors(bundle, split)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    norm = normalisation or bundle.normalisation
+    if norm.channels != x.shape[1]:
+        raise ValueError(f"normalisation has {norm.channels} channels, {bundle.name} images have {x.shape[1]}")
+    do_augment = (bundle.augment and split == "train") if augment is None else augment
+    rng = np.random.default_rng([seed, epoch, SPLITS.index(split)])
+    order = torch.from_numpy(rng.permutation(len(y))) if shuffle else torch.arange(len(y))
+
+    def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            xb = _augment(x[idx], rng) if do_augment else x[idx]
+            yield norm.apply(xb), y[idx]
+
+    return generate()
+
+
+def num_batches(bundle: DatasetBundle, split: str, batch_size: int) -> int:
+    """Batches per pass over a split, counting the last partial one."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    return math.ceil(len(_split_tensors(bundle, split)[1]) / batch_size)
+
+
+def _split_tensors(bundle: DatasetBundle, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    return (bundle.train_x, bundle.train_y) if split == "train" else (bundle.test_x, bundle.test_y)
+
+
+def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Random crop of the zero-padded image (pad 4) and horizontal flip with p = 0.5, per sample."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (_CROP_PAD,) * 4)
+    dy, dx = torch.from_numpy(rng.integers(0, 2 * _CROP_PAD + 1, size=(2, b)))
+    rows = dy[:, None] + torch.arange(h)
+    cols = dx[:, None] + torch.arange(w)
+    # Advanced indices on dims 0, 2, 3 around a slice put the channel last: (B, H, W, C).
+    crops = padded[torch.arange(b)[:, None, None], :, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = torch.from_numpy(rng.random(b) < 0.5)[:, None, None, None]
+    return torch.where(flip, crops.flip(3), crops).contiguous()
+
+
+def _subset(x: np.ndarray, y: np.ndarray, k: int | None, what: str, seed: int, stream: int):
+    if k is None:
+        return x, y
+    if k < 1:
+        raise DatasetError(f"{what} must be >= 1, got {k}")
+    if k >= len(y):
+        return x, y
+    idx = _stratified_indices(y, k, np.random.default_rng([seed, stream]))
+    return x[idx], y[idx]
+
+
+def _stratified_indices(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Seeded subset of k indices with class proportions close to those of y (sorted)."""
+    perm = rng.permutation(len(y))
+    labels = y[perm]
+    counts = np.bincount(labels)
+    starts = np.cumsum(counts) - counts
+    by_class = np.argsort(labels, kind="stable")
+    rank = np.empty(len(y), dtype=np.int64)
+    rank[by_class] = np.arange(len(y)) - starts[labels[by_class]]
+    # Taking the lowest within-class quantiles first keeps every class at its share of k.
+    chosen = perm[np.argsort(rank / counts[labels], kind="stable")[:k]]
+    return np.sort(chosen)
+
+
+def _check_labels(splits: _Splits, source: str) -> None:
+    n = len(splits.class_names)
+    for split, y in (("train", splits.train_y), ("test", splits.test_y)):
+        if len(y) == 0:
+            raise DatasetError(f"{source}: the {split} split is empty")
+        if y.min() < 0 or y.max() >= n:
+            raise DatasetError(f"{source}: {split} labels outside 0..{n - 1}")
+
+
+def _channel_stats(x: np.ndarray, chunk: int = 4096) -> Normalisation:
+    """Per-channel mean and 2x std of pixel/255, in chunks so large sets fit in memory."""
+    total = np.zeros(x.shape[1])
+    total_sq = np.zeros(x.shape[1])
+    for start in range(0, len(x), chunk):
+        part = x[start : start + chunk].astype(np.float64) / 255
+        total += part.sum(axis=(0, 2, 3))
+        total_sq += np.square(part).sum(axis=(0, 2, 3))
+    count = len(x) * x.shape[2] * x.shape[3]
+    mean = total / count
+    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0))
+    # A constant channel (std 0) would divide by zero; 1/255 is one grey level.
+    return _cifar_norm(tuple(mean.tolist()), tuple(np.maximum(std, 1 / 255).tolist()))
+
+
+# ---------------------------------------------------------------- digits
+
+
+def _load_digits(seed: int) -> _Splits:
+    """sklearn's 8x8 digits (values 0..16) as uint8, with a seeded stratified 80/20 split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = np.rint(digits.images * (255 / 16)).astype(np.uint8)[:, None]
+    y = digits.target.astype(np.int64)
+    train_x, test_x, train_y, test_y = train_test_split(x, y, test_size=0.2, stratify=y, random_state=seed)
+    return _Splits(train_x, train_y, test_x, test_y, [str(d) for d in range(10)])
+
+
+# ---------------------------------------------------------------- MNIST (IDX)
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _load_mnist(root: Path) -> tuple[_Splits, str]:
+    """The four IDX files, gzipped or not, in root, root/mnist or root/MNIST/raw."""
+    folder = next(
+        (d for d in (root / "mnist", root / "MNIST" / "raw", root) if _idx_file(d, "train-images-idx3-ubyte")),
+        None,
+    )
+    if folder is None:
+        raise _not_found(root, "MNIST (train-images-idx3-ubyte.gz and the other IDX files)")
+    arrays = []
+    for images_name, labels_name in _MNIST_FILES.values():
+        images = _read_idx(_require_idx(folder, images_name), ndim=3)
+        labels = _read_idx(_require_idx(folder, labels_name), ndim=1)
+        if len(images) != len(labels):
+            raise DatasetError(
+                f"{folder}: {images_name} has {len(images)} images but {labels_name} {len(labels)} labels"
+            )
+        arrays += [images[:, None], labels.astype(np.int64)]
+    return _Splits(*arrays, [str(d) for d in range(10)]), str(folder)
+
+
+def _idx_file(folder: Path, stem: str) -> Path | None:
+    return next((p for p in (folder / f"{stem}.gz", folder / stem) if p.is_file()), None)
+
+
+def _require_idx(folder: Path, stem: str) -> Path:
+    path = _idx_file(folder, stem)
+    if path is None:
+        raise _not_found(folder / f"{stem}.gz", "MNIST file")
+    return path
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """Parse an IDX file of unsigned bytes (magic 0x0000080<ndim>), checking magic and length."""
+    try:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{path}: cannot read ({e})") from e
+    magic = 0x0800 | ndim
+    if len(data) < 4 or int.from_bytes(data[:4], "big") != magic:
+        raise DatasetError(f"{path}: bad IDX magic {data[:4].hex()} (expected {magic:08x}: uint8, {ndim} dims)")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DatasetError(f"{path}: truncated IDX header")
+    dims = [int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4)]
+    if len(data) - header != math.prod(dims):
+        raise DatasetError(f"{path}: {len(data) - header} data bytes but the header says {dims} (truncated?)")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims).copy()
+
+
+# ---------------------------------------------------------------- CIFAR-10 / CIFAR-100
+
+
+def _load_cifar10(root: Path) -> tuple[_Splits, str]:
+    """The shared JPEG archive, the python-pickle batches, or extracted train/ and test/ folders."""
+    archive = root if root.is_file() else root / _CIFAR10_ARCHIVE
+    if archive.is_file():
+        key = _sha256(archive)
+        return _cached("cifar10", key, lambda: _decode_archive(archive)), str(archive)
+    for folder in (root / "cifar-10-batches-py", root):
+        if (folder / "data_batch_1").is_file():
+            return _read_cifar10_pickles(folder), str(folder)
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        return _load_image_tree("cifar10", root, root / "test", _CIFAR_SIZE), str(root)
+    raise _not_found(root, f"CIFAR-10 ({_CIFAR10_ARCHIVE}, cifar-10-batches-py/ or train/ and test/ folders)")
+
+
+def _read_cifar10_pickles(folder: Path) -> _Splits:
+    train = [_cifar_batch(folder / f"data_batch_{i}", b"labels") for i in range(1, 6)]
+    test_x, test_y = _cifar_batch(folder / "test_batch", b"labels")
+    names = _pickle_field(folder / "batches.meta", b"label_names")
+    return _Splits(
+        np.concatenate([x for x, _ in train]),
+        np.concatenate([y for _, y in train]),
+        test_x,
+        test_y,
+        [n.decode() for n in names],
+    )
+
+
+def _load_cifar100(root: Path) -> tuple[_Splits, str]:
+    """The python-pickle layout (train, test, meta), in root/cifar-100-python or root itself."""
+    folder = next((d for d in (root / "cifar-100-python", root) if (d / "train").is_file()), None)
+    if folder is None:
+        raise _not_found(root, "CIFAR-100 (cifar-100-python/ with train, test and meta)")
+    train_x, train_y = _cifar_batch(folder / "train", b"fine_labels")
+    test_x, test_y = _cifar_batch(folder / "test", b"fine_labels")
+    names = _pickle_field(folder / "meta", b"fine_label_names")
+    return _Splits(train_x, train_y, test_x, test_y, [n.decode() for n in names]), str(folder)
+
+
+def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR pickle: b'data' rows of 3072 bytes (R, G, B planes of 32x32) and labels."""
+    data = np.asarray(_pickle_field(path, b"data"), dtype=np.uint8)
+    labels = np.asarray(_pickle_field(path, label_key), dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * _CIFAR_SIZE**2 or len(data) != len(labels):
+        raise DatasetError(f"{path}: expected data (N, 3072) and N labels, got {data.shape} and {labels.shape}")
+    return data.reshape(-1, 3, _CIFAR_SIZE, _CIFAR_SIZE), labels
+
+
+def _pickle_field(path: Path, key: bytes):
+    if not path.is_file():
+        raise _not_found(path, "CIFAR pickle file")
+    try:
+        # The standard CIFAR layout is pickled; only load files you trust.
+        with open(path, "rb") as f:
+            content = pickle.load(f, encoding="bytes")
+    except Exception as e:  # a damaged pickle raises almost any exception type
+        raise DatasetError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
+    if not isinstance(content, dict) or key not in content:
+        raise DatasetError(f"{path}: no {key!r} entry")
+    return content[key]
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _load_folder(root: Path, size: int) -> tuple[_Splits, str]:
+    """ImageNet-style root/train/<class>/* and root/val/<class>/* (or root/test)."""
+    if not (root / "train").is_dir():
+        raise _not_found(root / "train", "image folder train/<class>/")
+    eval_dir = next((d for d in (root / "val", root / "test") if d.is_dir()), None)
+    if eval_dir is None:
+        raise _not_found(root / "val", "image folder val/<class>/ (or test/)")
+    return _load_image_tree("folder", root, eval_dir, size), str(root)
+
+
+def _load_image_tree(cache_name: str, root: Path, test_dir: Path, size: int) -> _Splits:
+    """Decode root/train/<class>/* and test_dir/<class>/*, cached by a fingerprint of the file list."""
+    entries = {"train": _scan_split(root / "train"), "test": _scan_split(test_dir)}
+    digest = hashlib.sha256(f"{size}\n".encode())
+    for split, items in entries.items():
+        for cls, name, path in items:
+            st = path.stat()
+            digest.update(f"{split}/{cls}/{name}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return _cached(cache_name, digest.hexdigest(), lambda: _decode_splits(entries, str(root), size))
+
+
+def _scan_split(split_dir: Path) -> list[tuple[str, str, Path]]:
+    """(class, file name, path) for every image in split_dir/<class>/; an empty class is an error."""
+    classes = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    entries = []
+    for class_dir in classes:
+        images = [
+            p for p in class_dir.iterdir()
+            if p.is_file() and p.suffix.lower() in _IMAGE_EXTS and not p.name.startswith(".")
+        ]
+        if not images:
+            raise DatasetError(f"{class_dir}: no images ({', '.join(_IMAGE_EXTS)})")
+        entries += [(class_dir.name, p.name, p) for p in images]
+    return entries
+
+
+def _decode_archive(archive: Path) -> _Splits:
+    """Read every train/<class>/* and test/<class>/* image of a tar(.gz) into memory, then decode."""
+    entries: dict[str, list] = {split: [] for split in SPLITS}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if (
+                    member.isfile()
+                    and len(parts) >= 3
+                    and parts[-3] in entries
+                    and PurePosixPath(parts[-1]).suffix.lower() in _IMAGE_EXTS
+                    and not parts[-1].startswith(".")
+                ):
+                    data = io.BytesIO(tar.extractfile(member).read())
+                    entries[parts[-3]].append((parts[-2], parts[-1], data))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise DatasetError(f"{archive}: cannot read the archive ({e})") from e
+    return _decode_splits(entries, str(archive), _CIFAR_SIZE)
+
+
+def _decode_splits(entries: dict[str, list], where: str, size: int) -> _Splits:
+    """Decode (class, name, source) entries; class folders in sorted order give the labels."""
+    class_names = sorted({cls for cls, _, _ in entries["train"]})
+    if not class_names:
+        raise DatasetError(f"{where}: no training images (expected train/<class>/*.jpg)")
+    test_classes = sorted({cls for cls, _, _ in entries["test"]})
+    if test_classes != class_names:
+        raise DatasetError(f"{where}: test/val classes {test_classes} differ from train classes {class_names}")
+    label = {cls: i for i, cls in enumerate(class_names)}
+    arrays = []
+    for split in SPLITS:
+        items = sorted(entries[split], key=lambda e: (e[0], e[1]))
+        x = np.empty((len(items), size, size, 3), dtype=np.uint8)
+        for i, (cls, name, source) in enumerate(items):
+            try:
+                x[i] = _decode_image(source, size)
+            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
+                raise DatasetError(f"{where}: cannot decode {split}/{cls}/{name} ({e})") from e
+        labels = np.array([label[cls] for cls, _, _ in items], dtype=np.int64)
+        arrays += [np.ascontiguousarray(x.transpose(0, 3, 1, 2)), labels]
+    return _Splits(*arrays, class_names)
+
+
+def _decode_image(source, size: int) -> np.ndarray:
+    """One image file (path or file object) as RGB uint8 (size, size, 3), bilinear-resized if needed."""
+    with Image.open(source) as img:
+        if img.size != (size, size):
+            img.draft("RGB", (size, size))  # lets JPEG decode at 1/2..1/8 scale: large photos load fast
+        rgb = img.convert("RGB")
+    if rgb.size != (size, size):
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+# ---------------------------------------------------------------- cache
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _cached(name: str, key: str, build: Callable[[], _Splits]) -> _Splits:
+    """Decoded arrays from the cache folder for `key`, else build them and store them atomically.
+
+    The key is a content hash (or a file-list fingerprint), so a changed source never reuses
+    a stale cache; a damaged or unwritable cache only costs a rebuild.
+    """
+    folder = cache_root() / f"{name}-v{_CACHE_VERSION}-{key[:16]}"
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta["key"] == key:
+            arrays = [np.load(folder / f"{a}.npy", allow_pickle=False) for a in _ARRAY_NAMES]
+            return _Splits(*arrays, meta["class_names"])
+    except (OSError, ValueError, EOFError, KeyError, TypeError):
+        pass  # absent or damaged: rebuild below
+    splits = build()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for array_name in _ARRAY_NAMES:
+            with _atomic_file(folder / f"{array_name}.npy") as f:
+                np.save(f, getattr(splits, array_name))
+        # meta.json goes last: its presence marks a complete cache.
+        with _atomic_file(folder / "meta.json") as f:
+            f.write(json.dumps({"key": key, "class_names": splits.class_names}).encode())
+    except OSError as e:
+        warnings.warn(f"{folder}: cannot write the data cache ({e}); images will be decoded again next time")
+    return splits
+
+
+@contextlib.contextmanager
+def _atomic_file(path: Path):
+    """Write to a temporary file beside `path`, then rename it into place: readers never see half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
