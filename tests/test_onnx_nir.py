@@ -1,0 +1,233 @@
+"""ONNX export (integer-exact against export.fixedpoint) and NIR export (exact round trip)."""
+from __future__ import annotations
+
+import json
+import math
+
+import nir
+import numpy as np
+import onnx
+import pytest
+
+from export import fixedpoint as fx
+from export.graph import Core, CoreGraph, InputEncoding
+from export.nir_export import export_nir
+from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, fan_in_groups, run_onnx
+
+
+def _enc(shape):
+    return InputEncoding(shape=shape, mean=np.full(shape[0], 0.5), std=np.full(shape[0], 0.25))
+
+
+def _dense_w(rng, n_out, n_in, lo=-40, hi=60):
+    return (rng.integers(lo, hi, size=(n_out, n_in)) * 2).clip(-256, 254)
+
+
+def _conv_w(rng, shape, lo=-30, hi=50):
+    return rng.integers(lo, hi, size=shape)
+
+
+def _calibrate(cores, enc, spikes, fraction=0.3):
+    """Threshold balancing in miniature: each layer's vth from the max current it receives."""
+    for k in range(len(cores)):
+        g = CoreGraph(input=enc, cores=cores, timesteps=spikes.shape[0],
+                      class_names=[str(i) for i in range(math.prod(cores[-1].output_shape))])
+        max_abs = fx.run_reference(g, spikes)["max_abs_input"][k]
+        if cores[k].spiking:
+            cores[k].vth = max(1, int(fraction * max_abs))
+    return CoreGraph(input=enc, cores=cores, timesteps=spikes.shape[0],
+                     class_names=[f"class{i}" for i in range(math.prod(cores[-1].output_shape))],
+                     provenance={"test": "tests/test_onnx_nir.py"})
+
+
+def dense_graph(rng, spikes):
+    enc = _enc((1, 4, 5))
+    # weight_exp = -3: dense weights are even, so -1 would never round; -3 exercises the floor
+    cores = [Core("fc1", "dense", _dense_w(rng, 16, 20), (1, 4, 5), (16,), vth=1, weight_exp=-3),
+             Core("fc2", "dense", _dense_w(rng, 12, 16), (16,), (12,), vth=1, weight_exp=1),
+             Core("out", "dense", _dense_w(rng, 3, 12), (12,), (3,), vth=0, spiking=False)]
+    return _calibrate(cores, enc, spikes)
+
+
+def conv_graph(rng, spikes, dv=(0, 0, 0), kw=2):
+    """Non-symmetric 3 x kw kernel on a non-square 7x9 input, a stride-2 6x6 conv (a folded pool), dense out."""
+    enc = _enc((2, 7, 9))
+    w1 = 10 - kw
+    w2 = (w1 + 4 - 6) // 2 + 1
+    cores = [Core("conv1", "conv", _conv_w(rng, (4, 2, 3, kw)), (2, 7, 9), (4, 7, w1), vth=1, dv=dv[0],
+                  padding=(1, 0)),
+             Core("conv2", "conv", _conv_w(rng, (5, 4, 6, 6), -10, 20), (4, 7, w1), (5, 3, w2), vth=1, dv=dv[1],
+                  stride=(2, 2), padding=(2, 2)),
+             Core("out", "dense", _dense_w(rng, 3, 15 * w2), (5, 3, w2), (3,), vth=0, dv=dv[2], spiking=False)]
+    return _calibrate(cores, enc, spikes)
+
+
+def assert_exact(graph, spikes, tmp_path):
+    ref = fx.run_reference(graph, spikes)
+    for k, s in enumerate(ref["spikes"]):
+        assert s.sum() > 0, f"spiking core {k} never spikes: pick other thresholds"
+    path = export_onnx(graph, tmp_path / "net.onnx")
+    got = run_onnx(path, spikes, threads=1)
+    assert len(got["spikes"]) == len(ref["spikes"])
+    for k, (a, b) in enumerate(zip(got["spikes"], ref["spikes"])):
+        assert a.dtype == np.uint8 and a.shape == b.shape
+        np.testing.assert_array_equal(a, b, err_msg=f"spikes of spiking core {k}")
+    assert got["output"].dtype == np.int64
+    np.testing.assert_array_equal(got["output"], ref["output"])
+    return ref, path
+
+
+def test_dense_exact(tmp_path):
+    rng = np.random.default_rng(0)
+    spikes = rng.integers(-1, 2, size=(6, 3, 1, 4, 5)).astype(np.int8)
+    assert_exact(dense_graph(rng, spikes), spikes, tmp_path)
+
+
+def test_conv_exact(tmp_path):
+    rng = np.random.default_rng(1)
+    spikes = (rng.random((6, 2, 2, 7, 9)) < 0.4).astype(np.int8)
+    assert_exact(conv_graph(rng, spikes), spikes, tmp_path)
+
+
+def test_leaky_signed_encoded_input_exact(tmp_path):
+    rng = np.random.default_rng(2)
+    enc = _enc((2, 7, 9))
+    images = rng.integers(0, 256, size=(2, 2, 7, 9), dtype=np.uint8)
+    spikes = enc.encode(images, timesteps=8, seed=5)
+    assert (spikes < 0).any() and (spikes > 0).any()
+    graph = conv_graph(rng, spikes, dv=(300, 1000, 77))
+    assert all(c.dv > 0 for c in graph.cores)
+    ref, _ = assert_exact(graph, spikes, tmp_path)
+    assert (ref["output"] < 0).any() or (ref["output"] > 0).any()
+
+
+def test_large_currents_wrap_clip_and_split(tmp_path):
+    """Dense weight_exp = +7 wraps u and saturates v; a wide conv hits the 24-bit clamp and needs several
+    float32 fan-in groups (running sums > 2**24)."""
+    rng = np.random.default_rng(3)
+    # dense: a = (W @ s) << 7 up to 254 * 16 * 128, so a << 6 leaves 24 bits in both directions
+    enc = _enc((1, 4, 4))
+    w = rng.choice([-254, -200, 100, 254], size=(8, 16))
+    cores = [Core("big", "dense", w, (1, 4, 4), (8,), vth=50_000, weight_exp=7, dv=100),
+             Core("out", "dense", np.array([[254] * 8, [-254] * 8]), (8,), (2,), vth=0, weight_exp=7,
+                  spiking=False)]
+    graph = CoreGraph(input=enc, cores=cores, timesteps=5, class_names=["a", "b"])
+    spikes = rng.integers(-1, 2, size=(5, 3, 1, 4, 4)).astype(np.int8)
+    spikes[:, 0] = 1
+    ref, _ = assert_exact(graph, spikes, tmp_path)
+    u = np.concatenate([fx.wrap24((spikes[t].reshape(3, -1).astype(np.int64) @ w.T << 7) << 6) for t in range(5)])
+    raw = np.concatenate([(spikes[t].reshape(3, -1).astype(np.int64) @ w.T << 7) << 6 for t in range(5)])
+    assert (u != raw).any(), "the wrap never acted"
+    assert ref["output"].max() == fx.V_MAX and ref["output"].min() == -fx.V_MAX, "the clip never acted"
+
+    # conv: 4200 channels x 8x8 kernel. Outputs 0/1 (all +127 / all -128) reach |a| ~ 3.4e7 > 2**23 (the
+    # 24-bit clamp); output 2 (+127 on the first half of the channels, -128 on the rest) ends at -134400
+    # but its running sum passes 1.7e7 > 2**24, where a single float32 accumulation would round: the
+    # exporter must split the fan-in into float32-exact groups.
+    c_in = 4200
+    enc = _enc((c_in, 8, 8))
+    half = np.concatenate([np.full((c_in // 2, 8, 8), 127), np.full((c_in // 2, 8, 8), -128)])
+    wc = np.stack([np.full((c_in, 8, 8), 127), np.full((c_in, 8, 8), -128), half,
+                   rng.integers(-128, 128, (c_in, 8, 8))])
+    assert len(fan_in_groups(np.abs(wc).sum(axis=(2, 3)))) == 3
+    cores = [Core("wide", "conv", wc, (c_in, 8, 8), (4, 1, 1), vth=1000),
+             Core("out", "dense", np.array([[2, 4, 6, 8], [-2, 0, 2, 4]]), (4, 1, 1), (2,), vth=0, spiking=False)]
+    graph = CoreGraph(input=enc, cores=cores, timesteps=3, class_names=["a", "b"])
+    spikes = np.ones((3, 2, c_in, 8, 8), dtype=np.int8)
+    spikes[:, 1] = rng.integers(-1, 2, size=(3, c_in, 8, 8))
+    ref, _ = assert_exact(graph, spikes, tmp_path)
+    assert ref["max_abs_input"][0] >= 2 ** 23 - 1, "the 24-bit conv clamp never acted"
+
+
+def test_onnx_checker_and_metadata(tmp_path):
+    rng = np.random.default_rng(4)
+    spikes = (rng.random((4, 1, 2, 7, 9)) < 0.4).astype(np.int8)
+    graph = conv_graph(rng, spikes, dv=(0, 20, 0))
+    path = export_onnx(graph, tmp_path / "sub" / "net.onnx")
+    assert not [p for p in path.parent.iterdir() if p.name != "net.onnx"], "temp file left behind"
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    props = {p.key: json.loads(p.value) for p in model.metadata_props}      # every value is JSON
+    assert props["timesteps"] == graph.timesteps
+    assert props["class_names"] == graph.class_names
+    assert props["graph_version"] == graph.version and props["graph_format"] == "hybrid-snn-coregraph"
+    assert props["input_encoding"]["mean"] == pytest.approx(graph.input.mean.tolist())
+    assert props["provenance"] == graph.provenance
+    for k, (c, h) in enumerate(zip(graph.cores, props["cores"])):
+        assert (h["name"], h["vth"], h["dv"], h["du"], h["weight_exp"], h["weight_bits"], h["reset"]) == \
+            (c.name, c.vth, c.dv, c.du, c.weight_exp, c.weight_bits, "subtract")
+        assert tuple(h["output_shape"]) == c.output_shape and tuple(h["stride"]) == c.stride
+    names_in = [i.name for i in model.graph.input]
+    names_out = [o.name for o in model.graph.output]
+    assert names_in == [INPUT_NAME, "v_0", "o_0", "v_1", "o_1", "v_2"] == props["inputs"]
+    assert names_out == [OUTPUT_NAME, "spikes_0", "spikes_1", "v_0_next", "v_1_next", "v_2_next"] == props["outputs"]
+
+
+def _plain(x):
+    """Metadata values as they compare after HDF5 (numpy scalars/arrays -> Python)."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    return x
+
+
+@pytest.mark.parametrize("kw", [3, 2])
+def test_nir_round_trip(tmp_path, kw):
+    rng = np.random.default_rng(5)
+    spikes = (rng.random((4, 1, 2, 7, 9)) < 0.4).astype(np.int8)
+    graph = conv_graph(rng, spikes, dv=(0, 512, 0), kw=kw)
+    if kw == 3:
+        path = export_nir(graph, tmp_path / "net.nir")
+        back = nir.read(path)
+    else:   # nir sizes conv outputs with weight.shape[2] for both dims: no type check for non-square kernels
+        with pytest.warns(UserWarning, match="non-square"):
+            path = export_nir(graph, tmp_path / "net.nir")
+        back = nir.read(path, type_check=False)
+    assert [p.name for p in tmp_path.iterdir()] == ["net.nir"]
+    assert bool(back.metadata["nir_type_check"]) == (kw == 3)
+    assert {k: type(v).__name__ for k, v in back.nodes.items()} == {
+        "input": "Input", "conv1": "Conv2d", "conv1_neuron": "IF", "conv2": "Conv2d", "conv2_neuron": "LIF",
+        "out_flatten": "Flatten", "out": "Linear", "out_readout": "I", "output": "Output"}
+    assert sorted(back.edges) == sorted([
+        ("input", "conv1"), ("conv1", "conv1_neuron"), ("conv1_neuron", "conv2"), ("conv2", "conv2_neuron"),
+        ("conv2_neuron", "out_flatten"), ("out_flatten", "out"), ("out", "out_readout"), ("out_readout", "output")])
+    c1, c2, out = graph.cores
+    np.testing.assert_array_equal(back.nodes["conv1"].weight, c1.weights)
+    np.testing.assert_array_equal(back.nodes["conv2"].weight, c2.weights)
+    np.testing.assert_array_equal(back.nodes["out"].weight, out.weights)
+    assert tuple(back.nodes["conv2"].stride) == (2, 2) and tuple(back.nodes["conv1"].padding) == (1, 0)
+    assert tuple(back.nodes["conv1"].input_shape) == (7, 9)
+    assert np.all(back.nodes["conv1_neuron"].v_threshold == c1.vth)
+    assert back.nodes["conv1_neuron"].v_threshold.shape == c1.output_shape
+    assert np.all(back.nodes["conv1_neuron"].r == 1.0)
+    lif = back.nodes["conv2_neuron"]
+    assert np.all(lif.v_threshold == c2.vth) and np.allclose(lif.tau, 4096 / 512) and np.allclose(lif.r, lif.tau)
+    assert np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0)
+    assert np.all(back.nodes["out_readout"].r == 1.0) and back.nodes["output"].output_type["output"].tolist() == [3]
+    for node_name, core in [("conv1", c1), ("conv2_neuron", c2), ("out", out), ("out_readout", out)]:
+        m = _plain(back.nodes[node_name].metadata)
+        assert (m["core"], m["vth"], m["dv"], m["weight_exp"], m["weight_bits"], m["reset"]) == \
+            (core.name, core.vth, core.dv, core.weight_exp, core.weight_bits, "subtract")
+        assert (m["act_shift"], m["vth_shift"], m["vth_shifted"]) == (6, 6, core.vth << 6)
+        assert m["weight_scale"] == core.weight_scale and m["output_shape"] == list(core.output_shape)
+    meta = _plain(back.metadata)
+    assert meta["timesteps"] == graph.timesteps and json.loads(meta["class_names"]) == graph.class_names
+    assert json.loads(meta["provenance"]) == graph.provenance and meta["reset"] == "subtract"
+    assert json.loads(meta["input_encoding"])["shape"] == list(graph.input.shape)
+
+
+def test_nir_dense_leaky_output(tmp_path):
+    rng = np.random.default_rng(6)
+    spikes = rng.integers(-1, 2, size=(3, 1, 1, 4, 5)).astype(np.int8)
+    graph = dense_graph(rng, spikes)
+    graph.cores[0].dv = 100
+    graph.cores[-1].dv = 4095
+    back = nir.read(export_nir(graph, tmp_path / "d.nir"))
+    assert type(back.nodes["fc1_neuron"]).__name__ == "LIF" and type(back.nodes["out_readout"]).__name__ == "LI"
+    assert np.allclose(back.nodes["fc1_neuron"].r, back.nodes["fc1_neuron"].tau / 8)       # weight_exp = -3
+    assert np.all(back.nodes["fc2_neuron"].r == 2.0)                                       # IF, weight_exp = +1
+    np.testing.assert_array_equal(back.nodes["fc1"].weight, graph.cores[0].weights)
+    assert back.nodes["fc1_flatten"].output_type["output"].tolist() == [20]
