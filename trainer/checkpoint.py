@@ -71,7 +71,7 @@ class Checkpoint:
 def provenance(command: list[str] | None = None) -> dict:
     return {"command": " ".join(command if command is not None else sys.argv),
             "version": PACKAGE_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "torch": torch.__version__}
+            "torch": str(torch.__version__)}
 
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:

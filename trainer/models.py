@@ -41,14 +41,14 @@ VGG_FEATURES = {
     "vgg11": [64, "A", 128, 256, 256, "A", 512, 512, 512, "A", 512, 512],
     "vgg16": [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512],
     # A small VGG-style net that suits 8x8 digits and trains in seconds on a CPU.
-    "vgg_tiny": [16, "A", 32, "A"],
+    "vgg_tiny": [32, "A", 64, "A"],
 }
 VGG_CLASSIFIER = {
     "vgg5": [4096, 4096],
     "vgg9": [4096, 4096],
     "vgg11": [1024, 1024],
     "vgg16": [4096, 4096],
-    "vgg_tiny": [64],
+    "vgg_tiny": [128],
 }
 ARCHITECTURES = tuple(VGG_FEATURES) + ("resnet20",)
 

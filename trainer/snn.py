@@ -248,10 +248,12 @@ class SNN(nn.Module):
         return masks
 
     def run(self, x: torch.Tensor, timesteps: int, *, window: int | None = None,
-            generator: torch.Generator | None = None):
+            generator: torch.Generator | None = None, input_spikes: torch.Tensor | None = None):
         """Yield (steps so far, logits) after every window; state between windows is detached.
 
         The caller may backpropagate each window's logits (truncated BPTT, gradients summed).
+        ``input_spikes`` (T, B, ...) replaces the Poisson encoding of ``x`` (e.g. to replay the
+        exact trains a fixed-point simulation saw).
         """
         window = timesteps if window is None else max(1, min(int(window), timesteps))
         self.spike_counts = [0.0] * len(self.neurons)
@@ -262,7 +264,8 @@ class SNN(nn.Module):
         total = None
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            spikes = poisson_spikes(x, steps, generator)
+            spikes = (poisson_spikes(x, steps, generator) if input_spikes is None
+                      else input_spikes[t0:t0 + steps].to(x.dtype))
             if self.backend == "reference":
                 summed = sum(self._propagate(spikes[k:k + 1], states, masks, t0 + k, lut) for k in range(steps))
             else:
@@ -272,10 +275,10 @@ class SNN(nn.Module):
             states = [s.detached() if s is not None else None for s in states]
 
     def forward(self, x: torch.Tensor, timesteps: int, *, window: int | None = None,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, input_spikes: torch.Tensor | None = None) -> torch.Tensor:
         """Logits after all steps (full BPTT when window is None)."""
         logits = None
-        for _, logits in self.run(x, timesteps, window=window, generator=generator):
+        for _, logits in self.run(x, timesteps, window=window, generator=generator, input_spikes=input_spikes):
             pass
         return logits
 

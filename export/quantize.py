@@ -1,0 +1,173 @@
+"""Float checkpoint (converted or STDB) -> fixed-point core graph.
+
+1. Fold average pooling exactly into the next weighted layer (SPEC.md section 3):
+   a q x q pool before a k x k conv (stride s, padding p) is one conv with kernel k*q,
+   stride s*q, padding p*q and weights W[i // q, j // q] / q^2; before a dense layer
+   the weights spread over the un-pooled input the same way.
+2. Per core, scale the float weights so the largest magnitude fills the signed
+   ``weight_bits`` mantissa (round to nearest; nothing clips by construction). Dense
+   weights are stored on Lava's mixed-sign grid (x 2 for 8 bit). Thresholds share the
+   scale: vth = round(theta * scale). A dense core whose vth would overflow 17 bits
+   moves scale into a negative ``weight_exp``; a conv core cannot (Lava's Conv ignores
+   ``weight_exp``), so that is an error naming the layer and the value.
+3. The output accumulator's voltage must not saturate over T steps: its scale is set
+   from the largest accumulated output of the float SNN on calibration images, with 2x
+   headroom, through ``weight_exp``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from export import fixedpoint as fx
+from export.graph import Core, CoreGraph, GraphError, InputEncoding
+from trainer.checkpoint import Checkpoint
+from trainer.models import count_macs, layer_shapes, neuron_layers
+
+EXPORTABLE_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear")
+
+
+class QuantizationError(ValueError):
+    """A checkpoint that cannot be mapped onto the core."""
+
+
+@dataclass
+class FloatLayer:
+    """One weighted layer after pool folding, still in float64."""
+    name: str
+    op: str
+    weights: np.ndarray
+    input_shape: tuple
+    output_shape: tuple
+    stride: tuple = (1, 1)
+    padding: tuple = (0, 0)
+
+
+def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
+    """The checkpoint's weighted layers with average pools folded in and dropout dropped."""
+    cfg = ckpt.arch
+    for i, spec in enumerate(cfg.layers):
+        if spec["kind"] not in EXPORTABLE_KINDS:
+            raise QuantizationError(f"layer {i} ({spec['kind']}) cannot be exported: only feed-forward "
+                                    f"chains of {', '.join(EXPORTABLE_KINDS)} map onto cores")
+    shapes = layer_shapes(cfg)
+    folded, pool, prev_shape = [], 1, tuple(cfg.input_shape)   # prev_shape: un-pooled spike shape
+    for i, (spec, shape) in enumerate(zip(cfg.layers, shapes)):
+        kind = spec["kind"]
+        if kind == "avgpool":
+            pool *= int(spec.get("kernel", 2))
+        elif kind == "conv":
+            w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
+            s, p = int(spec.get("stride", 1)), int(spec.get("padding", 1))
+            if pool > 1:
+                w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3) / pool ** 2
+            folded.append(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s * pool, s * pool),
+                                     (p * pool, p * pool)))
+            pool, prev_shape = 1, shape
+        elif kind == "linear":
+            w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
+            if pool > 1:
+                c, h, wd = prev_shape
+                w = w.reshape(w.shape[0], c, h // pool, wd // pool)
+                w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3).reshape(w.shape[0], -1) / pool ** 2
+            folded.append(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape))
+            pool, prev_shape = 1, shape
+    return folded
+
+
+def _mantissa_scale(w: np.ndarray, bits: int) -> float:
+    """Largest scale that maps w into [-2^(bits-1), 2^(bits-1) - 1] without clipping."""
+    hi, lo = 2 ** (bits - 1) - 1, 2 ** (bits - 1)
+    candidates = [hi / w.max()] if w.max() > 0 else []
+    candidates += [lo / -w.min()] if w.min() < 0 else []
+    return min(candidates) if candidates else 1.0
+
+
+def quantize_checkpoint(ckpt: Checkpoint, *, weight_bits: int = fx.WEIGHT_BITS,
+                        output_peak: float | None = None, source: str = "") -> tuple[CoreGraph, list[dict]]:
+    """(core graph, per-layer quantization report rows).
+
+    ``output_peak``: the largest |accumulated output| of the float SNN over its T steps
+    (in float units), from calibration; None assumes no saturation risk.
+    """
+    if ckpt.snn is None:
+        raise QuantizationError(f"{source}: stage {ckpt.stage!r} has no thresholds; convert it first")
+    if not 2 <= weight_bits <= 8:
+        raise QuantizationError(f"weight bits must be in 2..8, got {weight_bits}")
+    layers = fold_layers(ckpt)
+    thresholds = ckpt.snn.thresholds
+    if len(neuron_layers(ckpt.arch)) != len(layers) - 1:
+        raise QuantizationError(f"{source}: neuron layers do not match weighted layers")
+    dv = fx.leak_to_dv(ckpt.snn.leak)
+    cores, report = [], []
+    for k, layer in enumerate(layers):
+        is_output = k == len(layers) - 1
+        scale = _mantissa_scale(layer.weights, weight_bits)
+        mant = np.round(layer.weights * scale).astype(np.int64)
+        step = fx.dense_weight_step(weight_bits) if layer.op == "dense" else 1
+        scale_eff = scale * step
+        weight_exp = 0
+        theta = 0.0 if is_output else float(thresholds[k])
+        if is_output:
+            if output_peak is not None and output_peak > 0:
+                limit = (fx.V_MAX >> fx.ACT_SHIFT) / 2          # half of the accumulator's range
+                while output_peak * scale_eff * 2.0 ** weight_exp > limit and weight_exp > -7:
+                    weight_exp -= 1
+            vth = 0
+        else:
+            vth = int(round(theta * scale_eff))
+            if layer.op == "dense":
+                while vth > fx.VTH_MAX and weight_exp > -7:
+                    weight_exp -= 1
+                    vth = int(round(theta * scale_eff * 2.0 ** weight_exp))
+            if vth > fx.VTH_MAX:
+                raise QuantizationError(
+                    f"{source}: layer {layer.name}: threshold {theta:.6g} needs vth={vth} at {weight_bits}-bit "
+                    f"weights, more than the {fx.VTH_BITS}-bit maximum {fx.VTH_MAX}")
+            if vth < 1:
+                raise QuantizationError(f"{source}: layer {layer.name}: threshold {theta:.6g} rounds to vth=0")
+        stored = mant * step
+        error = np.abs(layer.weights - stored / scale_eff)
+        max_input = int(np.abs(stored).reshape(stored.shape[0], -1).sum(1).max())
+        max_input = max_input >> -weight_exp if weight_exp < 0 else max_input
+        try:
+            cores.append(Core(name=layer.name, op=layer.op, weights=stored, input_shape=layer.input_shape,
+                              output_shape=layer.output_shape, vth=vth, dv=0 if is_output else dv,
+                              spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
+                              stride=layer.stride, padding=layer.padding, float_threshold=theta,
+                              weight_scale=scale_eff * 2.0 ** weight_exp))
+        except GraphError as exc:
+            raise QuantizationError(f"{source}: {exc}") from None
+        report.append({
+            "layer": layer.name, "op": layer.op, "kernel": "x".join(map(str, layer.weights.shape[2:])) or "-",
+            "stride": layer.stride[0], "weight_scale": scale_eff * 2.0 ** weight_exp, "weight_exp": weight_exp,
+            "float_threshold": theta, "vth": vth,
+            "vth_rel_error": abs(vth - theta * scale_eff * 2.0 ** weight_exp) / max(theta * scale_eff, 1e-12)
+            if not is_output else 0.0,
+            "clipped_fraction": 0.0, "max_abs_weight_error": float(error.max()),
+            "max_abs_weight_error_steps": float(error.max() * scale_eff / step),
+            "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
+        })
+    data = ckpt.data
+    graph = CoreGraph(
+        input=InputEncoding(shape=tuple(ckpt.arch.input_shape), mean=data["normalisation"]["mean"],
+                            std=data["normalisation"]["std"], clip=data["normalisation"].get("clip", 1.0)),
+        cores=cores, timesteps=ckpt.snn.timesteps, class_names=list(data["class_names"]),
+        provenance={"checkpoint": str(source), "stage": ckpt.stage, "arch": ckpt.arch.name,
+                    "dataset": data["dataset"], "data_root": data.get("data_root"),
+                    "leak": ckpt.snn.leak, "ann_macs": count_macs(ckpt.arch),
+                    "float_thresholds": list(thresholds), "trained_by": ckpt.provenance,
+                    "float_metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float))}})
+    return graph, report
+
+
+@torch.no_grad()
+def float_output_peak(ckpt: Checkpoint, images: torch.Tensor, timesteps: int, seed: int = 0) -> float:
+    """Largest |accumulated output| of the float SNN over ``timesteps`` on normalised images."""
+    from trainer.snn import SNN
+    snn = SNN(ckpt.model(), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
+    logits = snn(images, timesteps, window=50, generator=torch.Generator().manual_seed(seed))
+    return float(logits.abs().max()) * timesteps
+

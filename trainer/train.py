@@ -1,0 +1,302 @@
+"""Training loops: the ANN, and the SNN (STDB fine-tuning of a converted net, or from scratch).
+
+Both loops checkpoint after every epoch into their output file (atomic write), holding
+the best weights so far (by accuracy on a validation split carved from the training set)
+plus a ``train_state`` with the latest weights and optimizer, so an interrupted run
+resumes from its last finished epoch. Metrics go to a CSV, one row per epoch.
+
+STDB fine-tuning is fragile (SPEC.md section 2: a plain run fell silent and collapsed to
+chance in its second epoch). The SNN loop therefore watches per-layer firing rates and
+the gradient norm, clips gradients, warms the learning rate up, keeps the best
+checkpoint, and rolls back to it with a halved learning rate when the validation
+accuracy collapses or a layer falls silent.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
+from trainer.data import DatasetBundle, batches, num_batches
+from trainer.models import ANN, ArchConfig
+from trainer.snn import SNN, Surrogate
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "sgd"          # sgd (momentum 0.9) or adam
+    lr: float = 0.01
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"        # cosine, step (x0.1 at 50 % and 75 %), none
+    warmup_epochs: float = 0.0      # linear warm-up from 10 % of lr
+    grad_clip: float = 0.0          # max gradient norm, 0 = off
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple[DatasetBundle, DatasetBundle]:
+    """(training part, validation part); the validation part's test split is held-out training data."""
+    if not 0.0 < fraction < 1.0:
+        return bundle, bundle
+    n = len(bundle.train_y)
+    order = np.random.default_rng([seed, 7]).permutation(n)
+    n_val = max(1, int(round(fraction * n)))
+    val_idx, train_idx = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+    train = dataclasses.replace(bundle, train_x=bundle.train_x[train_idx], train_y=bundle.train_y[train_idx])
+    val = dataclasses.replace(bundle, test_x=bundle.train_x[val_idx], test_y=bundle.train_y[val_idx])
+    return train, val
+
+
+def make_optimizer(params, opt: OptimConfig):
+    if opt.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
+    if opt.optimizer == "adam":
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+    raise ValueError(f"unknown optimizer {opt.optimizer!r} (sgd or adam)")
+
+
+def lr_factor(opt: OptimConfig, progress: float) -> float:
+    """Learning-rate multiplier at a point of training measured in epochs (float)."""
+    if opt.warmup_epochs > 0 and progress < opt.warmup_epochs:
+        return 0.1 + 0.9 * progress / opt.warmup_epochs
+    frac = progress / max(opt.epochs, 1)
+    if opt.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+    if opt.schedule == "step":
+        return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0
+    if opt.schedule == "none":
+        return 1.0
+    raise ValueError(f"unknown schedule {opt.schedule!r} (cosine, step or none)")
+
+
+class MetricsCSV:
+    """Append-only per-epoch metrics; rewritten atomically so a crash never leaves half a row."""
+
+    def __init__(self, path: Path, rows: list[dict] | None = None):
+        self.path, self.rows = path, list(rows or [])
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        fields = list(dict.fromkeys(k for r in self.rows for k in r))
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+@torch.no_grad()
+def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, device="cpu") -> float:
+    ann.eval()
+    correct = total = 0
+    for x, y in batches(bundle, "test", batch_size, shuffle=False):
+        correct += int((ann(x.to(device)).argmax(1).cpu() == y).sum())
+        total += len(y)
+    return 100.0 * correct / max(total, 1)
+
+
+@torch.no_grad()
+def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size: int = 128,
+                 samples: int | None = None, window: int | None = 50, seed: int = 0, device="cpu",
+                 progress: bool = False) -> dict:
+    """Accuracy at T and average spikes per neuron per layer (Fig. 3's definition), on the test split."""
+    snn.eval()
+    generator = torch.Generator(device=device).manual_seed(seed)
+    correct = total = 0
+    spikes = np.zeros(len(snn.neurons))
+    neurons = [0] * len(snn.neurons)
+    n_batches = num_batches(bundle, "test", batch_size)
+    bar = tqdm(batches(bundle, "test", batch_size, shuffle=False), total=n_batches, disable=not progress,
+               desc=f"SNN eval T={timesteps}", unit="batch", leave=False)
+    for x, y in bar:
+        if samples is not None and total >= samples:
+            break
+        if samples is not None:
+            x, y = x[:samples - total], y[:samples - total]
+        logits = snn(x.to(device), timesteps, window=window, generator=generator)
+        correct += int((logits.argmax(1).cpu() == y).sum())
+        total += len(y)
+        spikes += np.asarray(snn.spike_counts)
+        neurons = snn.neuron_counts
+    return {"accuracy": 100.0 * correct / max(total, 1), "samples": total, "timesteps": timesteps,
+            "spikes_per_neuron": [float(s / (n * total)) if n else 0.0 for s, n in zip(spikes, neurons)],
+            "total_spikes_per_sample": float(spikes.sum() / max(total, 1))}
+
+
+def _resume(out: Path, stage: str, arch: ArchConfig, epochs: int) -> Checkpoint | None:
+    if not out.exists():
+        return None
+    ckpt = load_checkpoint(out)
+    if ckpt.stage != stage or ckpt.arch.to_dict() != arch.to_dict() or not ckpt.train_state:
+        raise ValueError(f"{out}: exists but is not a resumable {stage} run of this architecture; "
+                         "choose another output or delete it")
+    return ckpt
+
+
+def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, *, seed: int = 0,
+              val_fraction: float = 0.1, device="cpu", progress: bool = True, command=None) -> Checkpoint:
+    """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted."""
+    out = Path(out)
+    torch.manual_seed(seed)
+    train_part, val_part = validation_split(bundle, val_fraction, seed)
+    ann = ANN(arch).to(device)
+    optimizer = make_optimizer(ann.parameters(), opt)
+    start, best, best_state, history = 0, -1.0, None, []
+    previous = _resume(out, "ann", arch, opt.epochs)
+    if previous is not None:
+        ts = previous.train_state
+        ann.load_state_dict(ts["last_state_dict"])
+        optimizer.load_state_dict(ts["optimizer"])
+        start, best, best_state, history = ts["epoch"], ts["best_metric"], previous.state_dict, ts["history"]
+    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history)
+    steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
+    for epoch in range(start, opt.epochs):
+        ann.train()
+        t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
+                   total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{opt.epochs}", disable=not progress)
+        for step, (x, y) in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = opt.lr * lr_factor(opt, epoch + step / steps_per_epoch)
+            x, y = x.to(device), y.to(device)
+            logits = ann(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if opt.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip)
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        val_acc = evaluate_ann(ann, val_part, device=device)
+        if val_acc > best:
+            best, best_state = val_acc, {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
+               "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
+        metrics.add(row)
+        _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, command,
+                    {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
+                     "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()})
+    final = load_checkpoint(out)
+    best_ann = final.model().to(device)
+    final.metrics = {"best_val_acc": best, "test_acc": evaluate_ann(best_ann, bundle, device=device)}
+    save_checkpoint(final, out)
+    return final
+
+
+def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state):
+    data = {"dataset": bundle.name, "data_root": bundle.source, "normalisation": bundle.normalisation.to_dict(),
+            "class_names": list(bundle.class_names), "input_shape": list(bundle.input_shape)}
+    ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state_dict, data=data, snn=snn_params,
+                      metrics=metrics, provenance=provenance(command), train_state=train_state)
+    return save_checkpoint(ckpt, out)
+
+
+def firing_rates(snn: SNN, batch_size: int, timesteps: int) -> list[float]:
+    """Spikes per neuron per step of each neuron layer in the last run."""
+    return [s / (n * batch_size * timesteps) if n else 0.0 for s, n in zip(snn.spike_counts, snn.neuron_counts)]
+
+
+def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, opt: OptimConfig, out: Path, *,
+              window: int | None = None, surrogate: Surrogate | None = None, leak: float | None = None,
+              backend: str = "multistep", seed: int = 0, val_fraction: float = 0.1, eval_window: int = 50,
+              rollback_drop: float = 10.0, device="cpu", progress: bool = True, command=None) -> Checkpoint:
+    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
+
+    ``window`` = t0 of truncated BPTT: loss every ``window`` steps, gradients summed, one step.
+    """
+    if stage not in ("stdb", "scratch"):
+        raise ValueError(f"stage must be stdb or scratch, got {stage!r}")
+    if init.snn is None:
+        raise ValueError("initial checkpoint has no SNN parameters (convert it first)")
+    out = Path(out)
+    surrogate = surrogate or Surrogate(**init.snn.surrogate)
+    leak = init.snn.leak if leak is None else float(leak)
+    params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
+                       surrogate=surrogate.to_dict())
+    torch.manual_seed(seed)
+    train_part, val_part = validation_split(bundle, val_fraction, seed)
+    ann = init.model().to(device)
+    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=backend)
+    optimizer = make_optimizer(ann.parameters(), opt)
+    start, best, best_state, history, lr_scale = 0, -1.0, None, [], 1.0
+    previous = _resume(out, stage, init.arch, opt.epochs)
+    if previous is not None:
+        ts = previous.train_state
+        ann.load_state_dict(ts["last_state_dict"])
+        optimizer.load_state_dict(ts["optimizer"])
+        start, best, best_state, history = ts["epoch"], ts["best_metric"], previous.state_dict, ts["history"]
+        lr_scale = ts.get("lr_scale", 1.0)
+    else:
+        start_eval = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
+        best, best_state = start_eval["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history)
+    steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
+    generator = torch.Generator(device=device)
+    for epoch in range(start, opt.epochs):
+        snn.train()
+        generator.manual_seed(seed * 1000 + epoch)
+        t0, loss_sum, correct, seen, grad_norms = time.time(), 0.0, 0, 0, []
+        rates = np.zeros(len(snn.neurons))
+        bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
+                   total=steps_per_epoch, desc=f"{stage.upper()} epoch {epoch + 1}/{opt.epochs} T={timesteps}",
+                   disable=not progress)
+        for step, (x, y) in enumerate(bar):
+            for group in optimizer.param_groups:
+                group["lr"] = opt.lr * lr_scale * lr_factor(opt, epoch + step / steps_per_epoch)
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = 0.0
+            for _, logits in snn.run(x, timesteps, window=window, generator=generator):
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                loss_value = float(loss.detach())
+            norm = torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip if opt.grad_clip > 0 else math.inf)
+            grad_norms.append(float(norm))
+            if math.isfinite(float(norm)):
+                optimizer.step()
+            rates += np.asarray(firing_rates(snn, len(y), timesteps))
+            loss_sum += loss_value * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
+        rates /= max(step + 1, 1)
+        val = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
+        event = ""
+        if val["accuracy"] > best:
+            best, best_state = val["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+            event = "best"
+        elif val["accuracy"] < best - rollback_drop or min(rates) < 1e-5:
+            # Collapse guard: back to the best weights, half the learning rate.
+            ann.load_state_dict(best_state)
+            optimizer = make_optimizer(ann.parameters(), opt)
+            lr_scale *= 0.5
+            event = "rollback"
+        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
+               "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "grad_norm_mean": float(np.mean(grad_norms)),
+               "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0}
+        row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
+        metrics.add(row)
+        _save_stage(out, stage, init.arch, best_state, bundle, params, {"best_val_acc": best}, command,
+                    {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
+                     "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale, "optim": opt.to_dict(),
+                     "init": init.stage})
+    final = load_checkpoint(out)
+    return final
