@@ -7,7 +7,8 @@ Bit widths and rounding (SPEC.md section 3, checked against lava-nc's sources):
   (``truncate_weights`` floors to that grid); Conv applies its integers as given.
 - synaptic current per step: Dense ``a = (W @ s)`` shifted by ``weight_exp``
   (left for > 0, arithmetic right = floor for < 0); Conv ``a = conv(s, W)``
-  clamped to signed 24 bit (Lava's Conv never applies ``weight_exp``: it must be 0).
+  wrapped to signed 24 bit, modulo 2**24 (Lava's ``signed_clamp`` wraps despite its
+  name); Lava's Conv never applies ``weight_exp``: it must be 0.
 - neuron (du = 4095, so the current is instantaneous):
   ``u_t = wrap24(a_t << 6)``
   ``v_t = clip(decay(v_{t-1}) + u_t - (vth << 6) * o_{t-1}, -(2**23 - 1), 2**23 - 1)``
@@ -36,7 +37,7 @@ WEIGHT_BITS = 8            # signed weight mantissa bits (settable per export)
 DENSE_WEIGHT_RANGE = (-256, 255)
 STATE_BITS = 24            # u and v
 V_MAX = 2 ** (STATE_BITS - 1) - 1
-CONV_OUT_BITS = 24         # Lava Conv clamps its output to signed 24 bit
+CONV_OUT_BITS = 24         # Lava Conv wraps its output to signed 24 bit (modulo 2**24)
 VTH_BITS = 17              # unsigned threshold mantissa
 VTH_MAX = 2 ** VTH_BITS - 1
 DECAY_BITS = 12            # dv, du: 4096 = unity
@@ -77,8 +78,10 @@ def shift_by_exp(a: np.ndarray, weight_exp: int) -> np.ndarray:
     return a << weight_exp if weight_exp > 0 else a >> -weight_exp
 
 
-def clamp_signed(x: np.ndarray, bits: int) -> np.ndarray:
-    return np.clip(x, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
+    """Two's-complement wrap to ``bits`` (lava/proc/conv/utils.py ``signed_clamp``)."""
+    half = 2 ** (bits - 1)
+    return (x + half) % (2 * half) - half
 
 
 def conv2d_int(x: np.ndarray, w: np.ndarray, stride: tuple[int, int], padding: tuple[int, int]) -> np.ndarray:
@@ -106,7 +109,7 @@ def synaptic_input(core, spikes: np.ndarray) -> np.ndarray:
     if core.op == "dense":
         a = s.reshape(s.shape[0], -1) @ core.weights.astype(np.int64).T
         return shift_by_exp(a, core.weight_exp)
-    return clamp_signed(conv2d_int(s, core.weights, core.stride, core.padding), CONV_OUT_BITS)
+    return wrap_signed(conv2d_int(s, core.weights, core.stride, core.padding), CONV_OUT_BITS)
 
 
 def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):

@@ -26,8 +26,8 @@ compared with is ``vth << 6``) and uint8 (spikes). Arithmetic:
   channels/features into groups that stay below it, each group summed in float32, the
   groups added in float64 (exact below 2**53). Any summation order is then exact.
 - Dense ``weight_exp``: multiply by 2**weight_exp in float64 (exact: a power of two), and
-  ``Floor`` for negative exponents (= the arithmetic right shift). Conv: ``Clip`` to
-  signed 24 bit. Then ``Cast`` to int64.
+  ``Floor`` for negative exponents (= the arithmetic right shift). Conv: wrap to signed
+  24 bit (``Mod``), as Lava's Conv does. Then ``Cast`` to int64.
 - neuron, all int64: ``u = a * 64``; Lava's single 24-bit wrap (two ``Where``);
   decay ``Sign(y) * (Abs(y) / 4096)`` with ``y = v * (4096 - dv)`` (integer ``Div`` only on a
   non-negative operand, where truncation and floor agree; skipped when dv = 0, where it is
@@ -163,8 +163,11 @@ def _synaptic_input(b: _Builder, k: int, core, x_f32: str) -> str:
     for p in parts[1:]:
         a = b.op("Add", [a, p], f"{hint}_sum")
     half = 2 ** (fx.CONV_OUT_BITS - 1)
-    a = b.op("Clip", [a, b.const(-half, np.float64, f"{hint}_cmin"), b.const(half - 1, np.float64, f"{hint}_cmax")],
-             f"{hint}_clamp24")
+    # Lava's Conv wraps its sum to signed 24 bit: (a + 2**23) mod 2**24 - 2**23 (exact integers in float64)
+    shifted = b.op("Add", [a, b.const(float(half), np.float64, f"{hint}_wh")], f"{hint}_wadd")
+    a = b.op("Sub", [b.op("Mod", [shifted, b.const(float(2 * half), np.float64, f"{hint}_wm")], f"{hint}_wmod",
+                          fmod=1),
+                     b.const(float(half), np.float64, f"{hint}_wh2")], f"{hint}_wrap24")
     return b.op("Cast", [a], f"{hint}_a", to=TensorProto.INT64)
 
 

@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ann", help="train the constrained ANN")
     add_data_args(p), common(p)
-    p.add_argument("--arch", choices=ARCHITECTURES, default=None)
+    p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
     p.add_argument("--out", required=True)
     add_optim_args(p, epochs=30, lr=0.05, optimizer="sgd")
 
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--leak", type=float, default=None)
         else:
             add_data_args(p)
-            p.add_argument("--arch", choices=ARCHITECTURES, default=None)
+            p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
             p.add_argument("--out", required=True)
             p.add_argument("--leak", type=float, default=1.0)
         common(p), add_snn_args(p)
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
     add_data_args(p), common(p), add_convert_args(p), add_snn_args(p)
-    p.add_argument("--arch", choices=ARCHITECTURES, default=None)
+    p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
     p.add_argument("--runs", default="runs")
     p.add_argument("--name", default=None)
     p.add_argument("--timesteps", type=int, default=None, help="reduced T for STDB")

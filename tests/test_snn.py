@@ -1,0 +1,138 @@
+"""The spiking network, surrogates, conversion: hand-computed expectations."""
+import math
+
+import pytest
+import torch
+
+from trainer.convert import balance_thresholds
+from trainer.models import ANN, ArchConfig, build_config
+from trainer.snn import SNN, NeuronState, Surrogate, lif_multistep, lif_reference, poisson_spikes
+
+
+def test_stdb_surrogate_values():
+    s = Surrogate("stdb", alpha=0.3, beta=0.01)
+    lut = s.lut(201)
+    ages = torch.tensor([0, 1, 150, 200, -1])
+    got = s.stdb(ages, lut)
+    assert got[0] == pytest.approx(0.3)
+    assert got[1] == pytest.approx(0.3 * math.exp(-0.01))
+    # The reference code's exp(-dt)**beta underflows to 0 here; the look-up table does not.
+    assert got[2] == pytest.approx(0.3 * math.exp(-1.5), rel=1e-6) and got[2] > 0
+    assert got[3] == pytest.approx(0.3 * math.exp(-2.0), rel=1e-6)
+    assert got[4] == 0.0  # never spiked: no gradient
+
+
+def test_appendix_a_surrogates():
+    z = torch.tensor([0.0, 0.5, -0.5, 2.0])
+    lin = Surrogate("linear", alpha=0.3).of_potential(z)
+    assert lin.tolist() == pytest.approx([0.3, 0.15, 0.15, 0.0])
+    exp = Surrogate("exp", alpha=0.3, beta=0.01).of_potential(z)
+    assert exp.tolist() == pytest.approx([0.3 * math.exp(-0.01 * abs(v)) for v in z.tolist()])
+    with pytest.raises(ValueError):
+        Surrogate("sigmoid")
+
+
+@pytest.mark.parametrize("lif", [lif_reference, lif_multistep])
+def test_soft_reset_and_leak_two_neurons(lif):
+    # theta = 1, leak 0.5, Eq. 2: u_t = 0.5 u_{t-1} + I_t - o_{t-1}
+    current = torch.tensor([[0.6, 2.5], [0.6, 0.0], [1.5, 0.0], [0.0, 0.0]])
+    state = NeuronState.zeros(current[0])
+    spikes, state = lif(current, state, 1.0, 0.5, 0, Surrogate(), Surrogate().lut(5))
+    # neuron A: 0.6, 0.9, 1.95 (spike), 0.975 - 1 = -0.025
+    # neuron B: 2.5 (spike), 1.25 - 1 = 0.25, 0.125, 0.0625
+    assert spikes.detach()[:, 0].tolist() == [0, 0, 1, 0]
+    assert spikes.detach()[:, 1].tolist() == [1, 0, 0, 0]
+    assert state.u.detach().tolist() == pytest.approx([-0.025, 0.0625])
+    assert state.last.tolist() == [2, 0]
+
+
+def test_poisson_rate_matches_intensity():
+    x = torch.tensor([0.2, -0.7, 1.0, 0.0])
+    s = poisson_spikes(x, 20000, torch.Generator().manual_seed(0))
+    assert s.mean(0).tolist() == pytest.approx([0.2, -0.7, 1.0, 0.0], abs=0.015)
+    assert set(s.unique().tolist()) <= {-1.0, 0.0, 1.0}
+
+
+def tiny_mlp(weights_hidden, weights_out, dropout=0.0):
+    layers = [{"kind": "flatten"}, {"kind": "linear", "out_features": weights_hidden.shape[0]}]
+    if dropout:
+        layers.append({"kind": "dropout", "p": dropout})
+    layers.append({"kind": "linear", "out_features": weights_out.shape[0]})
+    cfg = ArchConfig("mlp", (1, 1, weights_hidden.shape[1]), weights_out.shape[0], layers)
+    cfg.validate()
+    ann = ANN(cfg)
+    with torch.no_grad():
+        ann.layers[1].weight.copy_(weights_hidden)
+        ann.layers[-1].weight.copy_(weights_out)
+    return ann
+
+
+def test_threshold_is_max_input_current():
+    # Input intensity 1 spikes every step, so layer 0's current is W @ 1 at every step.
+    w_hidden = torch.tensor([[0.5, 0.25, -0.1], [1.0, 1.5, 0.2], [-1.0, 0.0, 0.3]])
+    w_out = torch.tensor([[1.0, -1.0, 0.5], [0.2, 0.3, 0.4]])
+    ann = tiny_mlp(w_hidden, w_out)
+    x = torch.ones(4, 1, 1, 3)
+    th = balance_thresholds(ann, lambda: [x], 6, scaling_factor=1.0, progress=False)
+    assert th == pytest.approx([2.7])  # max of (0.65, 2.7, -0.7)
+    th_scaled = balance_thresholds(ann, lambda: [x, x], 6, scaling_factor=0.7, progress=False)
+    assert th_scaled == pytest.approx([2.7 * 0.7])
+
+
+def test_threshold_balancing_is_sequential():
+    # Layer 1's threshold depends on layer 0's spikes under layer 0's threshold.
+    torch.manual_seed(0)
+    cfg = ArchConfig("mlp2", (1, 1, 4), 2, [{"kind": "flatten"}, {"kind": "linear", "out_features": 3},
+                                           {"kind": "linear", "out_features": 3},
+                                           {"kind": "linear", "out_features": 2}])
+    ann = ANN(cfg)
+    with torch.no_grad():
+        ann.layers[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.2, 0.2, 0.2, 0.2]]))
+        ann.layers[2].weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0], [1.0, 0.0, 1.0]]))
+    x = torch.ones(2, 1, 1, 4)
+    th = balance_thresholds(ann, lambda: [x], 8, scaling_factor=1.0, progress=False)
+    assert th[0] == pytest.approx(1.0)
+    # With theta0 = 1: neuron currents 1.0, 1.0, 0.8 never exceed 1 strictly ... except by accumulation:
+    # u = t*I - (spikes so far); neuron 0/1 reach u = 2 > 1 at t = 2, neuron 2 at 1.6 > 1.
+    snn = SNN(ann, [1.0, 1.0])
+    currents = torch.cat(list(snn.input_currents(x, 8, 1)))
+    assert th[1] == pytest.approx(float(currents.max()))
+    assert th[1] == pytest.approx(2.0)
+
+
+def test_dropout_mask_fixed_over_steps():
+    torch.manual_seed(0)
+    w_hidden = torch.ones(64, 3)
+    ann = tiny_mlp(w_hidden, torch.ones(2, 64), dropout=0.5)
+    snn = SNN(ann, [0.5], backend="reference").train()
+    seen = []
+    original = snn._propagate
+
+    def spy(spikes, states, masks, *args, **kwargs):
+        seen.append({k: v.clone() for k, v in masks.items()})
+        return original(spikes, states, masks, *args, **kwargs)
+
+    snn._propagate = spy
+    snn(torch.ones(5, 1, 1, 3), 6, window=2, generator=torch.Generator().manual_seed(1))
+    assert len(seen) == 6  # one call per step with the reference backend
+    assert all(torch.equal(seen[0][2], m[2]) for m in seen)
+    assert 0 < (seen[0][2] == 0).float().mean() < 1  # some units dropped, some kept
+
+
+def test_backends_agree_on_spikes_and_gradients():
+    torch.manual_seed(0)
+    cfg = build_config("vgg_tiny", (1, 8, 8), 10)
+    ann = ANN(cfg)
+    x = torch.rand(6, 1, 8, 8)
+    results = []
+    for backend in ("reference", "multistep"):
+        snn = SNN(ann, [1.0, 1.0, 1.0], leak=0.9, backend=backend).train()
+        ann.zero_grad()
+        out = snn(x, 12, window=5, generator=torch.Generator().manual_seed(3))
+        torch.nn.functional.cross_entropy(out, torch.arange(6) % 10).backward()
+        results.append((out.detach(), list(snn.spike_counts), [p.grad.clone() for p in ann.parameters()]))
+    (o1, c1, g1), (o2, c2, g2) = results
+    assert c1 == c2 and all(c > 0 for c in c1)
+    assert torch.allclose(o1, o2, atol=1e-6)  # same spikes; only the summation order differs
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
