@@ -129,6 +129,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def _validate(ckpt: Checkpoint, where: str) -> None:
     if ckpt.stage not in STAGES:
         raise CheckpointError(f"{where}: unknown stage {ckpt.stage!r} (one of {', '.join(STAGES)})")
+    biases = sorted(k for k in ckpt.state_dict if k.endswith(".bias"))
+    if biases:
+        raise CheckpointError(f"{where}: {biases[0]} is a bias; SNN-friendly layers are bias-free")
+    norms = sorted(k for k in ckpt.state_dict if "running_mean" in k or "running_var" in k)
+    if norms:
+        raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use")
     expected = {k: tuple(v.shape) for k, v in ANN(ckpt.arch).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if expected != got:

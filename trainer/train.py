@@ -88,6 +88,7 @@ class MetricsCSV:
 
     def __init__(self, path: Path, rows: list[dict] | None = None):
         self.path, self.rows = path, list(rows or [])
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
