@@ -1,0 +1,78 @@
+"""``render_report``: read the result files, render every figure, table and report.md
+in memory, then write them all at once (temporary files, then ``os.replace``)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from reports import figures
+from reports.common import Inputs, load_inputs
+from reports.markdown import TABLE1_CSV, report_markdown
+from reports.tables import TABLE1_COLUMNS, csv_text, table1_rows
+
+REPORT_NAME = "report.md"
+FIGURE_DIR = "report"
+
+
+def _shown(path: Path | None, base: Path) -> str | None:
+    """A path as shown in report.md: relative to the report's folder when possible."""
+    if path is None:
+        return None
+    try:
+        rel = Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+    except ValueError:       # another drive
+        return str(path.resolve())
+    return str(path.resolve()) if rel.startswith("..") else rel
+
+
+def write_atomically(files: dict[Path, str | bytes]) -> None:
+    """Write every file to a temporary sibling, then rename them all; on a failure
+    before the renames nothing is left behind."""
+    tmps = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            tmps.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                f.write(content.encode() if isinstance(content, str) else content)
+        for tmp, path in tmps:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in tmps:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def build_report(inputs: Inputs, out: Path) -> dict[Path, str | bytes]:
+    """Every output file of the report (path -> content), nothing written yet."""
+    res, summ = inputs.results, inputs.summary
+    fig_dir = out / FIGURE_DIR
+    contents: dict[str, str | bytes] = {}
+    contents.update(figures.fig3_spikes_per_layer(res, summ))
+    contents.update(figures.energy_figure(res, summ))
+    contents.update(figures.accuracy_vs_timesteps(res, summ) or {})
+    rows = table1_rows(res, summ)
+    contents[TABLE1_CSV] = csv_text(rows, TABLE1_COLUMNS)
+    links = {name: f"{FIGURE_DIR}/{name}" for name in contents}
+    md = report_markdown(res, summ, links,
+                         {"results": _shown(inputs.results_path, out), "summary": _shown(inputs.summary_path, out)},
+                         rows)
+    files: dict[Path, str | bytes] = {fig_dir / name: c for name, c in contents.items()}
+    files[out / REPORT_NAME] = md
+    return files
+
+
+def render_report(run_dir, results_path=None, summary_path=None, out=None) -> Path:
+    """Render the report of a run folder and return the path of ``report.md``.
+
+    Inputs default to ``RUN_DIR/hwsim/results.json`` and ``RUN_DIR/trainer_summary.json``
+    (optional); ``report.md`` goes to ``out`` (default ``RUN_DIR``), figures and CSVs to
+    ``out/report/``. Raises :class:`reports.common.ReportError` on a missing or invalid
+    input, before anything is written."""
+    inputs = load_inputs(run_dir, results_path, summary_path)
+    out = Path(out) if out is not None else Path(run_dir)
+    files = build_report(inputs, out)
+    write_atomically(files)
+    return out / REPORT_NAME

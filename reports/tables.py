@@ -1,0 +1,138 @@
+"""Table 1-style summary (ANN, converted at the large and the reduced T, hybrid/STDB,
+from scratch), CSV and Markdown writing."""
+from __future__ import annotations
+
+import csv
+import io
+
+from reports.common import (accuracy_keys, dataset_arch, float_accuracy, fmt_pct, network_kind, norm_name,
+                            percent)
+
+# The paper's Table 1 (Rathi et al., ICLR 2020; SPEC.md section 2), CIFAR-10 unless named.
+# (dataset, arch) -> {"ann": acc, "converted_large": (acc, T), "converted": (acc, T), "stdb": (acc, T)}
+PAPER_TABLE1 = {
+    ("cifar10", "vgg5"): {"ann": 87.88, "converted_large": (87.64, 2500), "converted": (84.56, 75),
+                          "stdb": (86.91, 75)},
+    ("cifar10", "vgg9"): {"ann": 91.45, "converted_large": (90.98, 2500), "converted": (87.31, 100),
+                          "stdb": (90.54, 100)},
+    ("cifar10", "vgg16"): {"ann": 92.81, "converted_large": (92.48, 2500), "converted": (90.20, 100),
+                           "stdb": (91.13, 100)},
+    ("cifar10", "resnet20"): {"ann": 93.15, "converted_large": (92.94, 2500), "converted": (91.12, 250),
+                              "stdb": (92.22, 250)},
+    ("cifar100", "vgg11"): {"ann": 71.21, "converted_large": (70.94, 2500), "converted": (65.52, 125),
+                            "stdb": (67.87, 125)},
+}
+PAPER_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "vgg5": "VGG5", "vgg9": "VGG9",
+               "vgg11": "VGG11", "vgg16": "VGG16", "resnet20": "ResNet20"}
+
+TABLE1_COLUMNS = ["row", "network", "timesteps", "float_accuracy", "fixed_point_accuracy", "fixed_point_samples",
+                  "hwsim_network", "paper_accuracy", "paper_timesteps"]
+KIND_NAMES = {"ann": "ANN", "converted": "converted", "stdb": "hybrid (STDB)", "scratch": "from scratch"}
+_KIND_ORDER = {"ann": 0, "converted": 1, "stdb": 2, "scratch": 3}
+
+
+def paper_rows_text() -> str:
+    """The paper's Table 1 rows in words, e.g. 'VGG5, VGG9 on CIFAR-10 and VGG11 on CIFAR-100'."""
+    by: dict[str, list[str]] = {}
+    for ds, arch in PAPER_TABLE1:
+        by.setdefault(PAPER_NAMES[ds], []).append(PAPER_NAMES[arch])
+    return " and ".join(f"{', '.join(archs)} on {ds}" for ds, archs in by.items())
+
+
+def paper_row(dataset: str, arch: str) -> tuple[str, dict] | None:
+    """The paper's Table 1 row for this data set and architecture, with its name."""
+    key = (norm_name(dataset), norm_name(arch))
+    row = PAPER_TABLE1.get(key)
+    if row is None:
+        return None
+    return f"{PAPER_NAMES[key[1]]}, {PAPER_NAMES[key[0]]}", row
+
+
+def table1_rows(results: dict, summary: dict | None) -> list[dict]:
+    """One row per model: from the trainer summary (float accuracies) where there is
+    one, with hwsim's fixed-point accuracy where hwsim ran that network at that T, and
+    the paper's number where the data set and architecture match a Table 1 row.
+    hwsim networks with no trainer row get rows of their own. Accuracies in percent."""
+    dataset, arch = dataset_arch(results, summary)
+    paper = paper_row(dataset, arch)
+    paper = paper[1] if paper else {}
+    t_large = (summary or {}).get("timesteps_large")
+    entries = []   # (kind, T, float acc)
+    if summary is not None and "ann" in summary["accuracy"]:
+        entries.append(("ann", None, float(summary["accuracy"]["ann"])))
+    for kind, t, key in accuracy_keys(summary):
+        entries.append((kind, t, float(summary["accuracy"][key])))
+    entries.sort(key=lambda e: (_KIND_ORDER[e[0]], -(e[1] or 0)))
+
+    rows, used = [], set()
+    for kind, t, acc in entries:
+        net = next((n for n in results["networks"] if n["label"] not in used and network_kind(n["label"]) == kind
+                    and n["timesteps"] == t), None)
+        if net is not None:
+            used.add(net["label"])
+        if kind == "ann":
+            p_acc, p_t = paper.get("ann"), None
+        elif kind == "converted" and t_large is not None and t == t_large and t != summary.get("timesteps"):
+            p_acc, p_t = paper.get("converted_large", (None, None))
+        else:
+            p_acc, p_t = paper.get(kind, (None, None))
+        rows.append(_row(kind, t, acc, net, p_acc, p_t))
+    for net in results["networks"]:
+        if net["label"] not in used:
+            kind = network_kind(net["label"])
+            p_acc, p_t = paper.get(kind, (None, None)) if kind else (None, None)
+            rows.append(_row(kind, net["timesteps"], float_accuracy(summary, kind, net["timesteps"]) if kind else None,
+                             net, p_acc, p_t, name=net["label"]))
+    return rows
+
+
+def _row(kind, t, acc, net, p_acc, p_t, name=None) -> dict:
+    display = name or KIND_NAMES.get(kind, kind)
+    return {"row": f"{kind}_T{t}" if t is not None else (kind or name), "network": display, "timesteps": t,
+            "float_accuracy": acc,
+            "fixed_point_accuracy": percent(net.get("accuracy")) if net else None,
+            "fixed_point_samples": net["samples"] if net else None,
+            "hwsim_network": net["label"] if net else None,
+            "paper_accuracy": p_acc, "paper_timesteps": p_t}
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
+    return buf.getvalue()
+
+
+def _md_cell(s) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(header: list[str], body: list[list], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(_md_cell(h) for h in header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in body]
+    return "\n".join(lines)
+
+
+def table1_markdown(rows: list[dict], results: dict, summary: dict | None) -> str:
+    dataset, arch = dataset_arch(results, summary)
+    paper = paper_row(dataset, arch)
+    samples = sorted({r["fixed_point_samples"] for r in rows if r["fixed_point_samples"] is not None})
+    fx_head = "fixed point, hwsim (%)" + (f", {samples[0]:,} samples" if len(samples) == 1 else "")
+    header = ["network", "T", "float, trainer (%)", fx_head]
+    if paper:
+        header.append(f"paper, {paper[0]} (%)")
+    body = []
+    for r in rows:
+        cells = [r["network"], "—" if r["timesteps"] is None else r["timesteps"], fmt_pct(r["float_accuracy"]),
+                 fmt_pct(r["fixed_point_accuracy"])]
+        if paper:
+            p = fmt_pct(r["paper_accuracy"])
+            if r["paper_accuracy"] is not None and r["paper_timesteps"] is not None:
+                p += f" (T={r['paper_timesteps']})"
+            cells.append(p)
+        body.append(cells)
+    return markdown_table(header, body)
