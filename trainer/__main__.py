@@ -22,8 +22,14 @@ from trainer.train import OptimConfig, evaluate_ann, evaluate_snn, train_ann, tr
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
 # (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
-DEFAULT_T = {"digits": (200, 20), "mnist": (200, 20), "cifar10": (2500, 75), "cifar100": (2500, 125),
+DEFAULT_T = {"digits": (200, 4), "mnist": (200, 6), "cifar10": (2500, 75), "cifar100": (2500, 125),
              "folder": (2500, 100)}
+# Fine-tuning surrogate per data set. The paper's STDB surrogate (timing only) is the
+# default where T is long as in the paper; at the few steps of the small data sets it
+# degraded training in our runs (digits, T=4: 90.6 -> 91.1 %, train accuracy falling)
+# while Appendix A's linear surrogate recovered the conversion loss (-> 93.1 %).
+DEFAULT_SURROGATE = {"digits": "linear", "mnist": "linear", "cifar10": "stdb", "cifar100": "stdb",
+                     "folder": "stdb"}
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -62,7 +68,8 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_snn_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--surrogate", default="stdb", choices=SURROGATES)
+    p.add_argument("--surrogate", default=None, choices=SURROGATES,
+                   help="surrogate gradient (default: stdb; linear for digits and MNIST, where T is tiny)")
     p.add_argument("--alpha", type=float, default=0.3)
     p.add_argument("--beta", type=float, default=0.01)
     p.add_argument("--bptt-window", type=int, default=None, help="truncated BPTT: loss every t0 steps")
@@ -150,7 +157,7 @@ def cmd_convert(args) -> None:
 
 
 def snn_train_from_args(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int) -> Checkpoint:
-    surrogate = Surrogate(args.surrogate, args.alpha, args.beta)
+    surrogate = Surrogate(args.surrogate or DEFAULT_SURROGATE[bundle.name], args.alpha, args.beta)
     return train_snn(bundle, init, stage, timesteps, optim_from(args, "snn-" if hasattr(args, "snn_epochs") else ""),
                      out, window=args.bptt_window, surrogate=surrogate, leak=args.leak, backend=args.backend,
                      seed=args.seed, rollback_drop=args.rollback_drop, device=device_of(args),
@@ -238,7 +245,7 @@ def cmd_chain(args) -> dict:
                                                      eval_checkpoint(scratch, bundle, t_small, args)
                                                      ).metrics[f"test_T{t_small}"]["accuracy"]
     report = {"dataset": bundle.name, "arch": arch.name, "timesteps_large": t_large, "timesteps": t_small,
-              "accuracy": summary, "seconds": times}
+              "surrogate": stdb.snn.surrogate["kind"], "accuracy": summary, "seconds": times}
     (run / "trainer_summary.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"run folder: {run}")
@@ -284,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--leak", type=float, default=1.0)
         common(p), add_snn_args(p)
         p.add_argument("--timesteps", type=int, required=True)
-        add_optim_args(p, epochs=5, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0)
+        add_optim_args(p, epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0)
 
     p = sub.add_parser("eval", help="accuracy and spikes per layer of any checkpoint at any T")
     p.add_argument("checkpoint"), common(p)
@@ -300,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps-large", type=int, default=None, help="large T to evaluate the conversion")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
     add_optim_args(p, epochs=30, lr=0.05, optimizer="sgd")
-    add_optim_args(p, epochs=5, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0, prefix="snn-")
+    add_optim_args(p, epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0, prefix="snn-")
     return parser
 
 

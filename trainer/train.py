@@ -218,10 +218,12 @@ def firing_rates(snn: SNN, batch_size: int, timesteps: int) -> list[float]:
 def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, opt: OptimConfig, out: Path, *,
               window: int | None = None, surrogate: Surrogate | None = None, leak: float | None = None,
               backend: str = "multistep", seed: int = 0, val_fraction: float = 0.1, eval_window: int = 50,
-              rollback_drop: float = 10.0, device="cpu", progress: bool = True, command=None) -> Checkpoint:
+              rollback_drop: float = 10.0, keep_best: bool = True, device="cpu", progress: bool = True,
+              command=None) -> Checkpoint:
     """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
 
     ``window`` = t0 of truncated BPTT: loss every ``window`` steps, gradients summed, one step.
+    ``keep_best=False`` with ``rollback_drop=inf`` and no clipping/warm-up is the plain recipe.
     """
     if stage not in ("stdb", "scratch"):
         raise ValueError(f"stage must be stdb or scratch, got {stage!r}")
@@ -280,7 +282,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
         rates /= max(step + 1, 1)
         val = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
-        event = ""
+        lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
             best, best_state = val["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
             event = "best"
@@ -291,11 +293,12 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             lr_scale *= 0.5
             event = "rollback"
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
-               "val_acc": val["accuracy"], "lr": optimizer.param_groups[0]["lr"], "grad_norm_mean": float(np.mean(grad_norms)),
+               "val_acc": val["accuracy"], "lr": lr_used, "grad_norm_mean": float(np.mean(grad_norms)),
                "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
-        _save_stage(out, stage, init.arch, best_state, bundle, params, {"best_val_acc": best}, command,
+        kept = best_state if keep_best else {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+        _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
                     {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                      "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale, "optim": opt.to_dict(),
                      "init": init.stage})
