@@ -1,0 +1,525 @@
+"""hwsim: the fast integer LIF core (bit-exact to export.fixedpoint.run_reference), its
+counters, the energy models, the inputs and results files, and the CLI.
+
+Graphs, T and N are tiny: the whole file runs in seconds on 2 CPU cores.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export import fixedpoint as fx
+from export.graph import Core, CoreGraph, InputEncoding, load_graph, save_graph
+from hwsim.core import SimError, pool_rewrite, simulate
+from hwsim.encode import InputSet, InputsError, encode, load_inputs, save_inputs
+from hwsim.energy import EnergyModelError, ann_macs, available_presets, load_energy_model
+from hwsim.results import (ResultsError, NetworkRun, build_results, load_results, save_results)
+from hwsim import run as hwrun
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------------------
+# graph builders
+# --------------------------------------------------------------------------------------
+def enc(shape):
+    return InputEncoding(shape, [0.5] * shape[0], [0.5] * shape[0])
+
+
+def dense_w(rng, n_out, n_in, lo=-60, hi=60):
+    return rng.integers(lo, hi + 1, size=(n_out, n_in)) * 2
+
+
+def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None):
+    kh, kw = k
+    h, wd = hw
+    ho, wo = (h + 2 * pad[0] - kh) // stride[0] + 1, (wd + 2 * pad[1] - kw) // stride[1] + 1
+    if w is None:
+        w = rng.integers(-wmax, wmax + 1, size=(cout, cin, kh, kw))
+    return Core(name, "conv", w, (cin, h, wd), (cout, ho, wo), vth=vth, dv=dv, stride=stride, padding=pad)
+
+
+def out_core(rng, in_shape, classes=3, dv=0, exp=0):
+    return Core("out", "dense", dense_w(rng, classes, math.prod(in_shape)), in_shape, (classes,), vth=0,
+                dv=dv, spiking=False, weight_exp=exp)
+
+
+def graph_of(cores, shape, timesteps=6, provenance=None):
+    n_cls = math.prod(cores[-1].output_shape)
+    return CoreGraph(enc(shape), cores, timesteps=timesteps, class_names=[f"c{i}" for i in range(n_cls)],
+                     provenance=provenance or {})
+
+
+def random_spikes(rng, steps, n, shape, p=0.4):
+    s = (rng.random((steps, n, *shape)) < p) * rng.choice([-1, 1], size=(steps, n, *shape))
+    return s.astype(np.int8)
+
+
+def assert_matches_reference(graph, spikes, **kw):
+    if "conv_impl" not in kw:         # the CUDA code path (im2col + GEMM conv, no host-side shortcuts) on the CPU
+        assert_matches_reference(graph, spikes, conv_impl="gemm", host_checks=False, **kw)
+    ref = fx.run_reference(graph, spikes)
+    res = simulate(graph, spikes, record_spikes=True, **kw)
+    assert len(ref["spikes"]) == len(res.spike_trains)
+    for k, (a, b) in enumerate(zip(ref["spikes"], res.spike_trains)):
+        assert a.shape == b.shape
+        bad = np.argwhere(a != b)
+        assert bad.size == 0, f"spiking core {k}: first mismatch at (t, n, ...) = {bad[0]}"
+    np.testing.assert_array_equal(res.output, ref["output"])
+    assert [l.max_abs_input for l in res.layers] == ref["max_abs_input"]
+    return ref, res
+
+
+# --------------------------------------------------------------------------------------
+# the hand-computed example
+# --------------------------------------------------------------------------------------
+def tiny_graph():
+    """2 input pixels -> 2 IF neurons (vth 2, i.e. 128 after << 6) -> 1 output accumulator."""
+    hidden = Core("h", "dense", np.array([[2, 0], [2, 2]]), (1, 1, 2), (2,), vth=2)
+    out = Core("out", "dense", np.array([[4, 2]]), (2,), (1,), vth=0, spiking=False)
+    return CoreGraph(enc((1, 1, 2)), [hidden, out], timesteps=4, class_names=["only"])
+
+
+TINY_INPUT = np.zeros((4, 1, 1, 1, 2), dtype=np.int8)
+TINY_INPUT[:, 0, 0, 0, 0] = [1, 1, 0, 1]
+TINY_INPUT[:, 0, 0, 0, 1] = [0, 1, 1, 0]
+
+
+def test_tiny_graph_hand_computed():
+    # neuron 0: a = 2*x0 = [2, 2, 0, 2] -> u = a << 6 = [128, 128, 0, 128]
+    #   v: 128 (no spike: not > 128), 256 (spike), 256 - 128 + 0 = 128 (no), 128 + 128 = 256 (spike)
+    # neuron 1: a = 2*x0 + 2*x1 = [2, 4, 2, 2] -> u = [128, 256, 128, 128]
+    #   v: 128 (no), 384 (spike), 384 - 128 + 128 = 384 (spike), 384 (spike)
+    # output: a = 4*o0 + 2*o1 = [0, 6, 2, 6] -> v = 14 << 6 = 896
+    res = simulate(tiny_graph(), TINY_INPUT, record_spikes=True)
+    np.testing.assert_array_equal(res.spike_trains[0][:, 0], [[0, 0], [1, 1], [0, 1], [1, 1]])
+    assert res.output.tolist() == [[896]]
+    assert res.predictions.tolist() == [0]
+    h, o = res.layers
+    assert res.input_spikes == 5
+    assert (h.spikes, h.synaptic_events, h.neuron_updates, h.active_neuron_updates) == (5, 10, 8, 7)
+    assert (o.spikes, o.synaptic_events, o.neuron_updates, o.active_neuron_updates) == (0, 5, 4, 3)
+    assert h.avg_spikes_per_neuron == 2.5
+    assert [h.max_abs_input, o.max_abs_input] == [4, 6]
+    assert_matches_reference(tiny_graph(), TINY_INPUT)
+
+
+def test_energy_models_on_hand_counts():
+    res = simulate(tiny_graph(), TINY_INPUT)
+    first = load_energy_model("first_order").evaluate(res)
+    assert first["energy"] == 5.0 and first["delay"] == 4.0 and first["edp"] == 20.0   # 5 spikes, T = 4
+    loihi = load_energy_model("loihi").evaluate(res)
+    # 15 synaptic events x 23.6 + 10 active x 81 + 2 inactive x 52 + 5 spike hops x 3.5
+    assert loihi["energy"] == pytest.approx(15 * 23.6 + 10 * 81 + 2 * 52 + 5 * 3.5)
+    assert loihi["layers"] == pytest.approx([10 * 23.6 + 7 * 81 + 1 * 52 + 5 * 3.5, 5 * 23.6 + 3 * 81 + 52])
+    assert loihi["edp"] == pytest.approx(loihi["energy"] * 4)
+    cmos = load_energy_model("cmos45nm")
+    assert cmos.evaluate(res)["energy"] == pytest.approx(15 * 0.9)
+    assert cmos.ann_energy(6) == pytest.approx(6 * 4.6)
+    assert ann_macs(tiny_graph()) == ([4, 2], "cores")
+    assert set(available_presets()) >= {"first_order", "cmos45nm", "loihi"}
+
+
+# --------------------------------------------------------------------------------------
+# bit-exact against the reference
+# --------------------------------------------------------------------------------------
+def test_dense_chain_with_weight_exp_and_leak():
+    rng = np.random.default_rng(1)
+    shape = (1, 3, 4)
+    h1 = Core("h1", "dense", dense_w(rng, 7, 12), shape, (7,), vth=40, weight_exp=-2, dv=0)
+    h2 = Core("h2", "dense", dense_w(rng, 5, 7), (7,), (5,), vth=30, weight_exp=1, dv=700)
+    g = graph_of([h1, h2, out_core(rng, (5,), dv=100, exp=-1)], shape)
+    assert_matches_reference(g, random_spikes(rng, 7, 5, shape))
+
+
+def test_conv_nonsymmetric_kernel_nonsquare_input_and_leak():
+    rng = np.random.default_rng(2)
+    shape = (2, 7, 5)
+    c1 = conv_core(rng, "c1", 2, 3, (3, 2), (7, 5), stride=(1, 2), pad=(1, 0), vth=20, dv=300)
+    c2 = conv_core(rng, "c2", 3, 4, (2, 1), c1.output_shape[1:], pad=(0, 1), vth=25)
+    g = graph_of([c1, c2, out_core(rng, c2.output_shape)], shape)
+    assert_matches_reference(g, random_spikes(rng, 6, 4, shape))
+
+
+@pytest.mark.parametrize("blocky", [True, False])
+def test_folded_pool_conv_6x6_stride2(blocky):
+    rng = np.random.default_rng(3)
+    shape = (3, 8, 4)
+    c1 = conv_core(rng, "c1", 3, 4, (3, 3), (8, 4), pad=(1, 1), vth=15)
+    if blocky:     # a 2x2 average pool folded into a 3x3 conv: constant over 2x2 blocks
+        w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
+    else:
+        w = rng.integers(-30, 31, size=(5, 4, 6, 6))
+    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w)
+    # a dense output after a folded pool too: (5, 4, 2) pooled to (5, 2, 1)
+    wd = np.repeat(np.repeat(rng.integers(-60, 61, size=(3, 5, 2, 1)), 2, 2), 2, 3) * 2
+    out = Core("out", "dense", wd.reshape(3, -1), c2.output_shape, (3,), vth=0, spiking=False)
+    g = graph_of([c1, c2, out], shape)
+    assert (pool_rewrite(c2) is not None) == blocky
+    assert pool_rewrite(out) == (2, 2)
+    _, res = assert_matches_reference(g, random_spikes(rng, 6, 3, shape))
+    assert (res.plan[1]["pool_rewrite"] is not None) == blocky
+    # odd input size: the explicit-padding path of the rewrite
+    shape = (4, 7, 7)
+    w = np.repeat(np.repeat(rng.integers(-30, 31, size=(2, 4, 3, 3)), 2, axis=2), 2, axis=3)
+    c = conv_core(rng, "c", 4, 2, (6, 6), (7, 7), stride=(2, 2), pad=(1, 2), vth=40, w=w)
+    assert_matches_reference(graph_of([c, out_core(rng, c.output_shape)], shape), random_spikes(rng, 5, 3, shape))
+
+
+def test_current_wrap_and_voltage_saturation():
+    rng = np.random.default_rng(4)
+    shape = (1, 2, 4)
+    spikes = random_spikes(rng, 12, 4, shape, p=0.8)
+    spikes[:, 0] = 1
+    # a << 6 beyond 2**23: 254 * 128 per input spike with weight_exp 7 -> wrap24;
+    # an output that saturates at 2**23 - 1: all weights +254 with weight_exp 7
+    h1 = Core("h1", "dense", np.full((3, 8), 254) * np.array([[1], [-1], [1]]), shape, (3,), vth=5, weight_exp=7)
+    out = Core("out", "dense", np.full((2, 3), 254), (3,), (2,), vth=0, spiking=False, weight_exp=7)
+    _, res = assert_matches_reference(graph_of([h1, out], shape, timesteps=12), spikes)
+    assert res.plan[0]["wrap"] and res.layers[0].max_abs_input * 64 > 2 ** 23
+    assert (res.output == fx.V_MAX).any()
+    # the largest threshold: v must climb to within 63 of the clip to spike
+    h2 = Core("h2", "dense", np.full((2, 8), 254), shape, (2,), vth=fx.VTH_MAX, weight_exp=3)
+    _, res = assert_matches_reference(graph_of([h2, out_core(rng, (2,))], shape, timesteps=12), spikes)
+    assert res.layers[0].spikes > 0
+
+
+def test_conv_wrap_24bit_and_float64_fallback():
+    rng = np.random.default_rng(5)
+    # sum |w| = 8192 * 9 * 127 > 2**23: the conv output wraps modulo 2**24 (float32 still exact)
+    c1 = conv_core(rng, "c1", 8192, 1, (3, 3), (3, 3), vth=7, w=np.full((1, 8192, 3, 3), 127))
+    g = graph_of([c1, out_core(rng, (1, 1, 1))], (8192, 3, 3), timesteps=2)
+    spikes = np.ones((2, 2, 8192, 3, 3), dtype=np.int8)
+    spikes[:, 1] = -1
+    _, res = assert_matches_reference(g, spikes)
+    assert res.plan[0]["conv_wrap"] and res.plan[0]["dtype"] == "float32"
+    assert res.layers[0].max_abs_input == 2 ** 24 - 8192 * 9 * 127
+    # sum |w| >= 2**24: float32 would not be exact any more -> the core runs in float64
+    w = np.full((1, 8200, 4, 4), -128)
+    w[0, :9, 0, 0] = 127
+    c2 = conv_core(rng, "c2", 8200, 1, (4, 4), (4, 4), vth=7, w=w)
+    g = graph_of([c2, out_core(rng, (1, 1, 1))], (8200, 4, 4), timesteps=2)
+    spikes = random_spikes(rng, 2, 3, (8200, 4, 4), p=0.9)
+    spikes[:, 0] = 1
+    _, res = assert_matches_reference(g, spikes)
+    assert res.plan[0]["dtype"] == "float64"
+
+
+def test_chunking_blocking_and_sparse_paths_agree():
+    rng = np.random.default_rng(6)
+    shape = (3, 6, 6)
+    c1 = conv_core(rng, "c1", 3, 6, (3, 3), (6, 6), pad=(1, 1), vth=30)
+    c1.weights[:, 1] = 0                      # a silent input channel... and
+    h = Core("h", "dense", dense_w(rng, 9, 216), c1.output_shape, (9,), vth=50)
+    h.weights[2:] = 0                         # 7 of 9 neurons silent: the next dense core is compacted
+    h2 = Core("h2", "dense", dense_w(rng, 5, 9), (9,), (5,), vth=10)
+    g = graph_of([c1, h, h2, out_core(rng, (5,))], shape, timesteps=9)
+    spikes = random_spikes(rng, 9, 7, shape, p=0.3)
+    spikes[:, :, 1:] = 0                      # ...input channels 1 and 2 never spike (sparse path)
+    base = simulate(g, spikes, record_spikes=True, chunk=7, steps_per_block=9, sparse=False)
+    ref = fx.run_reference(g, spikes)
+    np.testing.assert_array_equal(base.output, ref["output"])
+    for kw in ({"chunk": 1, "steps_per_block": 1}, {"chunk": 3, "steps_per_block": 4, "sparse": True},
+               {"chunk": 2, "steps_per_block": 5, "recurrence_threads": None},
+               {"chunk": 4, "steps_per_block": 3, "conv_impl": "gemm", "sparse": False}):
+        r = simulate(g, spikes, record_spikes=True, **kw)
+        np.testing.assert_array_equal(r.output, base.output)
+        for a, b in zip(r.spike_trains, base.spike_trains):
+            np.testing.assert_array_equal(a, b)
+        assert [l.synaptic_events for l in r.layers] == [l.synaptic_events for l in base.layers]
+        assert [l.active_neuron_updates for l in r.layers] == [l.active_neuron_updates for l in base.layers]
+        np.testing.assert_array_equal(r.layers[0].spikes_per_sample, base.layers[0].spikes_per_sample)
+
+
+def test_dense_declared_flat_after_conv():
+    """A dense core may declare its input flat (C*H*W,) after a conv: C-order columns."""
+    rng = np.random.default_rng(13)
+    shape = (2, 4, 3)
+    c1 = conv_core(rng, "c1", 2, 3, (3, 3), (4, 3), pad=(1, 1), vth=20)
+    h = Core("h", "dense", dense_w(rng, 6, 36), (36,), (6,), vth=30)
+    g = graph_of([c1, h, out_core(rng, (6,))], shape)
+    spikes = random_spikes(rng, 6, 3, shape)
+    spikes[:, :, 1] = 0
+    for sparse in (False, True):
+        assert_matches_reference(g, spikes, sparse=sparse)
+
+
+def test_counts_are_consistent():
+    rng = np.random.default_rng(7)
+    shape = (2, 5, 6)
+    c1 = conv_core(rng, "c1", 2, 3, (3, 3), (5, 6), pad=(1, 1), vth=20)
+    h = Core("h", "dense", dense_w(rng, 8, 90), c1.output_shape, (8,), vth=40)
+    g = graph_of([c1, h, out_core(rng, (8,))], shape)
+    spikes = random_spikes(rng, 6, 5, shape)
+    res = simulate(g, spikes, record_spikes=True)
+    trains = [np.abs(spikes)] + res.spike_trains
+    for i, (core, layer) in enumerate(zip(g.cores, res.layers)):
+        s = trains[i].astype(np.int64)
+        # synaptic events = sum over input spikes of the spiking neuron's fan-out
+        assert layer.synaptic_events == int((s.sum(axis=(0, 1)) * core.fan_out_per_input).sum())
+        assert layer.neuron_updates == layer.neurons * 6 * 5
+        # active neuron updates = neuron-steps with a non-zero synaptic input
+        src = spikes if i == 0 else trains[i]
+        act = sum(int(np.count_nonzero(fx.synaptic_input(core, src[t]))) for t in range(6))
+        assert layer.active_neuron_updates == act
+        if layer.spiking:
+            assert layer.spikes == int(res.spike_trains[i].sum())
+            np.testing.assert_array_equal(layer.spikes_per_sample, res.spike_trains[i].sum(axis=(0, 2, 3, 4)
+                                                                                          if i == 0 else (0, 2)))
+            assert layer.avg_spikes_per_neuron * layer.neurons * res.samples == pytest.approx(layer.spikes)
+    assert res.input_spikes == int(np.abs(spikes).sum())
+    assert res.spikes == sum(int(t.sum()) for t in res.spike_trains)
+
+
+def test_same_seed_same_numbers_and_encoding_is_graph_input_encode():
+    rng = np.random.default_rng(8)
+    shape = (1, 6, 6)
+    c1 = conv_core(rng, "c1", 1, 3, (3, 3), (6, 6), pad=(1, 1), vth=20)
+    g = graph_of([c1, out_core(rng, c1.output_shape)], shape, timesteps=5)
+    images = rng.integers(0, 256, size=(11, *shape), dtype=np.uint8)
+    a = simulate(g, (images, 3), chunk=4)
+    b = simulate(g, (images, 3), chunk=3, steps_per_block=2)
+    c = simulate(g, encode(g, images, 5, 3))
+    for r in (b, c):
+        np.testing.assert_array_equal(r.output, a.output)
+        assert [l.spikes for l in r.layers] == [l.spikes for l in a.layers]
+    np.testing.assert_array_equal(encode(g, images, 5, 3), g.input.encode(images, 5, 3))
+    d = simulate(g, (images, 4))
+    assert d.input_spikes != a.input_spikes or not np.array_equal(d.output, a.output)
+    with pytest.raises(SimError):
+        simulate(g, (images[:, :, :5], 3))
+
+
+# --------------------------------------------------------------------------------------
+# files
+# --------------------------------------------------------------------------------------
+def test_inputs_file_round_trip_and_rejects(tmp_path):
+    rng = np.random.default_rng(9)
+    inp = InputSet(rng.integers(0, 256, size=(4, 1, 3, 3), dtype=np.uint8), [0, 1, 2, 1], seed=5, timesteps=7,
+                   dataset="digits", class_names=["a", "b", "c"])
+    path = save_inputs(tmp_path / "in.npz", inp)
+    back = load_inputs(path)
+    np.testing.assert_array_equal(back.images, inp.images)
+    assert back.labels.tolist() == [0, 1, 2, 1] and (back.seed, back.timesteps, back.dataset) == (5, 7, "digits")
+    assert [p.name for p in tmp_path.iterdir()] == ["in.npz"]          # no temporary left behind
+    # newer version
+    with np.load(path) as d:
+        arrays = {k: d[k] for k in d.files}
+    header = json.loads(bytes(arrays["__inputs__"]).decode())
+    header["version"] = 2
+    arrays["__inputs__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "new.npz", **arrays)
+    with pytest.raises(InputsError, match=r"new\.npz.*newer"):
+        load_inputs(tmp_path / "new.npz")
+    # tampered arrays
+    header["version"] = 1
+    arrays["__inputs__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    arrays["images"] = arrays["images"] ^ 1
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(InputsError, match=r"bad\.npz.*checksum"):
+        load_inputs(tmp_path / "bad.npz")
+    # corrupt bytes / missing file
+    (tmp_path / "junk.npz").write_bytes(b"PK\x03\x04 not a zip")
+    with pytest.raises(InputsError, match=r"junk\.npz.*corrupt"):
+        load_inputs(tmp_path / "junk.npz")
+    with pytest.raises(InputsError, match="no such"):
+        load_inputs(tmp_path / "missing.npz")
+
+
+def _two_graphs(rng, t=5, provenance=None):
+    shape = (1, 6, 6)
+    base = conv_core(rng, "c1", 1, 3, (3, 3), (6, 6), pad=(1, 1), vth=15)
+    out = out_core(rng, base.output_shape)
+    quiet = Core(**{**{k: getattr(base, k) for k in ("name", "op", "weights", "input_shape", "output_shape",
+                                                     "stride", "padding")}, "vth": 40})
+    mk = lambda c: graph_of([c, out], shape, timesteps=t, provenance=provenance)   # noqa: E731
+    return mk(base), mk(quiet)
+
+
+def _results_doc(rng):
+    g1, g2 = _two_graphs(rng)
+    images = rng.integers(0, 256, size=(6, 1, 6, 6), dtype=np.uint8)
+    labels = rng.integers(0, 3, size=6)
+    runs = [NetworkRun(lbl, f"{lbl}.npz", g, simulate(g, (images, 0)), labels)
+            for lbl, g in (("converted", g1), ("stdb", g2))]
+    return build_results(runs, load_energy_model("first_order"), dataset="digits", arch="tiny", seed=0), runs
+
+
+def test_results_round_trip_and_rejects(tmp_path):
+    rng = np.random.default_rng(10)
+    doc, runs = _results_doc(rng)
+    paths = save_results(tmp_path, doc)
+    back = load_results(paths["results"])
+    assert back == json.loads(json.dumps(doc))
+    assert load_results(tmp_path) == back
+    conv, stdb = back["networks"]
+    assert conv["totals"]["spikes"] > stdb["totals"]["spikes"] > 0     # higher threshold, fewer spikes
+    r = back["ratios"][0]
+    assert (r["numerator"], r["denominator"]) == ("converted", "stdb")
+    assert r["spikes"] == pytest.approx(conv["totals"]["spikes"] / stdb["totals"]["spikes"])
+    assert r["edp"] == pytest.approx(r["spikes"])                       # first order: E ~ spikes, same T
+    assert back["snn_vs_ann"]["model"] == "cmos45nm" and back["ann_baseline"]["macs_source"] == "cores"
+    layer = conv["layers"][0]
+    assert layer["avg_spikes_per_neuron"] * layer["neurons"] * back["samples"] == pytest.approx(layer["spikes"])
+    rows = list(csv.DictReader(open(paths["layers"])))
+    assert len(rows) == 4 and rows[0]["network"] == "converted" and rows[0]["name"] == "c1"
+    summary = list(csv.DictReader(open(paths["summary"])))
+    assert [s["network"] for s in summary] == ["converted", "stdb", "ann"]
+    # newer version, corrupt, foreign
+    newer = dict(back, version=2)
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    with pytest.raises(ResultsError, match=r"newer\.json.*newer"):
+        load_results(tmp_path / "newer.json")
+    (tmp_path / "corrupt.json").write_text(json.dumps(back)[:-20])
+    with pytest.raises(ResultsError, match=r"corrupt\.json.*corrupt"):
+        load_results(tmp_path / "corrupt.json")
+    broken = json.loads(json.dumps(back))
+    del broken["networks"][0]["layers"][0]["spikes"]
+    (tmp_path / "broken.json").write_text(json.dumps(broken))
+    with pytest.raises(ResultsError, match=r"broken\.json.*spikes"):
+        load_results(tmp_path / "broken.json")
+    with pytest.raises(ResultsError, match="format"):
+        save_results(tmp_path / "x", dict(doc, format="other"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_ann_macs_from_provenance_and_loihi_ratio():
+    rng = np.random.default_rng(11)
+    g1, g2 = _two_graphs(rng, provenance={"ann_macs": [1000, 300], "dataset": "digits"})
+    images = rng.integers(0, 256, size=(3, 1, 6, 6), dtype=np.uint8)
+    runs = [NetworkRun(l, "x", g, simulate(g, (images, 0)), [0, 1, 2]) for l, g in (("a", g1), ("b", g2))]
+    model = load_energy_model("loihi")
+    doc = build_results(runs, model)
+    assert doc["ann_baseline"]["macs"] == 1300 and doc["ann_baseline"]["macs_source"] == "provenance"
+    assert doc["ann_baseline"]["energy"] == pytest.approx(1300 * 4.6)
+    e = doc["networks"][0]["totals"]["energy"]
+    assert doc["snn_vs_ann"]["networks"]["a"]["ratio"] == pytest.approx(e / (1300 * 4.6))
+
+
+def test_energy_model_file_validation(tmp_path):
+    good = json.loads((REPO / "hwsim" / "presets" / "loihi.json").read_text())
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(dict(good, name="mine", e_synaptic_event=1.5)))
+    assert load_energy_model(path).e_synaptic_event == 1.5
+    path.write_text(json.dumps(dict(good, e_synaptc_event=1.0)))
+    with pytest.raises(EnergyModelError, match=r"mine\.json.*unknown field.*e_synaptc_event"):
+        load_energy_model(path)
+    bad = dict(good)
+    del bad["e_spike_hop"]
+    path.write_text(json.dumps(bad))
+    with pytest.raises(EnergyModelError, match=r"mine\.json.*missing field.*e_spike_hop"):
+        load_energy_model(path)
+    path.write_text(json.dumps(dict(good, e_spike="lots")))
+    with pytest.raises(EnergyModelError, match=r"mine\.json.*e_spike"):
+        load_energy_model(path)
+    path.write_text(json.dumps(dict(good, version=9)))
+    with pytest.raises(EnergyModelError, match="newer"):
+        load_energy_model(path)
+    path.write_text("{not json")
+    with pytest.raises(EnergyModelError, match=r"mine\.json"):
+        load_energy_model(path)
+    with pytest.raises(EnergyModelError, match="unknown energy model"):
+        load_energy_model("tpu_v9")
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+@pytest.fixture()
+def cli_files(tmp_path):
+    rng = np.random.default_rng(12)
+    g1, g2 = _two_graphs(rng, provenance={"dataset": "digits", "arch": "tiny"})
+    p1 = save_graph(g1, tmp_path / "runs" / "r1" / "export" / "converted" / "coregraph.npz")
+    p2 = save_graph(g2, tmp_path / "runs" / "r1" / "export" / "stdb" / "coregraph.npz")
+    inp = InputSet(rng.integers(0, 256, size=(9, 1, 6, 6), dtype=np.uint8), rng.integers(0, 3, size=9), seed=2,
+                   timesteps=5, dataset="digits")
+    pin = save_inputs(tmp_path / "inputs.npz", inp)
+    return tmp_path, p1, p2, pin
+
+
+def test_cli_two_graphs_writes_results(cli_files, capsys):
+    tmp, p1, p2, pin = cli_files
+    out = tmp / "out"
+    rc = hwrun.main(["--edp", "--graph", f"converted={p1}", "--graph", f"stdb={p2}", "--inputs", str(pin),
+                     "--out", str(out), "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "converted / stdb" in printed and "results.json" in printed
+    doc = load_results(out / "results.json")
+    assert [n["label"] for n in doc["networks"]] == ["converted", "stdb"]
+    assert doc["samples"] == 9 and doc["timesteps"] == 5 and doc["seed"] == 2 and doc["energy_model"]["name"] == \
+        "first_order"
+    assert doc["networks"][0]["latency_steps"] == 2
+    assert (out / "layers.csv").is_file() and (out / "summary.csv").is_file()
+    # the replayed run gives the same numbers as the library on the same inputs
+    sim = simulate(load_graph(p1), (load_inputs(pin).images, 2), timesteps=5)
+    assert doc["networks"][0]["totals"]["spikes"] == sim.spikes
+    # default discovery: the newest runs/<name>/ with both stages; output in runs/<name>/hwsim;
+    # an accuracy-vs-T sweep on the same inputs
+    rc = hwrun.main(["--runs", str(tmp / "runs"), "--inputs", str(pin), "--samples", "4", "--no-progress",
+                     "--energy-model", "loihi", "--device", "cpu", "--sweep", "2,5"])
+    assert rc == 0
+    doc2 = load_results(tmp / "runs" / "r1" / "hwsim" / "results.json")
+    assert doc2["samples"] == 4 and doc2["energy_model"]["name"] == "loihi"
+    assert [(p["network"], p["timesteps"]) for p in doc2["sweep"]] == [("converted", 2), ("converted", 5),
+                                                                        ("stdb", 2), ("stdb", 5)]
+    at5 = [p for p in doc2["sweep"] if p["timesteps"] == 5]
+    assert [p["spikes_per_image"] for p in at5] == [n["totals"]["spikes_per_image"] for n in doc2["networks"]]
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hwsim: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_cli_errors(cli_files, capsys):
+    tmp, p1, p2, pin = cli_files
+    out = tmp / "o"
+    base = ["--inputs", str(pin), "--out", str(out), "--no-progress", "--device", "cpu"]
+    assert hwrun.main(["--graph", f"a={tmp / 'nope.npz'}", *base]) == 2
+    assert "nope.npz" in _one_line_error(capsys)
+    # a graph of a newer version
+    with zipfile.ZipFile(p2) as z:
+        arrays = {n[:-4]: np.load(z.open(n)) for n in z.namelist()}
+    header = json.loads(bytes(arrays["__graph__"]).decode())
+    header["version"] = 99
+    arrays["__graph__"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    newer = tmp / "newer.npz"
+    np.savez(newer, **arrays)
+    assert hwrun.main(["--graph", f"a={p1}", "--graph", f"b={newer}", *base]) == 2
+    assert "newer" in _one_line_error(capsys)
+    # graphs whose T differ
+    g = load_graph(p2)
+    g.timesteps = 7
+    other_t = save_graph(g, tmp / "t7.npz")
+    assert hwrun.main(["--graph", f"a={p1}", "--graph", f"b={other_t}", *base]) == 2
+    assert "T=7" in _one_line_error(capsys)
+    # an inputs file for another T, an unknown energy model, a malformed --graph
+    assert hwrun.main(["--graph", f"a={p1}", "--timesteps", "3", *base]) == 2
+    assert "T=5" in _one_line_error(capsys)
+    assert hwrun.main(["--graph", f"a={p1}", "--energy-model", "nonsense", *base]) == 2
+    assert "nonsense" in _one_line_error(capsys)
+    assert hwrun.main(["--graph", str(p1), *base]) == 2
+    assert "LABEL=PATH" in _one_line_error(capsys)
+    assert hwrun.main(["--runs", str(tmp / "empty"), *base]) == 2
+    _one_line_error(capsys)
+    assert not out.exists()                                               # nothing half-written
+
+
+def test_cli_exit_code_in_a_subprocess(cli_files):
+    tmp, p1, _, pin = cli_files
+    done = subprocess.run([sys.executable, "-m", "hwsim.run", "--edp", "--graph", f"a={tmp / 'missing.npz'}",
+                           "--inputs", str(pin), "--no-progress"], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "missing.npz" in lines[0]
