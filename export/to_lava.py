@@ -94,7 +94,8 @@ def export_checkpoint(args) -> Path:
     if args.calibration_samples > 0:
         images, _ = test_images(ckpt, args.data_root, args.calibration_samples, split="train")
         norm = Normalisation.from_dict(ckpt.data["normalisation"])
-        peak = float_output_peak(ckpt, norm.apply(torch.from_numpy(images)), timesteps, seed=args.seed)
+        peak = float_output_peak(ckpt, norm.apply(torch.from_numpy(images)),
+                                 max(timesteps, args.calibration_timesteps or 0), seed=args.seed)
     graph, report = quantize_checkpoint(ckpt, weight_bits=args.weight_bits, output_peak=peak,
                                         source=str(args.checkpoint))
     graph.timesteps = timesteps
@@ -103,7 +104,8 @@ def export_checkpoint(args) -> Path:
             print(f"warning: layer {row['layer']}: input current can reach {row['max_possible_input']}, beyond the "
                   f"{fx.HW_INPUT_BITS}-bit input of real Loihi hardware (Lava does not enforce it)", file=sys.stderr)
     summary = {"checkpoint": str(args.checkpoint), "stage": ckpt.stage, "timesteps": timesteps,
-               "weight_bits": args.weight_bits, "output_peak_calibration": peak, "latency_steps": fx.latency_steps(graph)}
+               "weight_bits": args.weight_bits, "output_peak_calibration": peak,
+               "calibration_timesteps": max(timesteps, args.calibration_timesteps or 0), "latency_steps": fx.latency_steps(graph)}
     lava_inputs = None
     if args.eval_samples > 0 or args.samples > 0:
         count = max(args.eval_samples, args.samples)
@@ -173,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-samples", type=int, default=128,
                    help="training images to size the output accumulator (0 = skip)")
     p.add_argument("--timesteps", type=int, default=None, help="T (default: the checkpoint's)")
+    p.add_argument("--calibration-timesteps", type=int, default=None,
+                   help="largest T the graph will run at: sizes the output accumulator so it does not "
+                        "saturate there (default: T; larger costs output precision at small T)")
     p.add_argument("--weight-bits", type=int, default=fx.WEIGHT_BITS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-root", default=None)
