@@ -22,6 +22,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np
 
+from export import fixedpoint as fx
+
 MAX_DEFAULT_SAMPLES = 1500
 STAGES = ("converted", "stdb")
 
@@ -55,6 +57,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default: runs/<name>/hwsim/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def saturation_note(label: str, steps: int, sim) -> str | None:
+    """A note when the output accumulator hit its 24-bit limit (class scores then tie or flip)."""
+    saturated = int((np.abs(np.asarray(sim.output)) >= fx.V_MAX).any(axis=1).sum())
+    if not saturated:
+        return None
+    return (f"{label} at T={steps}: the output accumulator saturated in {saturated} of {len(sim.output)} samples; "
+            f"re-export with `python -m export.to_lava ... --calibration-timesteps {steps}`")
 
 
 def find_latest_run(runs_dir: Path) -> Path:
@@ -273,16 +284,20 @@ def _main(args) -> int:
 
         runs = [NetworkRun(label, str(path), g, run_one(label, g, inputs.timesteps), inputs.labels)
                 for label, path, g in graphs]
-        sweep = []
+        sweep, sweep_sims = [], []
         for t in sweep_ts:
             for (label, _, g), r in zip(graphs, runs):
                 sim = r.sim if t == inputs.timesteps else run_one(label, g, t)
                 sweep.append(sweep_point(label, sim, inputs.labels))
+                if sim is not r.sim:
+                    sweep_sims.append((label, t, sim))
         prov = g0.provenance or {}
         arch = prov.get("arch")
         if isinstance(arch, dict):
             arch = arch.get("name", "")
-        notes = []
+        notes = [saturation_note(label, sim_steps, sim) for label, sim_steps, sim in
+                 [(r.label, inputs.timesteps, r.sim) for r in runs] + sweep_sims]
+        notes = [n for n in notes if n]
         if wrote_inputs is not None:
             inputs_file = str(out_dir / "inputs.npz")
         doc = build_results(runs, model, dataset=inputs.dataset or str(prov.get("dataset", "")),
