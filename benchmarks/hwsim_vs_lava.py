@@ -145,7 +145,7 @@ def cpu_main(args) -> int:
     g = build_vgg(VGG5_CONVS, [], timesteps=args.timesteps, seed=args.seed)
     images = random_images(args.images, g.input.shape, seed=args.seed + 1)
     spikes = g.input.encode(images, args.timesteps, seed=args.seed)
-    print(f"VGG5 convs on 3x32x32 (folded pools), cores: "
+    print("VGG5 convs on 3x32x32 (folded pools), cores: "
           + ", ".join(f"{c.name} {c.op} {tuple(c.weights.shape)}->{c.output_shape}" for c in g.cores))
     t = time.perf_counter()
     calib = spikes[:, :2]

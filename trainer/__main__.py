@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -15,7 +16,7 @@ import torch
 
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, balance_thresholds
-from trainer.data import DATASETS, DatasetError, batches, load_dataset
+from trainer.data import DATASETS, DatasetError, Normalisation, batches, load_dataset
 from trainer.models import ARCHITECTURES, ANN, ArchError, build_config, neuron_layers
 from trainer.snn import BACKENDS, SNN, SURROGATES, Surrogate
 from trainer.train import OptimConfig, evaluate_ann, evaluate_snn, train_ann, train_snn
@@ -85,9 +86,6 @@ def load_data(args):
 
 def data_from_checkpoint(ckpt: Checkpoint, args):
     """The checkpoint's own data set (and its recorded normalisation)."""
-    import dataclasses
-
-    from trainer.data import Normalisation
     root = args.data_root if getattr(args, "data_root", None) else ckpt.data.get("data_root")
     if ckpt.data["dataset"] == "digits":
         root = None

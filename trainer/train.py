@@ -139,7 +139,7 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
             "total_spikes_per_sample": float(spikes.sum() / max(total, 1))}
 
 
-def _resume(out: Path, stage: str, arch: ArchConfig, epochs: int) -> Checkpoint | None:
+def _resume(out: Path, stage: str, arch: ArchConfig) -> Checkpoint | None:
     if not out.exists():
         return None
     ckpt = load_checkpoint(out)
@@ -158,7 +158,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     ann = ANN(arch).to(device)
     optimizer = make_optimizer(ann.parameters(), opt)
     start, best, best_state, history = 0, -1.0, None, []
-    previous = _resume(out, "ann", arch, opt.epochs)
+    previous = _resume(out, "ann", arch)
     if previous is not None:
         ts = previous.train_state
         ann.load_state_dict(ts["last_state_dict"])
@@ -240,7 +240,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=backend)
     optimizer = make_optimizer(ann.parameters(), opt)
     start, best, best_state, history, lr_scale = 0, -1.0, None, [], 1.0
-    previous = _resume(out, stage, init.arch, opt.epochs)
+    previous = _resume(out, stage, init.arch)
     if previous is not None:
         ts = previous.train_state
         ann.load_state_dict(ts["last_state_dict"])
