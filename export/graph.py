@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from export import fixedpoint as fx
+from trainer.files import atomic_file
 
 FORMAT = "hybrid-snn-coregraph"
 VERSION = 1
@@ -245,15 +245,8 @@ def save_graph(graph: CoreGraph, path: str | os.PathLike) -> Path:
               "cores": [c.header() for c in graph.cores]}
     arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
     arrays.update({f"weights_{i}": c.weights for i, c in enumerate(graph.cores)})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        np.savez_compressed(f, **arrays)
     return path
 
 

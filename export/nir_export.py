@@ -44,7 +44,6 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import numpy as np
 
 from export import fixedpoint as fx
 from export.graph import FORMAT, CoreGraph, GraphError
+from trainer.files import atomic_path
 
 EXPORT_FORMAT = "hybrid-snn-nir"
 EXPORT_VERSION = 1
@@ -154,13 +154,6 @@ def export_nir(graph: CoreGraph, path: str | os.PathLike) -> Path:
     """Write ``graph`` as a NIR file atomically (nir.write to a temp file in the same folder, then rename)."""
     g = build_nir(graph)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        nir.write(tmp, g)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        nir.write(str(tmp), g)
     return path

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +48,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from export import fixedpoint as fx
 from export.graph import FORMAT, CoreGraph, GraphError
+from trainer.files import atomic_file
 
 OPSET = 17
 IR_VERSION = 8
@@ -283,15 +283,8 @@ def export_onnx(graph: CoreGraph, path: str | os.PathLike) -> Path:
     model = build_model(graph)
     onnx.checker.check_model(model, full_check=True)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(model.SerializeToString())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(model.SerializeToString())
     return path
 
 

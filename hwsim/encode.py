@@ -16,12 +16,13 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from trainer.files import atomic_file
 
 FORMAT = "hybrid-snn-hwsim-inputs"
 VERSION = 1
@@ -92,15 +93,8 @@ def save_inputs(path: str | os.PathLike, inputs: InputSet) -> Path:
     """Write atomically: a temporary file in the same folder, then rename."""
     path = Path(path)
     content = inputs_to_bytes(inputs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        f.write(content)
     return path
 
 

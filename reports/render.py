@@ -3,9 +3,9 @@ in memory, then write them all at once (temporary files, then ``os.replace``).""
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+from hwsim.results import write_files_atomically
 from reports import figures
 from reports.common import Inputs, load_inputs
 from reports.markdown import TABLE1_CSV, report_markdown
@@ -24,25 +24,6 @@ def _shown(path: Path | None, base: Path) -> str | None:
     except ValueError:       # another drive
         return str(path.resolve())
     return str(path.resolve()) if rel.startswith("..") else rel
-
-
-def write_atomically(files: dict[Path, str | bytes]) -> None:
-    """Write every file to a temporary sibling, then rename them all; on a failure
-    before the renames nothing is left behind."""
-    tmps = []
-    try:
-        for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-            tmps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                f.write(content.encode() if isinstance(content, str) else content)
-        for tmp, path in tmps:
-            os.replace(tmp, path)
-    except BaseException:
-        for tmp, _ in tmps:
-            Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def build_report(inputs: Inputs, out: Path) -> dict[Path, str | bytes]:
@@ -74,5 +55,5 @@ def render_report(run_dir, results_path=None, summary_path=None, out=None) -> Pa
     inputs = load_inputs(run_dir, results_path, summary_path)
     out = Path(out) if out is not None else Path(run_dir)
     files = build_report(inputs, out)
-    write_atomically(files)
+    write_files_atomically(files)
     return out / REPORT_NAME

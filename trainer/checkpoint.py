@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from trainer.files import atomic_file
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 
 FORMAT = "hybrid-snn-checkpoint"
@@ -85,15 +85,8 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
         "data": ckpt.data, "metrics": ckpt.metrics,
         "provenance": ckpt.provenance or provenance(), "train_state": ckpt.train_state,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     return path
 
 

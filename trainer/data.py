@@ -10,7 +10,6 @@ names, except `digits`, which ships inside scikit-learn.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -19,7 +18,6 @@ import math
 import os
 import pickle
 import tarfile
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -30,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from trainer.files import atomic_file
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "folder")
 SPLITS = ("train", "test")
@@ -593,24 +593,11 @@ def _cached(name: str, key: str, build: Callable[[], _Splits]) -> _Splits:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         for array_name in _ARRAY_NAMES:
-            with _atomic_file(folder / f"{array_name}.npy") as f:
+            with atomic_file(folder / f"{array_name}.npy") as f:
                 np.save(f, getattr(splits, array_name))
         # meta.json goes last: its presence marks a complete cache.
-        with _atomic_file(folder / "meta.json") as f:
+        with atomic_file(folder / "meta.json") as f:
             f.write(json.dumps({"key": key, "class_names": splits.class_names}).encode())
     except OSError as e:
         warnings.warn(f"{folder}: cannot write the data cache ({e}); images will be decoded again next time")
     return splits
-
-
-@contextlib.contextmanager
-def _atomic_file(path: Path):
-    """Write to a temporary file beside `path`, then rename it into place: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

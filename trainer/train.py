@@ -16,8 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, num_batches
+from trainer.files import atomic_file
 from trainer.models import ANN, ArchConfig
 from trainer.snn import SNN, Surrogate
 
@@ -93,12 +92,10 @@ class MetricsCSV:
     def add(self, row: dict) -> None:
         self.rows.append(row)
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", newline="") as f:
+        with atomic_file(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)
 
 
 @torch.no_grad()
