@@ -16,6 +16,7 @@ import torch
 
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, balance_thresholds
+from trainer.distributed import setup as setup_ranks
 from trainer.data import DATASETS, DatasetError, Normalisation, batches, load_dataset
 from trainer.models import ARCHITECTURES, ANN, ArchError, build_config, neuron_layers
 from trainer.snn import BACKENDS, SNN, SURROGATES, Surrogate
@@ -138,12 +139,20 @@ def record_eval(path: Path, key: str, result: dict) -> Checkpoint:
     return ckpt
 
 
+def arch_from(args, bundle):
+    return build_config(args.arch or DEFAULT_ARCH[args.dataset], bundle.input_shape, bundle.num_classes,
+                        conv_dropout=args.conv_dropout, fc_dropout=args.fc_dropout)
+
+
 def cmd_ann(args) -> None:
+    """Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every global batch."""
     bundle = load_data(args)
-    arch = build_config(args.arch or DEFAULT_ARCH[args.dataset], bundle.input_shape, bundle.num_classes)
+    arch = arch_from(args, bundle)
+    ranks = setup_ranks(device_of(args))
     ckpt = train_ann(bundle, arch, optim_from(args), Path(args.out), seed=args.seed, device=device_of(args),
-                     progress=not args.quiet, command=sys.argv)
-    print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
+                     progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
+    if ranks.is_main:
+        print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
 
 
 def cmd_convert(args) -> None:
@@ -154,12 +163,14 @@ def cmd_convert(args) -> None:
     print("thresholds:", ", ".join(f"{v:.4g}" for v in ckpt.snn.thresholds), f"-> {out}")
 
 
-def snn_train_from_args(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int) -> Checkpoint:
+def snn_train_from_args(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int,
+                        ranks=None) -> Checkpoint:
     surrogate = Surrogate(args.surrogate or DEFAULT_SURROGATE[bundle.name], args.alpha, args.beta)
+    ranks = ranks or setup_ranks("cpu")
     return train_snn(bundle, init, stage, timesteps, optim_from(args, "snn-" if hasattr(args, "snn_epochs") else ""),
                      out, window=args.bptt_window, surrogate=surrogate, leak=args.leak, backend=args.backend,
                      seed=args.seed, rollback_drop=args.rollback_drop, device=device_of(args),
-                     progress=not args.quiet, command=sys.argv)
+                     progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
 
 
 def scratch_init(arch, bundle, args, timesteps: int) -> Checkpoint:
@@ -177,7 +188,10 @@ def cmd_stdb(args) -> None:
         raise CheckpointError(f"{args.checkpoint}: stage {init.stage!r}; STDB starts from a converted checkpoint")
     bundle = data_from_checkpoint(init, args)
     out = Path(args.out or Path(args.checkpoint).with_name("stdb.pt"))
-    snn_train_from_args(init, bundle, args, "stdb", out, args.timesteps)
+    ranks = setup_ranks(device_of(args))
+    snn_train_from_args(init, bundle, args, "stdb", out, args.timesteps, ranks)
+    if not ranks.is_main:
+        return
     result = eval_checkpoint(load_checkpoint(out), bundle, args.timesteps, args)
     record_eval(out, f"test_T{args.timesteps}", result)
     print(f"STDB test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
@@ -185,10 +199,13 @@ def cmd_stdb(args) -> None:
 
 def cmd_scratch(args) -> None:
     bundle = load_data(args)
-    arch = build_config(args.arch or DEFAULT_ARCH[args.dataset], bundle.input_shape, bundle.num_classes)
+    arch = arch_from(args, bundle)
     out = Path(args.out)
+    ranks = setup_ranks(device_of(args))
     snn_train_from_args(scratch_init(arch, bundle, args, args.timesteps), bundle, args, "scratch", out,
-                        args.timesteps)
+                        args.timesteps, ranks)
+    if not ranks.is_main:
+        return
     result = eval_checkpoint(load_checkpoint(out), bundle, args.timesteps, args)
     record_eval(out, f"test_T{args.timesteps}", result)
     print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
@@ -208,7 +225,7 @@ def cmd_eval(args) -> None:
 def cmd_chain(args) -> dict:
     """ANN -> conversion -> STDB, and the from-scratch baseline, into runs/<name>/."""
     bundle = load_data(args)
-    arch = build_config(args.arch or DEFAULT_ARCH[args.dataset], bundle.input_shape, bundle.num_classes)
+    arch = arch_from(args, bundle)
     t_large, t_small = DEFAULT_T[args.dataset]
     t_large, t_small = args.timesteps_large or t_large, args.timesteps or t_small
     run = Path(args.runs) / (args.name or f"{args.dataset}-{arch.name}")
@@ -264,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ann", help="train the constrained ANN")
     add_data_args(p), common(p)
     p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
+    p.add_argument("--conv-dropout", type=float, default=0.2)
+    p.add_argument("--fc-dropout", type=float, default=0.5)
     p.add_argument("--out", required=True)
     add_optim_args(p, epochs=30, lr=0.05, optimizer="sgd")
 
@@ -280,11 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stdb":
             p.add_argument("checkpoint")
             p.add_argument("--data-root", default=None)
+            p.add_argument("--train-subset", type=int, default=None, help="seeded subset of the training set")
+            p.add_argument("--test-subset", type=int, default=None, help="seeded subset of the test set")
             p.add_argument("--out", default=None)
             p.add_argument("--leak", type=float, default=None)
         else:
             add_data_args(p)
             p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
+            p.add_argument("--conv-dropout", type=float, default=0.2)
+            p.add_argument("--fc-dropout", type=float, default=0.5)
             p.add_argument("--out", required=True)
             p.add_argument("--leak", type=float, default=1.0)
         common(p), add_snn_args(p)
@@ -299,6 +322,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
     add_data_args(p), common(p), add_convert_args(p), add_snn_args(p)
     p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
+    p.add_argument("--conv-dropout", type=float, default=0.2)
+    p.add_argument("--fc-dropout", type=float, default=0.5)
     p.add_argument("--runs", default="runs")
     p.add_argument("--name", default=None)
     p.add_argument("--timesteps", type=int, default=None, help="reduced T for STDB")

@@ -248,23 +248,27 @@ class SNN(nn.Module):
         return masks
 
     def run(self, x: torch.Tensor, timesteps: int, *, window: int | None = None,
-            generator: torch.Generator | None = None, input_spikes: torch.Tensor | None = None):
+            generator: torch.Generator | None = None, input_spikes: torch.Tensor | None = None,
+            shard=None):
         """Yield (steps so far, logits) after every window; state between windows is detached.
 
         The caller may backpropagate each window's logits (truncated BPTT, gradients summed).
         ``input_spikes`` (T, B, ...) replaces the Poisson encoding of ``x`` (e.g. to replay the
-        exact trains a fixed-point simulation saw).
+        exact trains a fixed-point simulation saw). ``shard(tensor, dim)`` (data-parallel
+        training): random draws are made for the global batch ``x`` and this rank computes on
+        its slice, so N processes see what one would.
         """
+        shard = shard or (lambda t, dim=0: t)
         window = timesteps if window is None else max(1, min(int(window), timesteps))
         self.spike_counts = [0.0] * len(self.neurons)
         self.neuron_counts = [0] * len(self.neurons)
         states: list[NeuronState | None] = [None] * len(self.neurons)
-        masks = self._dropout_masks(x, generator)
+        masks = {i: shard(m) for i, m in self._dropout_masks(x, generator).items()}
         lut = self.surrogate.lut(timesteps + 1, device=x.device)
         total = None
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            spikes = (poisson_spikes(x, steps, generator) if input_spikes is None
+            spikes = (shard(poisson_spikes(x, steps, generator), dim=1) if input_spikes is None
                       else input_spikes[t0:t0 + steps].to(x.dtype))
             if self.backend == "reference":
                 summed = sum(self._propagate(spikes[k:k + 1], states, masks, t0 + k, lut) for k in range(steps))

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, num_batches
+from trainer.distributed import Group
 from trainer.files import atomic_file
 from trainer.models import ANN, ArchConfig
 from trainer.snn import SNN, Surrogate
@@ -85,12 +86,14 @@ def lr_factor(opt: OptimConfig, progress: float) -> float:
 class MetricsCSV:
     """Append-only per-epoch metrics; rewritten atomically so a crash never leaves half a row."""
 
-    def __init__(self, path: Path, rows: list[dict] | None = None):
-        self.path, self.rows = path, list(rows or [])
+    def __init__(self, path: Path, rows: list[dict] | None = None, write: bool = True):
+        self.path, self.rows, self.write = path, list(rows or []), write
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
+        if not self.write:
+            return
         fields = list(dict.fromkeys(k for r in self.rows for k in r))
         with atomic_file(self.path, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=fields)
@@ -147,8 +150,12 @@ def _resume(out: Path, stage: str, arch: ArchConfig) -> Checkpoint | None:
 
 
 def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, *, seed: int = 0,
-              val_fraction: float = 0.1, device="cpu", progress: bool = True, command=None) -> Checkpoint:
-    """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted."""
+              val_fraction: float = 0.1, device="cpu", progress: bool = True, command=None,
+              ranks: Group = Group()) -> Checkpoint:
+    """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted.
+
+    ``opt.batch_size`` is the global batch; under torchrun each rank trains on its slice.
+    """
     out = Path(out)
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, val_fraction, seed)
@@ -161,7 +168,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         ann.load_state_dict(ts["last_state_dict"])
         optimizer.load_state_dict(ts["optimizer"])
         start, best, best_state, history = ts["epoch"], ts["best_metric"], previous.state_dict, ts["history"]
-    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history)
+    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     for epoch in range(start, opt.epochs):
         ann.train()
@@ -171,11 +178,12 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = opt.lr * lr_factor(opt, epoch + step / steps_per_epoch)
-            x, y = x.to(device), y.to(device)
+            x, y = ranks.shard(x).to(device), ranks.shard(y).to(device)
             logits = ann(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            ranks.average_gradients(ann.parameters())
             if opt.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip)
             optimizer.step()
@@ -183,19 +191,24 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         val_acc = evaluate_ann(ann, val_part, device=device)
         if val_acc > best:
             best, best_state = val_acc, {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
                "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
         metrics.add(row)
-        _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, command,
-                    {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                     "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()})
+        if ranks.is_main:
+            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, command,
+                        {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
+                         "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()})
+        ranks.barrier()
     final = load_checkpoint(out)
     best_ann = final.model().to(device)
     final.metrics = {"best_val_acc": best, "test_acc": evaluate_ann(best_ann, bundle, device=device)}
-    save_checkpoint(final, out)
+    if ranks.is_main:
+        save_checkpoint(final, out)
+    ranks.barrier()
     return final
 
 
@@ -216,7 +229,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
               window: int | None = None, surrogate: Surrogate | None = None, leak: float | None = None,
               backend: str = "multistep", seed: int = 0, val_fraction: float = 0.1, eval_window: int = 50,
               rollback_drop: float = 10.0, keep_best: bool = True, device="cpu", progress: bool = True,
-              command=None) -> Checkpoint:
+              command=None, ranks: Group = Group()) -> Checkpoint:
     """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
 
     ``window`` = t0 of truncated BPTT: loss every ``window`` steps, gradients summed, one step.
@@ -247,7 +260,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     else:
         start_eval = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
         best, best_state = start_eval["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
-    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history)
+    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     generator = torch.Generator(device=device)
     for epoch in range(start, opt.epochs):
@@ -261,13 +274,14 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = opt.lr * lr_scale * lr_factor(opt, epoch + step / steps_per_epoch)
-            x, y = x.to(device), y.to(device)
+            x, y = x.to(device), ranks.shard(y).to(device)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
-            for _, logits in snn.run(x, timesteps, window=window, generator=generator):
+            for _, logits in snn.run(x, timesteps, window=window, generator=generator, shard=ranks.shard):
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
                 loss_value = float(loss.detach())
+            ranks.average_gradients(ann.parameters())
             norm = torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip if opt.grad_clip > 0 else math.inf)
             grad_norms.append(float(norm))
             if math.isfinite(float(norm)):
@@ -277,7 +291,8 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
-        rates /= max(step + 1, 1)
+        rates = np.asarray(ranks.sum(list(rates / max(step + 1, 1)))) / ranks.world
+        loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         val = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
@@ -295,9 +310,10 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
         kept = best_state if keep_best else {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
-        _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
-                    {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                     "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale, "optim": opt.to_dict(),
-                     "init": init.stage})
-    final = load_checkpoint(out)
-    return final
+        if ranks.is_main:
+            _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
+                        {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
+                         "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale,
+                         "optim": opt.to_dict(), "init": init.stage})
+        ranks.barrier()
+    return load_checkpoint(out)

@@ -1,0 +1,49 @@
+"""Data-parallel training under torchrun (2 CPU processes, gloo) equals one process with the same global batch."""
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from trainer.checkpoint import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def trainer(*args, cwd, procs=1):
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
+                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable])
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([*launcher, "-m", "trainer", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res
+
+
+def assert_same_weights(a: Path, b: Path, atol=1e-6):
+    sa, sb = load_checkpoint(a).train_state, load_checkpoint(b).train_state
+    for k, v in sa["last_state_dict"].items():
+        assert (v - sb["last_state_dict"][k]).abs().max() <= atol, k
+    ha, hb = sa["history"][-1], sb["history"][-1]
+    assert abs(ha["train_loss"] - hb["train_loss"]) < 1e-5 and ha["val_acc"] == hb["val_acc"]
+
+
+def test_ann_and_stdb_two_processes_match_one(tmp_path):
+    # 230 training images: every global batch of 64 (and the last of 38) splits evenly over 2 ranks.
+    ann = ["ann", "--train-subset", "256", "--epochs", "2", "--conv-dropout", "0", "--fc-dropout", "0",
+           "--quiet", "--device", "cpu"]
+    trainer(*ann, "--out", "one/ann.pt", cwd=tmp_path)
+    trainer(*ann, "--out", "two/ann.pt", cwd=tmp_path, procs=2)
+    assert_same_weights(tmp_path / "one/ann.pt", tmp_path / "two/ann.pt")
+
+    trainer("convert", "one/ann.pt", "--timesteps", "4", "--quiet", "--out", "conv.pt", cwd=tmp_path)
+    stdb = ["stdb", "conv.pt", "--timesteps", "4", "--epochs", "1", "--train-subset", "256", "--test-subset", "50",
+            "--bptt-window", "2", "--quiet", "--device", "cpu"]
+    trainer(*stdb, "--out", "one/stdb.pt", cwd=tmp_path)
+    trainer(*stdb, "--out", "two/stdb.pt", cwd=tmp_path, procs=2)
+    assert_same_weights(tmp_path / "one/stdb.pt", tmp_path / "two/stdb.pt")
