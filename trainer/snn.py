@@ -93,31 +93,39 @@ class NeuronState:
 
 
 def _lif_forward(current, state, theta, leak, t0):
-    """Shared forward recurrence; returns spikes (steps, ...), ages (steps, ...) int16, potentials, new state."""
+    """Forward recurrence; returns spikes, latest spike times (steps, ...), potentials, new state."""
     u, o, last = state.u.detach(), state.o.detach(), state.last.clone()
     spikes = torch.empty_like(current)
-    ages = torch.empty(current.shape, dtype=torch.int16, device=current.device)
+    lasts = torch.empty(current.shape, dtype=torch.int32, device=current.device)
     potentials = torch.empty_like(current)
     for k in range(current.shape[0]):
         u = leak * u + current[k] - theta * o
-        o = (u > theta).to(current.dtype)
-        last = torch.where(o > 0, torch.full_like(last, t0 + k), last)
-        spikes[k], potentials[k] = o, u
-        ages[k] = torch.where(last >= 0, t0 + k - last, torch.full_like(last, NEVER)).to(torch.int16)
-    return spikes, ages, potentials, NeuronState(u, o, last)
+        fired = u > theta
+        o = fired.to(current.dtype)
+        last.masked_fill_(fired, t0 + k)
+        spikes[k], potentials[k], lasts[k] = o, u, last
+    return spikes, lasts, potentials, NeuronState(u, o, last)
+
+
+def spike_ages(lasts: torch.Tensor, t0: int) -> torch.Tensor:
+    """dt = t - t_s per step from the latest spike times (NEVER where none yet), as int16."""
+    steps = torch.arange(t0, t0 + lasts.shape[0], device=lasts.device, dtype=lasts.dtype)
+    steps = steps.view(-1, *([1] * (lasts.dim() - 1)))
+    return torch.where(lasts >= 0, steps - lasts, NEVER).to(torch.int16)
 
 
 class _LIFSequence(torch.autograd.Function):
     """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
 
     dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1};  dL/dI_t = dL/du_t.
+    Saved for backward: 16-bit spike ages (STDB) or the potentials (linear / exp).
     """
 
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
-        spikes, ages, potentials, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0)
+        spikes, lasts, potentials, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0)
         if surrogate.kind == "stdb":
-            ctx.save_for_backward(ages, lut)
+            ctx.save_for_backward(spike_ages(lasts, t0), lut)
         else:
             ctx.save_for_backward(potentials)
         ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
@@ -129,15 +137,13 @@ class _LIFSequence(torch.autograd.Function):
         theta, leak, surrogate = ctx.theta, ctx.leak, ctx.surrogate
         if surrogate.kind == "stdb":
             ages, lut = ctx.saved_tensors
-            slope = lambda k: surrogate.stdb(ages[k], lut)  # noqa: E731
+            slopes = surrogate.stdb(ages, lut)
         else:
             (potentials,) = ctx.saved_tensors
-            slope = lambda k: surrogate.of_potential(potentials[k] / theta - 1.0)  # noqa: E731
-        grad_current = torch.empty_like(grad_spikes)
-        carry = torch.zeros_like(grad_spikes[0])
-        for k in range(grad_spikes.shape[0] - 1, -1, -1):
-            carry = grad_spikes[k] * slope(k) / theta + leak * carry
-            grad_current[k] = carry
+            slopes = surrogate.of_potential(potentials / theta - 1.0)
+        grad_current = grad_spikes * (slopes / theta)
+        for k in range(grad_spikes.shape[0] - 2, -1, -1):
+            grad_current[k].add_(grad_current[k + 1], alpha=leak)
         return grad_current, None, None, None, None, None, None, None, None
 
 
