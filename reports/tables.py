@@ -76,7 +76,10 @@ def table1_rows(results: dict, summary: dict | None) -> list[dict]:
             p_acc, p_t = paper.get("converted_large", (None, None))
         else:
             p_acc, p_t = paper.get(kind, (None, None))
-        rows.append(_row(kind, t, acc, net, p_acc, p_t))
+        name = None
+        if kind == "stdb" and (summary or {}).get("surrogate") not in (None, "stdb"):
+            name = f"hybrid (fine-tuned, {summary['surrogate']} surrogate)"
+        rows.append(_row(kind, t, acc, net, p_acc, p_t, name=name))
     for net in results["networks"]:
         if net["label"] not in used:
             kind = network_kind(net["label"])

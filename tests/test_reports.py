@@ -305,3 +305,10 @@ def test_single_network_without_accuracy_renders(tmp_path):
     assert rows[-1]["layer"] == "total" and not any(k.startswith("spike_ratio") for k in rows[0])
     t1 = read_csv(run / "report" / "table1.csv")
     assert [r["network"] for r in t1] == ["converted"] and t1[0]["fixed_point_accuracy"] == ""
+
+
+def test_fine_tuning_surrogate_named_in_table1(tmp_path):
+    run = make_run(tmp_path, summary={**SUMMARY, "surrogate": "linear"})
+    render_report(run)
+    rows = read_csv(run / "report" / "table1.csv")
+    assert "hybrid (fine-tuned, linear surrogate)" in [r["network"] for r in rows]
