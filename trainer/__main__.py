@@ -163,14 +163,23 @@ def cmd_convert(args) -> None:
     print("thresholds:", ", ".join(f"{v:.4g}" for v in ckpt.snn.thresholds), f"-> {out}")
 
 
-def snn_train_from_args(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int,
-                        ranks=None) -> Checkpoint:
-    surrogate = Surrogate(args.surrogate or DEFAULT_SURROGATE[bundle.name], args.alpha, args.beta)
-    ranks = ranks or setup_ranks("cpu")
-    return train_snn(bundle, init, stage, timesteps, optim_from(args, "snn-" if hasattr(args, "snn_epochs") else ""),
-                     out, window=args.bptt_window, surrogate=surrogate, leak=args.leak, backend=args.backend,
-                     seed=args.seed, rollback_drop=args.rollback_drop, device=device_of(args),
-                     progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
+def surrogate_kind(args, bundle) -> str:
+    return args.surrogate or DEFAULT_SURROGATE[bundle.name]
+
+
+def train_and_evaluate(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int) -> dict | None:
+    """STDB fine-tuning or from-scratch training at T, then (main process) test at T, recorded in the checkpoint."""
+    ranks = setup_ranks(device_of(args))
+    surrogate = Surrogate(surrogate_kind(args, bundle), args.alpha, args.beta)
+    train_snn(bundle, init, stage, timesteps, optim_from(args, "snn-" if hasattr(args, "snn_epochs") else ""),
+              out, window=args.bptt_window, surrogate=surrogate, leak=args.leak, backend=args.backend,
+              seed=args.seed, rollback_drop=args.rollback_drop, device=device_of(args),
+              progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
+    if not ranks.is_main:
+        return None
+    result = eval_checkpoint(load_checkpoint(out), bundle, timesteps, args)
+    record_eval(out, f"test_T{timesteps}", result)
+    return result
 
 
 def scratch_init(arch, bundle, args, timesteps: int) -> Checkpoint:
@@ -188,27 +197,19 @@ def cmd_stdb(args) -> None:
         raise CheckpointError(f"{args.checkpoint}: stage {init.stage!r}; STDB starts from a converted checkpoint")
     bundle = data_from_checkpoint(init, args)
     out = Path(args.out or Path(args.checkpoint).with_name("stdb.pt"))
-    ranks = setup_ranks(device_of(args))
-    snn_train_from_args(init, bundle, args, "stdb", out, args.timesteps, ranks)
-    if not ranks.is_main:
-        return
-    result = eval_checkpoint(load_checkpoint(out), bundle, args.timesteps, args)
-    record_eval(out, f"test_T{args.timesteps}", result)
-    print(f"STDB test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
+    result = train_and_evaluate(init, bundle, args, "stdb", out, args.timesteps)
+    if result is not None:
+        print(f"STDB test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
 
 
 def cmd_scratch(args) -> None:
     bundle = load_data(args)
     arch = arch_from(args, bundle)
     out = Path(args.out)
-    ranks = setup_ranks(device_of(args))
-    snn_train_from_args(scratch_init(arch, bundle, args, args.timesteps), bundle, args, "scratch", out,
-                        args.timesteps, ranks)
-    if not ranks.is_main:
-        return
-    result = eval_checkpoint(load_checkpoint(out), bundle, args.timesteps, args)
-    record_eval(out, f"test_T{args.timesteps}", result)
-    print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
+    result = train_and_evaluate(scratch_init(arch, bundle, args, args.timesteps), bundle, args, "scratch", out,
+                                args.timesteps)
+    if result is not None:
+        print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
 
 
 def cmd_eval(args) -> None:
@@ -245,22 +246,15 @@ def cmd_chain(args) -> dict:
         converted = record_eval(run / "converted.pt", f"test_T{steps}", result)
         summary[f"converted_T{steps}"] = result["accuracy"]
 
-    t = time.time()
-    stdb = snn_train_from_args(converted, bundle, args, "stdb", run / "stdb.pt", t_small)
-    times["stdb"] = time.time() - t
-    summary[f"stdb_T{t_small}"] = record_eval(run / "stdb.pt", f"test_T{t_small}",
-                                              eval_checkpoint(stdb, bundle, t_small, args)
-                                              ).metrics[f"test_T{t_small}"]["accuracy"]
+    stages = [("stdb", converted)]
     if not args.no_scratch:
+        stages.append(("scratch", scratch_init(arch, bundle, args, t_small)))
+    for stage, init in stages:
         t = time.time()
-        scratch = snn_train_from_args(scratch_init(arch, bundle, args, t_small), bundle, args, "scratch",
-                                      run / "scratch.pt", t_small)
-        times["scratch"] = time.time() - t
-        summary[f"scratch_T{t_small}"] = record_eval(run / "scratch.pt", f"test_T{t_small}",
-                                                     eval_checkpoint(scratch, bundle, t_small, args)
-                                                     ).metrics[f"test_T{t_small}"]["accuracy"]
+        result = train_and_evaluate(init, bundle, args, stage, run / f"{stage}.pt", t_small)
+        times[stage], summary[f"{stage}_T{t_small}"] = time.time() - t, result["accuracy"]
     report = {"dataset": bundle.name, "arch": arch.name, "timesteps_large": t_large, "timesteps": t_small,
-              "surrogate": stdb.snn.surrogate["kind"], "accuracy": summary, "seconds": times}
+              "surrogate": surrogate_kind(args, bundle), "accuracy": summary, "seconds": times}
     (run / "trainer_summary.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     print(f"run folder: {run}")
