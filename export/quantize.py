@@ -156,7 +156,7 @@ def quantize_checkpoint(ckpt: Checkpoint, *, weight_bits: int = fx.WEIGHT_BITS,
                             std=data["normalisation"]["std"], clip=data["normalisation"].get("clip", 1.0)),
         cores=cores, timesteps=ckpt.snn.timesteps, class_names=list(data["class_names"]),
         provenance={"checkpoint": str(source), "stage": ckpt.stage, "arch": ckpt.arch.name,
-                    "dataset": data["dataset"], "data_root": data.get("data_root"),
+                    "dataset": data["dataset"], "data_root": data.get("data_root"), "data_seed": data.get("seed", 0),
                     "leak": ckpt.snn.leak, "ann_macs": count_macs(ckpt.arch),
                     "float_thresholds": list(thresholds), "trained_by": ckpt.provenance,
                     "float_metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float))}})

@@ -36,7 +36,7 @@ from trainer.data import DatasetError, Normalisation, load_dataset
 def test_images(ckpt, data_root: str | None, count: int, split: str = "test"):
     """(uint8 images, labels) of the checkpoint's data set, first ``count`` of a split."""
     root = data_root or (None if ckpt.data["dataset"] == "digits" else ckpt.data.get("data_root"))
-    bundle = load_dataset(ckpt.data["dataset"], root)
+    bundle = load_dataset(ckpt.data["dataset"], root, seed=ckpt.data.get("seed", 0))
     x, y = (bundle.test_x, bundle.test_y) if split == "test" else (bundle.train_x, bundle.train_y)
     return x[:count].numpy(), y[:count].numpy()
 

@@ -20,7 +20,7 @@ from trainer.distributed import setup as setup_ranks
 from trainer.data import DATASETS, DatasetError, Normalisation, batches, load_dataset
 from trainer.models import ARCHITECTURES, ANN, ArchError, build_config, neuron_layers
 from trainer.snn import BACKENDS, SNN, SURROGATES, Surrogate
-from trainer.train import OptimConfig, evaluate_ann, evaluate_snn, train_ann, train_snn
+from trainer.train import OptimConfig, data_record, evaluate_ann, evaluate_snn, train_ann, train_snn
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
 # (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
@@ -91,7 +91,7 @@ def data_from_checkpoint(ckpt: Checkpoint, args):
     if ckpt.data["dataset"] == "digits":
         root = None
     bundle = load_dataset(ckpt.data["dataset"], root, train_subset=getattr(args, "train_subset", None),
-                          test_subset=getattr(args, "test_subset", None), seed=args.seed,
+                          test_subset=getattr(args, "test_subset", None), seed=ckpt.data.get("seed", args.seed),
                           image_size=getattr(args, "image_size", None))
     return dataclasses.replace(bundle, normalisation=Normalisation.from_dict(ckpt.data["normalisation"]))
 
@@ -185,10 +185,8 @@ def train_and_evaluate(init: Checkpoint, bundle, args, stage: str, out: Path, ti
 def scratch_init(arch, bundle, args, timesteps: int) -> Checkpoint:
     """Random weights and unit thresholds: the from-scratch baseline's starting point."""
     torch.manual_seed(args.seed)
-    data = {"dataset": bundle.name, "data_root": bundle.source, "normalisation": bundle.normalisation.to_dict(),
-            "class_names": list(bundle.class_names), "input_shape": list(bundle.input_shape)}
-    return Checkpoint(stage="scratch", arch=arch, state_dict=ANN(arch).state_dict(), data=data,
-                      snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=args.leak, timesteps=timesteps))
+    return Checkpoint(stage="scratch", arch=arch, state_dict=ANN(arch).state_dict(),
+                      data=data_record(bundle, args.seed), snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=args.leak, timesteps=timesteps))
 
 
 def cmd_stdb(args) -> None:

@@ -201,7 +201,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         if ranks.is_main:
             _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                         "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()})
+                         "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()}, seed)
         ranks.barrier()
     final = load_checkpoint(out)
     best_ann = final.model().to(device)
@@ -212,10 +212,15 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     return final
 
 
-def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state):
-    data = {"dataset": bundle.name, "data_root": bundle.source, "normalisation": bundle.normalisation.to_dict(),
-            "class_names": list(bundle.class_names), "input_shape": list(bundle.input_shape)}
-    ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state_dict, data=data, snn=snn_params,
+def data_record(bundle: DatasetBundle, seed: int) -> dict:
+    """What a checkpoint records of its data: enough to reload the same split and normalisation."""
+    return {"dataset": bundle.name, "data_root": bundle.source, "seed": int(seed),
+            "normalisation": bundle.normalisation.to_dict(), "class_names": list(bundle.class_names),
+            "input_shape": list(bundle.input_shape)}
+
+
+def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state, seed):
+    ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state_dict, data=data_record(bundle, seed), snn=snn_params,
                       metrics=metrics, provenance=provenance(command), train_state=train_state)
     return save_checkpoint(ckpt, out)
 
@@ -314,6 +319,6 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale,
-                         "optim": opt.to_dict(), "init": init.stage})
+                         "optim": opt.to_dict(), "init": init.stage}, seed)
         ranks.barrier()
     return load_checkpoint(out)
