@@ -30,15 +30,7 @@ from export import fixedpoint as fx
 from export.graph import CoreGraph, GraphError, save_graph
 from export.quantize import QuantizationError, float_output_peak, quantize_checkpoint
 from trainer.checkpoint import CheckpointError, load_checkpoint
-from trainer.data import DatasetError, Normalisation, load_dataset
-
-
-def test_images(ckpt, data_root: str | None, count: int, split: str = "test"):
-    """(uint8 images, labels) of the checkpoint's data set, first ``count`` of a split."""
-    root = data_root or (None if ckpt.data["dataset"] == "digits" else ckpt.data.get("data_root"))
-    bundle = load_dataset(ckpt.data["dataset"], root, seed=ckpt.data.get("seed", 0))
-    x, y = (bundle.test_x, bundle.test_y) if split == "test" else (bundle.train_x, bundle.train_y)
-    return x[:count].numpy(), y[:count].numpy()
+from trainer.data import DatasetError, Normalisation, load_recorded
 
 
 def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, labels: np.ndarray,
@@ -90,11 +82,12 @@ def export_checkpoint(args) -> Path:
                                 "`python -m trainer convert` first")
     timesteps = args.timesteps or ckpt.snn.timesteps
     out = Path(args.out or Path(args.checkpoint).parent / "export" / ckpt.stage)
+    needs_data = args.calibration_samples > 0 or args.eval_samples > 0 or args.samples > 0
+    bundle = load_recorded(ckpt.data, args.data_root) if needs_data else None
     peak = None
     if args.calibration_samples > 0:
-        images, _ = test_images(ckpt, args.data_root, args.calibration_samples, split="train")
-        norm = Normalisation.from_dict(ckpt.data["normalisation"])
-        peak = float_output_peak(ckpt, norm.apply(torch.from_numpy(images)),
+        images = bundle.train_x[:args.calibration_samples]
+        peak = float_output_peak(ckpt, bundle.normalisation.apply(images),
                                  max(timesteps, args.calibration_timesteps or 0), seed=args.seed)
     graph, report = quantize_checkpoint(ckpt, weight_bits=args.weight_bits, output_peak=peak,
                                         source=str(args.checkpoint))
@@ -109,7 +102,7 @@ def export_checkpoint(args) -> Path:
     lava_inputs = None
     if args.eval_samples > 0 or args.samples > 0:
         count = max(args.eval_samples, args.samples)
-        images, labels = test_images(ckpt, args.data_root, count)
+        images, labels = bundle.test_x[:count].numpy(), bundle.test_y[:count].numpy()
         t = time.time()
         summary["evaluation"], spikes_in, ref = compare_float_and_quantized(ckpt, graph, images, labels, timesteps,
                                                                             args.seed)

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -17,7 +16,7 @@ import torch
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, balance_thresholds
 from trainer.distributed import setup as setup_ranks
-from trainer.data import DATASETS, DatasetError, Normalisation, batches, load_dataset
+from trainer.data import DATASETS, DatasetError, batches, load_dataset, load_recorded
 from trainer.models import ARCHITECTURES, ANN, ArchError, build_config, neuron_layers
 from trainer.snn import BACKENDS, SNN, SURROGATES, Surrogate
 from trainer.train import OptimConfig, data_record, evaluate_ann, evaluate_snn, train_ann, train_snn
@@ -87,13 +86,9 @@ def load_data(args):
 
 def data_from_checkpoint(ckpt: Checkpoint, args):
     """The checkpoint's own data set (and its recorded normalisation)."""
-    root = args.data_root if getattr(args, "data_root", None) else ckpt.data.get("data_root")
-    if ckpt.data["dataset"] == "digits":
-        root = None
-    bundle = load_dataset(ckpt.data["dataset"], root, train_subset=getattr(args, "train_subset", None),
-                          test_subset=getattr(args, "test_subset", None), seed=ckpt.data.get("seed", args.seed),
-                          image_size=getattr(args, "image_size", None))
-    return dataclasses.replace(bundle, normalisation=Normalisation.from_dict(ckpt.data["normalisation"]))
+    return load_recorded(ckpt.data, getattr(args, "data_root", None), default_seed=args.seed,
+                         train_subset=getattr(args, "train_subset", None),
+                         test_subset=getattr(args, "test_subset", None), image_size=getattr(args, "image_size", None))
 
 
 def device_of(args) -> str:

@@ -20,7 +20,7 @@ import pickle
 import tarfile
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator, NamedTuple
 
@@ -222,6 +222,18 @@ def load_dataset(
         augment=key in ("cifar10", "cifar100"),
         source=source,
     )
+
+
+def load_recorded(record: dict, root: str | os.PathLike | None = None, *, default_seed: int = 0,
+                  train_subset: int | None = None, test_subset: int | None = None,
+                  image_size: int | None = None) -> DatasetBundle:
+    """The data set a checkpoint records (``Checkpoint.data``): same split seed, recorded normalisation.
+
+    ``root`` overrides the recorded folder; ``default_seed`` serves records older than the seed field.
+    """
+    bundle = load_dataset(record["dataset"], root or record.get("data_root"), train_subset=train_subset,
+                          test_subset=test_subset, seed=record.get("seed", default_seed), image_size=image_size)
+    return replace(bundle, normalisation=Normalisation.from_dict(record["normalisation"]))
 
 
 def batches(
