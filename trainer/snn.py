@@ -253,6 +253,14 @@ class SNN(nn.Module):
                             ).to(x.dtype) / keep
         return masks
 
+    def _begin(self, timesteps: int, window: int | None, device):
+        """Start a run: reset the spike counters; (window length, empty neuron states, surrogate table)."""
+        self.spike_counts = [0.0] * len(self.neurons)
+        self.neuron_counts = [0] * len(self.neurons)
+        window = timesteps if window is None else max(1, min(int(window), timesteps))
+        states: list[NeuronState | None] = [None] * len(self.neurons)
+        return window, states, self.surrogate.lut(timesteps + 1, device=device)
+
     def run(self, x: torch.Tensor, timesteps: int, *, window: int | None = None,
             generator: torch.Generator | None = None, input_spikes: torch.Tensor | None = None,
             shard=None):
@@ -265,12 +273,8 @@ class SNN(nn.Module):
         its slice, so N processes see what one would.
         """
         shard = shard or (lambda t, dim=0: t)
-        window = timesteps if window is None else max(1, min(int(window), timesteps))
-        self.spike_counts = [0.0] * len(self.neurons)
-        self.neuron_counts = [0] * len(self.neurons)
-        states: list[NeuronState | None] = [None] * len(self.neurons)
+        window, states, lut = self._begin(timesteps, window, x.device)
         masks = {i: shard(m) for i, m in self._dropout_masks(x, generator).items()}
-        lut = self.surrogate.lut(timesteps + 1, device=x.device)
         total = None
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
@@ -296,11 +300,7 @@ class SNN(nn.Module):
     def input_currents(self, x: torch.Tensor, timesteps: int, layer: int, *, window: int | None = None,
                        generator: torch.Generator | None = None):
         """Yield the input currents (steps, B, ...) of neuron layer ``layer`` window by window."""
-        window = timesteps if window is None else max(1, min(int(window), timesteps))
-        self.spike_counts = [0.0] * len(self.neurons)
-        self.neuron_counts = [0] * len(self.neurons)
-        states: list[NeuronState | None] = [None] * len(self.neurons)
-        lut = self.surrogate.lut(timesteps + 1, device=x.device)
+        window, states, lut = self._begin(timesteps, window, x.device)
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
             yield self._propagate(poisson_spikes(x, steps, generator), states, {}, t0, lut, stop_at=layer)

@@ -61,6 +61,11 @@ def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple
     return train, val
 
 
+def snapshot(module: torch.nn.Module) -> dict:
+    """A CPU copy of the weights, unaffected by later optimizer steps."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def make_optimizer(params, opt: OptimConfig):
     if opt.optimizer == "sgd":
         return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
@@ -194,7 +199,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         val_acc = evaluate_ann(ann, val_part, device=device)
         if val_acc > best:
-            best, best_state = val_acc, {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+            best, best_state = val_acc, snapshot(ann)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
                "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
         metrics.add(row)
@@ -264,7 +269,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         lr_scale = ts.get("lr_scale", 1.0)
     else:
         start_eval = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
-        best, best_state = start_eval["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+        best, best_state = start_eval["accuracy"], snapshot(ann)
     metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     generator = torch.Generator(device=device)
@@ -301,7 +306,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         val = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
-            best, best_state = val["accuracy"], {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+            best, best_state = val["accuracy"], snapshot(ann)
             event = "best"
         elif val["accuracy"] < best - rollback_drop or min(rates) < 1e-5:
             # Collapse guard: back to the best weights, half the learning rate.
@@ -314,7 +319,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
-        kept = best_state if keep_best else {k: v.detach().cpu().clone() for k, v in ann.state_dict().items()}
+        kept = best_state if keep_best else snapshot(ann)
         if ranks.is_main:
             _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
