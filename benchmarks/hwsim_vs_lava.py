@@ -29,10 +29,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # see hwsim/run.py: spinning OpenMP threads stall on busy cores
 
-from export.graph import Core, CoreGraph, InputEncoding  # noqa: E402
+from export.graph import Core, CoreGraph  # noqa: E402
+from records.encoding import InputEncoding  # noqa: E402
 import torch  # noqa: E402
 
-from hwsim.core import make_plans, simulate  # noqa: E402
+from hwsim.plan import make_plans  # noqa: E402
+from hwsim.simulate import simulate  # noqa: E402
 
 VGG5_CONVS = [64, "A", 128, 128, "A"]
 VGG16_CONVS = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512]
@@ -76,7 +78,7 @@ def build_vgg(cfg, dense: list[int], *, input_shape=(3, 32, 32), classes=10, see
         cores.append(Core("output" if last else f"fc{k}", "dense", w, shape, (width,), vth=1 if not last else 0,
                           spiking=not last))
         shape, f = (width,), 1
-    return CoreGraph(InputEncoding(input_shape, [0.5] * input_shape[0], [0.25] * input_shape[0]), cores,
+    return CoreGraph(InputEncoding.of(input_shape, [0.5] * input_shape[0], [0.25] * input_shape[0]), cores,
                      timesteps=timesteps, class_names=[str(i) for i in range(classes)])
 
 
@@ -99,7 +101,7 @@ def calibrate(graph: CoreGraph, spikes: np.ndarray, target=0.10, device="cpu") -
             continue
         shape = core.input_shape if len(core.input_shape) == 3 else (1, 1, math.prod(core.input_shape))
         x = x.reshape(x.shape[0], x.shape[1], *shape)
-        sub = CoreGraph(InputEncoding(shape, [0.0] * shape[0], [1.0] * shape[0]), [core, _sink(core)],
+        sub = CoreGraph(InputEncoding.of(shape, [0.0] * shape[0], [1.0] * shape[0]), [core, _sink(core)],
                         graph.timesteps, ["x"])
 
         def rate(vth):

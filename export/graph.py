@@ -1,10 +1,13 @@
 """The core graph: the one format between export and hwsim (and anything after them).
 
-A ``CoreGraph`` is a chain of ``Core`` nodes fed by an ``InputEncoding``. Each node
-is a small dataclass of numpy arrays and integers, validated in ``__post_init__``
-(after NIR's IR). The file is a single ``.npz`` (no pickle): the JSON header under
-``__graph__`` and one integer array per core; ``save_graph`` / ``load_graph`` are
-the one writer and the one reader. Fixed-point semantics: ``export.fixedpoint``.
+A ``CoreGraph`` is a chain of ``Core`` nodes fed by an ``InputEncoding``
+(``records.encoding``). Each node is a small dataclass of numpy arrays and integers,
+validated in ``__post_init__`` (after NIR's IR). The graph records what the trainer
+knew: the stage it came from, the average pool folded into each core and the MACs of
+the ANN layer each core implements, and the data set to test it on. The file is a
+single ``.npz`` (no pickle): the JSON header under ``__graph__`` (``records.header``'s
+rule) and one integer array per core; ``save_graph`` / ``load_graph`` are the one writer
+and the one reader. Fixed-point semantics: ``export.fixedpoint``; docs/formats.md.
 """
 from __future__ import annotations
 
@@ -18,65 +21,23 @@ from pathlib import Path
 import numpy as np
 
 from export import fixedpoint as fx
-from trainer.files import atomic_file
+from records.atomic import atomic_file
+from records.dataref import DataRef
+from records.encoding import InputEncoding
+from records.header import RecordError, check_header, header
+from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
-VERSION = 1
+VERSION = 2              # 2: stage, data reference, per-core folded pool and ANN MACs
+OLDEST_READABLE = 2
 
 
-class GraphError(ValueError):
+class GraphError(RecordError):
     """A core graph that is malformed, of another format or version, or not representable."""
 
 
 def _shape(v) -> tuple[int, ...]:
     return tuple(int(x) for x in v)
-
-
-@dataclass
-class InputEncoding:
-    """Signed Poisson rate coding of a normalised image.
-
-    ``x = clip((pixel / 255 - mean[c]) / std[c], -clip, clip)``; at every step a pixel
-    emits ``sign(x)`` when a fresh uniform number in [0, 1) is below ``|x|``.
-    The uniform numbers of sample ``i`` come from ``numpy.random.default_rng([seed, i])``
-    as float32 of shape (T, C, H, W), so a sample's train does not depend on batching.
-    """
-    shape: tuple[int, int, int]
-    mean: np.ndarray
-    std: np.ndarray
-    clip: float = 1.0
-
-    def __post_init__(self):
-        self.shape = _shape(self.shape)
-        self.mean = np.asarray(self.mean, dtype=np.float32).reshape(-1)
-        self.std = np.asarray(self.std, dtype=np.float32).reshape(-1)
-        if len(self.shape) != 3 or min(self.shape) < 1:
-            raise GraphError(f"input shape must be (C, H, W), got {self.shape}")
-        if self.mean.size != self.shape[0] or self.std.size != self.shape[0]:
-            raise GraphError(f"input normalisation has {self.mean.size} means / {self.std.size} stds "
-                             f"for {self.shape[0]} channels")
-        if not np.all(self.std > 0) or not self.clip > 0:
-            raise GraphError("input normalisation needs std > 0 and clip > 0")
-
-    def normalise(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images (N, C, H, W) -> float32 intensities in [-clip, clip]."""
-        x = images.astype(np.float32) / np.float32(255.0)
-        x = (x - self.mean[None, :, None, None]) / self.std[None, :, None, None]
-        return np.clip(x, -self.clip, self.clip).astype(np.float32)
-
-    def encode(self, images: np.ndarray, timesteps: int, seed: int, first_index: int = 0) -> np.ndarray:
-        """Spike trains (T, N, C, H, W) int8 in {-1, 0, 1} of images (N, C, H, W) uint8."""
-        if images.shape[1:] != self.shape:
-            raise GraphError(f"images of shape {images.shape[1:]} do not fit the input {self.shape}")
-        x = self.normalise(images)
-        out = np.empty((timesteps, len(images), *self.shape), dtype=np.int8)
-        for j, xi in enumerate(x):
-            u = np.random.default_rng([seed, first_index + j]).random((timesteps, *self.shape), dtype=np.float32)
-            out[:, j] = (u < np.abs(xi)) * np.sign(xi).astype(np.int8)
-        return out
-
-    def to_json(self) -> dict:
-        return {"shape": list(self.shape), "mean": self.mean.tolist(), "std": self.std.tolist(), "clip": self.clip}
 
 
 @dataclass
@@ -89,7 +50,10 @@ class Core:
     Neurons follow ``export.fixedpoint``: threshold mantissa ``vth`` (17 bit), voltage
     decay ``dv`` (12 bit, leak = 1 - dv/4096), du = 4095, soft reset. ``spiking=False``
     marks the output accumulator. ``float_threshold`` and ``weight_scale`` (integer =
-    float x scale) record where the integers came from.
+    float x scale) record where the integers came from. ``pool`` (fy, fx) is the average
+    pool export folded into this core (its weights are constant over fy x fx blocks of
+    the kernel, or of a dense core's (C, H, W) input), ``ann_macs`` the multiply-accumulates
+    per step of the ANN layer the core implements (None: not made from an ANN).
     """
     name: str
     op: str
@@ -107,10 +71,14 @@ class Core:
     du: int = fx.DU_INSTANT
     float_threshold: float = 0.0
     weight_scale: float = 1.0
+    pool: tuple[int, int] = (1, 1)
+    ann_macs: int | None = None
 
     def __post_init__(self):
         self.input_shape, self.output_shape = _shape(self.input_shape), _shape(self.output_shape)
-        self.stride, self.padding = _shape(self.stride), _shape(self.padding)
+        self.stride, self.padding, self.pool = _shape(self.stride), _shape(self.padding), _shape(self.pool)
+        if self.ann_macs is not None:
+            self.ann_macs = int(self.ann_macs)
         self.vth, self.dv, self.du = int(self.vth), int(self.dv), int(self.du)
         self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
         self.spiking = bool(self.spiking)
@@ -157,6 +125,32 @@ class Core:
                 raise GraphError(f"{where}: Lava's Conv ignores weight_exp; it must be 0")
         else:
             raise GraphError(f"{where}: unsupported op {self.op!r} (conv or dense)")
+        self._check_pool(where)
+        if self.ann_macs is not None and self.ann_macs < 0:
+            raise GraphError(f"{where}: ann_macs={self.ann_macs} is negative")
+
+    def _check_pool(self, where: str) -> None:
+        """A recorded folded pool must be what the weights say: constant over its blocks."""
+        fy, fx_ = self.pool
+        if len(self.pool) != 2 or fy < 1 or fx_ < 1:
+            raise GraphError(f"{where}: pool {self.pool} must be two factors >= 1")
+        if self.pool == (1, 1):
+            return
+        if self.op == "conv":
+            w4, dims = self.weights, self.weights.shape[2:]
+            if self.stride[0] % fy or self.stride[1] % fx_:
+                raise GraphError(f"{where}: folded pool {self.pool} does not divide the stride {self.stride}")
+        else:
+            if len(self.input_shape) != 3:
+                raise GraphError(f"{where}: a folded pool needs a (C, H, W) input, got {self.input_shape}")
+            c, h, wd = self.input_shape
+            w4, dims = self.weights.reshape(-1, c, h, wd), (h, wd)
+        if dims[0] % fy or dims[1] % fx_:
+            raise GraphError(f"{where}: folded pool {self.pool} does not tile {tuple(dims)}")
+        o, c = w4.shape[:2]
+        blocks = w4.reshape(o, c, dims[0] // fy, fy, dims[1] // fx_, fx_)
+        if not np.array_equal(blocks, np.broadcast_to(blocks[:, :, :, :1, :, :1], blocks.shape)):
+            raise GraphError(f"{where}: weights are not constant over the folded pool's {fy}x{fx_} blocks")
 
     @property
     def leak(self) -> float:
@@ -181,7 +175,8 @@ class Core:
                 "output_shape": list(self.output_shape), "vth": self.vth, "dv": self.dv, "du": self.du,
                 "spiking": self.spiking, "weight_exp": self.weight_exp, "weight_bits": self.weight_bits,
                 "stride": list(self.stride), "padding": list(self.padding), "reset": self.reset,
-                "float_threshold": float(self.float_threshold), "weight_scale": float(self.weight_scale)}
+                "float_threshold": float(self.float_threshold), "weight_scale": float(self.weight_scale),
+                "pool": list(self.pool), "ann_macs": self.ann_macs}
 
 
 @dataclass
@@ -189,15 +184,18 @@ class CoreGraph:
     """A chain input -> cores[0] -> ... -> cores[-1] (the non-spiking output accumulator).
 
     ``timesteps`` is the T the network was trained/quantized for; ``edges`` name the
-    connections ("input" then core names) and must form that chain.
+    connections ("input" then core names) and must form that chain. ``stage`` is the
+    trainer stage it came from (None for a graph made by hand), ``data`` the data set
+    to test it on (None: bring your own inputs).
     """
     input: InputEncoding
     cores: list[Core]
     timesteps: int
     class_names: list[str]
     edges: list[tuple[str, str]] = field(default_factory=list)
+    stage: str | None = None
+    data: DataRef | None = None
     provenance: dict = field(default_factory=dict)
-    version: int = VERSION
 
     def __post_init__(self):
         if not self.cores:
@@ -209,8 +207,11 @@ class CoreGraph:
         self.validate()
 
     def validate(self) -> None:
-        if int(self.timesteps) < 1:
-            raise GraphError(f"timesteps must be >= 1, got {self.timesteps}")
+        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, (int, np.integer)) \
+                or self.timesteps < 1:
+            raise GraphError(f"timesteps must be an integer >= 1, got {self.timesteps!r}")
+        if self.stage is not None and self.stage not in SNN_STAGES:
+            raise GraphError(f"stage {self.stage!r} is not one of {', '.join(SNN_STAGES)}")
         names = [c.name for c in self.cores]
         if len(set(names)) != len(names) or "input" in names:
             raise GraphError(f"core names must be unique and not 'input': {names}")
@@ -234,16 +235,23 @@ class CoreGraph:
     def spiking_cores(self) -> list[Core]:
         return [c for c in self.cores if c.spiking]
 
+    @property
+    def ann_macs(self) -> list[int] | None:
+        """MACs per inference step of the ANN each core came from, or None if any is unknown."""
+        macs = [c.ann_macs for c in self.cores]
+        return None if any(m is None for m in macs) else macs
+
 
 def save_graph(graph: CoreGraph, path: str | os.PathLike) -> Path:
     """Write atomically: a temporary file in the same folder, then rename."""
     graph.validate()
     path = Path(path)
-    header = {"format": FORMAT, "version": VERSION, "timesteps": int(graph.timesteps),
-              "class_names": list(graph.class_names), "input": graph.input.to_json(),
-              "edges": [list(e) for e in graph.edges], "provenance": graph.provenance,
-              "cores": [c.header() for c in graph.cores]}
-    arrays = {"__graph__": np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)}
+    head = {**header(FORMAT, VERSION), "timesteps": int(graph.timesteps), "stage": graph.stage,
+            "data": graph.data.to_dict() if graph.data is not None else None,
+            "class_names": list(graph.class_names), "input": graph.input.to_json(),
+            "edges": [list(e) for e in graph.edges], "provenance": graph.provenance,
+            "cores": [c.header() for c in graph.cores]}
+    arrays = {"__graph__": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
     arrays.update({f"weights_{i}": c.weights for i, c in enumerate(graph.cores)})
     with atomic_file(path) as f:
         np.savez_compressed(f, **arrays)
@@ -259,22 +267,15 @@ def load_graph(path: str | os.PathLike) -> CoreGraph:
         with np.load(path, allow_pickle=False) as data:
             if "__graph__" not in data.files:
                 raise GraphError("not a core graph (no __graph__ header)")
-            header = json.loads(bytes(data["__graph__"]).decode())
-            if header.get("format") != FORMAT:
-                raise GraphError(f"format {header.get('format')!r} is not {FORMAT!r}")
-            version = header.get("version")
-            if not isinstance(version, int) or version > VERSION:
-                raise GraphError(f"version {version!r} is newer than this reader ({VERSION}); upgrade")
-            if version < VERSION:
-                raise GraphError(f"old version {version}; re-export it")
-            cores = []
-            for i, h in enumerate(header["cores"]):
-                cores.append(Core(weights=data[f"weights_{i}"], **h))
-            return CoreGraph(input=InputEncoding(**header["input"]), cores=cores,
-                             timesteps=header["timesteps"], class_names=header["class_names"],
-                             edges=[tuple(e) for e in header["edges"]], provenance=header.get("provenance", {}),
-                             version=version)
-    except GraphError as exc:
+            head = json.loads(bytes(data["__graph__"]).decode())
+            check_header(head, FORMAT, VERSION, OLDEST_READABLE, GraphError, rerun="re-export it")
+            cores = [Core(weights=data[f"weights_{i}"], **h) for i, h in enumerate(head["cores"])]
+            return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
+                             timesteps=head["timesteps"], class_names=head["class_names"],
+                             edges=[tuple(e) for e in head["edges"]], stage=head["stage"],
+                             data=DataRef.from_dict(head["data"]) if head["data"] is not None else None,
+                             provenance=head.get("provenance", {}))
+    except RecordError as exc:
         raise GraphError(f"{path}: {exc}") from None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
         raise GraphError(f"{path}: corrupt or foreign core graph ({type(exc).__name__}: {exc})") from None

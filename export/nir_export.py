@@ -51,8 +51,8 @@ import nir
 import numpy as np
 
 from export import fixedpoint as fx
-from export.graph import FORMAT, CoreGraph, GraphError
-from trainer.files import atomic_path
+from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
+from records.atomic import atomic_path
 
 EXPORT_FORMAT = "hybrid-snn-nir"
 EXPORT_VERSION = 1
@@ -140,7 +140,7 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
     edges.append((prev, "output"))
     meta = {
         "format": EXPORT_FORMAT, "export_version": EXPORT_VERSION, "nir_type_check": bool(square), "graph_format": FORMAT,
-        "graph_version": int(graph.version), "timesteps": int(graph.timesteps), "dt": DT,
+        "graph_version": GRAPH_VERSION, "timesteps": int(graph.timesteps), "dt": DT,
         "class_names": json.dumps(list(graph.class_names)), "input_encoding": json.dumps(enc),
         "provenance": json.dumps(graph.provenance, default=str), "reset": "subtract",
         "neuron_mapping": "forward Euler, dt = 1 step: IF r=2**weight_exp; LIF tau=4096/dv, r=tau*2**weight_exp, "

@@ -47,8 +47,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import fixedpoint as fx
-from export.graph import FORMAT, CoreGraph, GraphError
-from trainer.files import atomic_file
+from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
+from records.atomic import atomic_file
 
 OPSET = 17
 IR_VERSION = 8
@@ -219,7 +219,7 @@ def _metadata(graph: CoreGraph, groups: list[int]) -> dict[str, object]:
         "format": EXPORT_FORMAT,
         "export_version": EXPORT_VERSION,
         "graph_format": FORMAT,
-        "graph_version": int(graph.version),
+        "graph_version": GRAPH_VERSION,
         "timesteps": int(graph.timesteps),
         "input_encoding": enc,
         "class_names": list(graph.class_names),

@@ -1,6 +1,6 @@
 """Float checkpoint (converted or STDB) -> fixed-point core graph.
 
-1. Fold average pooling exactly into the next weighted layer (SPEC.md section 3):
+1. Fold average pooling exactly into the next weighted layer (docs/fixedpoint.md):
    a q x q pool before a k x k conv (stride s, padding p) is one conv with kernel k*q,
    stride s*q, padding p*q and weights W[i // q, j // q] / q^2; before a dense layer
    the weights spread over the un-pooled input the same way.
@@ -22,14 +22,16 @@ import numpy as np
 import torch
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph, GraphError, InputEncoding
+from export.graph import Core, CoreGraph, GraphError
+from records.encoding import InputEncoding
+from records.header import RecordError
 from trainer.checkpoint import Checkpoint
 from trainer.models import count_macs, layer_shapes, neuron_layers
 
 EXPORTABLE_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear")
 
 
-class QuantizationError(ValueError):
+class QuantizationError(RecordError):
     """A checkpoint that cannot be mapped onto the core."""
 
 
@@ -43,6 +45,8 @@ class FloatLayer:
     output_shape: tuple
     stride: tuple = (1, 1)
     padding: tuple = (0, 0)
+    pool: int = 1              # the q x q average pool folded in
+    ann_macs: int = 0          # MACs per step of the ANN layer (trainer.models.count_macs)
 
 
 def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
@@ -53,6 +57,7 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
             raise QuantizationError(f"layer {i} ({spec['kind']}) cannot be exported: only feed-forward "
                                     f"chains of {', '.join(EXPORTABLE_KINDS)} map onto cores")
     shapes = layer_shapes(cfg)
+    macs = iter(count_macs(cfg))                                # one entry per weighted layer
     folded, pool, prev_shape = [], 1, tuple(cfg.input_shape)   # prev_shape: un-pooled spike shape
     for i, (spec, shape) in enumerate(zip(cfg.layers, shapes)):
         kind = spec["kind"]
@@ -64,7 +69,7 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
             if pool > 1:
                 w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3) / pool ** 2
             folded.append(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s * pool, s * pool),
-                                     (p * pool, p * pool)))
+                                     (p * pool, p * pool), pool, next(macs)))
             pool, prev_shape = 1, shape
         elif kind == "linear":
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
@@ -72,7 +77,7 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
                 c, h, wd = prev_shape
                 w = w.reshape(w.shape[0], c, h // pool, wd // pool)
                 w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3).reshape(w.shape[0], -1) / pool ** 2
-            folded.append(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape))
+            folded.append(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, pool=pool, ann_macs=next(macs)))
             pool, prev_shape = 1, shape
     return folded
 
@@ -85,12 +90,13 @@ def _mantissa_scale(w: np.ndarray, bits: int) -> float:
     return min(candidates) if candidates else 1.0
 
 
-def quantize_checkpoint(ckpt: Checkpoint, *, weight_bits: int = fx.WEIGHT_BITS,
+def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weight_bits: int = fx.WEIGHT_BITS,
                         output_peak: float | None = None, source: str = "") -> tuple[CoreGraph, list[dict]]:
     """(core graph, per-layer quantization report rows).
 
-    ``output_peak``: the largest |accumulated output| of the float SNN over its T steps
-    (in float units), from calibration; None assumes no saturation risk.
+    ``timesteps``: the graph's T (default: the checkpoint's). ``output_peak``: the largest
+    |accumulated output| of the float SNN over its T steps (in float units), from
+    calibration; None assumes no saturation risk.
     """
     if ckpt.snn is None:
         raise QuantizationError(f"{source}: stage {ckpt.stage!r} has no thresholds; convert it first")
@@ -137,7 +143,8 @@ def quantize_checkpoint(ckpt: Checkpoint, *, weight_bits: int = fx.WEIGHT_BITS,
                               output_shape=layer.output_shape, vth=vth, dv=0 if is_output else dv,
                               spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
                               stride=layer.stride, padding=layer.padding, float_threshold=theta,
-                              weight_scale=scale_eff * 2.0 ** weight_exp))
+                              weight_scale=scale_eff * 2.0 ** weight_exp, pool=(layer.pool, layer.pool),
+                              ann_macs=layer.ann_macs))
         except GraphError as exc:
             raise QuantizationError(f"{source}: {exc}") from None
         report.append({
@@ -150,14 +157,11 @@ def quantize_checkpoint(ckpt: Checkpoint, *, weight_bits: int = fx.WEIGHT_BITS,
             "max_abs_weight_error_steps": float(error.max() * scale_eff / step),
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
         })
-    data = ckpt.data
+    norm = ckpt.normalisation
     graph = CoreGraph(
-        input=InputEncoding(shape=tuple(ckpt.arch.input_shape), mean=data["normalisation"]["mean"],
-                            std=data["normalisation"]["std"], clip=data["normalisation"].get("clip", 1.0)),
-        cores=cores, timesteps=ckpt.snn.timesteps, class_names=list(data["class_names"]),
-        provenance={"checkpoint": str(source), "stage": ckpt.stage, "arch": ckpt.arch.name,
-                    "dataset": data["dataset"], "data_root": data.get("data_root"), "data_seed": data.get("seed", 0),
-                    "leak": ckpt.snn.leak, "ann_macs": count_macs(ckpt.arch),
+        input=InputEncoding(tuple(ckpt.arch.input_shape), norm), cores=cores, timesteps=timesteps or ckpt.snn.timesteps,
+        class_names=list(ckpt.data["class_names"]), stage=ckpt.stage, data=ckpt.data_ref,
+        provenance={"checkpoint": str(source), "arch": ckpt.arch.name, "leak": ckpt.snn.leak,
                     "float_thresholds": list(thresholds), "trained_by": ckpt.provenance,
                     "float_metrics": {k: v for k, v in ckpt.metrics.items() if isinstance(v, (int, float))}})
     return graph, report

@@ -4,19 +4,27 @@ trainer (ANN -> conversion -> STDB, + from-scratch baseline) writes runs/<name>/
 export quantizes the converted and STDB networks into core graphs (runs/<name>/export/);
 hwsim replays the same Poisson inputs through both (runs/<name>/hwsim/, --edp);
 reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.md).
-Each step is the step's own command line, called in order; nothing here computes.
+Each step is the step's own function, called with typed configurations; the time steps
+are decided once, here, as one ``records.timesteps.TimeSteps`` that every step reads.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import sys
-from pathlib import Path
 
-from export import to_lava
-from hwsim import run as hwsim_run
+from export.exporter import ExportConfig, export_checkpoint
+from export.to_lava import print_summary
+from hwsim.run import CliError, HwsimConfig, parse_sweep, print_report, run_hwsim
+from records.header import RecordError
+from records.layout import COMPARED_STAGES
 from reports import render_report
-from trainer import __main__ as trainer_cli
-from trainer.data import DATASETS
+from reports.common import ReportError
+from trainer.data import DATASETS, DatasetError
+from trainer.models import ArchError
+from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain, default_timesteps, resolve_device
+from trainer.train import Runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="run folder name under --runs")
     p.add_argument("--runs", default="runs")
     p.add_argument("--samples", type=int, default=None, help="hwsim test samples (default: test set, <= 1500)")
-    p.add_argument("--sweep", default=None, help="T values for accuracy vs T, e.g. 2,4,8,16 (default: a range)")
+    p.add_argument("--sweep", default=None, help="T values for accuracy vs T, e.g. 2,4,8,16 (default: powers "
+                                                 "of two up to the large T, plus both Ts)")
     p.add_argument("--energy-model", default="first_order")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-scratch", action="store_true")
@@ -43,57 +52,49 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def default_sweep(reduced: int, large: int) -> str:
-    """Powers of two up to the large T, plus the reduced T: the accuracy-vs-T trade-off."""
-    points = {reduced, large} | {2 ** k for k in range(12) if 2 ** k < large}
-    return ",".join(str(t) for t in sorted(points))
-
-
-def _optional(flag: str, value) -> list[str]:
-    return [] if value is None else [flag, str(value)]
+def chain_config(args, timesteps) -> ChainConfig:
+    cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
+                      arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not args.no_scratch, runs=args.runs,
+                      name=args.name)
+    if args.epochs is not None:
+        cfg.ann_optim = dataclasses.replace(cfg.ann_optim, epochs=args.epochs)
+    if args.snn_epochs is not None:
+        cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
+    return cfg
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    chain = ["chain", "--dataset", args.dataset, "--runs", args.runs, "--seed", str(args.seed),
-             "--device", args.device]
-    chain += _optional("--data-root", args.data_root) + _optional("--arch", args.arch)
-    chain += _optional("--timesteps", args.timesteps) + _optional("--timesteps-large", args.timesteps_large)
-    chain += _optional("--epochs", args.epochs) + _optional("--snn-epochs", args.snn_epochs)
-    chain += _optional("--train-subset", args.train_subset) + _optional("--test-subset", args.test_subset)
-    chain += _optional("--name", args.name)
-    chain += ["--no-scratch"] * args.no_scratch + ["--quiet"] * args.quiet
-    print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
-    targs = trainer_cli.build_parser().parse_args(chain)
+    logging.basicConfig(format="%(levelname)s: %(message)s")
     try:
-        summary = trainer_cli.cmd_chain(targs)
-    except trainer_cli.USER_ERRORS as exc:
+        steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep))
+        rt = Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv)
+        print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
+        run, summary = chain(chain_config(args, steps), rt)
+        print("float accuracy (%): " + ", ".join(
+            f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
+            for a in summary.accuracies) + f"; run folder: {run.root}")
+
+        print("== 2/4 export: quantize the converted and the STDB network", flush=True)
+        for stage in COMPARED_STAGES:
+            # The output accumulator is sized for the largest T of the accuracy-vs-T sweep.
+            done = export_checkpoint(run.checkpoint(stage), ExportConfig(
+                timesteps=steps.reduced, calibration_timesteps=steps.calibration, seed=args.seed,
+                data_root=args.data_root))
+            print_summary(done.summary, done.layers, done.out)
+
+        print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
+        doc, paths = run_hwsim([(s, run.graph(s)) for s in COMPARED_STAGES], HwsimConfig(
+            timesteps=steps.reduced, sweep=steps.sweep, samples=args.samples, seed=args.seed,
+            energy_model=args.energy_model, device=args.device, data_root=args.data_root,
+            progress=not args.quiet), run.hwsim_dir)
+        print_report(doc, paths)
+
+        print("== 4/4 reports", flush=True)
+        report = render_report(run.root)
+    except (RecordError, DatasetError, ArchError, ReportError, CliError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    run = Path(args.runs) / (args.name or f"{summary['dataset']}-{summary['arch']}")
-
-    sweep = [int(t) for t in (args.sweep or default_sweep(summary["timesteps"], summary["timesteps_large"])).split(",")]
-    print("== 2/4 export: quantize the converted and the STDB network", flush=True)
-    for stage in ("converted", "stdb"):
-        # Size the output accumulator for the largest T of the accuracy-vs-T sweep.
-        code = to_lava.main([str(run / f"{stage}.pt"), "--seed", str(args.seed),
-                             "--calibration-timesteps", str(max(sweep))] + _optional("--data-root", args.data_root))
-        if code:
-            return code
-
-    print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
-    sim = ["--edp", "--graph", f"converted={run / 'export/converted/coregraph.npz'}",
-           "--graph", f"stdb={run / 'export/stdb/coregraph.npz'}", "--energy-model", args.energy_model,
-           "--device", args.device, "--seed", str(args.seed), "--out", str(run / "hwsim")]
-    sim += _optional("--samples", args.samples) + _optional("--data-root", args.data_root)
-    sim += ["--sweep", ",".join(map(str, sweep))]
-    sim += ["--no-progress"] * args.quiet
-    code = hwsim_run.main(sim)
-    if code:
-        return code
-
-    print("== 4/4 reports", flush=True)
-    report = render_report(run)
     print(f"summary: {report}")
     return 0
 

@@ -3,29 +3,24 @@ and the Markdown summary share (so that all of them print the same number).
 
 Inputs, both read from files only (no torch, no retraining):
 
-* ``results.json`` of hwsim, read and validated by :func:`hwsim.results.load_results`
-  (its module docstring is the schema). Accuracies there are fractions in [0, 1];
-  energies, delays and EDPs are per image in the energy model's units.
-* ``trainer_summary.json`` of ``python -m trainer chain`` (optional)::
-
-      {"dataset", "arch", "timesteps_large", "timesteps",
-       "accuracy": {"ann", "converted_T<large>", "converted_T<T>", "stdb_T<T>", "scratch_T<T>"?},
-       "seconds": {...}}
-
-  Accuracies there are percentages (float network, the trainer's evaluation).
+* ``results.json`` of hwsim, read and validated by ``records.hwsim_results`` (its
+  module docstring is the schema). Accuracies there are fractions in [0, 1]; energies,
+  delays and EDPs are per image in the energy model's units.
+* ``trainer_summary.json`` of ``python -m trainer chain`` (optional), a
+  ``records.trainer_summary.TrainerSummary``: float accuracies in percent, matched to
+  hwsim's networks by their recorded stage and T.
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from hwsim.results import RESULTS_NAME, ResultsError, load_results
-
-SUMMARY_NAME = "trainer_summary.json"
+from records.header import RecordError, finite_number
+from records.hwsim_results import load_results
+from records.layout import RESULTS_FILE, RunLayout
+from records.trainer_summary import TrainerSummary, load_trainer_summary
 
 
 class ReportError(ValueError):
@@ -35,7 +30,7 @@ class ReportError(ValueError):
 @dataclass
 class Inputs:
     results: dict
-    summary: dict | None
+    summary: TrainerSummary | None
     results_path: Path
     summary_path: Path | None
 
@@ -43,55 +38,21 @@ class Inputs:
 # --------------------------------------------------------------------------------------
 # loading
 # --------------------------------------------------------------------------------------
-_ACC_KEY = re.compile(r"^(converted|stdb|scratch)_T(\d+)$")
-
-
-def _finite_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def load_trainer_summary(path: str | os.PathLike) -> dict:
-    """Read ``trainer_summary.json`` and check the fields the report uses."""
-    path = Path(path)
-    if not path.is_file():
-        raise ReportError(f"{path}: no such trainer summary file")
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(f"{path}: corrupt trainer summary ({type(exc).__name__}: {exc})") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("accuracy"), dict):
-        raise ReportError(f"{path}: not a trainer summary (no 'accuracy' object)")
-    for k, v in doc["accuracy"].items():
-        if not _finite_number(v) or not 0 <= v <= 100:
-            raise ReportError(f"{path}: accuracy {k!r} = {v!r} is not a percentage")
-    for k in ("dataset", "arch"):
-        if k in doc and not isinstance(doc[k], str):
-            raise ReportError(f"{path}: {k!r} must be a string")
-    for k in ("timesteps", "timesteps_large"):
-        if k in doc and (not isinstance(doc[k], int) or isinstance(doc[k], bool) or doc[k] < 1):
-            raise ReportError(f"{path}: {k!r} must be a positive integer")
-    return doc
-
-
 def load_inputs(run_dir: str | os.PathLike, results_path=None, summary_path=None) -> Inputs:
     """Default inputs: ``RUN_DIR/hwsim/results.json`` (required) and
     ``RUN_DIR/trainer_summary.json`` (used when present; required when named)."""
-    run_dir = Path(run_dir)
-    rpath = Path(results_path) if results_path is not None else run_dir / "hwsim" / RESULTS_NAME
+    run = RunLayout(run_dir)
+    rpath = Path(results_path) if results_path is not None else run.results
+    spath = Path(summary_path) if summary_path is not None else run.trainer_summary
     try:
         results = load_results(rpath)
-    except ResultsError as exc:
+        summary = load_trainer_summary(spath) if summary_path is not None or spath.is_file() else None
+    except RecordError as exc:
         raise ReportError(str(exc)) from None
-    if summary_path is not None:
-        spath = Path(summary_path)
-        summary = load_trainer_summary(spath)
-    else:
-        spath = run_dir / SUMMARY_NAME
-        summary = load_trainer_summary(spath) if spath.is_file() else None
-        if summary is None:
-            spath = None
+    if summary is None:
+        spath = None
     if rpath.is_dir():
-        rpath = rpath / RESULTS_NAME
+        rpath = rpath / RESULTS_FILE
     return Inputs(results, summary, rpath, spath)
 
 
@@ -118,26 +79,13 @@ def model_name(results: dict) -> str:
     return str((results.get("energy_model") or {}).get("name") or "unnamed energy model")
 
 
-def dataset_arch(results: dict, summary: dict | None) -> tuple[str, str]:
-    s = summary or {}
-    return (results.get("dataset") or s.get("dataset") or "unknown data set",
-            results.get("arch") or s.get("arch") or "unknown architecture")
+def dataset_arch(results: dict, summary: TrainerSummary | None) -> tuple[str, str]:
+    return (results.get("dataset") or (summary.dataset if summary else "") or "unknown data set",
+            results.get("arch") or (summary.arch if summary else "") or "unknown architecture")
 
 
 def norm_name(s: str | None) -> str:
     return re.sub(r"[^a-z0-9]", "", (s or "").lower())
-
-
-def network_kind(label: str) -> str | None:
-    """Which trainer stage an hwsim network label names: converted, stdb or scratch."""
-    n = norm_name(label)
-    if n.startswith("conv"):
-        return "converted"
-    if "stdb" in n or "hybrid" in n:
-        return "stdb"
-    if "scratch" in n:
-        return "scratch"
-    return None
 
 
 def spiking_layers(net: dict) -> list[dict]:
@@ -159,7 +107,7 @@ def spike_ratio(results: dict, a: dict, b: dict) -> float | None:
     when it has one, else from the spikes per image."""
     for r in results.get("ratios") or []:
         if isinstance(r, dict) and r.get("numerator") == a["label"] and r.get("denominator") == b["label"] \
-                and _finite_number(r.get("spikes")):
+                and finite_number(r.get("spikes")):
             return float(r["spikes"])
     return ratio(a["totals"]["spikes_per_image"], b["totals"]["spikes_per_image"])
 
@@ -167,7 +115,7 @@ def spike_ratio(results: dict, a: dict, b: dict) -> float | None:
 def edp_ratio(results: dict, a: dict, b: dict) -> float | None:
     for r in results.get("ratios") or []:
         if isinstance(r, dict) and r.get("numerator") == a["label"] and r.get("denominator") == b["label"] \
-                and _finite_number(r.get("edp")):
+                and finite_number(r.get("edp")):
             return float(r["edp"])
     return ratio(a["totals"]["edp"], b["totals"]["edp"])
 
@@ -186,10 +134,10 @@ def ann_comparison(results: dict) -> dict:
         if e is None and (cmp.get("model") or ann.get("model")) == model_name(results):
             e = net["totals"]["energy"]
         r = entry.get("ratio")
-        nets[net["label"]] = {"energy": e if _finite_number(e) else None,
-                              "ratio": r if _finite_number(r) else ratio(e, ann_e) if _finite_number(e) else None}
+        nets[net["label"]] = {"energy": e if finite_number(e) else None,
+                              "ratio": r if finite_number(r) else ratio(e, ann_e) if finite_number(e) else None}
     return {"model": cmp.get("model") or ann.get("model") or "", "energy_unit": unit,
-            "ann_energy": ann_e if _finite_number(ann_e) else None, "macs": ann.get("macs"),
+            "ann_energy": ann_e if finite_number(ann_e) else None, "macs": ann.get("macs"),
             "e_mac": ann.get("e_mac"), "networks": nets}
 
 
@@ -220,30 +168,15 @@ def fmt_pct(v, decimals: int = 2) -> str:
     return "—" if v is None else f"{v:.{decimals}f}"
 
 
-def accuracy_keys(summary: dict | None) -> list[tuple[str, int, str]]:
-    """(kind, T, key) of the trainer summary's SNN accuracies."""
-    out = []
-    for k in (summary or {}).get("accuracy", {}):
-        m = _ACC_KEY.match(k)
-        if m:
-            out.append((m.group(1), int(m.group(2)), k))
-    return out
+def float_accuracy(summary: TrainerSummary | None, stage: str | None, timesteps: int | None) -> float | None:
+    """The trainer's float accuracy (percent) of a stage at T, when the summary has it."""
+    return summary.accuracy(stage, timesteps) if summary is not None and stage else None
 
 
-def float_accuracy(summary: dict | None, kind: str, timesteps: int) -> float | None:
-    acc = (summary or {}).get("accuracy", {})
-    v = acc.get(f"{kind}_T{timesteps}")
-    return None if v is None else float(v)
-
-
-def network_accuracy(net: dict, summary: dict | None) -> tuple[float | None, str]:
+def network_accuracy(net: dict, summary: TrainerSummary | None) -> tuple[float | None, str]:
     """The accuracy to show next to a network: hwsim's fixed-point one when it has
-    one, else the trainer's float one at the same T; and which of the two it is."""
+    one, else the trainer's float one of its stage at the same T; and which of the two it is."""
     if net.get("accuracy") is not None:
         return percent(net["accuracy"]), "fixed point"
-    kind = network_kind(net["label"])
-    if kind:
-        v = float_accuracy(summary, kind, net["timesteps"])
-        if v is not None:
-            return v, "float"
-    return None, ""
+    v = float_accuracy(summary, net["stage"], net["timesteps"])
+    return (v, "float") if v is not None else (None, "")

@@ -17,7 +17,7 @@ from matplotlib.ticker import FuncFormatter
 
 from reports.common import (ann_comparison, dataset_arch, edp_ratio, fmt, layer_names, model_name, percent,
                             network_accuracy, ratio, sci, spike_ratio, units)
-from reports.tables import csv_text
+from records.table import csv_text
 
 FIG3_PNG, FIG3_CSV = "fig3_spikes_per_layer.png", "fig3_spikes_per_layer.csv"
 ENERGY_PNG, ENERGY_CSV = "energy.png", "energy.csv"
@@ -341,7 +341,7 @@ def accuracy_vs_timesteps(results: dict, summary: dict | None = None) -> dict[st
         return None
     order = [n["label"] for n in results["networks"]]
     labels = sorted({p["network"] for p in pts}, key=lambda l: (order.index(l) if l in order else len(order), l))
-    ann = (summary or {}).get("accuracy", {}).get("ann")
+    ann = summary.accuracy("ann") if summary is not None else None
     has_spikes = any(p["spikes_per_image"] is not None for p in pts)
     with matplotlib.rc_context(STYLE):
         fig = Figure(figsize=(11, 4.8) if has_spikes else (7, 4.8), layout="constrained")

@@ -5,7 +5,7 @@ paper's reference numbers, which are labelled as the paper's."""
 from __future__ import annotations
 
 from reports.common import (ann_comparison, dataset_arch, edp_ratio, fmt, layer_names, model_name,
-                            network_accuracy, network_kind, norm_name, ratio, spike_ratio, units)
+                            network_accuracy, norm_name, ratio, spike_ratio, units)
 from reports.figures import ENERGY_CSV, ENERGY_PNG, FIG3_CSV, FIG3_PNG, SWEEP_CSV, SWEEP_PNG
 from reports.tables import markdown_table, paper_row, paper_rows_text, table1_markdown
 
@@ -46,7 +46,7 @@ def fig3_observation(results: dict, summary: dict | None) -> str:
     s = (f"{what}: {fmt(b['totals']['spikes_per_image'])} vs {fmt(a['totals']['spikes_per_image'])} spikes per "
          f"image, {fmt(b['totals']['avg_spikes_per_neuron'])} vs {fmt(a['totals']['avg_spikes_per_neuron'])} "
          f"spikes per neuron on average, same inputs and T = {results['timesteps']}.")
-    if network_kind(a["label"]) == "converted" and network_kind(b["label"]) == "stdb":
+    if (a["stage"], b["stage"]) == ("converted", "stdb"):
         s += f" For comparison, {PAPER_FIG3}."
     return s
 
@@ -88,13 +88,11 @@ def report_markdown(results: dict, summary: dict | None, files: dict[str, str], 
     out += ["## What was run", ""]
     out.append(f"- Data set **{dataset}**, architecture **{arch}**.")
     if summary is not None:
-        t_small, t_large = summary.get("timesteps"), summary.get("timesteps_large")
-        secs = summary.get("seconds") or {}
-        t_txt = (f"SNNs evaluated at T = {t_large} and T = {t_small} (STDB fine-tuning at T = {t_small})"
-                 if t_small and t_large else "")
-        sec_txt = ", ".join(f"{k} {v:.1f} s" for k, v in secs.items() if isinstance(v, (int, float)))
+        t_small, t_large = summary.timesteps.reduced, summary.timesteps.large
+        t_txt = f"SNNs evaluated at T = {t_large} and T = {t_small} (STDB fine-tuning at T = {t_small})"
+        sec_txt = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
         out.append("- Trainer (float): ANN, converted, STDB" + (", from scratch" if any(
-            k.startswith("scratch_") for k in summary["accuracy"]) else "")
+            a.stage == "scratch" for a in summary.accuracies) else "")
                    + (f"; {t_txt}" if t_txt else "") + (f"; wall time: {sec_txt}" if sec_txt else "") + ".")
     else:
         out.append("- Trainer summary: none found, so the table has no float accuracies.")
@@ -178,7 +176,7 @@ def report_markdown(results: dict, summary: dict | None, files: dict[str, str], 
     notes = list(results.get("notes") or [])
     if summary is not None:
         for key in ("dataset", "arch"):
-            a, b = results.get(key), summary.get(key)
+            a, b = results.get(key), getattr(summary, key)
             if a and b and norm_name(a) != norm_name(b):
                 notes.append(f"the trainer summary's {key} ({b}) differs from results.json's ({a})")
     if notes:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from hwsim.results import write_files_atomically
+from records.atomic import write_together
+from records.layout import REPORT_DIR as FIGURE_DIR, REPORT_FILE as REPORT_NAME
 from reports import figures
 from reports.common import Inputs, load_inputs
 from reports.markdown import TABLE1_CSV, report_markdown
-from reports.tables import TABLE1_COLUMNS, csv_text, table1_rows
+from records.table import csv_text
+from reports.tables import TABLE1_COLUMNS, table1_rows
 
-REPORT_NAME = "report.md"
-FIGURE_DIR = "report"
 
 
 def _shown(path: Path | None, base: Path) -> str | None:
@@ -55,5 +55,5 @@ def render_report(run_dir, results_path=None, summary_path=None, out=None) -> Pa
     inputs = load_inputs(run_dir, results_path, summary_path)
     out = Path(out) if out is not None else Path(run_dir)
     files = build_report(inputs, out)
-    write_files_atomically(files)
+    write_together(files, index=out / REPORT_NAME)
     return out / REPORT_NAME

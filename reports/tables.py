@@ -2,13 +2,9 @@
 from scratch), CSV and Markdown writing."""
 from __future__ import annotations
 
-import csv
-import io
+from reports.common import dataset_arch, float_accuracy, fmt_pct, norm_name, percent
 
-from reports.common import (accuracy_keys, dataset_arch, float_accuracy, fmt_pct, network_kind, norm_name,
-                            percent)
-
-# The paper's Table 1 (Rathi et al., ICLR 2020; SPEC.md section 2), CIFAR-10 unless named.
+# The paper's Table 1 (Rathi et al., ICLR 2020; docs/method.md), CIFAR-10 unless named.
 # (dataset, arch) -> {"ann": acc, "converted_large": (acc, T), "converted": (acc, T), "stdb": (acc, T)}
 PAPER_TABLE1 = {
     ("cifar10", "vgg5"): {"ann": 87.88, "converted_large": (87.64, 2500), "converted": (84.56, 75),
@@ -48,43 +44,37 @@ def paper_row(dataset: str, arch: str) -> tuple[str, dict] | None:
     return f"{PAPER_NAMES[key[1]]}, {PAPER_NAMES[key[0]]}", row
 
 
-def table1_rows(results: dict, summary: dict | None) -> list[dict]:
+def table1_rows(results: dict, summary) -> list[dict]:
     """One row per model: from the trainer summary (float accuracies) where there is
-    one, with hwsim's fixed-point accuracy where hwsim ran that network at that T, and
+    one, with hwsim's fixed-point accuracy where hwsim ran that stage at that T, and
     the paper's number where the data set and architecture match a Table 1 row.
     hwsim networks with no trainer row get rows of their own. Accuracies in percent."""
     dataset, arch = dataset_arch(results, summary)
     paper = paper_row(dataset, arch)
     paper = paper[1] if paper else {}
-    t_large = (summary or {}).get("timesteps_large")
-    entries = []   # (kind, T, float acc)
-    if summary is not None and "ann" in summary["accuracy"]:
-        entries.append(("ann", None, float(summary["accuracy"]["ann"])))
-    for kind, t, key in accuracy_keys(summary):
-        entries.append((kind, t, float(summary["accuracy"][key])))
-    entries.sort(key=lambda e: (_KIND_ORDER[e[0]], -(e[1] or 0)))
-
+    entries = sorted(((a.stage, a.timesteps, a.accuracy) for a in (summary.accuracies if summary else [])),
+                     key=lambda e: (_KIND_ORDER[e[0]], -(e[1] or 0)))
     rows, used = [], set()
     for kind, t, acc in entries:
-        net = next((n for n in results["networks"] if n["label"] not in used and network_kind(n["label"]) == kind
+        net = next((n for n in results["networks"] if n["label"] not in used and n["stage"] == kind
                     and n["timesteps"] == t), None)
         if net is not None:
             used.add(net["label"])
         if kind == "ann":
             p_acc, p_t = paper.get("ann"), None
-        elif kind == "converted" and t_large is not None and t == t_large and t != summary.get("timesteps"):
+        elif kind == "converted" and t == summary.timesteps.large and t != summary.timesteps.reduced:
             p_acc, p_t = paper.get("converted_large", (None, None))
         else:
             p_acc, p_t = paper.get(kind, (None, None))
         name = None
-        if kind == "stdb" and (summary or {}).get("surrogate") not in (None, "stdb"):
-            name = f"hybrid (fine-tuned, {summary['surrogate']} surrogate)"
+        if kind == "stdb" and summary.surrogate != "stdb":
+            name = f"hybrid (fine-tuned, {summary.surrogate} surrogate)"
         rows.append(_row(kind, t, acc, net, p_acc, p_t, name=name))
     for net in results["networks"]:
         if net["label"] not in used:
-            kind = network_kind(net["label"])
+            kind = net["stage"]
             p_acc, p_t = paper.get(kind, (None, None)) if kind else (None, None)
-            rows.append(_row(kind, net["timesteps"], float_accuracy(summary, kind, net["timesteps"]) if kind else None,
+            rows.append(_row(kind, net["timesteps"], float_accuracy(summary, kind, net["timesteps"]),
                              net, p_acc, p_t, name=net["label"]))
     return rows
 
@@ -97,15 +87,6 @@ def _row(kind, t, acc, net, p_acc, p_t, name=None) -> dict:
             "fixed_point_samples": net["samples"] if net else None,
             "hwsim_network": net["label"] if net else None,
             "paper_accuracy": p_acc, "paper_timesteps": p_t}
-
-
-def csv_text(rows: list[dict], columns: list[str]) -> str:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else r[k]) for k in columns})
-    return buf.getvalue()
 
 
 def _md_cell(s) -> str:

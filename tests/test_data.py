@@ -10,12 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
+from records.encoding import Normalisation
 from trainer import data
 from trainer.data import (
     DATASETS,
     DatasetBundle,
     DatasetError,
-    Normalisation,
     batches,
     load_dataset,
     num_batches,

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from export import fixedpoint as fx
 from export.graph import load_graph
 from export.quantize import QuantizationError, fold_layers, quantize_checkpoint
-from trainer.checkpoint import Checkpoint, SNNParams, save_checkpoint
+from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_checkpoint
 from trainer.convert import balance_thresholds
 from trainer.data import batches, load_dataset
-from trainer.models import ANN, ArchConfig, build_config, neuron_layers
-from trainer.train import OptimConfig, train_snn
+from trainer.models import ANN, ArchConfig, build_config, count_macs, neuron_layers
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,8 +43,8 @@ def converted(digits, tmp_path_factory) -> Path:
 def stdb(converted, digits) -> Path:
     from trainer.checkpoint import load_checkpoint
     out = converted.with_name("stdb.pt")
-    train_snn(digits, load_checkpoint(converted), "stdb", 6, OptimConfig(epochs=1, lr=1e-3, optimizer="adam"),
-              out, progress=False)
+    train_snn(digits, load_checkpoint(converted), "stdb", 6,
+              SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), out, Runtime(progress=False))
     return out
 
 
@@ -119,7 +119,8 @@ def test_export_cli_writes_graph_report_onnx_nir(converted, tmp_path):
     assert {p.name for p in out.iterdir()} == {"coregraph.npz", "quantization_report.csv", "export_summary.json",
                                                "model.onnx", "model.nir"}
     graph = load_graph(out / "coregraph.npz")
-    assert graph.timesteps == 6 and graph.provenance["dataset"] == "digits"
+    assert graph.timesteps == 6 and graph.stage == "converted" and graph.data.dataset == "digits"
+    assert graph.ann_macs == count_macs(load_checkpoint(converted).arch)
     assert "float SNN" in res.stdout and "quantized" in res.stdout
 
 
@@ -176,7 +177,7 @@ def test_quantized_matches_float_closely(converted, digits):
 
     (The fixture's weights are random, so its class scores are nearly tied and predictions
     flip easily; on the trained digits chain they agree on 95 % of 200 test images.)"""
-    from export.to_lava import compare_float_and_quantized
+    from export.exporter import compare_float_and_quantized
     from trainer.checkpoint import load_checkpoint
     ckpt = load_checkpoint(converted)
     graph, _ = quantize_checkpoint(ckpt)

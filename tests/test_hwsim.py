@@ -17,12 +17,17 @@ import numpy as np
 import pytest
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph, InputEncoding, load_graph, save_graph
-from hwsim.core import SimError, pool_rewrite, simulate
-from hwsim.encode import InputSet, InputsError, encode, load_inputs, save_inputs
-from hwsim.energy import EnergyModelError, ann_macs, available_presets, load_energy_model
-from hwsim.results import (ResultsError, NetworkRun, build_results, load_results, save_results)
+from export.graph import Core, CoreGraph, GraphError, load_graph, save_graph
 from hwsim import run as hwrun
+from hwsim.counters import SimError
+from hwsim.energy import ann_energy, available_presets, evaluate, load_energy_model
+from hwsim.results import NetworkRun, build_results
+from hwsim.simulate import simulate
+from records.dataref import DataRef
+from records.encoding import InputEncoding
+from records.energy_model import EnergyModelError
+from records.hwsim_results import ResultsError, load_results, save_results
+from records.inputs import InputSet, InputsError, load_inputs, save_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,20 +36,21 @@ REPO = Path(__file__).resolve().parents[1]
 # graph builders
 # --------------------------------------------------------------------------------------
 def enc(shape):
-    return InputEncoding(shape, [0.5] * shape[0], [0.5] * shape[0])
+    return InputEncoding.of(shape, [0.5] * shape[0], [0.5] * shape[0])
 
 
 def dense_w(rng, n_out, n_in, lo=-60, hi=60):
     return rng.integers(lo, hi + 1, size=(n_out, n_in)) * 2
 
 
-def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None):
+def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None, pool=(1, 1)):
     kh, kw = k
     h, wd = hw
     ho, wo = (h + 2 * pad[0] - kh) // stride[0] + 1, (wd + 2 * pad[1] - kw) // stride[1] + 1
     if w is None:
         w = rng.integers(-wmax, wmax + 1, size=(cout, cin, kh, kw))
-    return Core(name, "conv", w, (cin, h, wd), (cout, ho, wo), vth=vth, dv=dv, stride=stride, padding=pad)
+    return Core(name, "conv", w, (cin, h, wd), (cout, ho, wo), vth=vth, dv=dv, stride=stride, padding=pad,
+                pool=pool)
 
 
 def out_core(rng, in_shape, classes=3, dv=0, exp=0):
@@ -52,10 +58,10 @@ def out_core(rng, in_shape, classes=3, dv=0, exp=0):
                 dv=dv, spiking=False, weight_exp=exp)
 
 
-def graph_of(cores, shape, timesteps=6, provenance=None):
+def graph_of(cores, shape, timesteps=6, data=None, provenance=None):
     n_cls = math.prod(cores[-1].output_shape)
     return CoreGraph(enc(shape), cores, timesteps=timesteps, class_names=[f"c{i}" for i in range(n_cls)],
-                     provenance=provenance or {})
+                     data=data, provenance=provenance or {})
 
 
 def random_spikes(rng, steps, n, shape, p=0.4):
@@ -114,17 +120,17 @@ def test_tiny_graph_hand_computed():
 
 def test_energy_models_on_hand_counts():
     res = simulate(tiny_graph(), TINY_INPUT)
-    first = load_energy_model("first_order").evaluate(res)
+    first = evaluate(load_energy_model("first_order"), res)
     assert first["energy"] == 5.0 and first["delay"] == 4.0 and first["edp"] == 20.0   # 5 spikes, T = 4
-    loihi = load_energy_model("loihi").evaluate(res)
+    loihi = evaluate(load_energy_model("loihi"), res)
     # 15 synaptic events x 23.6 + 10 active x 81 + 2 inactive x 52 + 5 spike hops x 3.5
     assert loihi["energy"] == pytest.approx(15 * 23.6 + 10 * 81 + 2 * 52 + 5 * 3.5)
     assert loihi["layers"] == pytest.approx([10 * 23.6 + 7 * 81 + 1 * 52 + 5 * 3.5, 5 * 23.6 + 3 * 81 + 52])
     assert loihi["edp"] == pytest.approx(loihi["energy"] * 4)
     cmos = load_energy_model("cmos45nm")
-    assert cmos.evaluate(res)["energy"] == pytest.approx(15 * 0.9)
-    assert cmos.ann_energy(6) == pytest.approx(6 * 4.6)
-    assert ann_macs(tiny_graph()) == ([4, 2], "cores")
+    assert evaluate(cmos, res)["energy"] == pytest.approx(15 * 0.9)
+    assert ann_energy(cmos, 6) == pytest.approx(6 * 4.6)
+    assert tiny_graph().ann_macs is None                 # made by hand: no ANN behind it
     assert set(available_presets()) >= {"first_order", "cmos45nm", "loihi"}
 
 
@@ -158,19 +164,21 @@ def test_folded_pool_conv_6x6_stride2(blocky):
         w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
     else:
         w = rng.integers(-30, 31, size=(5, 4, 6, 6))
-    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w)
+    pool = (2, 2) if blocky else (1, 1)      # the graph records the pool export folded in
+    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=pool)
+    if not blocky:
+        with pytest.raises(GraphError, match="not constant over the folded pool"):
+            conv_core(rng, "c2", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
     # a dense output after a folded pool too: (5, 4, 2) pooled to (5, 2, 1)
     wd = np.repeat(np.repeat(rng.integers(-60, 61, size=(3, 5, 2, 1)), 2, 2), 2, 3) * 2
-    out = Core("out", "dense", wd.reshape(3, -1), c2.output_shape, (3,), vth=0, spiking=False)
+    out = Core("out", "dense", wd.reshape(3, -1), c2.output_shape, (3,), vth=0, spiking=False, pool=(2, 2))
     g = graph_of([c1, c2, out], shape)
-    assert (pool_rewrite(c2) is not None) == blocky
-    assert pool_rewrite(out) == (2, 2)
     _, res = assert_matches_reference(g, random_spikes(rng, 6, 3, shape))
-    assert (res.plan[1]["pool_rewrite"] is not None) == blocky
+    assert (res.plan[1]["pool_rewrite"] is not None) == blocky and res.plan[2]["pool_rewrite"] == [2, 2]
     # odd input size: the explicit-padding path of the rewrite
     shape = (4, 7, 7)
     w = np.repeat(np.repeat(rng.integers(-30, 31, size=(2, 4, 3, 3)), 2, axis=2), 2, axis=3)
-    c = conv_core(rng, "c", 4, 2, (6, 6), (7, 7), stride=(2, 2), pad=(1, 2), vth=40, w=w)
+    c = conv_core(rng, "c", 4, 2, (6, 6), (7, 7), stride=(2, 2), pad=(1, 2), vth=40, w=w, pool=(2, 2))
     assert_matches_reference(graph_of([c, out_core(rng, c.output_shape)], shape), random_spikes(rng, 5, 3, shape))
 
 
@@ -287,11 +295,10 @@ def test_same_seed_same_numbers_and_encoding_is_graph_input_encode():
     images = rng.integers(0, 256, size=(11, *shape), dtype=np.uint8)
     a = simulate(g, (images, 3), chunk=4)
     b = simulate(g, (images, 3), chunk=3, steps_per_block=2)
-    c = simulate(g, encode(g, images, 5, 3))
+    c = simulate(g, g.input.encode(images, 5, 3))
     for r in (b, c):
         np.testing.assert_array_equal(r.output, a.output)
         assert [l.spikes for l in r.layers] == [l.spikes for l in a.layers]
-    np.testing.assert_array_equal(encode(g, images, 5, 3), g.input.encode(images, 5, 3))
     d = simulate(g, (images, 4))
     assert d.input_spikes != a.input_spikes or not np.array_equal(d.output, a.output)
     with pytest.raises(SimError):
@@ -334,13 +341,15 @@ def test_inputs_file_round_trip_and_rejects(tmp_path):
         load_inputs(tmp_path / "missing.npz")
 
 
-def _two_graphs(rng, t=5, provenance=None):
+def _two_graphs(rng, t=5, macs=(None, None), data=None, provenance=None):
     shape = (1, 6, 6)
     base = conv_core(rng, "c1", 1, 3, (3, 3), (6, 6), pad=(1, 1), vth=15)
+    base.ann_macs = macs[0]
     out = out_core(rng, base.output_shape)
+    out.ann_macs = macs[1]
     quiet = Core(**{**{k: getattr(base, k) for k in ("name", "op", "weights", "input_shape", "output_shape",
-                                                     "stride", "padding")}, "vth": 40})
-    mk = lambda c: graph_of([c, out], shape, timesteps=t, provenance=provenance)   # noqa: E731
+                                                     "stride", "padding", "ann_macs")}, "vth": 40})
+    mk = lambda c: graph_of([c, out], shape, timesteps=t, data=data, provenance=provenance)   # noqa: E731
     return mk(base), mk(quiet)
 
 
@@ -366,7 +375,8 @@ def test_results_round_trip_and_rejects(tmp_path):
     assert (r["numerator"], r["denominator"]) == ("converted", "stdb")
     assert r["spikes"] == pytest.approx(conv["totals"]["spikes"] / stdb["totals"]["spikes"])
     assert r["edp"] == pytest.approx(r["spikes"])                       # first order: E ~ spikes, same T
-    assert back["snn_vs_ann"]["model"] == "cmos45nm" and back["ann_baseline"]["macs_source"] == "cores"
+    assert back["snn_vs_ann"]["model"] == "cmos45nm" and back["ann_baseline"]["macs"] is None
+    assert back["ann_baseline"]["energy"] is None and [n["stage"] for n in back["networks"]] == [None, None]
     layer = conv["layers"][0]
     assert layer["avg_spikes_per_neuron"] * layer["neurons"] * back["samples"] == pytest.approx(layer["spikes"])
     rows = list(csv.DictReader(open(paths["layers"])))
@@ -374,7 +384,7 @@ def test_results_round_trip_and_rejects(tmp_path):
     summary = list(csv.DictReader(open(paths["summary"])))
     assert [s["network"] for s in summary] == ["converted", "stdb", "ann"]
     # newer version, corrupt, foreign
-    newer = dict(back, version=2)
+    newer = dict(back, version=3)
     (tmp_path / "newer.json").write_text(json.dumps(newer))
     with pytest.raises(ResultsError, match=r"newer\.json.*newer"):
         load_results(tmp_path / "newer.json")
@@ -391,14 +401,14 @@ def test_results_round_trip_and_rejects(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_ann_macs_from_provenance_and_loihi_ratio():
+def test_ann_macs_recorded_in_the_graph_and_loihi_ratio():
     rng = np.random.default_rng(11)
-    g1, g2 = _two_graphs(rng, provenance={"ann_macs": [1000, 300], "dataset": "digits"})
+    g1, g2 = _two_graphs(rng, macs=(1000, 300), data=DataRef("digits"))
     images = rng.integers(0, 256, size=(3, 1, 6, 6), dtype=np.uint8)
     runs = [NetworkRun(l, "x", g, simulate(g, (images, 0)), [0, 1, 2]) for l, g in (("a", g1), ("b", g2))]
     model = load_energy_model("loihi")
     doc = build_results(runs, model)
-    assert doc["ann_baseline"]["macs"] == 1300 and doc["ann_baseline"]["macs_source"] == "provenance"
+    assert doc["ann_baseline"]["macs"] == 1300 and doc["ann_baseline"]["macs_per_layer"] == [1000, 300]
     assert doc["ann_baseline"]["energy"] == pytest.approx(1300 * 4.6)
     e = doc["networks"][0]["totals"]["energy"]
     assert doc["snn_vs_ann"]["networks"]["a"]["ratio"] == pytest.approx(e / (1300 * 4.6))
@@ -436,7 +446,7 @@ def test_energy_model_file_validation(tmp_path):
 @pytest.fixture()
 def cli_files(tmp_path):
     rng = np.random.default_rng(12)
-    g1, g2 = _two_graphs(rng, provenance={"dataset": "digits", "arch": "tiny"})
+    g1, g2 = _two_graphs(rng, data=DataRef("digits"), provenance={"arch": "tiny"})
     p1 = save_graph(g1, tmp_path / "runs" / "r1" / "export" / "converted" / "coregraph.npz")
     p2 = save_graph(g2, tmp_path / "runs" / "r1" / "export" / "stdb" / "coregraph.npz")
     inp = InputSet(rng.integers(0, 256, size=(9, 1, 6, 6), dtype=np.uint8), rng.integers(0, 3, size=9), seed=2,

@@ -14,7 +14,14 @@ import pytest
 import torch
 
 from export import fixedpoint as fx
-from hwsim.core import FLOAT32_EXACT, bf16_round, simulate, tf32_round
+from hwsim.device import tf32_round
+from hwsim.plan import FLOAT32_EXACT
+from hwsim.simulate import simulate
+
+
+def bf16_round(x: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 (7 explicit mantissa bits, RNE), back as float32."""
+    return torch.from_numpy(np.asarray(x, dtype=np.float32)).to(torch.bfloat16).float().numpy()
 
 INT8 = np.arange(-128, 128, dtype=np.float32)
 DENSE_GRID = np.arange(-256, 256, 2, dtype=np.float32)          # 8-bit mixed-sign Dense weights
@@ -62,7 +69,8 @@ def test_bf16_output_storage_would_round_sums():
 
 
 def _random_graph(rng):
-    from export.graph import Core, CoreGraph, InputEncoding
+    from export.graph import Core, CoreGraph
+    from records.encoding import InputEncoding
 
     shape = (3, 8, 6)
     w1 = rng.integers(-100, 101, size=(8, 3, 3, 2))
@@ -72,7 +80,7 @@ def _random_graph(rng):
     w3 = rng.integers(-120, 121, size=(10, 24)) * 2
     h = Core("h", "dense", w3, (6, 4, 1), (10,), vth=60, weight_exp=-1)
     out = Core("out", "dense", rng.integers(-120, 121, size=(4, 10)) * 2, (10,), (4,), vth=0, spiking=False)
-    return CoreGraph(InputEncoding(shape, [0.5] * 3, [0.3] * 3), [c1, c2, h, out], timesteps=9,
+    return CoreGraph(InputEncoding.of(shape, [0.5] * 3, [0.3] * 3), [c1, c2, h, out], timesteps=9,
                      class_names=list("abcd"))
 
 

@@ -14,7 +14,8 @@ if importlib.util.find_spec("lava") is None:
     pytest.skip("lava-nc is not installed (install.sh installs lava-nc 0.10.0)", allow_module_level=True)
 
 from export import fixedpoint as fx  # noqa: E402
-from export.graph import Core, CoreGraph, GraphError, InputEncoding  # noqa: E402
+from export.graph import Core, CoreGraph, GraphError  # noqa: E402
+from records.encoding import InputEncoding  # noqa: E402
 from export.lava.compat import import_lava  # noqa: E402
 
 import_lava()
@@ -43,7 +44,7 @@ def dense_weights(rng, n_out, n_in, low=-128, high=128):
 
 def encoded_input(shape, steps, samples, seed=0):
     """Signed spike trains (T, N, C, H, W) from InputEncoding, with mean 0.5 so inputs take both signs."""
-    enc = InputEncoding(shape=shape, mean=[0.5] * shape[0], std=[0.5] * shape[0])
+    enc = InputEncoding.of(shape, [0.5] * shape[0], std=[0.5] * shape[0])
     images = np.random.default_rng(seed).integers(0, 256, (samples, *shape), dtype=np.uint8)
     return enc, enc.encode(images, steps, seed=seed)
 
@@ -125,7 +126,7 @@ def test_all_negative_dense_keeps_minus_256():
 def test_conv_sum_wraps_in_24_bit_like_lava():
     """Lava's Conv 'signed_clamp' wraps modulo 2**24; a 67,200-input sum of 127s crosses 2**23."""
     channels = 4200
-    enc = InputEncoding(shape=(channels, 4, 4), mean=[0.0] * channels, std=[1.0] * channels)
+    enc = InputEncoding.of((channels, 4, 4), [0.0] * channels, [1.0] * channels)
     weights = np.full((1, channels, 4, 4), 127)
     graph = graph_of(enc, [Core("out", "conv", weights, (channels, 4, 4), (1, 1, 1), vth=1, spiking=False)])
     spikes = np.ones((2, 1, channels, 4, 4), dtype=np.int8)
@@ -157,12 +158,12 @@ def test_input_spikes_of_the_wrong_shape_are_refused():
 
 
 def test_unmappable_cores_are_graph_errors_naming_the_core():
-    enc = InputEncoding(shape=(1, 1, 128), mean=[0.0], std=[1.0])
+    enc = InputEncoding.of((1, 1, 128), [0.0], [1.0])
     wide = Core("wide", "conv", np.ones((1, 1, 1, 128), dtype=np.int64), (1, 1, 128), (1, 1, 1),
                 vth=1, spiking=False)
     with pytest.raises(GraphError, match="core wide: .*int8 geometry"):
         build_lava_network(graph_of(enc, [wide]))
-    enc = InputEncoding(shape=(1, 1, 67000), mean=[0.0], std=[1.0])
+    enc = InputEncoding.of((1, 1, 67000), [0.0], [1.0])
     loud = Core("loud", "dense", np.full((1, 67000), 254), (67000,), (1,), vth=1, spiking=False, weight_exp=7)
     with pytest.raises(GraphError, match="core loud: .*int32"):
         build_lava_network(graph_of(enc, [loud]))

@@ -10,13 +10,14 @@ import onnx
 import pytest
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph, InputEncoding
+from export.graph import VERSION as GRAPH_VERSION, Core, CoreGraph
+from records.encoding import InputEncoding
 from export.nir_export import export_nir
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, fan_in_groups, run_onnx
 
 
 def _enc(shape):
-    return InputEncoding(shape=shape, mean=np.full(shape[0], 0.5), std=np.full(shape[0], 0.25))
+    return InputEncoding.of(shape, np.full(shape[0], 0.5), std=np.full(shape[0], 0.25))
 
 
 def _dense_w(rng, n_out, n_in, lo=-40, hi=60):
@@ -151,8 +152,8 @@ def test_onnx_checker_and_metadata(tmp_path):
     props = {p.key: json.loads(p.value) for p in model.metadata_props}      # every value is JSON
     assert props["timesteps"] == graph.timesteps
     assert props["class_names"] == graph.class_names
-    assert props["graph_version"] == graph.version and props["graph_format"] == "hybrid-snn-coregraph"
-    assert props["input_encoding"]["mean"] == pytest.approx(graph.input.mean.tolist())
+    assert props["graph_version"] == GRAPH_VERSION and props["graph_format"] == "hybrid-snn-coregraph"
+    assert props["input_encoding"]["mean"] == pytest.approx(list(graph.input.normalisation.mean))
     assert props["provenance"] == graph.provenance
     for k, (c, h) in enumerate(zip(graph.cores, props["cores"])):
         assert (h["name"], h["vth"], h["dv"], h["du"], h["weight_exp"], h["weight_bits"], h["reset"]) == \

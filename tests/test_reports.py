@@ -1,5 +1,5 @@
 """Tests for reports/: rendering from a hand-made results.json (following the schema in
-hwsim/results.py's docstring) and trainer_summary.json; CSV contents, Markdown links,
+records/hwsim_results.py's docstring) and trainer_summary.json; CSV contents, Markdown links,
 and the CLI's handling of bad input."""
 
 import csv
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from hwsim.results import FORMAT, VERSION, load_results
+from records.hwsim_results import FORMAT, VERSION, load_results
+from records.trainer_summary import FORMAT as SUMMARY_FORMAT, VERSION as SUMMARY_VERSION
 from reports.__main__ import main
 from reports.common import ReportError
 from reports.render import render_report
@@ -51,7 +52,7 @@ def make_network(label: str) -> dict:
               "neuron_updates": sum(l["neuron_updates"] for l in layers),
               "active_neuron_updates": sum(l["active_neuron_updates"] for l in layers),
               "energy": energy, "energy_total": energy * SAMPLES, "delay": float(T), "edp": energy * T}
-    return {"label": label, "graph": f"runs/x/export/{label}/coregraph.npz", "accuracy": ACCURACY[label],
+    return {"label": label, "stage": label, "graph": f"runs/x/export/{label}/coregraph.npz", "accuracy": ACCURACY[label],
             "timesteps": T, "latency_steps": 4, "samples": SAMPLES, "seconds": 1.5, "device": "cpu",
             "input": {"neurons": INPUT_NEURONS, "spikes": INPUT_SPIKES,
                       "avg_spikes_per_neuron": INPUT_SPIKES / (INPUT_NEURONS * SAMPLES)},
@@ -77,7 +78,7 @@ def make_results(dataset="digits", arch="vgg_tiny", sweep=True) -> dict:
                                            "e_time_step": 0.0, "t_step": 1.0, "include_input_spikes": False,
                                            "e_mac": None, "e_mac_source": None}},
            "networks": nets,
-           "ann_baseline": {"macs_per_layer": MACS, "macs": sum(MACS), "macs_source": "provenance",
+           "ann_baseline": {"macs_per_layer": MACS, "macs": sum(MACS),
                             "model": "cmos45nm", "e_mac": E_MAC, "energy": ann_energy, "energy_unit": "pJ"},
            "ratios": [{"numerator": "converted", "denominator": "stdb",
                        **{k: a[k] / b[k] for k in ("spikes", "synaptic_events", "energy", "edp")}}],
@@ -91,9 +92,15 @@ def make_results(dataset="digits", arch="vgg_tiny", sweep=True) -> dict:
     return doc
 
 
-SUMMARY = {"dataset": "digits", "arch": "vgg_tiny", "timesteps_large": 200, "timesteps": T,
-           "accuracy": {"ann": 95.0, "converted_T200": 95.3, f"converted_T{T}": 91.9, f"stdb_T{T}": 92.8,
-                        f"scratch_T{T}": 70.3},
+ACCURACY_ROWS = {"ann": 95.0, "converted_T200": 95.3, f"converted_T{T}": 91.9, f"stdb_T{T}": 92.8,
+                 f"scratch_T{T}": 70.3}
+SUMMARY = {"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION, "dataset": "digits", "arch": "vgg_tiny",
+           "surrogate": "stdb", "timesteps": {"reduced": T, "large": 200, "sweep": [5, 10, 20, 40]},
+           "accuracy": [{"stage": "ann", "timesteps": None, "accuracy": 95.0},
+                        {"stage": "converted", "timesteps": 200, "accuracy": 95.3},
+                        {"stage": "converted", "timesteps": T, "accuracy": 91.9},
+                        {"stage": "stdb", "timesteps": T, "accuracy": 92.8},
+                        {"stage": "scratch", "timesteps": T, "accuracy": 70.3}],
            "seconds": {"ann": 8.8, "convert": 0.1, "stdb": 24.5, "scratch": 11.9}}
 
 
@@ -189,7 +196,7 @@ def test_table1_and_sweep_csv(rendered):
     run, _ = rendered
     rows = {r["row"]: r for r in read_csv(run / "report" / "table1.csv")}
     assert list(rows) == ["ann", "converted_T200", f"converted_T{T}", f"stdb_T{T}", f"scratch_T{T}"]
-    for key, v in SUMMARY["accuracy"].items():
+    for key, v in ACCURACY_ROWS.items():
         assert float(rows[key]["float_accuracy"]) == pytest.approx(v)
     assert float(rows[f"converted_T{T}"]["fixed_point_accuracy"]) == pytest.approx(90.0)
     assert float(rows[f"stdb_T{T}"]["fixed_point_accuracy"]) == pytest.approx(92.0)

@@ -6,7 +6,8 @@ import torch
 
 from trainer.convert import balance_thresholds
 from trainer.models import ANN, ArchConfig, build_config
-from trainer.snn import SNN, NeuronState, Surrogate, lif_multistep, lif_reference, poisson_spikes
+from records.encoding import poisson_spikes
+from trainer.snn import SNN, NeuronState, Surrogate, lif_multistep, lif_reference
 
 
 def test_stdb_surrogate_values():

@@ -8,29 +8,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
-import torch
-
-from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import STATISTICS, balance_thresholds
+from records.header import RecordError
+from records.layout import RunLayout
+from trainer.checkpoint import load_checkpoint
+from trainer.convert import STATISTICS
+from trainer.data import DATASETS, DatasetError
 from trainer.distributed import setup as setup_ranks
-from trainer.data import DATASETS, DatasetError, batches, load_dataset, load_recorded
-from trainer.models import ARCHITECTURES, ANN, ArchError, build_config, neuron_layers
-from trainer.snn import BACKENDS, SNN, SURROGATES, Surrogate
-from trainer.train import OptimConfig, data_record, evaluate_ann, evaluate_snn, train_ann, train_snn
-
-DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
-# (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
-DEFAULT_T = {"digits": (200, 4), "mnist": (200, 6), "cifar10": (2500, 75), "cifar100": (2500, 125),
-             "folder": (2500, 100)}
-# Fine-tuning surrogate per data set. The paper's STDB surrogate (timing only) is the
-# default where T is long as in the paper; at the few steps of the small data sets it
-# degraded training in our runs (digits, T=4: 90.6 -> 91.1 %, train accuracy falling)
-# while Appendix A's linear surrogate recovered the conversion loss (-> 93.1 %).
-DEFAULT_SURROGATE = {"digits": "linear", "mnist": "linear", "cifar10": "stdb", "cifar100": "stdb",
-                     "folder": "stdb"}
+from trainer.models import ARCHITECTURES, ArchError
+from trainer.snn import BACKENDS, SURROGATES
+from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
+                            check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
+                            resolve_device, scratch_init)
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -41,23 +32,18 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="resize for 'folder' data sets")
 
 
-def add_optim_args(p: argparse.ArgumentParser, *, epochs, lr, optimizer, batch_size=64, weight_decay=5e-4,
-                   warmup=0.0, clip=0.0, prefix="") -> None:
-    p.add_argument(f"--{prefix}epochs", type=int, default=epochs)
-    p.add_argument(f"--{prefix}lr", type=float, default=lr)
-    p.add_argument(f"--{prefix}optimizer", default=optimizer, choices=("sgd", "adam"))
-    p.add_argument(f"--{prefix}batch-size", type=int, default=batch_size)
-    p.add_argument(f"--{prefix}weight-decay", type=float, default=weight_decay)
-    p.add_argument(f"--{prefix}schedule", default="cosine", choices=("cosine", "step", "none"))
-    p.add_argument(f"--{prefix}warmup-epochs", type=float, default=warmup)
-    p.add_argument(f"--{prefix}grad-clip", type=float, default=clip, help="max gradient norm (0 = off)")
+ANN_OPTIM, SNN_OPTIM = ChainConfig().ann_optim, ChainConfig().snn.optim     # the defaults, defined once
 
 
-def optim_from(args, prefix="") -> OptimConfig:
-    g = lambda name: getattr(args, prefix.replace("-", "_") + name)  # noqa: E731
-    return OptimConfig(epochs=g("epochs"), batch_size=g("batch_size"), optimizer=g("optimizer"), lr=g("lr"),
-                       weight_decay=g("weight_decay"), schedule=g("schedule"), warmup_epochs=g("warmup_epochs"),
-                       grad_clip=g("grad_clip"))
+def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig, prefix: str = "") -> None:
+    p.add_argument(f"--{prefix}epochs", type=int, default=d.epochs)
+    p.add_argument(f"--{prefix}lr", type=float, default=d.lr)
+    p.add_argument(f"--{prefix}optimizer", default=d.optimizer, choices=("sgd", "adam"))
+    p.add_argument(f"--{prefix}batch-size", type=int, default=d.batch_size)
+    p.add_argument(f"--{prefix}weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(f"--{prefix}schedule", default=d.schedule, choices=("cosine", "step", "none"))
+    p.add_argument(f"--{prefix}warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument(f"--{prefix}grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
@@ -79,179 +65,107 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
                    help="roll back to the best weights when validation accuracy drops this many points")
 
 
-def load_data(args):
-    return load_dataset(args.dataset, args.data_root, train_subset=args.train_subset,
-                        test_subset=args.test_subset, seed=args.seed, image_size=args.image_size)
+# ---- argparse Namespace -> typed configurations (nothing below main() sees the Namespace)
+def optim_from(args, prefix: str = "") -> OptimConfig:
+    g = lambda name: getattr(args, prefix + name)  # noqa: E731
+    return OptimConfig(epochs=g("epochs"), batch_size=g("batch_size"), optimizer=g("optimizer"), lr=g("lr"),
+                       weight_decay=g("weight_decay"), schedule=g("schedule"), warmup_epochs=g("warmup_epochs"),
+                       grad_clip=g("grad_clip"))
 
 
-def data_from_checkpoint(ckpt: Checkpoint, args):
-    """The checkpoint's own data set (and its recorded normalisation)."""
-    return load_recorded(ckpt.data, getattr(args, "data_root", None), default_seed=args.seed,
-                         train_subset=getattr(args, "train_subset", None),
-                         test_subset=getattr(args, "test_subset", None), image_size=getattr(args, "image_size", None))
+def data_from(args) -> DataConfig:
+    return DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset, args.image_size)
 
 
-def device_of(args) -> str:
-    if args.device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return args.device
+def arch_from(args) -> ArchChoice:
+    return ArchChoice(args.arch, args.conv_dropout, args.fc_dropout)
 
 
-def convert(ann_ckpt: Checkpoint, bundle, args, out: Path, timesteps: int) -> Checkpoint:
-    ann = ann_ckpt.model().to(device_of(args))
-
-    def calibration():
-        for b, (x, _) in enumerate(batches(bundle, "train", args.batch_size, shuffle=True, augment=False,
-                                           seed=args.seed)):
-            if b >= args.balance_batches:
-                break
-            yield x.to(device_of(args))
-
-    thresholds = balance_thresholds(ann, calibration, timesteps, statistic=args.statistic,
-                                    percentile=args.percentile, scaling_factor=args.scaling_factor,
-                                    leak=args.leak, window=50, seed=args.seed, progress=not args.quiet)
-    params = SNNParams(thresholds=thresholds, leak=args.leak, timesteps=timesteps)
-    ckpt = Checkpoint(stage="converted", arch=ann_ckpt.arch, state_dict=ann_ckpt.state_dict, data=ann_ckpt.data,
-                      snn=params, metrics={"balance": {"statistic": args.statistic, "percentile": args.percentile,
-                                                       "scaling_factor": args.scaling_factor,
-                                                       "batches": args.balance_batches, "timesteps": timesteps}})
-    save_checkpoint(ckpt, out)
-    return load_checkpoint(out)
+def convert_from(args, batch_size: int) -> ConvertConfig:
+    return ConvertConfig(args.statistic, args.percentile, args.scaling_factor, args.balance_batches, batch_size,
+                         args.leak)
 
 
-def eval_checkpoint(ckpt: Checkpoint, bundle, timesteps: int, args) -> dict:
-    snn = SNN(ckpt.model().to(device_of(args)), ckpt.snn.thresholds, leak=ckpt.snn.leak,
-              surrogate=Surrogate(**ckpt.snn.surrogate))
-    return evaluate_snn(snn, bundle, timesteps, samples=args.eval_samples, seed=args.seed, device=device_of(args),
-                        progress=not args.quiet)
+def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConfig, SurrogateChoice]:
+    return (SNNTrainConfig(optim, leak=leak, window=args.bptt_window, backend=args.backend,
+                           rollback_drop=args.rollback_drop),
+            SurrogateChoice(args.surrogate, args.alpha, args.beta))
 
 
-def record_eval(path: Path, key: str, result: dict) -> Checkpoint:
-    """Add an evaluation to a checkpoint's metrics (rewrites the file atomically)."""
-    ckpt = load_checkpoint(path)
-    ckpt.metrics = {**ckpt.metrics, key: result}
-    save_checkpoint(ckpt, path)
-    return ckpt
+def runtime_from(args) -> Runtime:
+    return Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv)
 
 
-def arch_from(args, bundle):
-    return build_config(args.arch or DEFAULT_ARCH[args.dataset], bundle.input_shape, bundle.num_classes,
-                        conv_dropout=args.conv_dropout, fc_dropout=args.fc_dropout)
+def chain_from(args) -> ChainConfig:
+    snn, surrogate = snn_from(args, optim_from(args, "snn_"), None)
+    timesteps = None
+    if args.timesteps or args.timesteps_large:
+        timesteps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large)
+    return ChainConfig(data=data_from(args), arch=arch_from(args), ann_optim=optim_from(args),
+                       convert=convert_from(args, args.batch_size), snn=snn, surrogate=surrogate,
+                       timesteps=timesteps, scratch=not args.no_scratch, runs=args.runs, name=args.name,
+                       eval_samples=args.eval_samples)
 
 
+# ---- commands
 def cmd_ann(args) -> None:
     """Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every global batch."""
-    bundle = load_data(args)
-    arch = arch_from(args, bundle)
-    ranks = setup_ranks(device_of(args))
-    ckpt = train_ann(bundle, arch, optim_from(args), Path(args.out), seed=args.seed, device=device_of(args),
-                     progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
-    if ranks.is_main:
+    rt = runtime_from(args)
+    bundle = load_data(data_from(args), rt.seed)
+    rt.ranks = setup_ranks(rt.device)
+    ckpt = train_ann(bundle, arch_from(args).config(bundle), optim_from(args), Path(args.out), rt)
+    if rt.ranks.is_main:
         print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
 
 
 def cmd_convert(args) -> None:
+    rt = runtime_from(args)
     ann_ckpt = load_checkpoint(args.checkpoint)
-    bundle = data_from_checkpoint(ann_ckpt, args)
-    out = Path(args.out or Path(args.checkpoint).with_name("converted.pt"))
-    ckpt = convert(ann_ckpt, bundle, args, out, args.timesteps)
+    bundle = data_of(ann_ckpt, args.data_root)
+    out = Path(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("converted"))
+    ckpt = convert(ann_ckpt, bundle, convert_from(args, args.batch_size), args.timesteps, out, rt)
     print("thresholds:", ", ".join(f"{v:.4g}" for v in ckpt.snn.thresholds), f"-> {out}")
 
 
-def surrogate_kind(args, bundle) -> str:
-    return args.surrogate or DEFAULT_SURROGATE[bundle.name]
-
-
-def train_and_evaluate(init: Checkpoint, bundle, args, stage: str, out: Path, timesteps: int) -> dict | None:
-    """STDB fine-tuning or from-scratch training at T, then (main process) test at T, recorded in the checkpoint."""
-    ranks = setup_ranks(device_of(args))
-    surrogate = Surrogate(surrogate_kind(args, bundle), args.alpha, args.beta)
-    train_snn(bundle, init, stage, timesteps, optim_from(args, "snn-" if hasattr(args, "snn_epochs") else ""),
-              out, window=args.bptt_window, surrogate=surrogate, leak=args.leak, backend=args.backend,
-              seed=args.seed, rollback_drop=args.rollback_drop, device=device_of(args),
-              progress=not args.quiet and ranks.is_main, command=sys.argv, ranks=ranks)
-    if not ranks.is_main:
-        return None
-    result = eval_checkpoint(load_checkpoint(out), bundle, timesteps, args)
-    record_eval(out, f"test_T{timesteps}", result)
-    return result
-
-
-def scratch_init(arch, bundle, args, timesteps: int) -> Checkpoint:
-    """Random weights and unit thresholds: the from-scratch baseline's starting point."""
-    torch.manual_seed(args.seed)
-    return Checkpoint(stage="scratch", arch=arch, state_dict=ANN(arch).state_dict(),
-                      data=data_record(bundle, args.seed), snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=args.leak, timesteps=timesteps))
-
-
 def cmd_stdb(args) -> None:
+    rt = runtime_from(args)
     init = load_checkpoint(args.checkpoint)
-    if init.stage not in ("converted", "stdb"):
-        raise CheckpointError(f"{args.checkpoint}: stage {init.stage!r}; STDB starts from a converted checkpoint")
-    bundle = data_from_checkpoint(init, args)
-    out = Path(args.out or Path(args.checkpoint).with_name("stdb.pt"))
-    result = train_and_evaluate(init, bundle, args, "stdb", out, args.timesteps)
+    check_converted(init, args.checkpoint)
+    bundle = data_of(init, args.data_root, args.train_subset, args.test_subset)
+    out = Path(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"))
+    cfg, surrogate = snn_from(args, optim_from(args), args.leak)
+    result = fine_tune(init, bundle, "stdb", args.timesteps, cfg, surrogate, out, rt, args.eval_samples)
     if result is not None:
         print(f"STDB test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
 
 
 def cmd_scratch(args) -> None:
-    bundle = load_data(args)
-    arch = arch_from(args, bundle)
-    out = Path(args.out)
-    result = train_and_evaluate(scratch_init(arch, bundle, args, args.timesteps), bundle, args, "scratch", out,
-                                args.timesteps)
+    rt = runtime_from(args)
+    bundle = load_data(data_from(args), rt.seed)
+    arch = arch_from(args).config(bundle)
+    cfg, surrogate = snn_from(args, optim_from(args), args.leak)
+    init = scratch_init(arch, bundle, args.leak, args.timesteps, rt.seed)
+    result = fine_tune(init, bundle, "scratch", args.timesteps, cfg, surrogate, Path(args.out), rt, args.eval_samples)
     if result is not None:
-        print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
+        print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {args.out}")
 
 
 def cmd_eval(args) -> None:
+    rt = runtime_from(args)
     ckpt = load_checkpoint(args.checkpoint)
-    bundle = data_from_checkpoint(ckpt, args)
+    bundle = data_of(ckpt, args.data_root)
     if ckpt.snn is None:
         print(json.dumps({"stage": "ann", "accuracy": evaluate_ann(ckpt.model(), bundle)}))
         return
     for t in args.timesteps or [ckpt.snn.timesteps]:
-        result = eval_checkpoint(ckpt, bundle, t, args)
+        result = evaluate(ckpt, bundle, t, rt, args.eval_samples)
         print(json.dumps({"stage": ckpt.stage, **result}))
 
 
-def cmd_chain(args) -> dict:
-    """ANN -> conversion -> STDB, and the from-scratch baseline, into runs/<name>/."""
-    bundle = load_data(args)
-    arch = arch_from(args, bundle)
-    t_large, t_small = DEFAULT_T[args.dataset]
-    t_large, t_small = args.timesteps_large or t_large, args.timesteps or t_small
-    run = Path(args.runs) / (args.name or f"{args.dataset}-{arch.name}")
-    run.mkdir(parents=True, exist_ok=True)
-    times, summary = {}, {}
-
-    t = time.time()
-    ann = train_ann(bundle, arch, optim_from(args), run / "ann.pt", seed=args.seed, device=device_of(args),
-                    progress=not args.quiet, command=sys.argv)
-    times["ann"], summary["ann"] = time.time() - t, ann.metrics["test_acc"]
-
-    t = time.time()
-    converted = convert(ann, bundle, args, run / "converted.pt", t_small)
-    times["convert"] = time.time() - t
-    for steps in (t_large, t_small):
-        result = eval_checkpoint(converted, bundle, steps, args)
-        converted = record_eval(run / "converted.pt", f"test_T{steps}", result)
-        summary[f"converted_T{steps}"] = result["accuracy"]
-
-    stages = [("stdb", converted)]
-    if not args.no_scratch:
-        stages.append(("scratch", scratch_init(arch, bundle, args, t_small)))
-    for stage, init in stages:
-        t = time.time()
-        result = train_and_evaluate(init, bundle, args, stage, run / f"{stage}.pt", t_small)
-        times[stage], summary[f"{stage}_T{t_small}"] = time.time() - t, result["accuracy"]
-    report = {"dataset": bundle.name, "arch": arch.name, "timesteps_large": t_large, "timesteps": t_small,
-              "surrogate": surrogate_kind(args, bundle), "accuracy": summary, "seconds": times}
-    (run / "trainer_summary.json").write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
-    print(f"run folder: {run}")
-    return report
+def cmd_chain(args) -> None:
+    run, summary = chain(chain_from(args), runtime_from(args))
+    print(json.dumps(summary.to_dict(), indent=2))
+    print(f"run folder: {run.root}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conv-dropout", type=float, default=0.2)
     p.add_argument("--fc-dropout", type=float, default=0.5)
     p.add_argument("--out", required=True)
-    add_optim_args(p, epochs=30, lr=0.05, optimizer="sgd")
+    add_optim_args(p, ANN_OPTIM)
 
     p = sub.add_parser("convert", help="threshold balancing (Algorithm 1) of an ANN checkpoint")
     p.add_argument("checkpoint"), common(p), add_convert_args(p)
@@ -299,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--leak", type=float, default=1.0)
         common(p), add_snn_args(p)
         p.add_argument("--timesteps", type=int, required=True)
-        add_optim_args(p, epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0)
+        add_optim_args(p, SNN_OPTIM)
 
     p = sub.add_parser("eval", help="accuracy and spikes per layer of any checkpoint at any T")
     p.add_argument("checkpoint"), common(p)
@@ -316,14 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, default=None, help="reduced T for STDB")
     p.add_argument("--timesteps-large", type=int, default=None, help="large T to evaluate the conversion")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
-    add_optim_args(p, epochs=30, lr=0.05, optimizer="sgd")
-    add_optim_args(p, epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup=0.5, clip=1.0, prefix="snn-")
+    add_optim_args(p, ANN_OPTIM)
+    add_optim_args(p, SNN_OPTIM, prefix="snn-")
     return parser
 
 
 COMMANDS = {"ann": cmd_ann, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch, "eval": cmd_eval,
             "chain": cmd_chain}
-USER_ERRORS = (DatasetError, CheckpointError, ArchError, ValueError, FileNotFoundError)
+USER_ERRORS = (DatasetError, RecordError, ArchError, ValueError, FileNotFoundError)
 
 
 def main(argv=None) -> int:

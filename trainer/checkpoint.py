@@ -19,16 +19,20 @@ from pathlib import Path
 
 import torch
 
-from trainer.files import atomic_file
+from records.atomic import atomic_file
+from records.dataref import DataRef
+from records.encoding import Normalisation
+from records.header import RecordError, check_header, header
+from records.layout import STAGES
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 
 FORMAT = "hybrid-snn-checkpoint"
 VERSION = 1
-STAGES = ("ann", "converted", "stdb", "scratch")
+OLDEST_READABLE = 1
 PACKAGE_VERSION = "0.1.0"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(RecordError):
     """A checkpoint that is missing, corrupt, foreign, too new, or inconsistent."""
 
 
@@ -61,6 +65,16 @@ class Checkpoint:
     provenance: dict = field(default_factory=dict)
     train_state: dict | None = None
 
+    @property
+    def normalisation(self) -> Normalisation:
+        return Normalisation.from_dict(self.data["normalisation"])
+
+    @property
+    def data_ref(self) -> DataRef:
+        """Where the training and test data came from (to reload the same split)."""
+        return DataRef(dataset=self.data["dataset"], root=self.data.get("data_root"),
+                       seed=int(self.data.get("seed", 0)), image_size=self.data.get("image_size"))
+
     def model(self) -> ANN:
         """The ANN module with these weights (the SNN wraps the same module)."""
         model = ANN(self.arch)
@@ -79,7 +93,7 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     _validate(ckpt, "<to be saved>")
     path = Path(path)
     payload = {
-        "format": FORMAT, "version": VERSION, "stage": ckpt.stage, "arch": ckpt.arch.to_dict(),
+        **header(FORMAT, VERSION), "stage": ckpt.stage, "arch": ckpt.arch.to_dict(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
         "snn": ckpt.snn.to_dict() if ckpt.snn is not None else None,
         "data": ckpt.data, "metrics": ckpt.metrics,
@@ -102,9 +116,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file (a foreign or plain state_dict checkpoint?)")
-    version = raw.get("version")
-    if not isinstance(version, int) or version > VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {version!r} is newer than this trainer ({VERSION})")
+    try:
+        check_header(raw, FORMAT, VERSION, OLDEST_READABLE, CheckpointError, rerun="re-train it")
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     try:
         arch = ArchConfig.from_dict(raw["arch"])
         ckpt = Checkpoint(stage=raw["stage"], arch=arch, state_dict=raw["state_dict"], data=raw["data"],

@@ -2,8 +2,8 @@
 
 Every loader returns uint8 images (N, C, H, W) and int64 labels; `batches` turns them
 into normalised float batches. ANN training, conversion, STDB fine-tuning and export all
-use the same `Normalisation` object, because the reference code normalised ANN and SNN
-inputs differently (SPEC section 2). Nothing is ever downloaded: data come from the
+use the same `Normalisation` record (``records.encoding``), because the paper's public code
+normalised ANN and SNN inputs differently (docs/method.md). Nothing is ever downloaded: data come from the
 shared folder (`HYBRID_SNN_DATA`, else `<repo>/../shared/datasets`) or a folder the user
 names, except `digits`, which ships inside scikit-learn.
 """
@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from trainer.files import atomic_file
+from records.atomic import atomic_file
+from records.dataref import DataRef
+from records.encoding import Normalisation
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "folder")
 SPLITS = ("train", "test")
@@ -45,59 +47,6 @@ _ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
 
 class DatasetError(Exception):
     """A data set is missing, malformed or misnamed; the message names the path and the problem."""
-
-
-@dataclass(frozen=True)
-class Normalisation:
-    """x_norm = clip((x01 - mean[c]) / std[c], -clip, clip), with x01 = pixel / 255.
-
-    The single input transform shared by ANN training, conversion, the SNN (Poisson rate =
-    |x_norm|, spike sign = sign(x_norm)) and export, so all stages see identical inputs.
-    """
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    clip: float = 1.0
-
-    def __post_init__(self) -> None:
-        mean = tuple(float(m) for m in self.mean)
-        std = tuple(float(s) for s in self.std)
-        clip = float(self.clip)
-        if not mean or len(mean) != len(std):
-            raise ValueError(f"Normalisation: mean {mean} and std {std} need the same, non-zero length")
-        if not all(math.isfinite(m) for m in mean):
-            raise ValueError(f"Normalisation: mean {mean} must be finite")
-        if not all(math.isfinite(s) and s > 0 for s in std):
-            raise ValueError(f"Normalisation: std {std} must be finite and > 0")
-        if not (math.isfinite(clip) and clip > 0):
-            raise ValueError(f"Normalisation: clip {clip} must be finite and > 0")
-        object.__setattr__(self, "mean", mean)
-        object.__setattr__(self, "std", std)
-        object.__setattr__(self, "clip", clip)
-
-    @property
-    def channels(self) -> int:
-        return len(self.mean)
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalise (N, C, H, W) images: float in [0, 1], or uint8 pixels (divided by 255 first)."""
-        if x.ndim != 4 or x.shape[1] != self.channels:
-            raise ValueError(f"Normalisation: expected (N, {self.channels}, H, W) input, got {tuple(x.shape)}")
-        x01 = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
-        return ((x01 - mean) / std).clamp_(-self.clip, self.clip)
-
-    def to_dict(self) -> dict:
-        return {"mean": list(self.mean), "std": list(self.std), "clip": self.clip}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Normalisation":
-        """Rebuild from `to_dict` output (e.g. a checkpoint); validates as the constructor does."""
-        try:
-            return cls(mean=tuple(d["mean"]), std=tuple(d["std"]), clip=d.get("clip", 1.0))
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"Normalisation.from_dict: need 'mean' and 'std' lists, got {d!r}") from e
 
 
 @dataclass
@@ -224,16 +173,23 @@ def load_dataset(
     )
 
 
-def load_recorded(record: dict, root: str | os.PathLike | None = None, *, default_seed: int = 0,
-                  train_subset: int | None = None, test_subset: int | None = None,
-                  image_size: int | None = None) -> DatasetBundle:
-    """The data set a checkpoint records (``Checkpoint.data``): same split seed, recorded normalisation.
+def load_recorded(ref: DataRef, normalisation: Normalisation, root: str | os.PathLike | None = None, *,
+                  train_subset: int | None = None, test_subset: int | None = None) -> DatasetBundle:
+    """The data set a checkpoint or core graph records: same split seed, recorded normalisation.
 
-    ``root`` overrides the recorded folder; ``default_seed`` serves records older than the seed field.
+    ``root`` overrides the recorded folder (then the default folder is not tried).
     """
-    bundle = load_dataset(record["dataset"], root or record.get("data_root"), train_subset=train_subset,
-                          test_subset=test_subset, seed=record.get("seed", default_seed), image_size=image_size)
-    return replace(bundle, normalisation=Normalisation.from_dict(record["normalisation"]))
+    bundle = load_dataset(ref.dataset, root or ref.root, train_subset=train_subset, test_subset=test_subset,
+                          seed=ref.seed, image_size=ref.image_size)
+    return replace(bundle, normalisation=normalisation)
+
+
+def data_record(bundle: DatasetBundle, seed: int) -> dict:
+    """What a checkpoint records of its data: enough to reload the same split and normalisation."""
+    return {"dataset": bundle.name, "data_root": bundle.source, "seed": int(seed),
+            "image_size": bundle.input_shape[-1] if bundle.name == "folder" else None,
+            "normalisation": bundle.normalisation.to_dict(), "class_names": list(bundle.class_names),
+            "input_shape": list(bundle.input_shape)}
 
 
 def batches(

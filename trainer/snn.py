@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from records.encoding import poisson_spikes
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_layers
 
 SURROGATES = ("stdb", "linear", "exp")
@@ -69,12 +70,6 @@ class Surrogate:
         if self.kind == "linear":
             return self.alpha * (1.0 - z.abs()).clamp(min=0.0)
         return self.alpha * torch.exp(-self.beta * z.abs())
-
-
-def poisson_spikes(x: torch.Tensor, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(steps, *x.shape) signed spikes: sign(x) where uniform < |x|."""
-    r = torch.rand((steps, *x.shape), generator=generator, device=x.device, dtype=x.dtype)
-    return (r < x.abs()).to(x.dtype) * torch.sign(x)
 
 
 @dataclass

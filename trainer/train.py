@@ -5,7 +5,7 @@ the best weights so far (by accuracy on a validation split carved from the train
 plus a ``train_state`` with the latest weights and optimizer, so an interrupted run
 resumes from its last finished epoch. Metrics go to a CSV, one row per epoch.
 
-STDB fine-tuning is fragile (SPEC.md section 2: a plain run fell silent and collapsed to
+STDB fine-tuning is fragile (docs/method.md: a plain run fell silent and collapsed to
 chance in its second epoch). The SNN loop therefore watches per-layer firing rates and
 the gradient norm, clips gradients, warms the learning rate up, keeps the best
 checkpoint, and rolls back to it with a halved learning rate when the validation
@@ -13,11 +13,10 @@ accuracy collapses or a layer falls silent.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +24,12 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from records.atomic import atomic_file
+from records.layout import metrics_path
+from records.table import csv_text
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
-from trainer.data import DatasetBundle, batches, num_batches
+from trainer.data import DatasetBundle, batches, data_record, num_batches
 from trainer.distributed import Group
-from trainer.files import atomic_file
 from trainer.models import ANN, ArchConfig
 from trainer.snn import SNN, Surrogate
 
@@ -46,6 +47,40 @@ class OptimConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@dataclass
+class SNNTrainConfig:
+    """How an SNN stage trains: STDB fine-tuning or training from scratch.
+
+    ``window`` = t0 of truncated BPTT (loss every ``window`` steps, gradients summed, one
+    step); ``surrogate`` and ``leak`` default to the initial checkpoint's;
+    ``keep_best=False`` with ``rollback_drop=inf`` and no clipping/warm-up is the plain recipe.
+    """
+    optim: OptimConfig
+    surrogate: Surrogate | None = None
+    leak: float | None = None
+    window: int | None = None
+    backend: str = "multistep"
+    rollback_drop: float = 10.0
+    keep_best: bool = True
+    val_fraction: float = 0.1
+    eval_window: int = 50
+
+
+@dataclass
+class Runtime:
+    """Where and how a stage runs: device, seed, progress bars, the command recorded in
+    checkpoints, and the process group under torchrun."""
+    device: str = "cpu"
+    seed: int = 0
+    progress: bool = True
+    command: list[str] | None = None
+    ranks: Group = field(default_factory=Group)
+
+    @property
+    def shows_progress(self) -> bool:
+        return self.progress and self.ranks.is_main
 
 
 def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple[DatasetBundle, DatasetBundle]:
@@ -99,11 +134,8 @@ class MetricsCSV:
         self.rows.append(row)
         if not self.write:
             return
-        fields = list(dict.fromkeys(k for r in self.rows for k in r))
-        with atomic_file(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        with atomic_file(self.path, "w") as f:
+            f.write(csv_text(self.rows))
 
 
 @torch.no_grad()
@@ -144,42 +176,52 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
             "total_spikes_per_sample": float(spikes.sum() / max(total, 1))}
 
 
-def _resume(out: Path, stage: str, arch: ArchConfig) -> Checkpoint | None:
+@dataclass
+class Progress:
+    """Where a training loop stands: what it resumes from and checkpoints after every epoch."""
+    start: int = 0
+    best: float = -1.0
+    best_state: dict | None = None
+    history: list = field(default_factory=list)
+    train_state: dict = field(default_factory=dict)
+
+
+def resume(out: Path, stage: str, arch: ArchConfig, model: torch.nn.Module, optimizer) -> Progress | None:
+    """Load an interrupted run of ``stage`` from ``out`` into ``model`` and ``optimizer``;
+    None when there is none to resume."""
     if not out.exists():
         return None
     ckpt = load_checkpoint(out)
     if ckpt.stage != stage or ckpt.arch.to_dict() != arch.to_dict() or not ckpt.train_state:
         raise ValueError(f"{out}: exists but is not a resumable {stage} run of this architecture; "
                          "choose another output or delete it")
-    return ckpt
+    ts = ckpt.train_state
+    model.load_state_dict(ts["last_state_dict"])
+    optimizer.load_state_dict(ts["optimizer"])
+    return Progress(ts["epoch"], ts["best_metric"], ckpt.state_dict, ts["history"], ts)
 
 
-def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, *, seed: int = 0,
-              val_fraction: float = 0.1, device="cpu", progress: bool = True, command=None,
-              ranks: Group = Group()) -> Checkpoint:
+def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, rt: Runtime = Runtime(), *,
+              val_fraction: float = 0.1) -> Checkpoint:
     """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted.
 
     ``opt.batch_size`` is the global batch; under torchrun each rank trains on its slice.
     """
     out = Path(out)
+    seed, device, ranks = rt.seed, rt.device, rt.ranks
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, val_fraction, seed)
     ann = ANN(arch).to(device)
     optimizer = make_optimizer(ann.parameters(), opt)
-    start, best, best_state, history = 0, -1.0, None, []
-    previous = _resume(out, "ann", arch)
-    if previous is not None:
-        ts = previous.train_state
-        ann.load_state_dict(ts["last_state_dict"])
-        optimizer.load_state_dict(ts["optimizer"])
-        start, best, best_state, history = ts["epoch"], ts["best_metric"], previous.state_dict, ts["history"]
-    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history, write=ranks.is_main)
+    state = resume(out, "ann", arch, ann, optimizer) or Progress()
+    start, best, best_state = state.start, state.best, state.best_state
+    metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     for epoch in range(start, opt.epochs):
         ann.train()
         t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
         bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
-                   total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{opt.epochs}", disable=not progress)
+                   total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{opt.epochs}", disable=not rt.shows_progress)
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = opt.lr * lr_factor(opt, epoch + step / steps_per_epoch)
@@ -204,7 +246,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
                "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
         metrics.add(row)
         if ranks.is_main:
-            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, command,
+            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()}, seed)
         ranks.barrier()
@@ -215,13 +257,6 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         save_checkpoint(final, out)
     ranks.barrier()
     return final
-
-
-def data_record(bundle: DatasetBundle, seed: int) -> dict:
-    """What a checkpoint records of its data: enough to reload the same split and normalisation."""
-    return {"dataset": bundle.name, "data_root": bundle.source, "seed": int(seed),
-            "normalisation": bundle.normalisation.to_dict(), "class_names": list(bundle.class_names),
-            "input_shape": list(bundle.input_shape)}
 
 
 def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state, seed):
@@ -235,42 +270,31 @@ def firing_rates(snn: SNN, batch_size: int, timesteps: int) -> list[float]:
     return [s / (n * batch_size * timesteps) if n else 0.0 for s, n in zip(snn.spike_counts, snn.neuron_counts)]
 
 
-def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, opt: OptimConfig, out: Path, *,
-              window: int | None = None, surrogate: Surrogate | None = None, leak: float | None = None,
-              backend: str = "multistep", seed: int = 0, val_fraction: float = 0.1, eval_window: int = 50,
-              rollback_drop: float = 10.0, keep_best: bool = True, device="cpu", progress: bool = True,
-              command=None, ranks: Group = Group()) -> Checkpoint:
-    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
-
-    ``window`` = t0 of truncated BPTT: loss every ``window`` steps, gradients summed, one step.
-    ``keep_best=False`` with ``rollback_drop=inf`` and no clipping/warm-up is the plain recipe.
-    """
+def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, cfg: SNNTrainConfig, out: Path,
+              rt: Runtime = Runtime()) -> Checkpoint:
+    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps."""
     if stage not in ("stdb", "scratch"):
         raise ValueError(f"stage must be stdb or scratch, got {stage!r}")
     if init.snn is None:
         raise ValueError("initial checkpoint has no SNN parameters (convert it first)")
     out = Path(out)
-    surrogate = surrogate or Surrogate(**init.snn.surrogate)
-    leak = init.snn.leak if leak is None else float(leak)
+    opt, seed, device, ranks = cfg.optim, rt.seed, rt.device, rt.ranks
+    surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
+    leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
                        surrogate=surrogate.to_dict())
     torch.manual_seed(seed)
-    train_part, val_part = validation_split(bundle, val_fraction, seed)
+    train_part, val_part = validation_split(bundle, cfg.val_fraction, seed)
     ann = init.model().to(device)
-    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=backend)
+    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend)
     optimizer = make_optimizer(ann.parameters(), opt)
-    start, best, best_state, history, lr_scale = 0, -1.0, None, [], 1.0
-    previous = _resume(out, stage, init.arch)
-    if previous is not None:
-        ts = previous.train_state
-        ann.load_state_dict(ts["last_state_dict"])
-        optimizer.load_state_dict(ts["optimizer"])
-        start, best, best_state, history = ts["epoch"], ts["best_metric"], previous.state_dict, ts["history"]
-        lr_scale = ts.get("lr_scale", 1.0)
-    else:
-        start_eval = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
-        best, best_state = start_eval["accuracy"], snapshot(ann)
-    metrics = MetricsCSV(out.with_name(f"metrics_{out.stem}.csv"), history, write=ranks.is_main)
+    state = resume(out, stage, init.arch, ann, optimizer)
+    if state is None:
+        start_eval = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
+        state = Progress(best=start_eval["accuracy"], best_state=snapshot(ann))
+    start, best, best_state = state.start, state.best, state.best_state
+    lr_scale = state.train_state.get("lr_scale", 1.0)
+    metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     generator = torch.Generator(device=device)
     for epoch in range(start, opt.epochs):
@@ -280,14 +304,14 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         rates = np.zeros(len(snn.neurons))
         bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
                    total=steps_per_epoch, desc=f"{stage.upper()} epoch {epoch + 1}/{opt.epochs} T={timesteps}",
-                   disable=not progress)
+                   disable=not rt.shows_progress)
         for step, (x, y) in enumerate(bar):
             for group in optimizer.param_groups:
                 group["lr"] = opt.lr * lr_scale * lr_factor(opt, epoch + step / steps_per_epoch)
             x, y = x.to(device), ranks.shard(y).to(device)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
-            for _, logits in snn.run(x, timesteps, window=window, generator=generator, shard=ranks.shard):
+            for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
                 loss = F.cross_entropy(logits, y)
                 loss.backward()
                 loss_value = float(loss.detach())
@@ -303,12 +327,12 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
         rates = np.asarray(ranks.sum(list(rates / max(step + 1, 1)))) / ranks.world
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
-        val = evaluate_snn(snn, val_part, timesteps, window=eval_window, seed=seed, device=device)
+        val = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
             best, best_state = val["accuracy"], snapshot(ann)
             event = "best"
-        elif val["accuracy"] < best - rollback_drop or min(rates) < 1e-5:
+        elif val["accuracy"] < best - cfg.rollback_drop or min(rates) < 1e-5:
             # Collapse guard: back to the best weights, half the learning rate.
             ann.load_state_dict(best_state)
             optimizer = make_optimizer(ann.parameters(), opt)
@@ -319,9 +343,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
-        kept = best_state if keep_best else snapshot(ann)
+        kept = best_state if cfg.keep_best else snapshot(ann)
         if ranks.is_main:
-            _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, command,
+            _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, rt.command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale,
                          "optim": opt.to_dict(), "init": init.stage}, seed)

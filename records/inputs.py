@@ -1,7 +1,7 @@
-"""Seeded Poisson inputs and the inputs file that replays them.
+"""hwsim's inputs file: what replays the same Poisson inputs into every network compared.
 
 The spike trains are a pure function of (images, seed, T) and the graph's input
-encoding (``export.graph.InputEncoding.encode``, the one definition of the rule), so
+encoding (``records.encoding.InputEncoding.encode``, the one definition of the rule), so
 an inputs file stores only those: uint8 test images, their labels, the seed and T.
 Every network compared against the same file sees identical trains (iso conditions).
 
@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
-from trainer.files import atomic_file
+from records.atomic import atomic_file
+from records.header import RecordError, check_header, header
 
 FORMAT = "hybrid-snn-hwsim-inputs"
 VERSION = 1
+OLDEST_READABLE = 1
 
 
-class InputsError(ValueError):
+class InputsError(RecordError):
     """An inputs file that is missing, corrupt, of another format or a newer version."""
 
 
@@ -66,25 +68,20 @@ class InputSet:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
-    def spikes(self, graph, first: int = 0, count: int | None = None) -> np.ndarray:
-        """Spike trains (T, n, C, H, W) int8 of samples [first, first + count)."""
+    def spikes(self, encoding, first: int = 0, count: int | None = None) -> np.ndarray:
+        """Spike trains (T, n, C, H, W) int8 of samples [first, first + count) under an
+        ``InputEncoding`` (sample i of the whole set always uses the generator [seed, i])."""
         stop = self.samples if count is None else min(self.samples, first + count)
-        return encode(graph, self.images[first:stop], self.timesteps, self.seed, first_index=first)
-
-
-def encode(graph, images: np.ndarray, timesteps: int, seed: int, first_index: int = 0) -> np.ndarray:
-    """Seeded Poisson trains of ``images``: exactly ``graph.input.encode`` (sample i of the
-    whole set uses the generator ``[seed, first_index + i]``, so chunking never changes a train)."""
-    return graph.input.encode(np.asarray(images, dtype=np.uint8), int(timesteps), int(seed), first_index)
+        return encoding.encode(self.images[first:stop], self.timesteps, self.seed, first_index=first)
 
 
 def inputs_to_bytes(inputs: InputSet) -> bytes:
     """The inputs file's content (for writers that place it atomically with other files)."""
-    header = {"format": FORMAT, "version": VERSION, "seed": inputs.seed, "timesteps": inputs.timesteps,
-              "samples": inputs.samples, "image_shape": list(inputs.images.shape[1:]),
-              "dataset": inputs.dataset, "class_names": inputs.class_names, "sha256": inputs.digest()}
+    head = {**header(FORMAT, VERSION), "seed": inputs.seed, "timesteps": inputs.timesteps,
+            "samples": inputs.samples, "image_shape": list(inputs.images.shape[1:]),
+            "dataset": inputs.dataset, "class_names": inputs.class_names, "sha256": inputs.digest()}
     buf = io.BytesIO()
-    np.savez_compressed(buf, __inputs__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8),
+    np.savez_compressed(buf, __inputs__=np.frombuffer(json.dumps(head).encode(), dtype=np.uint8),
                         images=np.ascontiguousarray(inputs.images), labels=inputs.labels.astype(np.int64))
     return buf.getvalue()
 
@@ -106,29 +103,20 @@ def load_inputs(path: str | os.PathLike) -> InputSet:
         with np.load(path, allow_pickle=False) as data:
             if "__inputs__" not in data.files:
                 raise InputsError("not an hwsim inputs file (no __inputs__ header)")
-            header = json.loads(bytes(data["__inputs__"]).decode())
-            if not isinstance(header, dict) or header.get("format") != FORMAT:
-                raise InputsError(f"format {header.get('format') if isinstance(header, dict) else None!r} "
-                                  f"is not {FORMAT!r}")
-            version = header.get("version")
-            if not isinstance(version, int) or isinstance(version, bool):
-                raise InputsError(f"version {version!r} is not an integer")
-            if version > VERSION:
-                raise InputsError(f"version {version} is newer than this reader ({VERSION}); upgrade hwsim")
-            if version < 1:
-                raise InputsError(f"unknown version {version}")
+            head = json.loads(bytes(data["__inputs__"]).decode())
+            check_header(head, FORMAT, VERSION, OLDEST_READABLE, InputsError, rerun="re-run hwsim")
             for key in ("images", "labels"):
                 if key not in data.files:
                     raise InputsError(f"array {key!r} is missing")
-            inputs = InputSet(images=data["images"], labels=data["labels"], seed=header["seed"],
-                              timesteps=header["timesteps"], dataset=header.get("dataset", ""),
-                              class_names=header.get("class_names", []))
-            if header.get("samples") != inputs.samples or header.get("image_shape") != list(inputs.images.shape[1:]):
+            inputs = InputSet(images=data["images"], labels=data["labels"], seed=head["seed"],
+                              timesteps=head["timesteps"], dataset=head.get("dataset", ""),
+                              class_names=head.get("class_names", []))
+            if head.get("samples") != inputs.samples or head.get("image_shape") != list(inputs.images.shape[1:]):
                 raise InputsError("header does not match the arrays (samples / image shape)")
-            if header.get("sha256") != inputs.digest():
+            if head.get("sha256") != inputs.digest():
                 raise InputsError("checksum mismatch: the arrays are corrupt")
             return inputs
-    except InputsError as exc:
+    except RecordError as exc:
         raise InputsError(f"{path}: {exc}") from None
     except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError,
             json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -1,0 +1,182 @@
+"""The neuron recurrence of a chunk of samples, bit-exact to ``export.fixedpoint``.
+
+The graph is a feed-forward chain and the reference is layer-synchronous, so the
+synaptic input of a layer for a whole *block* of time steps is one batched conv /
+matmul over ``steps x samples`` once the previous layer's spikes of those steps are
+known (``hwsim.plan``); only the neuron recurrence then runs step by step, as a handful
+of in-place elementwise ops on (samples, neurons). Exact on float values because:
+
+* conv sums wrap modulo 2**24 (``fixedpoint.wrap_signed``) and the current ``a << 6``
+  wraps once (``wrap24``): both are exact float add/subtracts of 2**24 on exact values;
+* the update ``clip(decay(v) - vth*o + u)`` adds exactly representable operands; IEEE
+  addition is correctly rounded, so the result is exact whenever the true result is
+  representable, and otherwise it lies beyond 2**24, where the clip to +-(2**23 - 1)
+  gives the same answer (rounding is monotone);
+* ``decay`` (rounding toward zero) is ``q*m + trunc(r*m/4096)`` with ``v = 4096*q + r``:
+  every intermediate stays below 2**24.
+
+Event-driven where it pays: on the CPU a block whose input has silent channels (conv) /
+silent neurons (dense) is computed on the active ones only (``sparse``), a layer
+without input spikes is skipped, and when ``|v|`` provably cannot reach the 24-bit clip
+within a block the per-step clip is skipped. Every event is counted: spikes, synaptic
+events (input spikes x fan-out), neuron updates and active neuron updates.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from export import fixedpoint as fx
+from hwsim.device import _threads
+from hwsim.plan import CL, CorePlan
+
+_V_MAX = float(fx.V_MAX)
+_HALF = float(2 ** (fx.STATE_BITS - 1))
+_FULL = float(2 ** fx.STATE_BITS)
+
+
+def _decay_(v: torch.Tensor, m: int, tmp: torch.Tensor) -> None:
+    """v <- sign(v*m) * (|v*m| >> 12) exactly, all intermediates < 2**24."""
+    q = torch.div(v, float(fx.DECAY_UNITY), out=tmp).trunc_()     # v = 4096 q + r, r has v's sign
+    v.sub_(q, alpha=float(fx.DECAY_UNITY))                          # v <- r
+    v.mul_(m / fx.DECAY_UNITY).trunc_()                             # trunc(r m / 4096)
+    v.add_(q, alpha=float(m))                                       # + q m
+
+
+def _prepare_current(plan: CorePlan, a: torch.Tensor) -> None:
+    """The synaptic current as the neuron receives it, in place: weight-exp shift
+    (arithmetic, i.e. floor, for negative exponents) and the conv's wrap to signed 24 bit."""
+    if plan.exp > 0:
+        a.mul_(float(2 ** plan.exp))
+    elif plan.exp < 0:
+        a.mul_(2.0 ** plan.exp).floor_()
+    if plan.need_conv_wrap:
+        half, full = 2.0 ** (fx.CONV_OUT_BITS - 1), 2.0 ** fx.CONV_OUT_BITS
+        if a.dtype == torch.float32:       # |a| < 2**24 (the exactness guard): one wrap is enough, exactly
+            hi, lo = a >= half, a < -half
+            a.sub_(hi.to(a.dtype), alpha=full)
+            a.add_(lo.to(a.dtype), alpha=full)
+        else:                              # float64: exact for any realistic sum
+            torch.remainder(a.add_(half), full, out=a).sub_(half)
+
+
+def _wrap_(a: torch.Tensor) -> None:
+    """a <- wrap24(a << 6), Lava's single wrap (only called where the bound says it can matter)."""
+    a.mul_(float(2 ** fx.ACT_SHIFT))
+    hi = a > _HALF
+    lo = a <= -_HALF
+    a.sub_(hi.to(a.dtype), alpha=_FULL)
+    a.add_(lo.to(a.dtype), alpha=_FULL)
+
+
+def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    tb, nb = t.shape[:2]
+    t = t.to(dev, non_blocking=True).reshape(tb * nb, *t.shape[2:]).to(torch.float32)
+    return t.contiguous(memory_format=CL)
+
+
+def _flat(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(B, ...) -> a (B, M) view in storage order, and whether that order is (H, W, C)."""
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=CL):
+        return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1), True
+    return x.reshape(x.shape[0], -1), False
+
+
+def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
+               sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True) -> dict:
+    """All steps of one chunk of samples, in blocks of ``block`` steps: per block and core,
+    one batched synaptic computation, then the step-by-step neuron recurrence on flat
+    (samples, neurons) views in storage order."""
+    n = int(x_chunk.shape[1])
+    f64 = torch.float64
+    spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
+    syn_acc = [torch.zeros((), dtype=f64, device=dev) for _ in plans]
+    active_acc = [torch.zeros((), dtype=torch.int64, device=dev) for _ in plans]
+    maxabs_acc = [torch.zeros((), dtype=f64, device=dev) for _ in plans]
+    in_acc = torch.zeros(n, dtype=f64, device=dev)
+    v: list[torch.Tensor | None] = [None] * len(plans)      # flat (n, M), storage order of the core's output
+    prev: list[torch.Tensor | None] = [None] * len(plans)
+    out_hwc = [False] * len(plans)
+    trains = [[] for p in plans if p.spiking] if record else None
+    for t0 in range(0, steps, block):
+        tb = min(block, steps - t0)
+        x = _to_input(x_chunk[t0:t0 + tb], dev)                       # (tb*n, C, H, W) channels-last
+        xf, hwc = _flat(x)
+        s_sum = xf.abs().view(tb, n, -1).sum(0)                       # (n, M): |spikes| per sample and input
+        in_acc += s_sum.sum(1, dtype=f64)
+        k = 0
+        for i, p in enumerate(plans):
+            s_tot = s_sum.sum(0)                                      # (M,): the block's spikes per input
+            syn_acc[i] += (s_tot.to(f64) * p.fan_out[hwc and len(p.in_shape) == 3]).sum()
+            active = None
+            if sparse:
+                if p.op == "conv":
+                    c = p.in_shape[0]
+                    active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
+                else:
+                    active = s_tot > 0
+            a = p.synaptic(x, active)
+            if a is None:                                              # no input spike in the block
+                a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
+                if p.op == "conv":
+                    a = a.contiguous(memory_format=CL)
+            af, out_hwc[i] = _flat(a)
+            if v[i] is None:
+                v[i] = torch.zeros((n, af.shape[1]), dtype=p.dtype, device=dev)
+                prev[i] = torch.zeros_like(v[i])
+            _prepare_current(p, af)
+            active_acc[i] += torch.count_nonzero(af)
+            lo, hi = torch.aminmax(af)
+            amax = torch.maximum(hi, -lo).to(f64)
+            maxabs_acc[i] = torch.maximum(maxabs_acc[i], amax)
+            scale = float(2 ** fx.ACT_SHIFT)
+            wrap, clamp = p.need_wrap, True
+            if host_checks:
+                a64 = float(amax) * 2 ** fx.ACT_SHIFT
+                wrap = wrap and a64 >= _HALF          # this block's currents cannot wrap: skip wrap24
+                if not wrap:                          # |v| cannot reach the clip in this block: skip it
+                    vlo, vhi = torch.aminmax(v[i])
+                    clamp = max(float(vhi), -float(vlo)) + tb * (a64 + p.vth64) > _V_MAX
+            if wrap:
+                _wrap_(af)
+                scale = 1.0
+            out = torch.empty_like(a) if p.spiking else None
+            of = _flat(out)[0] if p.spiking else None
+            vi, pv = v[i], prev[i]
+            tmp = torch.empty_like(vi) if p.dv else None
+            with _threads(dev, rec_threads):
+                for t in range(tb):
+                    if p.dv:
+                        _decay_(vi, p.m, tmp)
+                    if p.spiking:
+                        vi.sub_(pv, alpha=p.vth64)
+                    vi.add_(af[t * n:(t + 1) * n], alpha=scale)
+                    if clamp:
+                        vi.clamp_(-_V_MAX, _V_MAX)
+                    if p.spiking:
+                        pv = torch.gt(vi, p.vth64, out=of[t * n:(t + 1) * n])
+            del a, af
+            if p.spiking:
+                prev[i].copy_(pv)
+                s_sum = of.view(tb, n, -1).sum(0)
+                spikes_acc[i] += s_sum.sum(1, dtype=f64)
+                if record:
+                    trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().cpu().numpy())
+                    k += 1
+                x, hwc = out, out_hwc[i]
+    p = plans[-1]
+    out_v = v[-1]
+    if out_hwc[-1]:                                                    # back to (C, H, W) order
+        c, h, w = p.out_shape
+        out_v = out_v.view(n, h, w, c).permute(0, 3, 1, 2)
+    out_v = out_v.reshape(n, -1)
+    return {"spikes": torch.stack(spikes_acc).round().to(torch.int64).cpu().numpy(),
+            "syn": torch.stack(syn_acc).round().to(torch.int64).cpu().numpy(),
+            "active": torch.stack(active_acc).cpu().numpy(),
+            "max_abs": torch.stack(maxabs_acc).round().to(torch.int64).cpu().numpy(),
+            "in_spikes": in_acc.round().to(torch.int64).cpu().numpy(),
+            "output": out_v.round().to(torch.int64).cpu().numpy(),
+            "trains": [np.concatenate(t, axis=0) for t in trains] if record else None}

@@ -1,0 +1,190 @@
+"""Per-core plans: everything about a core that does not depend on the samples.
+
+* Exactness: all arithmetic is float32 on integer values. Inputs are spikes in
+  {-1, 0, 1} (or sums of a few spikes, see the pool rewrite) and weights are integers;
+  every partial sum of a synaptic current is bounded by the sum of |w| over the
+  neuron's fan-in, and while that bound is < 2**24 every partial sum is an exactly
+  representable float32 integer, whatever the order of summation. A core whose bound
+  reaches 2**24 is computed in float64 instead (exact to 2**53): ``CorePlan.dtype``.
+* Folded average pools (docs/fixedpoint.md): the graph records the q x q pool export
+  folded into a core, whose kernel is then constant over q x q blocks; such a core is
+  computed as an exact integer sum-pool of the input spikes followed by the small
+  kernel (q^2 fewer multiply-adds).
+* CUDA: convolutions are explicit im2col + GEMM (``conv2d_gemm``: cuDNN may pick FFT or
+  Winograd algorithms, which are not exact on integers). Matmuls may use TF32: every
+  operand -- <= 8-bit weights, even dense weights in [-256, 255], spike counts <= 2**11 --
+  is exact in TF32's 11-bit significand, and accumulation is float32. bf16 *inputs*
+  would be exact as well, but torch stores bf16 matmul/conv outputs in bf16, which
+  rounds the sums, so bf16 is not used (``tests/test_hwsim_exact.py`` proves both).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from export import fixedpoint as fx
+from export.graph import Core, CoreGraph
+from hwsim.counters import SimError
+
+CL = torch.channels_last
+FLOAT32_EXACT = 2 ** 24          # integers of magnitude <= 2**24 are exact in float32
+SPARSE_FRACTION = 0.5            # compact a block's input when at most this fraction of it is active
+GEMM_COLS_BUDGET = 1 << 30       # bytes of im2col columns per GEMM
+_HALF = float(2 ** (fx.STATE_BITS - 1))
+
+
+class CorePlan:
+    """Everything about one core that does not depend on the samples: weights on the
+    device in the layout the fast path uses, the exactness guard, the rewrites."""
+
+    def __init__(self, core: Core, device: torch.device, input_channels_last: bool, conv_impl: str = "native"):
+        self.core = core
+        self.conv_impl = conv_impl
+        self.name, self.op, self.spiking = core.name, core.op, core.spiking
+        self.in_shape, self.out_shape = tuple(core.input_shape), tuple(core.output_shape)
+        self.neurons = math.prod(self.out_shape)
+        self.device = device
+        w = core.weights                    # int32
+        o = w.shape[0]
+        # the exactness guard: |any partial sum| <= sum of |w| over the fan-in (|input| <= 1)
+        self.bound = int(np.abs(w.reshape(o, -1)).sum(axis=1, dtype=np.int64).max(initial=0))
+        self.dtype = torch.float32 if self.bound < FLOAT32_EXACT else torch.float64
+        self.exp = core.weight_exp if core.op == "dense" else 0
+        a_bound = self.bound * 2 ** max(self.exp, 0)
+        # Lava's Conv wraps its sums modulo 2**24 (fixedpoint.wrap_signed): only possible at |sum| >= 2**23
+        self.need_conv_wrap = core.op == "conv" and self.bound >= 2 ** (fx.CONV_OUT_BITS - 1)
+        if self.need_conv_wrap:
+            a_bound = min(a_bound, 2 ** (fx.CONV_OUT_BITS - 1))
+        self.need_wrap = a_bound * 2 ** fx.ACT_SHIFT >= _HALF
+        self.vth64 = float(core.vth << fx.VTH_SHIFT)
+        self.dv = core.dv
+        self.m = fx.DECAY_UNITY - core.dv
+        self.pool = core.pool if core.pool != (1, 1) else None
+        self.pool_pad_explicit = False
+        self.input_channels_last = input_channels_last
+        self.weight_hwc = False          # dense: columns in (H, W, C) order, for channels-last inputs
+        dt = self.dtype
+        if core.op == "conv":
+            kh, kw = w.shape[2:]
+            (sy, sx), (py, px) = core.stride, core.padding
+            self.stride, self.padding = (sy, sx), (py, px)
+            if self.pool is not None:
+                fy, fx_ = self.pool
+                w = w[:, :, ::fy, ::fx_]
+                h, wd = self.in_shape[1:]
+                if py % fy == 0 and px % fx_ == 0 and h % fy == 0 and wd % fx_ == 0:
+                    self.padding = (py // fy, px // fx_)
+                else:
+                    self.pool_pad_explicit = True
+                    self.padding = (0, 0)
+                self.stride = (sy // fy, sx // fx_)
+            self.weight = torch.from_numpy(w).to(device=device, dtype=dt).contiguous(memory_format=CL)
+        else:
+            if len(self.in_shape) == 3:
+                c, h, wd = self.in_shape
+                w4 = w.reshape(o, c, h, wd)
+                if self.pool is not None:
+                    w4 = w4[:, :, ::self.pool[0], ::self.pool[1]]
+                if input_channels_last:
+                    w = w4.transpose(0, 2, 3, 1).reshape(o, -1)
+                    self.weight_hwc = True
+                else:
+                    w = w4.reshape(o, -1)
+            self.weight = torch.from_numpy(np.ascontiguousarray(w.T)).to(device=device, dtype=dt)  # (in, out)
+        fan = core.fan_out_per_input.astype(np.float64)
+        self.fan_out = {False: torch.from_numpy(fan.reshape(-1)).to(device)}     # flat, (C, H, W) order
+        if fan.ndim == 3:                                                          # flat, (H, W, C) order
+            self.fan_out[True] = torch.from_numpy(np.ascontiguousarray(fan.transpose(1, 2, 0)).reshape(-1)).to(device)
+
+    def describe(self) -> dict:
+        return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),
+                "sum_abs_w_bound": self.bound, "pool_rewrite": list(self.pool) if self.pool else None,
+                "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs}
+
+    # ---- synaptic current of a block of image-steps ------------------------------
+    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor | None:
+        """x (B, *in_shape) spikes (float); ``active``: which inputs spiked in this block --
+        per channel (conv) or per input neuron in x's storage order (dense) -- or None for
+        "compute densely". Returns A (B, *out_shape) in self.dtype (conv: channels-last),
+        or None when no input spiked."""
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
+        b = x.shape[0]
+        if self.op == "conv":
+            w = self.weight
+            if active is not None:
+                idx = torch.nonzero(active).flatten()
+                if idx.numel() == 0:
+                    return None
+                if idx.numel() <= SPARSE_FRACTION * x.shape[1]:     # compute on the active channels only
+                    x = x.index_select(1, idx).contiguous(memory_format=CL)
+                    w = w.index_select(1, idx).contiguous(memory_format=CL)
+            if self.pool is not None:
+                if self.pool_pad_explicit:
+                    py, px = self.core.padding
+                    x = F.pad(x, (px, px, py, py))
+                x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)    # exact integer sum-pool
+            if self.conv_impl == "gemm":
+                return conv2d_gemm(x, w, self.stride, self.padding)
+            a = F.conv2d(x, w, stride=self.stride, padding=self.padding)
+            return a if a.is_contiguous(memory_format=CL) else a.contiguous(memory_format=CL)
+        wt = self.weight
+        if self.pool is not None:
+            x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
+        if x.dim() == 4 and self.weight_hwc:
+            xf = x.permute(0, 2, 3, 1).reshape(b, -1)       # a view of a channels-last tensor
+        else:
+            if x.dim() == 4 and not x.is_contiguous():
+                active = None                                 # x's storage order is not the weights' order
+            xf = x.reshape(b, -1)
+        if active is not None and self.pool is None:
+            idx = torch.nonzero(active).flatten()
+            if idx.numel() == 0:
+                return None
+            if idx.numel() <= SPARSE_FRACTION * xf.shape[1]:            # the active input neurons only
+                xf = xf.index_select(1, idx)
+                wt = wt.index_select(0, idx)
+        return (xf @ wt).view(b, *self.out_shape)
+
+
+def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") -> list[CorePlan]:
+    if conv_impl == "auto":
+        # cuDNN may pick FFT / Winograd algorithms, which are not exact on integers:
+        # on CUDA, convolutions are explicit im2col + GEMM (exact); oneDNN's direct
+        # convolution on the CPU is exact and faster
+        conv_impl = "gemm" if device.type == "cuda" else "native"
+    if conv_impl not in ("native", "gemm"):
+        raise SimError(f"conv_impl must be auto, native or gemm, got {conv_impl!r}")
+    plans = []
+    cl = True                      # the input spikes are kept channels-last
+    for core in graph.cores:
+        plans.append(CorePlan(core, device, input_channels_last=cl, conv_impl=conv_impl))
+        cl = core.op == "conv"
+    return plans
+
+
+def conv2d_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
+    """Cross-correlation as explicit im2col + one matrix product per slice of the batch
+    (every partial sum is an integer below the exactness bound, whatever the GEMM's
+    summation order or TF32 input rounding). x (B, C, H, W) in any layout; returns
+    (B, O, H', W') channels-last."""
+    b, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    (sy, sx), (py, px) = stride, padding
+    ho, wo = (h + 2 * py - kh) // sy + 1, (wd + 2 * px - kw) // sx + 1
+    xn = x.permute(0, 2, 3, 1)                                           # (B, H, W, C)
+    if py or px:
+        xn = F.pad(xn, (0, 0, px, px, py, py))
+    wm = w.permute(0, 2, 3, 1).reshape(o, kh * kw * c).t()               # rows in (kh, kw, C) order
+    out = torch.empty((b, ho, wo, o), dtype=x.dtype, device=x.device)
+    per_image = ho * wo * kh * kw * c * x.element_size()
+    step = max(1, GEMM_COLS_BUDGET // max(per_image, 1))
+    for s in range(0, b, step):
+        e = min(b, s + step)
+        patches = xn[s:e].unfold(1, kh, sy).unfold(2, kw, sx)            # (b', H', W', C, kh, kw)
+        cols = patches.permute(0, 1, 2, 4, 5, 3).reshape((e - s) * ho * wo, kh * kw * c)
+        torch.mm(cols, wm, out=out[s:e].view((e - s) * ho * wo, o))
+    return out.permute(0, 3, 1, 2)                                       # channels-last view

@@ -1,0 +1,177 @@
+"""``simulate``: run a CoreGraph on many samples at once, bit-exact to
+``export.fixedpoint.run_reference``: chunks of samples (Poisson-encoded by a thread pool
+ahead of the kernel), blocks of steps (``hwsim.kernel``), per-core plans (``hwsim.plan``),
+counts per core (``hwsim.counters``).
+"""
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+import torch
+
+from export.graph import CoreGraph
+from hwsim.counters import LayerCounts, SimError, SimResult
+from hwsim.device import _tf32, _threads, resolve_device, tf32_round
+from hwsim.kernel import _run_chunk
+from hwsim.plan import CorePlan, make_plans
+
+
+def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,
+                   chunk: int | None, block: int | None) -> tuple[int, int]:
+    """Samples per chunk and steps per block. One block's buffer of the widest layer is
+    kept near ``buffer`` bytes: on the CPU, buffers beyond glibc's mmap threshold (32 MiB)
+    are fresh pages on every allocation, and page faults cost more than small GEMMs lose."""
+    widest = max([math.prod(graph.input.shape)] + [math.prod(c.output_shape) for c in graph.cores])
+    if device.type == "cuda":
+        buffer, most = 1 << 30, 1 << 16
+        chunk = chunk or 512
+    else:
+        buffer, most = 16 << 20, 4096
+        chunk = chunk or 8
+    chunk = max(1, min(chunk, n)) if n else 1
+    if block is None:
+        image_steps = max(16, min(most, buffer // (4 * widest)))
+        block = max(1, image_steps // chunk)
+    return chunk, max(1, min(block, steps))
+
+
+def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: str | torch.device = "cpu",
+             chunk: int | None = None, steps_per_block: int | None = None, record_spikes: bool = False,
+             sparse: bool | str = "auto", progress: Callable[[int], None] | None = None,
+             tf32: bool = True, encode_workers: int | None = None,
+             recurrence_threads: int | None = 1, conv_impl: str = "auto",
+             threads: int | None = None, plans: list[CorePlan] | None = None,
+             host_checks: bool | None = None) -> SimResult:
+    """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
+
+    ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
+    ``(images, seed)`` of uint8 images (N, C, H, W), encoded chunk by chunk with
+    ``graph.input.encode`` for ``timesteps`` steps (default ``graph.timesteps``).
+    ``chunk``: samples per chunk; ``steps_per_block``: time steps per batched synaptic
+    computation (defaults follow the device and a memory budget). ``sparse``: compute a
+    block's synaptic input on its active input channels/neurons only ("auto": on CPU).
+    ``progress(k)`` is called after each chunk with the number of samples it held.
+    ``recurrence_threads``: CPU threads for the step-by-step neuron updates (None: torch's).
+    ``conv_impl``: "native" (torch's conv: oneDNN's direct convolution on the CPU), "gemm"
+    (im2col + matmul), "auto" (gemm on CUDA, where cuDNN may choose FFT/Winograd algorithms
+    that are not exact: "native" is not guaranteed exact there).
+    ``threads``: torch CPU threads while simulating (None: leave torch's setting).
+    ``plans``: ``make_plans(graph, device)`` built beforehand (weights on the device, pool
+    rewrites), to reuse across calls on an unchanged graph; built here when None.
+    ``host_checks``: data-dependent shortcuts that need a device sync (skip a block's
+    wrap24 / clip when its currents cannot need them, skip silent inputs); None: on the CPU.
+    """
+    dev = resolve_device(device)
+    if host_checks is None:
+        host_checks = dev.type == "cpu"
+    if sparse == "auto":
+        sparse = host_checks
+    images = seed = spikes_in = None
+    if isinstance(inputs, tuple):
+        images, seed = inputs
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise SimError(f"images must be uint8 (N, C, H, W), got {images.dtype} {images.shape}")
+        if tuple(images.shape[1:]) != graph.input.shape:
+            raise SimError(f"images of shape {tuple(images.shape[1:])} do not fit the graph input "
+                           f"{graph.input.shape}")
+        steps = int(timesteps or graph.timesteps)
+        n = len(images)
+        seed = int(seed)
+    else:
+        spikes_in = inputs
+        if spikes_in.ndim != 5 or tuple(spikes_in.shape[2:]) != graph.input.shape:
+            raise SimError(f"input spikes must be (T, N, *{graph.input.shape}), got {tuple(spikes_in.shape)}")
+        steps, n = int(spikes_in.shape[0]), int(spikes_in.shape[1])
+        if timesteps is not None and int(timesteps) != steps:
+            raise SimError(f"timesteps={timesteps} but the input spikes have {steps} steps")
+    if steps < 1:
+        raise SimError("need at least one time step")
+    t_start = time.perf_counter()
+    if plans is None:
+        plans = make_plans(graph, dev, conv_impl)
+    elif len(plans) != len(graph.cores) or any(p.core is not c or p.device != dev
+                                                for p, c in zip(plans, graph.cores)):
+        raise SimError("plans were made for another graph or device")
+    if dev.type == "cuda" and tf32:
+        # TF32 keeps 11 significant bits: exact for <= 8-bit weights (all the graph format allows)
+        # and spike counts; checked anyway, the check is cheap
+        tf32 = all(np.array_equal(tf32_round(c.weights.astype(np.float32)), c.weights) for c in graph.cores)
+    chunk, block = _default_sizes(graph, dev, n, steps, chunk, steps_per_block)
+    ncores = len(plans)
+    in_neurons = math.prod(graph.input.shape)
+
+    spikes_ps = np.zeros((ncores, n), dtype=np.int64)
+    syn_tot = np.zeros(ncores, dtype=np.int64)
+    active_tot = np.zeros(ncores, dtype=np.int64)
+    max_abs = np.zeros(ncores, dtype=np.int64)
+    in_spikes_ps = np.zeros(n, dtype=np.int64)
+    output = np.zeros((n, plans[-1].neurons), dtype=np.int64)
+    trains = ([np.zeros((steps, n, *p.out_shape), dtype=np.uint8) for p in plans if p.spiking]
+              if record_spikes else None)
+
+    chunks = [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+    pool = None
+    futures: dict[int, object] = {}
+    if images is not None:
+        workers = encode_workers or (min(8, max(1, (torch.get_num_threads() if dev.type == "cpu" else 8))))
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+
+        def submit(k):
+            a, b = chunks[k]
+            step = max(1, (b - a + workers - 1) // workers)
+            futures[k] = [pool.submit(graph.input.encode, images[s:min(s + step, b)], steps, seed, s)
+                          for s in range(a, b, step)]
+
+        def fetch(k):
+            parts = [f.result() for f in futures.pop(k)]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        for k in range(min(2, len(chunks))):
+            submit(k)
+    try:
+        with _tf32(dev, tf32), _threads(torch.device("cpu"), threads), torch.inference_mode():
+            for k, (a, b) in enumerate(chunks):
+                if images is not None:
+                    x_chunk = fetch(k)
+                    if k + 2 < len(chunks):
+                        submit(k + 2)
+                else:
+                    x_chunk = spikes_in[:, a:b]
+                res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, recurrence_threads,
+                                 host_checks)
+                spikes_ps[:, a:b] = res["spikes"]
+                syn_tot += res["syn"]
+                active_tot += res["active"]
+                max_abs = np.maximum(max_abs, res["max_abs"])
+                in_spikes_ps[a:b] = res["in_spikes"]
+                output[a:b] = res["output"]
+                if record_spikes:
+                    for tr, rec in zip(trains, res["trains"]):
+                        tr[:, a:b] = rec
+                if progress is not None:
+                    progress(b - a)
+    finally:
+        if pool is not None:
+            for fs in futures.values():
+                for f in fs:
+                    f.cancel()
+            pool.shutdown(wait=True)
+    layers = []
+    for i, p in enumerate(plans):
+        c = p.core
+        layers.append(LayerCounts(
+            name=c.name, op=c.op, neurons=p.neurons, spiking=c.spiking, vth=c.vth,
+            float_threshold=float(c.float_threshold), spikes=int(spikes_ps[i].sum()),
+            synaptic_events=int(syn_tot[i]), neuron_updates=p.neurons * steps * n,
+            active_neuron_updates=int(active_tot[i]), max_abs_input=int(max_abs[i]),
+            spikes_per_sample=spikes_ps[i].copy()))
+    return SimResult(timesteps=steps, samples=n, layers=layers, input_neurons=in_neurons,
+                     input_spikes=int(in_spikes_ps.sum()), input_spikes_per_sample=in_spikes_ps,
+                     output=output, spike_trains=trains, device=str(dev),
+                     seconds=time.perf_counter() - t_start,
+                     plan=[p.describe() | {"device": str(dev), "chunk": chunk, "steps_per_block": block}
+                           for p in plans])

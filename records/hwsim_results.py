@@ -1,0 +1,179 @@
+"""hwsim's results: the one definition of the format that ``reports/`` reads.
+
+``results.json``::
+
+    {"format": "hybrid-snn-hwsim-results", "version": 2, "created": ISO time,
+     "dataset", "arch", "samples", "seed", "timesteps", "inputs_file", "device",
+     "energy_model": {"name", "source", "description", "path", "parameters": {...}},
+     "networks": [{
+        "label", "stage", "graph", "accuracy", "timesteps", "latency_steps", "samples", "seconds",
+        "input":  {"neurons", "spikes", "avg_spikes_per_neuron"},
+        "layers": [{"index", "name", "op", "neurons", "spiking", "float_threshold", "vth",
+                    "spikes", "avg_spikes_per_neuron", "synaptic_events", "neuron_updates",
+                    "active_neuron_updates", "max_abs_input", "energy"}],
+        "totals": {"spikes", "spikes_per_image", "avg_spikes_per_neuron", "synaptic_events",
+                   "neuron_updates", "active_neuron_updates", "energy", "energy_total",
+                   "delay", "edp"}}],
+     "ann_baseline": {"macs_per_layer", "macs", "model", "e_mac", "energy", "energy_unit"},
+     "ratios": [{"numerator", "denominator", "spikes", "synaptic_events", "energy", "edp"}],
+     "snn_vs_ann": {"model", "energy_unit", "ann_energy", "networks": {label: {"energy", "ratio"}}},
+     "notes": [str],
+     "sweep": [{"network", "timesteps", "accuracy", "spikes_per_image"}]}   (optional: accuracy vs T)
+
+``stage`` is the trainer stage the network's graph came from (null for a graph made by
+hand); ``macs`` and ``energy`` of the ANN baseline are null when a graph does not record
+its ANN's MACs. Units and conventions: counts (spikes, synaptic_events, neuron updates) are totals over
+all T steps and samples; ``spikes_per_image`` = spikes / samples; ``avg_spikes_per_neuron``
+is the paper's Fig. 3 quantity (all spikes of a layer over T steps / its neurons, averaged
+over the samples); ``energy`` (layer and total), ``delay`` and ``edp`` are per image in
+the model's ``energy_unit`` / ``delay_unit`` (``energy_total`` = all samples). Network
+spikes exclude the input's spikes (identical for every network fed the same inputs; they
+are listed under ``input``). ``ratios`` divide the first network by each other one (e.g.
+converted / stdb); ``snn_vs_ann`` divides each network's energy by the ANN baseline's.
+
+Beside it: ``layers.csv`` (one row per network x layer) and ``summary.csv`` (one row per
+network plus one for the ANN). All three are written atomically, together.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from records.atomic import write_together
+from records.header import RecordError, check_header, finite_number
+from records.layout import LAYERS_FILE, RESULTS_FILE, SNN_STAGES, SUMMARY_FILE
+from records.table import csv_text
+
+FORMAT = "hybrid-snn-hwsim-results"
+VERSION = 2              # 2: per-network stage; ANN MACs may be unknown (null)
+OLDEST_READABLE = 2
+
+LAYER_COLUMNS = ["network", "index", "name", "op", "neurons", "spiking", "float_threshold", "vth", "spikes",
+                 "avg_spikes_per_neuron", "synaptic_events", "neuron_updates", "active_neuron_updates",
+                 "max_abs_input", "energy", "energy_unit"]
+SUMMARY_COLUMNS = ["network", "kind", "stage", "graph", "accuracy", "timesteps", "latency_steps", "samples",
+                   "spikes", "spikes_per_image", "avg_spikes_per_neuron", "synaptic_events", "macs", "energy",
+                   "energy_unit", "delay", "delay_unit", "edp", "energy_vs_ann"]
+
+
+class ResultsError(RecordError):
+    """A results file that is missing, corrupt, of another format or a newer version."""
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+_NUM = (int, float)
+_TOP = {"format": str, "version": int, "created": str, "dataset": str, "arch": str, "samples": int, "seed": int,
+        "timesteps": int, "device": str, "energy_model": dict, "networks": list, "ann_baseline": dict,
+        "ratios": list, "snn_vs_ann": dict, "notes": list}
+_NET = {"label": str, "stage": (str, type(None)), "graph": str, "timesteps": int, "latency_steps": int, "samples": int, "input": dict,
+        "layers": list, "totals": dict}
+_LAYER = {"index": int, "name": str, "op": str, "neurons": int, "spiking": bool, "float_threshold": _NUM,
+          "vth": int, "spikes": int, "avg_spikes_per_neuron": _NUM, "synaptic_events": int,
+          "neuron_updates": int, "active_neuron_updates": int, "max_abs_input": int, "energy": _NUM}
+_TOTALS = {"spikes": int, "spikes_per_image": _NUM, "avg_spikes_per_neuron": _NUM, "synaptic_events": int,
+           "neuron_updates": int, "active_neuron_updates": int, "energy": _NUM, "energy_total": _NUM,
+           "delay": _NUM, "edp": _NUM}
+_ANN = {"macs_per_layer": (list, type(None)), "macs": (int, type(None)), "model": str}
+_SWEEP = {"network": str, "timesteps": int, "accuracy": _NUM, "spikes_per_image": _NUM}
+
+
+def _check(d, spec: dict, where: str) -> None:
+    if not isinstance(d, dict):
+        raise ResultsError(f"{where} must be an object")
+    for k, t in spec.items():
+        if k not in d:
+            raise ResultsError(f"{where}: missing {k!r}")
+        v = d[k]
+        bad = isinstance(v, bool) and t is not bool
+        if bad or not isinstance(v, t) or (isinstance(v, float) and not finite_number(v)):
+            raise ResultsError(f"{where}: {k!r} has the wrong type or value ({v!r})")
+
+
+def validate_results(doc) -> dict:
+    check_header(doc, FORMAT, VERSION, OLDEST_READABLE, ResultsError, rerun="re-run hwsim")
+    _check(doc, _TOP, "results")
+    if not doc["networks"]:
+        raise ResultsError("results: no networks")
+    for i, net in enumerate(doc["networks"]):
+        _check(net, _NET, f"networks[{i}]")
+        if net["stage"] is not None and net["stage"] not in SNN_STAGES:
+            raise ResultsError(f"networks[{i}]: stage {net['stage']!r} is not one of {', '.join(SNN_STAGES)}")
+        acc = net.get("accuracy")
+        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, _NUM) or not 0 <= acc <= 1):
+            raise ResultsError(f"networks[{i}]: accuracy {acc!r} is not in [0, 1]")
+        _check(net["totals"], _TOTALS, f"networks[{i}].totals")
+        for j, layer in enumerate(net["layers"]):
+            _check(layer, _LAYER, f"networks[{i}].layers[{j}]")
+    _check(doc["ann_baseline"], _ANN, "ann_baseline")
+    if "sweep" in doc:
+        if not isinstance(doc["sweep"], list):
+            raise ResultsError("results: 'sweep' must be a list")
+        for i, point in enumerate(doc["sweep"]):
+            _check(point, _SWEEP, f"sweep[{i}]")
+    return doc
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate ``results.json`` (or a folder holding it); errors name the file."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise ResultsError(f"{path}: no such results file")
+    try:
+        return validate_results(json.loads(path.read_text()))
+    except RecordError as exc:
+        raise ResultsError(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ResultsError(f"{path}: corrupt results file ({type(exc).__name__}: {exc})") from None
+
+
+# --------------------------------------------------------------------------------------
+# writing
+# --------------------------------------------------------------------------------------
+def layer_rows(doc: dict) -> list[dict]:
+    unit = doc["energy_model"]["parameters"]["energy_unit"]
+    return [{"network": net["label"], **{k: l[k] for k in LAYER_COLUMNS[1:-1]}, "energy_unit": unit}
+            for net in doc["networks"] for l in net["layers"]]
+
+
+def summary_rows(doc: dict) -> list[dict]:
+    p = doc["energy_model"]["parameters"]
+    cmp = doc["snn_vs_ann"]
+    rows = []
+    for net in doc["networks"]:
+        t = net["totals"]
+        rows.append({"network": net["label"], "kind": "snn", "stage": net["stage"], "graph": net["graph"], "accuracy": net["accuracy"],
+                     "timesteps": net["timesteps"], "latency_steps": net["latency_steps"],
+                     "samples": net["samples"], "spikes": t["spikes"], "spikes_per_image": t["spikes_per_image"],
+                     "avg_spikes_per_neuron": t["avg_spikes_per_neuron"], "synaptic_events": t["synaptic_events"],
+                     "macs": "", "energy": t["energy"], "energy_unit": p["energy_unit"], "delay": t["delay"],
+                     "delay_unit": p["delay_unit"], "edp": t["edp"],
+                     "energy_vs_ann": cmp["networks"].get(net["label"], {}).get("ratio")})
+    ann = doc["ann_baseline"]
+    rows.append({"network": "ann", "kind": "ann", "stage": "ann", "graph": "", "accuracy": "", "timesteps": "",
+                 "latency_steps": "", "samples": doc["samples"], "spikes": "", "spikes_per_image": "",
+                 "avg_spikes_per_neuron": "", "synaptic_events": "", "macs": ann["macs"], "energy": ann["energy"],
+                 "energy_unit": ann.get("energy_unit", ""), "delay": "", "delay_unit": "", "edp": "",
+                 "energy_vs_ann": 1.0 if ann["energy"] else ""})
+    return rows
+
+
+def save_results(out_dir: str | os.PathLike, doc: dict,
+                 extra: dict[str, tuple[str, str | bytes]] | None = None) -> dict[str, Path]:
+    """Validate, then write results.json, layers.csv and summary.csv (and ``extra``
+    files: key -> (file name, content)) into ``out_dir``, all or nothing, results.json last."""
+    validate_results(doc)
+    out = Path(out_dir)
+    paths = {"results": out / RESULTS_FILE, "layers": out / LAYERS_FILE, "summary": out / SUMMARY_FILE}
+    files = {paths["results"]: json.dumps(doc, indent=1) + "\n",
+             paths["layers"]: csv_text(layer_rows(doc), LAYER_COLUMNS),
+             paths["summary"]: csv_text(summary_rows(doc), SUMMARY_COLUMNS)}
+    for key, (name, content) in (extra or {}).items():
+        paths[key] = out / name
+        files[paths[key]] = content
+    write_together(files, index=paths["results"])
+    return paths

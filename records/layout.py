@@ -1,0 +1,108 @@
+"""The run layout: every path of a run folder and the stage names, defined once.
+
+::
+
+    runs/<name>/                       RunLayout(root)
+        ann.pt converted.pt stdb.pt scratch.pt          checkpoint(stage)
+        metrics_<stage>.csv                              metrics(checkpoint path)
+        trainer_summary.json                             trainer_summary
+        export/<stage>/coregraph.npz ...                 export_dir(stage), graph(stage)
+        hwsim/results.json layers.csv summary.csv inputs.npz   hwsim_dir, hwsim_file(...)
+        report.md, report/*.png *.csv                    report, report_dir
+
+A checkpoint's run folder is the folder it lies in; a graph's is found by
+``RunLayout.of_graph``. Nothing outside this module builds or parses a run path.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("ann", "converted", "stdb", "scratch")
+SNN_STAGES = ("converted", "stdb", "scratch")
+COMPARED_STAGES = ("converted", "stdb")        # what hwsim compares by default (converted / STDB)
+
+GRAPH_FILE = "coregraph.npz"
+QUANTIZATION_REPORT_FILE = "quantization_report.csv"
+EXPORT_SUMMARY_FILE = "export_summary.json"
+ONNX_FILE = "model.onnx"
+NIR_FILE = "model.nir"
+RESULTS_FILE, LAYERS_FILE, SUMMARY_FILE, INPUTS_FILE = "results.json", "layers.csv", "summary.csv", "inputs.npz"
+TRAINER_SUMMARY_FILE = "trainer_summary.json"
+REPORT_FILE, REPORT_DIR = "report.md", "report"
+
+
+def check_stage(stage: str) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
+    return stage
+
+
+def metrics_path(checkpoint: str | os.PathLike) -> Path:
+    """The per-epoch metrics CSV written beside a checkpoint."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(f"metrics_{checkpoint.stem}.csv")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root))
+
+    @classmethod
+    def named(cls, runs: str | os.PathLike, dataset: str, arch: str, name: str | None = None) -> "RunLayout":
+        """``runs/<name>``, by default ``runs/<dataset>-<arch>``."""
+        return cls(Path(runs) / (name or f"{dataset}-{arch}"))
+
+    @classmethod
+    def of_checkpoint(cls, path: str | os.PathLike) -> "RunLayout":
+        return cls(Path(path).parent)
+
+    @classmethod
+    def of_graph(cls, path: str | os.PathLike) -> "RunLayout | None":
+        """The run a graph file belongs to (``<run>/export/<stage>/coregraph.npz``), else None."""
+        path = Path(path).resolve()
+        if len(path.parents) < 3:
+            return None
+        run = cls(path.parents[2])
+        stage = path.parent.name
+        return run if stage in STAGES and run.graph(stage) == path else None
+
+    @classmethod
+    def latest(cls, runs: str | os.PathLike, stages=COMPARED_STAGES) -> "RunLayout | None":
+        """The most recently changed run folder under ``runs`` with a graph for every stage."""
+        found = [cls(d) for d in Path(runs).glob("*/") if d.is_dir()]
+        found = [r for r in found if all(r.graph(s).is_file() for s in stages)]
+        return max(found, key=lambda r: r.root.stat().st_mtime) if found else None
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.root / f"{check_stage(stage)}.pt"
+
+    @property
+    def trainer_summary(self) -> Path:
+        return self.root / TRAINER_SUMMARY_FILE
+
+    def export_dir(self, stage: str) -> Path:
+        return self.root / "export" / check_stage(stage)
+
+    def graph(self, stage: str) -> Path:
+        return self.export_dir(stage) / GRAPH_FILE
+
+    @property
+    def hwsim_dir(self) -> Path:
+        return self.root / "hwsim"
+
+    @property
+    def results(self) -> Path:
+        return self.hwsim_dir / RESULTS_FILE
+
+    @property
+    def report(self) -> Path:
+        return self.root / REPORT_FILE
+
+    @property
+    def report_dir(self) -> Path:
+        return self.root / REPORT_DIR

@@ -1,0 +1,50 @@
+"""The time-step counts of a run, decided once and handed to every stage.
+
+``python -m pipeline`` builds one ``TimeSteps`` from its command line (or the data set's
+defaults): the trainer fine-tunes and tests at ``reduced`` and evaluates the conversion
+at ``large``; export quantizes for ``reduced`` and sizes the output accumulator for
+``calibration`` (the largest T hwsim will run); hwsim runs at ``reduced`` and at every
+point of ``sweep``; the trainer summary records it, and the report reads it from there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from records.header import RecordError
+
+
+def default_sweep(reduced: int, large: int) -> tuple[int, ...]:
+    """Powers of two below the large T, plus both Ts: the accuracy-vs-T trade-off."""
+    return tuple(sorted({reduced, large} | {2 ** k for k in range(12) if 2 ** k < large}))
+
+
+@dataclass(frozen=True)
+class TimeSteps:
+    reduced: int                     # T of fine-tuning, export and hwsim (the paper's "reduced T")
+    large: int                       # T at which the converted network is also evaluated
+    sweep: tuple[int, ...] = ()      # T values of the accuracy-vs-T sweep (default: default_sweep)
+
+    def __post_init__(self):
+        for name in ("reduced", "large"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise RecordError(f"timesteps: {name} T must be an integer >= 1, got {v!r}")
+        sweep = tuple(self.sweep) or default_sweep(self.reduced, self.large)
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in sweep):
+            raise RecordError(f"timesteps: sweep values must be integers >= 1, got {list(sweep)}")
+        object.__setattr__(self, "sweep", tuple(sorted(set(sweep))))
+
+    @property
+    def calibration(self) -> int:
+        """The largest T any stage runs the exported graph at."""
+        return max((self.reduced, *self.sweep))
+
+    def to_dict(self) -> dict:
+        return {"reduced": self.reduced, "large": self.large, "sweep": list(self.sweep)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TimeSteps":
+        try:
+            return cls(reduced=d["reduced"], large=d["large"], sweep=tuple(d.get("sweep") or ()))
+        except (KeyError, TypeError, AttributeError):
+            raise RecordError(f"malformed time steps {d!r}") from None

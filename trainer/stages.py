@@ -1,0 +1,223 @@
+"""The trainer's stages as functions of typed configurations (the CLI and the pipeline
+both call these): train the ANN, convert it, fine-tune (STDB) or train from scratch,
+evaluate, and ``chain`` = all of them into one run folder (``records.layout``).
+
+Per-data-set defaults live here: the architecture, the time steps (the paper's VGG5
+setting for CIFAR) and the fine-tuning surrogate.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from records.layout import RunLayout
+from records.timesteps import TimeSteps
+from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
+from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
+from trainer.convert import balance_thresholds
+from trainer.data import DatasetBundle, batches, data_record, load_dataset, load_recorded
+from trainer.distributed import setup as setup_ranks
+from trainer.models import ANN, ArchConfig, build_config, neuron_layers
+from trainer.snn import SNN, Surrogate
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_snn, train_ann, train_snn
+
+DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
+# (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
+DEFAULT_T = {"digits": (200, 4), "mnist": (200, 6), "cifar10": (2500, 75), "cifar100": (2500, 125),
+             "folder": (2500, 100)}
+# Fine-tuning surrogate per data set. The paper's STDB surrogate (timing only) is the
+# default where T is long as in the paper; at the few steps of the small data sets it
+# degraded training in our runs (digits, T=4: 90.6 -> 91.1 %, train accuracy falling)
+# while Appendix A's linear surrogate recovered the conversion loss (-> 93.1 %).
+DEFAULT_SURROGATE = {"digits": "linear", "mnist": "linear", "cifar10": "stdb", "cifar100": "stdb",
+                     "folder": "stdb"}
+
+
+def default_timesteps(dataset: str, reduced: int | None = None, large: int | None = None,
+                      sweep: tuple[int, ...] = ()) -> TimeSteps:
+    t_large, t_small = DEFAULT_T[dataset]
+    return TimeSteps(reduced=reduced or t_small, large=large or t_large, sweep=sweep)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "digits"
+    root: str | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    image_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ArchChoice:
+    name: str | None = None          # None: the data set's default
+    conv_dropout: float = 0.2
+    fc_dropout: float = 0.5
+
+    def config(self, bundle: DatasetBundle) -> ArchConfig:
+        return build_config(self.name or DEFAULT_ARCH[bundle.name], bundle.input_shape, bundle.num_classes,
+                            conv_dropout=self.conv_dropout, fc_dropout=self.fc_dropout)
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    statistic: str = "max"
+    percentile: float = 99.9
+    scaling_factor: float = 0.7
+    balance_batches: int = 4
+    batch_size: int = 64
+    leak: float = 1.0
+
+
+@dataclass(frozen=True)
+class SurrogateChoice:
+    kind: str | None = None          # None: the data set's default (DEFAULT_SURROGATE)
+    alpha: float = 0.3
+    beta: float = 0.01
+
+    def for_dataset(self, dataset: str) -> Surrogate:
+        return Surrogate(self.kind or DEFAULT_SURROGATE[dataset], self.alpha, self.beta)
+
+
+@dataclass
+class ChainConfig:
+    """Everything ``chain`` needs; ``timesteps`` None: the data set's defaults."""
+    data: DataConfig = field(default_factory=DataConfig)
+    arch: ArchChoice = field(default_factory=ArchChoice)
+    ann_optim: OptimConfig = field(default_factory=lambda: OptimConfig(epochs=30, lr=0.05, optimizer="sgd"))
+    convert: ConvertConfig = field(default_factory=ConvertConfig)
+    snn: SNNTrainConfig = field(default_factory=lambda: SNNTrainConfig(OptimConfig(
+        epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup_epochs=0.5, grad_clip=1.0)))
+    surrogate: SurrogateChoice = field(default_factory=SurrogateChoice)
+    timesteps: TimeSteps | None = None
+    scratch: bool = True
+    runs: str = "runs"
+    name: str | None = None
+    eval_samples: int | None = None
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def load_data(data: DataConfig, seed: int) -> DatasetBundle:
+    return load_dataset(data.dataset, data.root, train_subset=data.train_subset, test_subset=data.test_subset,
+                        seed=seed, image_size=data.image_size)
+
+
+def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None = None,
+            test_subset: int | None = None) -> DatasetBundle:
+    """The checkpoint's own data set, split and normalisation."""
+    return load_recorded(ckpt.data_ref, ckpt.normalisation, root, train_subset=train_subset,
+                         test_subset=test_subset)
+
+
+def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
+            ) -> Checkpoint:
+    """Threshold balancing (Algorithm 1) at T, written to ``out``."""
+    ann = ann_ckpt.model().to(rt.device)
+
+    def calibration():
+        for b, (x, _) in enumerate(batches(bundle, "train", cfg.batch_size, shuffle=True, augment=False,
+                                           seed=rt.seed)):
+            if b >= cfg.balance_batches:
+                break
+            yield x.to(rt.device)
+
+    thresholds = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic,
+                                    percentile=cfg.percentile, scaling_factor=cfg.scaling_factor,
+                                    leak=cfg.leak, window=50, seed=rt.seed, progress=rt.progress)
+    params = SNNParams(thresholds=thresholds, leak=cfg.leak, timesteps=timesteps)
+    ckpt = Checkpoint(stage="converted", arch=ann_ckpt.arch, state_dict=ann_ckpt.state_dict, data=ann_ckpt.data,
+                      snn=params, metrics={"balance": {"statistic": cfg.statistic, "percentile": cfg.percentile,
+                                                       "scaling_factor": cfg.scaling_factor,
+                                                       "batches": cfg.balance_batches, "timesteps": timesteps}})
+    save_checkpoint(ckpt, out)
+    return load_checkpoint(out)
+
+
+def evaluate(ckpt: Checkpoint, bundle: DatasetBundle, timesteps: int, rt: Runtime,
+             samples: int | None = None) -> dict:
+    """Accuracy (percent) and spikes per layer of an SNN checkpoint at T on the test split."""
+    snn = SNN(ckpt.model().to(rt.device), ckpt.snn.thresholds, leak=ckpt.snn.leak,
+              surrogate=Surrogate(**ckpt.snn.surrogate))
+    return evaluate_snn(snn, bundle, timesteps, samples=samples, seed=rt.seed, device=rt.device,
+                        progress=rt.progress)
+
+
+def record_eval(path, timesteps: int, result: dict) -> Checkpoint:
+    """Add an evaluation at T to a checkpoint's metrics (rewrites the file atomically)."""
+    ckpt = load_checkpoint(path)
+    ckpt.metrics = {**ckpt.metrics, f"test_T{timesteps}": result}
+    save_checkpoint(ckpt, path)
+    return ckpt
+
+
+def fine_tune(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: int, cfg: SNNTrainConfig,
+              surrogate: SurrogateChoice, out, rt: Runtime, eval_samples: int | None = None) -> dict | None:
+    """STDB fine-tuning or from-scratch training at T, then (main process) the test at T,
+    recorded in the checkpoint. Under torchrun every process trains its slice."""
+    rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
+    cfg = dataclasses.replace(cfg, surrogate=surrogate.for_dataset(bundle.name))
+    train_snn(bundle, init, stage, timesteps, cfg, out, rt)
+    if not rt.ranks.is_main:
+        return None
+    result = evaluate(load_checkpoint(out), bundle, timesteps, rt, eval_samples)
+    record_eval(out, timesteps, result)
+    return result
+
+
+def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps: int, seed: int) -> Checkpoint:
+    """Random weights and unit thresholds: the from-scratch baseline's starting point."""
+    torch.manual_seed(seed)
+    return Checkpoint(stage="scratch", arch=arch, state_dict=ANN(arch).state_dict(), data=data_record(bundle, seed),
+                      snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=leak, timesteps=timesteps))
+
+
+def check_converted(init: Checkpoint, path) -> None:
+    if init.stage not in ("converted", "stdb"):
+        raise CheckpointError(f"{path}: stage {init.stage!r}; STDB starts from a converted checkpoint")
+
+
+def chain(cfg: ChainConfig, rt: Runtime) -> tuple[RunLayout, TrainerSummary]:
+    """ANN -> conversion -> STDB, and the from-scratch baseline, into ``runs/<name>/``."""
+    bundle = load_data(cfg.data, rt.seed)
+    arch = cfg.arch.config(bundle)
+    steps = cfg.timesteps or default_timesteps(bundle.name)
+    run = RunLayout.named(cfg.runs, bundle.name, arch.name, cfg.name)
+    run.root.mkdir(parents=True, exist_ok=True)
+    seconds, accuracies = {}, []
+
+    t = time.time()
+    ann = train_ann(bundle, arch, cfg.ann_optim, run.checkpoint("ann"), rt)
+    seconds["ann"] = time.time() - t
+    accuracies.append(StageAccuracy("ann", None, ann.metrics["test_acc"]))
+
+    t = time.time()
+    converted = convert(ann, bundle, cfg.convert, steps.reduced, run.checkpoint("converted"), rt)
+    seconds["convert"] = time.time() - t
+    for t_eval in (steps.large, steps.reduced):
+        result = evaluate(converted, bundle, t_eval, rt, cfg.eval_samples)
+        converted = record_eval(run.checkpoint("converted"), t_eval, result)
+        accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"]))
+
+    stages = [("stdb", converted)]
+    if cfg.scratch:
+        stages.append(("scratch", scratch_init(arch, bundle, cfg.convert.leak, steps.reduced, rt.seed)))
+    for stage, init in stages:
+        t = time.time()
+        result = fine_tune(init, bundle, stage, steps.reduced, cfg.snn, cfg.surrogate, run.checkpoint(stage), rt,
+                           cfg.eval_samples)
+        seconds[stage] = time.time() - t
+        accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"]))
+    summary = TrainerSummary(dataset=bundle.name, arch=arch.name, timesteps=steps,
+                             surrogate=cfg.surrogate.for_dataset(bundle.name).kind, accuracies=accuracies,
+                             seconds=seconds)
+    save_trainer_summary(summary, run.trainer_summary)
+    return run, summary
+
