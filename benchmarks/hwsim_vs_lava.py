@@ -184,11 +184,11 @@ def cpu_main(args) -> int:
     lv = run_lava(g, x, record_spikes=True, progress=False)
     wall = time.perf_counter() - t
     ref = simulate(g, x, record_spikes=True)
-    agree = all(np.array_equal(a, b) for a, b in zip(lv["spikes"], ref.spike_trains)) and \
-        np.array_equal(np.asarray(lv["output"]), ref.output)
+    agree = all(np.array_equal(a, b) for a, b in zip(lv.spikes, ref.spike_trains)) and \
+        np.array_equal(lv.output, ref.output)
     print(f"\nLava (fixed_pt, CPU): 1 image x {lava_steps} steps (+{latency} latency steps) in {wall:.1f} s, "
           f"build and compile included: {wall / lava_steps:.3f} s per image-step "
-          f"(run_lava reports {float(lv['seconds_per_image_step']):.3f} s per Lava step)")
+          f"(run_lava reports {float(lv.seconds_per_image_step):.3f} s per Lava step)")
     marginal = None
     if lava_steps > 1:
         t = time.perf_counter()
@@ -248,8 +248,8 @@ def vgg16_main(args) -> int:
         from export.fixedpoint import run_reference
         ref = run_reference(g, sp)
         got = simulate(g, sp, device=device, record_spikes=True)
-        ok = all(np.array_equal(a, b) for a, b in zip(ref["spikes"], got.spike_trains)) and \
-            np.array_equal(ref["output"], got.output)
+        ok = all(np.array_equal(a, b) for a, b in zip(ref.spikes, got.spike_trains)) and \
+            np.array_equal(ref.output, got.output)
         print(f"  bit-exact vs export.fixedpoint.run_reference on {k} images x {ts} steps: {'YES' if ok else 'NO'}")
         return 0 if ok else 1
     return 0

@@ -62,7 +62,7 @@ def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, labe
     from trainer.snn import SNN
     spikes_in = graph.input.encode(images, timesteps, seed)
     ref = fx.run_reference(graph, spikes_in)
-    q_pred = ref["output"].argmax(1)
+    q_pred = ref.predictions
     snn = SNN(ckpt.model(), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
     with torch.no_grad():
         x = ckpt.normalisation.apply(torch.from_numpy(images))
@@ -74,20 +74,20 @@ def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, labe
         "quantized_accuracy": 100.0 * float((q_pred == labels).mean()),
         "prediction_agreement": 100.0 * float((q_pred == logits.argmax(1).numpy()).mean()),
         "float_spikes_per_neuron": [s / (c * n) for s, c in zip(snn.spike_counts, snn.neuron_counts)],
-        "quantized_spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in ref["spikes"]],
-        "max_abs_input": ref["max_abs_input"],
+        "quantized_spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in ref.spikes],
+        "max_abs_input": ref.max_abs_input,
     }, spikes_in, ref
 
 
-def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: dict, labels: np.ndarray) -> dict:
+def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: fx.CoreRun, labels: np.ndarray) -> dict:
     from export.lava.builder import run_lava
     lava = run_lava(graph, spikes_in, progress=True)
-    exact = all(np.array_equal(a, b) for a, b in zip(lava["spikes"], ref["spikes"])) and \
-        np.array_equal(lava["output"], ref["output"])
+    exact = all(np.array_equal(a, b) for a, b in zip(lava.spikes, ref.spikes)) and \
+        np.array_equal(lava.output, ref.output)
     n = len(labels)
-    return {"samples": n, "accuracy": 100.0 * float((lava["output"].argmax(1) == labels).mean()),
-            "spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in lava["spikes"]],
-            "bit_exact_vs_reference": bool(exact), "seconds_per_image_step": lava["seconds_per_image_step"]}
+    return {"samples": n, "accuracy": 100.0 * float((lava.predictions == labels).mean()),
+            "spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in lava.spikes],
+            "bit_exact_vs_reference": bool(exact), "seconds_per_image_step": lava.seconds_per_image_step}
 
 
 def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> Exported:
@@ -123,8 +123,8 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
         summary["evaluation"]["reference_seconds"] = time.time() - t
         if cfg.lava_samples > 0:
             n = cfg.lava_samples
-            summary["lava"] = run_lava_check(graph, spikes_in[:, :n], {
-                "spikes": [s[:, :n] for s in ref["spikes"]], "output": ref["output"][:n]}, labels[:n])
+            summary["lava"] = run_lava_check(graph, spikes_in[:, :n], fx.CoreRun(
+                [s[:, :n] for s in ref.spikes], ref.output[:n]), labels[:n])
     files = {out / GRAPH_FILE: lambda p: save_graph(graph, p),
              out / QUANTIZATION_REPORT_FILE: csv_text(layers),
              out / EXPORT_SUMMARY_FILE: json.dumps({**summary, "layers": layers}, indent=2)}

@@ -1,6 +1,6 @@
 """The target's fixed-point arithmetic, in one place (Loihi as modelled by lava-nc 0.10).
 
-Bit widths and rounding (SPEC.md section 3, checked against lava-nc's sources):
+Bit widths and rounding (docs/fixedpoint.md, checked against lava-nc's sources):
 
 - weights: ``WEIGHT_BITS``-bit signed mantissas. Dense stores them the way Lava's
   mixed-sign Dense applies them: multiples of ``2**(9 - bits)`` in [-256, 255]
@@ -26,10 +26,14 @@ Lava delays each Dense/Conv output by one step, so Lava's spikes of core k
 (0-based) at step t + k + 1 equal these at step t; running Lava T + len(cores)
 steps gives the same output voltage. ``latency_steps`` states it.
 
-``run_reference`` is the slow, obviously-correct model that hwsim's fast core,
-the Lava process models and the ONNX export are tested against.
+``run_reference`` is the slow, obviously-correct model. Every other way of running a
+graph (hwsim's fast core, the ONNX step model, Lava's process models) is a backend with
+its signature, ``run(graph, input_spikes) -> CoreRun``, registered in
+``hwsim.backends`` and checked against this one by ``tests/test_conformance.py``.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -125,17 +129,26 @@ def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):
 
 
 def latency_steps(graph) -> int:
-    """Extra steps Lava needs beyond T: one per synaptic core (SPEC.md section 3)."""
+    """Extra steps Lava needs beyond T: one per synaptic core (docs/fixedpoint.md)."""
     return len(graph.cores)
 
 
-def run_reference(graph, input_spikes: np.ndarray) -> dict:
-    """Step the whole graph on input spikes (T, N, C, H, W) in {-1, 0, 1}.
+@dataclass
+class CoreRun:
+    """What running a graph on input spikes (T, N, C, H, W) gives, whatever the backend."""
+    spikes: list[np.ndarray]               # per spiking core: (T, N, *output_shape) uint8
+    output: np.ndarray                     # (N, classes) int64: the output voltage after T steps
+    max_abs_input: list[int] | None = None  # per core: the largest |synaptic input| seen (None: not measured)
 
-    Returns {"spikes": [per spiking core (T, N, *output_shape) uint8],
-             "output": output voltage (N, classes) int64,
-             "max_abs_input": per core max |a| seen (for the 16-bit hardware warning)}.
-    """
+    @property
+    def predictions(self) -> np.ndarray:
+        """argmax of the output voltage (ties: the lowest class index)."""
+        return self.output.argmax(1)
+
+
+def run_reference(graph, input_spikes: np.ndarray) -> CoreRun:
+    """Step the whole graph on input spikes (T, N, C, H, W) in {-1, 0, 1}, one step of every
+    layer at a time, exactly as the module docstring says."""
     steps, n = input_spikes.shape[:2]
     v = [np.zeros((n, *c.output_shape), dtype=np.int64) for c in graph.cores]
     prev = [np.zeros_like(x) for x in v]
@@ -152,4 +165,4 @@ def run_reference(graph, input_spikes: np.ndarray) -> dict:
                 spikes_out[k][t] = prev[i]
                 k += 1
             s = prev[i]
-    return {"spikes": spikes_out, "output": v[-1], "max_abs_input": max_abs}
+    return CoreRun(spikes_out, v[-1].reshape(n, -1), max_abs)

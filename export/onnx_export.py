@@ -3,7 +3,7 @@
 ``export_onnx(graph, path)`` writes a model in standard ONNX operators (opset 17, IR 8) that
 advances every core of the chain by one step, layer-synchronously, exactly as
 ``export.fixedpoint.run_reference`` does; ``run_onnx(path, spikes)`` loops it T times with
-onnxruntime and returns what ``run_reference`` returns (``spikes`` and ``output``).
+onnxruntime and returns what ``run_reference`` returns (a ``CoreRun``).
 
 Names (k = 0-based core index, in chain order; ``metadata_props["cores"]`` maps k to the
 core's name):
@@ -47,6 +47,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from export import fixedpoint as fx
+from export.fixedpoint import CoreRun
 from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
 from records.atomic import atomic_file
 
@@ -126,7 +127,9 @@ def _synaptic_input(b: _Builder, k: int, core, x_f32: str) -> str:
     hint = f"core{k}"
     w = core.weights.astype(np.int64)
     if core.op == "dense":
-        x = b.op("Flatten", [x_f32], f"{hint}_flat", axis=1) if len(core.input_shape) != 1 else x_f32
+        # the incoming tensor has the previous core's (or the input's) shape, whatever shape
+        # this core declares: always flatten (a no-op on (N, M))
+        x = b.op("Flatten", [x_f32], f"{hint}_flat", axis=1)
         groups = fan_in_groups(np.abs(w))
         parts = []
         for lo, hi in groups:
@@ -288,19 +291,17 @@ def export_onnx(graph: CoreGraph, path: str | os.PathLike) -> Path:
     return path
 
 
-def run_onnx(path: str | os.PathLike, input_spikes: np.ndarray, threads: int | None = None) -> dict:
-    """Step the exported model over input spikes (T, N, C, H, W) in {-1, 0, 1} with onnxruntime (CPU).
-
-    Returns {"spikes": [per spiking core (T, N, *output_shape) uint8], "output": (N, *classes) int64},
-    the structure of ``export.fixedpoint.run_reference``.
-    """
+def run_onnx(model: str | os.PathLike | bytes, input_spikes: np.ndarray, threads: int | None = None) -> CoreRun:
+    """Step an exported model (a file, or its bytes) over input spikes (T, N, C, H, W) in
+    {-1, 0, 1} with onnxruntime (CPU), the state loop a user writes by hand."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(model if isinstance(model, bytes) else str(model), opts,
+                                providers=["CPUExecutionProvider"])
     x = np.asarray(input_spikes)
     if x.ndim != 5:
         raise ValueError(f"input spikes must be (T, N, C, H, W), got shape {x.shape}")
@@ -323,4 +324,9 @@ def run_onnx(path: str | os.PathLike, input_spikes: np.ndarray, threads: int | N
             if name.startswith("v_"):
                 state[name] = res[f"{name}_next"]
         output = res[OUTPUT_NAME]
-    return {"spikes": spikes, "output": output}
+    return CoreRun(spikes, output.reshape(n, -1))
+
+
+def run_graph(graph: CoreGraph, input_spikes: np.ndarray) -> CoreRun:
+    """The ONNX backend: export ``graph`` in memory and run it with onnxruntime."""
+    return run_onnx(build_model(graph).SerializeToString(), input_spikes, threads=1)

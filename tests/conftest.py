@@ -1,6 +1,54 @@
 """Test-session settings."""
 import os
+from pathlib import Path
 
 # Spinning OpenMP threads stall torch when another process holds a core (2-core machines);
 # passive waiting costs nothing measurable. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from export.quantize import quantize_checkpoint  # noqa: E402
+from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_checkpoint  # noqa: E402
+from trainer.convert import balance_thresholds  # noqa: E402
+from trainer.data import batches, load_dataset  # noqa: E402
+from trainer.models import ANN, build_config  # noqa: E402
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits", train_subset=300, test_subset=60)
+
+
+@pytest.fixture(scope="session")
+def converted(digits, tmp_path_factory) -> Path:
+    """A converted checkpoint made by the trainer's own functions (random weights, balanced thresholds)."""
+    torch.manual_seed(0)
+    arch = build_config("vgg_tiny", digits.input_shape, digits.num_classes)
+    ann = ANN(arch)
+    calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
+    thresholds = balance_thresholds(ann, calib, 6, progress=False)
+    data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
+            "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
+    ckpt = Checkpoint("converted", arch, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6))
+    return save_checkpoint(ckpt, tmp_path_factory.mktemp("ck") / "converted.pt")
+
+
+@pytest.fixture(scope="session")
+def stdb(converted, digits) -> Path:
+    out = converted.with_name("stdb.pt")
+    train_snn(digits, load_checkpoint(converted), "stdb", 6,
+              SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), out, Runtime(progress=False))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_digits(converted, stdb, digits):
+    """(graph, input spikes of two test images) of both checkpoints, quantized by the exporter."""
+    out = []
+    for path in (converted, stdb):
+        graph, _ = quantize_checkpoint(load_checkpoint(path))
+        out.append((graph, graph.input.encode(digits.test_x[:2].numpy(), graph.timesteps, seed=3)))
+    return out

@@ -11,41 +11,10 @@ import torch.nn.functional as F
 from export import fixedpoint as fx
 from export.graph import load_graph
 from export.quantize import QuantizationError, fold_layers, quantize_checkpoint
-from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import balance_thresholds
-from trainer.data import batches, load_dataset
+from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint
 from trainer.models import ANN, ArchConfig, build_config, count_macs, neuron_layers
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", train_subset=300, test_subset=60)
-
-
-@pytest.fixture(scope="module")
-def converted(digits, tmp_path_factory) -> Path:
-    """A converted checkpoint made by the trainer's own functions (random weights, balanced thresholds)."""
-    torch.manual_seed(0)
-    arch = build_config("vgg_tiny", digits.input_shape, digits.num_classes)
-    ann = ANN(arch)
-    calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
-    thresholds = balance_thresholds(ann, calib, 6, progress=False)
-    data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
-            "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
-    ckpt = Checkpoint("converted", arch, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6))
-    return save_checkpoint(ckpt, tmp_path_factory.mktemp("ck") / "converted.pt")
-
-
-@pytest.fixture(scope="module")
-def stdb(converted, digits) -> Path:
-    from trainer.checkpoint import load_checkpoint
-    out = converted.with_name("stdb.pt")
-    train_snn(digits, load_checkpoint(converted), "stdb", 6,
-              SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), out, Runtime(progress=False))
-    return out
 
 
 def test_pool_folding_is_exact_in_float():
@@ -150,26 +119,6 @@ def test_export_cli_bad_input(case, converted, tmp_path):
                 "maxpool": "maxpool", "batchnorm": "batch norm", "ann": "no thresholds"}[case]
     assert expected in res.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_lava_onnx_reference_agree_on_trainer_checkpoints(converted, stdb, digits, tmp_path):
-    """Spikes of every layer at every step: Lava fixed_pt == integer reference == ONNX, for both stages."""
-    pytest.importorskip("lava")
-    from export.lava.builder import run_lava
-    from export.onnx_export import export_onnx, run_onnx
-    from trainer.checkpoint import load_checkpoint
-    for path in (converted, stdb):
-        graph, _ = quantize_checkpoint(load_checkpoint(path))
-        images = digits.test_x[:2].numpy()
-        spikes_in = graph.input.encode(images, graph.timesteps, seed=3)
-        ref = fx.run_reference(graph, spikes_in)
-        assert all(s.sum() > 0 for s in ref["spikes"])
-        lava = run_lava(graph, spikes_in, progress=False)
-        onnx_out = run_onnx(export_onnx(graph, tmp_path / f"{path.stem}.onnx"), spikes_in)
-        for other in (lava, onnx_out):
-            for a, b in zip(other["spikes"], ref["spikes"]):
-                np.testing.assert_array_equal(a, b)
-            np.testing.assert_array_equal(other["output"], ref["output"])
 
 
 def test_quantized_matches_float_closely(converted, digits):

@@ -93,9 +93,9 @@ def test_cuda_matches_cpu_and_reference_bit_for_bit():
     ref = fx.run_reference(g, spikes)
     for tf32 in (True, False):
         gpu = simulate(g, spikes, device="cuda", record_spikes=True, tf32=tf32, chunk=16, steps_per_block=4)
-        for a, b in zip(ref["spikes"], gpu.spike_trains):
+        for a, b in zip(ref.spikes, gpu.spike_trains):
             np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(gpu.output, ref["output"])
+        np.testing.assert_array_equal(gpu.output, ref.output)
     cpu = simulate(g, (images, 1), timesteps=9)
     gpu = simulate(g, (images, 1), timesteps=9, device="cuda")
     np.testing.assert_array_equal(cpu.output, gpu.output)
@@ -112,7 +112,7 @@ def test_the_cuda_test_graph_is_exact_on_cpu():
     spikes = g.input.encode(images, 9, seed=1)
     ref = fx.run_reference(g, spikes)
     res = simulate(g, spikes, record_spikes=True)
-    for a, b in zip(ref["spikes"], res.spike_trains):
+    for a, b in zip(ref.spikes, res.spike_trains):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(res.output, ref["output"])
+    np.testing.assert_array_equal(res.output, ref.output)
     assert sum(l.spikes for l in res.layers) > 0

@@ -1,4 +1,5 @@
-"""ONNX export (integer-exact against export.fixedpoint) and NIR export (exact round trip)."""
+"""ONNX export (metadata, float32-exact fan-in groups; that it runs bit-exactly is
+tests/test_conformance.py's job) and NIR export (exact round trip)."""
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from export import fixedpoint as fx
 from export.graph import VERSION as GRAPH_VERSION, Core, CoreGraph
 from records.encoding import InputEncoding
 from export.nir_export import export_nir
-from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, fan_in_groups, run_onnx
+from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, fan_in_groups
+from fixedpoint_cases import CASES
 
 
 def _enc(shape):
@@ -33,7 +35,7 @@ def _calibrate(cores, enc, spikes, fraction=0.3):
     for k in range(len(cores)):
         g = CoreGraph(input=enc, cores=cores, timesteps=spikes.shape[0],
                       class_names=[str(i) for i in range(math.prod(cores[-1].output_shape))])
-        max_abs = fx.run_reference(g, spikes)["max_abs_input"][k]
+        max_abs = fx.run_reference(g, spikes).max_abs_input[k]
         if cores[k].spiking:
             cores[k].vth = max(1, int(fraction * max_abs))
     return CoreGraph(input=enc, cores=cores, timesteps=spikes.shape[0],
@@ -63,82 +65,11 @@ def conv_graph(rng, spikes, dv=(0, 0, 0), kw=2):
     return _calibrate(cores, enc, spikes)
 
 
-def assert_exact(graph, spikes, tmp_path):
-    ref = fx.run_reference(graph, spikes)
-    for k, s in enumerate(ref["spikes"]):
-        assert s.sum() > 0, f"spiking core {k} never spikes: pick other thresholds"
-    path = export_onnx(graph, tmp_path / "net.onnx")
-    got = run_onnx(path, spikes, threads=1)
-    assert len(got["spikes"]) == len(ref["spikes"])
-    for k, (a, b) in enumerate(zip(got["spikes"], ref["spikes"])):
-        assert a.dtype == np.uint8 and a.shape == b.shape
-        np.testing.assert_array_equal(a, b, err_msg=f"spikes of spiking core {k}")
-    assert got["output"].dtype == np.int64
-    np.testing.assert_array_equal(got["output"], ref["output"])
-    return ref, path
-
-
-def test_dense_exact(tmp_path):
-    rng = np.random.default_rng(0)
-    spikes = rng.integers(-1, 2, size=(6, 3, 1, 4, 5)).astype(np.int8)
-    assert_exact(dense_graph(rng, spikes), spikes, tmp_path)
-
-
-def test_conv_exact(tmp_path):
-    rng = np.random.default_rng(1)
-    spikes = (rng.random((6, 2, 2, 7, 9)) < 0.4).astype(np.int8)
-    assert_exact(conv_graph(rng, spikes), spikes, tmp_path)
-
-
-def test_leaky_signed_encoded_input_exact(tmp_path):
-    rng = np.random.default_rng(2)
-    enc = _enc((2, 7, 9))
-    images = rng.integers(0, 256, size=(2, 2, 7, 9), dtype=np.uint8)
-    spikes = enc.encode(images, timesteps=8, seed=5)
-    assert (spikes < 0).any() and (spikes > 0).any()
-    graph = conv_graph(rng, spikes, dv=(300, 1000, 77))
-    assert all(c.dv > 0 for c in graph.cores)
-    ref, _ = assert_exact(graph, spikes, tmp_path)
-    assert (ref["output"] < 0).any() or (ref["output"] > 0).any()
-
-
-def test_large_currents_wrap_and_split(tmp_path):
-    """Dense weight_exp = +7 wraps u and saturates v; a wide conv wraps at 24 bits and needs several
-    float32 fan-in groups (running sums > 2**24)."""
-    rng = np.random.default_rng(3)
-    # dense: a = (W @ s) << 7 up to 254 * 16 * 128, so a << 6 leaves 24 bits in both directions
-    enc = _enc((1, 4, 4))
-    w = rng.choice([-254, -200, 100, 254], size=(8, 16))
-    cores = [Core("big", "dense", w, (1, 4, 4), (8,), vth=50_000, weight_exp=7, dv=100),
-             Core("out", "dense", np.array([[254] * 8, [-254] * 8]), (8,), (2,), vth=0, weight_exp=7,
-                  spiking=False)]
-    graph = CoreGraph(input=enc, cores=cores, timesteps=5, class_names=["a", "b"])
-    spikes = rng.integers(-1, 2, size=(5, 3, 1, 4, 4)).astype(np.int8)
-    spikes[:, 0] = 1
-    ref, _ = assert_exact(graph, spikes, tmp_path)
-    u = np.concatenate([fx.wrap24((spikes[t].reshape(3, -1).astype(np.int64) @ w.T << 7) << 6) for t in range(5)])
-    raw = np.concatenate([(spikes[t].reshape(3, -1).astype(np.int64) @ w.T << 7) << 6 for t in range(5)])
-    assert (u != raw).any(), "the wrap never acted"
-    assert ref["output"].max() == fx.V_MAX and ref["output"].min() == -fx.V_MAX, "the clip never acted"
-
-    # conv: 4200 channels x 8x8 kernel. Outputs 0/1 (all +127 / all -128) reach |a| ~ 3.4e7 > 2**23 (the
-    # 24-bit wrap); output 2 (+127 on the first half of the channels, -128 on the rest) ends at -134400
-    # but its running sum passes 1.7e7 > 2**24, where a single float32 accumulation would round: the
-    # exporter must split the fan-in into float32-exact groups.
-    c_in = 4200
-    enc = _enc((c_in, 8, 8))
-    half = np.concatenate([np.full((c_in // 2, 8, 8), 127), np.full((c_in // 2, 8, 8), -128)])
-    wc = np.stack([np.full((c_in, 8, 8), 127), np.full((c_in, 8, 8), -128), half,
-                   rng.integers(-128, 128, (c_in, 8, 8))])
-    assert len(fan_in_groups(np.abs(wc).sum(axis=(2, 3)))) == 3
-    cores = [Core("wide", "conv", wc, (c_in, 8, 8), (4, 1, 1), vth=1000),
-             Core("out", "dense", np.array([[2, 4, 6, 8], [-2, 0, 2, 4]]), (4, 1, 1), (2,), vth=0, spiking=False)]
-    graph = CoreGraph(input=enc, cores=cores, timesteps=3, class_names=["a", "b"])
-    spikes = np.ones((3, 2, c_in, 8, 8), dtype=np.int8)
-    spikes[:, 1] = rng.integers(-1, 2, size=(3, c_in, 8, 8))
-    ref, _ = assert_exact(graph, spikes, tmp_path)
-    raw = fx.conv2d_int(spikes[0], wc, (1, 1), (0, 0))
-    assert (np.abs(raw) >= 2 ** 23).any(), "the 24-bit conv wrap never acted"
+def test_wide_fan_in_splits_into_float32_exact_groups():
+    """A running sum beyond 2**24 would round in one float32 accumulation: the exporter splits
+    the fan-in (tests/fixedpoint_cases.py's wide_conv_beyond_float32 runs it bit-exactly)."""
+    graph, _ = CASES["wide_conv_beyond_float32"]()
+    assert len(fan_in_groups(np.abs(graph.cores[0].weights).sum(axis=(2, 3)))) > 1
 
 
 def test_onnx_checker_and_metadata(tmp_path):

@@ -141,15 +141,19 @@ def build_lava_network(graph: CoreGraph) -> LavaNetwork:
     return LavaNetwork(synapses, neurons)
 
 
+@dataclass
+class LavaRun(fx.CoreRun):
+    """A ``CoreRun`` plus Lava's wall time per sample and Lava step (build and compile included)."""
+    seconds_per_image_step: float = 0.0
+
+
 def run_lava(graph: CoreGraph, input_spikes: np.ndarray, record_spikes: bool = True,
-             progress: bool = True) -> dict:
+             progress: bool = True) -> LavaRun:
     """Run each sample of ``input_spikes`` (T, N, C, H, W) in {-1, 0, 1} through Lava's fixed_pt models.
 
-    Returns {"spikes": per spiking core (T, N, *output_shape) uint8, aligned to
-    ``fixedpoint.run_reference``'s layer-synchronous steps (empty list unless
-    ``record_spikes``), "output": (N, classes) int64 output voltages after the run,
-    "seconds_per_image_step": wall time per sample and Lava step (build and compile
-    included)}. A fresh network runs per sample (Lava cannot rerun a stopped one).
+    Spikes are aligned to ``fixedpoint.run_reference``'s layer-synchronous steps (an empty
+    list unless ``record_spikes``). A fresh network runs per sample (Lava cannot rerun a
+    stopped one).
     """
     input_spikes = np.asarray(input_spikes)
     if input_spikes.ndim != 5 or input_spikes.shape[2:] != graph.input.shape or 0 in input_spikes.shape[:2]:
@@ -186,4 +190,9 @@ def run_lava(graph: CoreGraph, input_spikes: np.ndarray, record_spikes: bool = T
         finally:
             source.stop()
     seconds = time.perf_counter() - started
-    return {"spikes": spikes, "output": output, "seconds_per_image_step": seconds / (n * lava_steps)}
+    return LavaRun(spikes, output, seconds_per_image_step=seconds / (n * lava_steps))
+
+
+def run_graph(graph: CoreGraph, input_spikes: np.ndarray) -> LavaRun:
+    """The Lava backend: Lava's own Dense/Conv processes and the soft-reset LIF, fixed_pt."""
+    return run_lava(graph, input_spikes, progress=False)
