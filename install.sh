@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-step set-up on a fresh machine: a virtual environment in .venv with the
-# project and every dependency, lava-nc 0.10.0 included (SPEC.md section 3).
+# project and every dependency, lava-nc 0.10.0 included (docs/fixedpoint.md, "Python 3.11").
 set -euo pipefail
 cd "$(dirname "$0")"
 PY=${PYTHON:-python3.11}

@@ -4,7 +4,7 @@
     python benchmarks/train_speed.py --device cpu --arch vgg5 --timesteps 8 --batch 8
 
 Prints training images/s and peak memory of each backend and their ratio (targets:
-SPEC.md section 5 / issue 6 - on one H100 >= 1,000 images/s at T = 100 with <= 6 GiB;
+on one H100 >= 1,000 images/s at T = 100 with <= 6 GiB;
 on CPU at least 3x the reference backend). Random data, Adam, full BPTT.
 """
 from __future__ import annotations

@@ -34,7 +34,7 @@ class ArchError(ValueError):
 
 LAYER_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear", "resblock")
 
-# The paper's feature configurations (SPEC.md section 2); "A" = 2x2 average pool.
+# The paper's feature configurations (docs/method.md); "A" = 2x2 average pool.
 VGG_FEATURES = {
     "vgg5": [64, "A", 128, 128, "A"],
     "vgg9": [64, "A", 128, 256, "A", 256, 512, "A", 512, "A", 512],
@@ -99,7 +99,7 @@ def build_config(name: str, input_shape, num_classes: int, *,
         layers.append({"kind": "linear", "out_features": num_classes})
     elif name == "resnet20":
         # The paper's ResNet20: a pre-processing block of three 3x3 convs with
-        # dropout, then basic blocks (SPEC.md section 2).
+        # dropout, then basic blocks (docs/method.md).
         layers = []
         for width in (64, 64, 64):
             layers.append({"kind": "conv", "out_channels": width, "kernel": 3, "stride": 1, "padding": 1})
