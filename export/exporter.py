@@ -27,7 +27,7 @@ from export.quantize import QuantizationError, float_output_peak, quantize_check
 from records.atomic import write_together
 from records.table import csv_text
 from records.layout import EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout
-from trainer.checkpoint import Checkpoint, load_checkpoint
+from trainer.checkpoint import load_checkpoint
 from trainer.data import load_recorded
 
 log = logging.getLogger(__name__)

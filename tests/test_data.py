@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from records.encoding import Normalisation
-from trainer import data
+from trainer import data, datasets
 from trainer.data import (
     DATASETS,
     DatasetBundle,
@@ -260,7 +260,7 @@ def test_cifar10_archive_decode_and_cache(tmp_path, monkeypatch, private_cache):
     def no_decoding(*_):
         raise AssertionError("decoded although cached")
 
-    monkeypatch.setattr(data, "_decode_image", no_decoding)
+    monkeypatch.setattr(datasets, "_decode_image", no_decoding)
     again = load_dataset("cifar10", tmp_path / "cifar10-jpg.tar.gz")
     assert torch.equal(again.train_x, bundle.train_x) and again.class_names == bundle.class_names
 
