@@ -24,7 +24,7 @@ from export import fixedpoint as fx
 from records.atomic import atomic_file
 from records.dataref import DataRef
 from records.encoding import InputEncoding
-from records.header import RecordError, check_header, header
+from records.header import RecordError, header, npz_header
 from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
@@ -265,10 +265,8 @@ def load_graph(path: str | os.PathLike) -> CoreGraph:
         raise GraphError(f"{path}: no such core graph file")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "__graph__" not in data.files:
-                raise GraphError("not a core graph (no __graph__ header)")
-            head = json.loads(bytes(data["__graph__"]).decode())
-            check_header(head, FORMAT, VERSION, OLDEST_READABLE, GraphError, rerun="re-export it")
+            head = npz_header(data, "__graph__", FORMAT, VERSION, OLDEST_READABLE, GraphError, "a core graph",
+                              "re-export it")
             cores = [Core(weights=data[f"weights_{i}"], **h) for i, h in enumerate(head["cores"])]
             return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
                              timesteps=head["timesteps"], class_names=head["class_names"],

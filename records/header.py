@@ -8,7 +8,15 @@ error names the file (``where``) and is a ``RecordError`` of the record's own ki
 """
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from records.atomic import atomic_file
+
+T = TypeVar("T")
 
 
 class RecordError(ValueError):
@@ -39,3 +47,33 @@ def check_header(doc, fmt: str, current: int, oldest: int, error: type[RecordErr
 def finite_number(v) -> bool:
     """A JSON number that is a real, finite value (not a bool, NaN or infinity)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def npz_header(data, key: str, fmt: str, current: int, oldest: int, error: type[RecordError], what: str,
+               rerun: str) -> dict:
+    """The checked JSON header that an ``.npz`` record keeps under ``key``."""
+    if key not in data.files:
+        raise error(f"not {what} (no {key} header)")
+    head = json.loads(bytes(data[key]).decode())
+    check_header(head, fmt, current, oldest, error, rerun=rerun)
+    return head
+
+
+def read_json_record(path: str | os.PathLike, what: str, error: type[RecordError], parse: Callable[[dict], T]) -> T:
+    """Read a JSON record and ``parse`` it; every problem is an ``error`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what} file")
+    try:
+        return parse(json.loads(path.read_text()))
+    except RecordError as exc:
+        raise error(f"{path}: {exc}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: corrupt {what} ({type(exc).__name__}: {exc})") from None
+
+
+def write_json_record(doc: dict, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    with atomic_file(path, "w") as f:
+        f.write(json.dumps(doc, indent=2) + "\n")
+    return path

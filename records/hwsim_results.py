@@ -41,7 +41,7 @@ import os
 from pathlib import Path
 
 from records.atomic import write_together
-from records.header import RecordError, check_header, finite_number
+from records.header import RecordError, check_header, finite_number, read_json_record
 from records.layout import LAYERS_FILE, RESULTS_FILE, SNN_STAGES, SUMMARY_FILE
 from records.table import csv_text
 
@@ -119,16 +119,8 @@ def validate_results(doc) -> dict:
 def load_results(path: str | os.PathLike) -> dict:
     """Read and validate ``results.json`` (or a folder holding it); errors name the file."""
     path = Path(path)
-    if path.is_dir():
-        path = path / RESULTS_FILE
-    if not path.is_file():
-        raise ResultsError(f"{path}: no such results file")
-    try:
-        return validate_results(json.loads(path.read_text()))
-    except RecordError as exc:
-        raise ResultsError(f"{path}: {exc}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: corrupt results file ({type(exc).__name__}: {exc})") from None
+    return read_json_record(path / RESULTS_FILE if path.is_dir() else path, "results", ResultsError,
+                            validate_results)
 
 
 # --------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from records.atomic import atomic_file
-from records.header import RecordError, check_header, header
+from records.header import RecordError, header, npz_header
 
 FORMAT = "hybrid-snn-hwsim-inputs"
 VERSION = 1
@@ -101,10 +101,8 @@ def load_inputs(path: str | os.PathLike) -> InputSet:
         raise InputsError(f"{path}: no such inputs file")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if "__inputs__" not in data.files:
-                raise InputsError("not an hwsim inputs file (no __inputs__ header)")
-            head = json.loads(bytes(data["__inputs__"]).decode())
-            check_header(head, FORMAT, VERSION, OLDEST_READABLE, InputsError, rerun="re-run hwsim")
+            head = npz_header(data, "__inputs__", FORMAT, VERSION, OLDEST_READABLE, InputsError,
+                              "an hwsim inputs file", "re-run hwsim")
             for key in ("images", "labels"):
                 if key not in data.files:
                     raise InputsError(f"array {key!r} is missing")

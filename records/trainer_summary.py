@@ -14,13 +14,11 @@ matches them to hwsim's networks by stage and T, never by label.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from records.atomic import atomic_file
-from records.header import RecordError, check_header, finite_number, header
+from records.header import RecordError, check_header, finite_number, header, read_json_record, write_json_record
 from records.layout import STAGES
 from records.timesteps import TimeSteps
 
@@ -94,20 +92,9 @@ class TrainerSummary:
 
 
 def save_trainer_summary(summary: TrainerSummary, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_file(path, "w") as f:
-        f.write(json.dumps(summary.to_dict(), indent=2) + "\n")
-    return path
+    return write_json_record(summary.to_dict(), path)
 
 
 def load_trainer_summary(path: str | os.PathLike) -> TrainerSummary:
     """Read and validate; every problem is a SummaryError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise SummaryError(f"{path}: no such trainer summary file")
-    try:
-        return TrainerSummary.from_dict(json.loads(path.read_text()))
-    except RecordError as exc:
-        raise SummaryError(f"{path}: {exc}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SummaryError(f"{path}: corrupt trainer summary ({type(exc).__name__}: {exc})") from None
+    return read_json_record(path, "trainer summary", SummaryError, TrainerSummary.from_dict)

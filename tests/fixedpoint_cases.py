@@ -18,9 +18,11 @@ def enc(shape, mean=0.5, std=0.5):
     return InputEncoding.of(shape, [mean] * shape[0], [std] * shape[0])
 
 
-def graph_of(cores, shape, timesteps=6, encoding=None):
+def graph_of(cores, shape, timesteps=6, encoding=None, **fields):
+    """A graph of ``cores`` on a (C, H, W) input; ``fields``: CoreGraph's others (data, provenance)."""
     classes = math.prod(cores[-1].output_shape)
-    return CoreGraph(encoding or enc(shape), cores, timesteps=timesteps, class_names=[f"c{i}" for i in range(classes)])
+    return CoreGraph(encoding or enc(shape), cores, timesteps=timesteps, class_names=[f"c{i}" for i in range(classes)],
+                     **fields)
 
 
 def dense_w(rng, n_out, n_in, lo=-60, hi=60):

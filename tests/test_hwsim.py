@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import subprocess
 import sys
 import zipfile
@@ -23,8 +22,8 @@ from hwsim.counters import SimError
 from hwsim.energy import ann_energy, available_presets, evaluate, load_energy_model
 from hwsim.results import NetworkRun, build_results
 from hwsim.simulate import simulate
+from fixedpoint_cases import CASES, conv_core, dense_w, enc, graph_of, out_core, random_spikes
 from records.dataref import DataRef
-from records.encoding import InputEncoding
 from records.energy_model import EnergyModelError
 from records.hwsim_results import ResultsError, load_results, save_results
 from records.inputs import InputSet, InputsError, load_inputs, save_inputs
@@ -33,42 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 # --------------------------------------------------------------------------------------
-# graph builders
+# helpers (the graph builders are tests/fixedpoint_cases.py's)
 # --------------------------------------------------------------------------------------
-def enc(shape):
-    return InputEncoding.of(shape, [0.5] * shape[0], [0.5] * shape[0])
-
-
-def dense_w(rng, n_out, n_in, lo=-60, hi=60):
-    return rng.integers(lo, hi + 1, size=(n_out, n_in)) * 2
-
-
-def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None, pool=(1, 1)):
-    kh, kw = k
-    h, wd = hw
-    ho, wo = (h + 2 * pad[0] - kh) // stride[0] + 1, (wd + 2 * pad[1] - kw) // stride[1] + 1
-    if w is None:
-        w = rng.integers(-wmax, wmax + 1, size=(cout, cin, kh, kw))
-    return Core(name, "conv", w, (cin, h, wd), (cout, ho, wo), vth=vth, dv=dv, stride=stride, padding=pad,
-                pool=pool)
-
-
-def out_core(rng, in_shape, classes=3, dv=0, exp=0):
-    return Core("out", "dense", dense_w(rng, classes, math.prod(in_shape)), in_shape, (classes,), vth=0,
-                dv=dv, spiking=False, weight_exp=exp)
-
-
-def graph_of(cores, shape, timesteps=6, data=None, provenance=None):
-    n_cls = math.prod(cores[-1].output_shape)
-    return CoreGraph(enc(shape), cores, timesteps=timesteps, class_names=[f"c{i}" for i in range(n_cls)],
-                     data=data, provenance=provenance or {})
-
-
-def random_spikes(rng, steps, n, shape, p=0.4):
-    s = (rng.random((steps, n, *shape)) < p) * rng.choice([-1, 1], size=(steps, n, *shape))
-    return s.astype(np.int8)
-
-
 def assert_matches_reference(graph, spikes, **kw):
     if "conv_impl" not in kw:         # the CUDA code path (im2col + GEMM conv, no host-side shortcuts) on the CPU
         assert_matches_reference(graph, spikes, conv_impl="gemm", host_checks=False, **kw)
@@ -166,21 +131,12 @@ def test_folded_pool_conv_6x6_stride2(blocky):
 
 
 def test_current_wrap_and_voltage_saturation():
-    rng = np.random.default_rng(4)
-    shape = (1, 2, 4)
-    spikes = random_spikes(rng, 12, 4, shape, p=0.8)
-    spikes[:, 0] = 1
-    # a << 6 beyond 2**23: 254 * 128 per input spike with weight_exp 7 -> wrap24;
-    # an output that saturates at 2**23 - 1: all weights +254 with weight_exp 7
-    h1 = Core("h1", "dense", np.full((3, 8), 254) * np.array([[1], [-1], [1]]), shape, (3,), vth=5, weight_exp=7)
-    out = Core("out", "dense", np.full((2, 3), 254), (3,), (2,), vth=0, spiking=False, weight_exp=7)
-    _, res = assert_matches_reference(graph_of([h1, out], shape, timesteps=12), spikes)
+    """The wrap24 path runs only where a core's bound says a current can pass 2**23."""
+    _, res = assert_matches_reference(*CASES["current_wrap_and_saturation"]())
     assert res.plan[0]["wrap"] and res.layers[0].max_abs_input * 64 > 2 ** 23
     assert (res.output == fx.V_MAX).any()
-    # the largest threshold: v must climb to within 63 of the clip to spike
-    h2 = Core("h2", "dense", np.full((2, 8), 254), shape, (2,), vth=fx.VTH_MAX, weight_exp=3)
-    _, res = assert_matches_reference(graph_of([h2, out_core(rng, (2,))], shape, timesteps=12), spikes)
-    assert res.layers[0].spikes > 0
+    _, res = assert_matches_reference(*CASES["largest_threshold"]())
+    assert not res.plan[0]["wrap"] and res.layers[0].spikes > 0
 
 
 def test_conv_wrap_24bit_and_float64_fallback():
