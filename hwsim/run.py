@@ -316,7 +316,6 @@ def main(argv: list[str] | None = None) -> int:
                           threads=args.threads, data_root=args.data_root,
                           inputs=Path(args.inputs) if args.inputs else None,
                           out=Path(args.out) if args.out else None, progress=not args.no_progress)
-        _check(cfg)
         specs, default_out = graph_specs(args.graph, args.runs)
         doc, paths = run_hwsim(specs, cfg, default_out)
     except CliError as exc:
