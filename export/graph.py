@@ -87,6 +87,8 @@ class Core:
             raise GraphError(f"core {self.name}: weights must be integers, got {w.dtype}")
         self.weights = w.astype(np.int32)
         where = f"core {self.name}"
+        if not (math.isfinite(self.float_threshold) and math.isfinite(self.weight_scale)):
+            raise GraphError(f"{where}: float_threshold and weight_scale must be finite")
         if self.reset != "subtract":
             raise GraphError(f"{where}: unsupported reset {self.reset!r} (only 'subtract')")
         if self.du != fx.DU_INSTANT:

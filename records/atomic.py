@@ -5,7 +5,8 @@ write succeeded, so a reader never sees half a file and a failed write leaves no
 A *set* of files (export's folder, hwsim's results, the report) is written the same
 way, all temporaries first; only when every one of them is complete are they renamed,
 the set's index file (the one readers open first, e.g. ``results.json``) last, so a
-reader that finds the new index finds the whole new set.
+reader that finds the new index finds the whole new set. Files get the mode the user's
+umask gives a new file (temporary files start private, 0600).
 """
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+
+def _umask_mode(path: Path) -> None:
+    """Give a temporary file the permissions ``open`` would have given a new file."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 @contextlib.contextmanager
@@ -25,6 +33,7 @@ def atomic_path(path: str | os.PathLike):
     os.close(fd)
     try:
         yield Path(tmp)
+        _umask_mode(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -56,6 +65,7 @@ def write_together(files: dict[Path, str | bytes | Callable[[Path], object]], in
                     f.write(content.encode() if isinstance(content, str) else content)
             if callable(content):
                 content(Path(tmp))
+            _umask_mode(Path(tmp))
         for tmp, path in tmps:
             os.replace(tmp, path)
     except BaseException:

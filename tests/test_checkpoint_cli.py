@@ -103,3 +103,42 @@ def test_cli_errors_are_one_line_and_write_nothing(tmp_path):
     assert bad_arch.returncode == 2 and bad_arch.stderr.strip().count("\n") == 0
     assert "unknown architecture 'vgg7'" in bad_arch.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    """Temporary files start private (0600); what lands gets the mode of any new file."""
+    import os
+
+    from records.atomic import atomic_file, write_together
+
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "one.bin") as f:
+            f.write(b"x")
+        write_together({tmp_path / "a.txt": "a", tmp_path / "b.txt": lambda p: p.write_text("b")},
+                       index=tmp_path / "a.txt")
+    finally:
+        os.umask(old)
+    for name in ("one.bin", "a.txt", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt", "one.bin"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_and_thresholds_are_refused(tmp_path, bad):
+    path = save_checkpoint(make_checkpoint(), tmp_path / "c.pt")
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict"]["layers.0.weight"][0, 0, 0, 0] = bad
+    torch.save(raw, tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match=r"w\.pt: layers\.0\.weight holds 1 non-finite"):
+        load_checkpoint(tmp_path / "w.pt")
+    raw = torch.load(path, weights_only=True)
+    raw["snn"]["thresholds"][1] = bad
+    torch.save(raw, tmp_path / "t.pt")
+    with pytest.raises(CheckpointError, match=r"t\.pt: thresholds must be positive and finite"):
+        load_checkpoint(tmp_path / "t.pt")
+    ckpt = load_checkpoint(path)
+    ckpt.state_dict["layers.0.weight"][0, 0, 0, 0] = bad
+    with pytest.raises(CheckpointError, match="non-finite"):            # never saved either
+        save_checkpoint(ckpt, tmp_path / "again.pt")
+    assert not (tmp_path / "again.pt").exists()

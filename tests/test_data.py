@@ -309,6 +309,26 @@ def test_cifar10_pickle_layout(tmp_path):
     assert np.array_equal(bundle.test_x.numpy().reshape(4, 3072), test_data)
 
 
+class _RunsCode:
+    """Unpickling this calls os.system: what a crafted data_batch_1 could do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (__import__("os").system, (f"touch {self.marker}",))
+
+
+def test_cifar_pickles_cannot_run_code(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "ran"
+    (folder / "data_batch_1").write_bytes(pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}))
+    with pytest.raises(DatasetError, match=r"data_batch_1: cannot unpickle .*posix\.system is not part of the CIFAR"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- CIFAR-100 and folder
 
 

@@ -11,6 +11,7 @@ A checkpoint is a ``torch.save`` of plain containers and tensors, read back with
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -90,8 +91,8 @@ def provenance(command: list[str] | None = None) -> dict:
 
 def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
     """Validate, then write atomically (temporary file in the same folder + rename)."""
-    _validate(ckpt, "<to be saved>")
     path = Path(path)
+    _validate(ckpt, f"{path} (not written)")
     payload = {
         **header(FORMAT, VERSION), "stage": ckpt.stage, "arch": ckpt.arch.to_dict(),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()},
@@ -143,6 +144,12 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
     norms = sorted(k for k in ckpt.state_dict if "running_mean" in k or "running_var" in k)
     if norms:
         raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use")
+    for k, v in ckpt.state_dict.items():
+        if not isinstance(v, torch.Tensor):
+            raise CheckpointError(f"{where}: {k} is not a tensor")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            bad = int((~torch.isfinite(v)).sum())
+            raise CheckpointError(f"{where}: {k} holds {bad} non-finite value(s) (a diverged run?)")
     expected = {k: tuple(v.shape) for k, v in ANN(ckpt.arch).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if expected != got:
@@ -166,7 +173,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
         n = len(neuron_layers(ckpt.arch))
         if len(ckpt.snn.thresholds) != n:
             raise CheckpointError(f"{where}: {len(ckpt.snn.thresholds)} thresholds for {n} neuron layers")
-        if any(not (v > 0) for v in ckpt.snn.thresholds):
-            raise CheckpointError(f"{where}: thresholds must be positive")
+        if any(not (0 < v < math.inf) for v in ckpt.snn.thresholds):
+            raise CheckpointError(f"{where}: thresholds must be positive and finite, got {ckpt.snn.thresholds}")
         if not 0.0 < ckpt.snn.leak <= 1.0 or ckpt.snn.timesteps < 1:
             raise CheckpointError(f"{where}: leak must be in (0, 1] and timesteps >= 1")

@@ -193,13 +193,26 @@ def _cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, CIFAR_SIZE, CIFAR_SIZE), labels
 
 
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only what the CIFAR python format holds -- dicts, lists, bytes, strings,
+    numbers and numpy arrays -- so a crafted file cannot name any other callable, and
+    cannot run code."""
+
+    ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+    ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not part of the CIFAR format (refused, not run)")
+
+
 def _pickle_field(path: Path, key: bytes):
     if not path.is_file():
         raise _not_found(path, "CIFAR pickle file")
     try:
-        # The standard CIFAR layout is pickled; only load files you trust.
         with open(path, "rb") as f:
-            content = pickle.load(f, encoding="bytes")
+            content = _CifarUnpickler(f, encoding="bytes").load()
     except Exception as e:  # a damaged pickle raises almost any exception type
         raise DatasetError(f"{path}: cannot unpickle ({type(e).__name__}: {e})") from e
     if not isinstance(content, dict) or key not in content:
