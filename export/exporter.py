@@ -25,8 +25,8 @@ from export import fixedpoint as fx
 from export.graph import CoreGraph, save_graph
 from export.quantize import QuantizationError, float_output_peak, quantize_checkpoint
 from records.atomic import write_together
-from records.table import csv_text
 from records.layout import EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout
+from records.table import csv_text
 from trainer.checkpoint import load_checkpoint
 from trainer.data import load_recorded
 

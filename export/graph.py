@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from export import fixedpoint as fx
 from records.atomic import atomic_file
 from records.dataref import DataRef
 from records.encoding import InputEncoding
-from records.header import RecordError, header, npz_header
+from records.header import RecordError, header, npz_header, read_npz_record
 from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
@@ -262,20 +261,13 @@ def save_graph(graph: CoreGraph, path: str | os.PathLike) -> Path:
 
 def load_graph(path: str | os.PathLike) -> CoreGraph:
     """Read and validate; every problem is a GraphError naming the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise GraphError(f"{path}: no such core graph file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            head = npz_header(data, "__graph__", FORMAT, VERSION, OLDEST_READABLE, GraphError, "a core graph",
-                              "re-export it")
-            cores = [Core(weights=data[f"weights_{i}"], **h) for i, h in enumerate(head["cores"])]
-            return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
-                             timesteps=head["timesteps"], class_names=head["class_names"],
-                             edges=[tuple(e) for e in head["edges"]], stage=head["stage"],
-                             data=DataRef.from_dict(head["data"]) if head["data"] is not None else None,
-                             provenance=head.get("provenance", {}))
-    except RecordError as exc:
-        raise GraphError(f"{path}: {exc}") from None
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise GraphError(f"{path}: corrupt or foreign core graph ({type(exc).__name__}: {exc})") from None
+    def parse(data) -> CoreGraph:
+        head = npz_header(data, "__graph__", FORMAT, VERSION, OLDEST_READABLE, GraphError, "a core graph",
+                          "re-export it")
+        cores = [Core(weights=data[f"weights_{i}"], **h) for i, h in enumerate(head["cores"])]
+        return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
+                         timesteps=head["timesteps"], class_names=head["class_names"],
+                         edges=[tuple(e) for e in head["edges"]], stage=head["stage"],
+                         data=DataRef.from_dict(head["data"]) if head["data"] is not None else None,
+                         provenance=head.get("provenance", {}))
+    return read_npz_record(path, "core graph file", GraphError, parse)

@@ -25,7 +25,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from export import fixedpoint as fx
-from records.header import RecordError
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 
 MAX_DEFAULT_SAMPLES = 1500
@@ -224,9 +223,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
                             notes=notes, sweep=sweep)
         extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
         return doc, save_results(out_dir, doc, extra=extra)
-    except RecordError as exc:
-        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    except ValueError as exc:      # hwsim's own SimError and input checks
+    except ValueError as exc:      # every record's error, hwsim's own SimError and input checks
         raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     except OSError as exc:
         raise CliError(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Callable, TypeVar
+
+import numpy as np
 
 from records.atomic import atomic_file
 
@@ -70,6 +73,22 @@ def read_json_record(path: str | os.PathLike, what: str, error: type[RecordError
         raise error(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise error(f"{path}: corrupt {what} ({type(exc).__name__}: {exc})") from None
+
+
+def read_npz_record(path: str | os.PathLike, what: str, error: type[RecordError], parse: Callable[..., T]) -> T:
+    """Open an ``.npz`` record without pickle and ``parse`` its arrays; every problem is an
+    ``error`` naming the file (``what``: e.g. "core graph file")."""
+    path = Path(path)
+    if not path.is_file():
+        raise error(f"{path}: no such {what}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return parse(data)
+    except RecordError as exc:
+        raise error(f"{path}: {exc}") from None
+    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError,
+            json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: corrupt or foreign {what} ({type(exc).__name__}: {exc})") from None
 
 
 def write_json_record(doc: dict, path: str | os.PathLike) -> Path:

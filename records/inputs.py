@@ -16,14 +16,13 @@ import hashlib
 import io
 import json
 import os
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from records.atomic import atomic_file
-from records.header import RecordError, header, npz_header
+from records.header import RecordError, header, npz_header, read_npz_record
 
 FORMAT = "hybrid-snn-hwsim-inputs"
 VERSION = 1
@@ -96,26 +95,18 @@ def save_inputs(path: str | os.PathLike, inputs: InputSet) -> Path:
 
 
 def load_inputs(path: str | os.PathLike) -> InputSet:
-    path = Path(path)
-    if not path.is_file():
-        raise InputsError(f"{path}: no such inputs file")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            head = npz_header(data, "__inputs__", FORMAT, VERSION, OLDEST_READABLE, InputsError,
-                              "an hwsim inputs file", "re-run hwsim")
-            for key in ("images", "labels"):
-                if key not in data.files:
-                    raise InputsError(f"array {key!r} is missing")
-            inputs = InputSet(images=data["images"], labels=data["labels"], seed=head["seed"],
-                              timesteps=head["timesteps"], dataset=head.get("dataset", ""),
-                              class_names=head.get("class_names", []))
-            if head.get("samples") != inputs.samples or head.get("image_shape") != list(inputs.images.shape[1:]):
-                raise InputsError("header does not match the arrays (samples / image shape)")
-            if head.get("sha256") != inputs.digest():
-                raise InputsError("checksum mismatch: the arrays are corrupt")
-            return inputs
-    except RecordError as exc:
-        raise InputsError(f"{path}: {exc}") from None
-    except (zipfile.BadZipFile, OSError, ValueError, KeyError, TypeError, EOFError,
-            json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputsError(f"{path}: corrupt or foreign inputs file ({type(exc).__name__}: {exc})") from None
+    def parse(data) -> InputSet:
+        head = npz_header(data, "__inputs__", FORMAT, VERSION, OLDEST_READABLE, InputsError,
+                          "an hwsim inputs file", "re-run hwsim")
+        for key in ("images", "labels"):
+            if key not in data.files:
+                raise InputsError(f"array {key!r} is missing")
+        inputs = InputSet(images=data["images"], labels=data["labels"], seed=head["seed"],
+                          timesteps=head["timesteps"], dataset=head.get("dataset", ""),
+                          class_names=head.get("class_names", []))
+        if head.get("samples") != inputs.samples or head.get("image_shape") != list(inputs.images.shape[1:]):
+            raise InputsError("header does not match the arrays (samples / image shape)")
+        if head.get("sha256") != inputs.digest():
+            raise InputsError("checksum mismatch: the arrays are corrupt")
+        return inputs
+    return read_npz_record(path, "inputs file", InputsError, parse)
