@@ -25,10 +25,11 @@ from export import fixedpoint as fx
 from export.graph import CoreGraph, save_graph
 from export.quantize import QuantizationError, float_output_peak, quantize_checkpoint
 from records.atomic import write_together
+from records.cli import require, writable_dir
 from records.layout import EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout
 from records.table import csv_text
 from trainer.checkpoint import load_checkpoint
-from trainer.data import load_recorded
+from trainer.stages import data_of
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,15 @@ class ExportConfig:
     data_root: str | None = None
     onnx: bool = True
     nir: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("calibration_samples", "eval_samples", "lava_samples"):
+            require(getattr(self, name) >= 0, name, getattr(self, name), "an integer >= 0")
+        for name in ("timesteps", "calibration_timesteps"):
+            v = getattr(self, name)
+            require(v is None or v >= 1, name, v, "an integer >= 1")
+        require(2 <= self.weight_bits <= fx.WEIGHT_BITS, "weight_bits", self.weight_bits,
+                f"an integer in 2..{fx.WEIGHT_BITS}")
 
 
 @dataclass
@@ -98,9 +108,9 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
                                 "`python -m trainer convert` first")
     timesteps = cfg.timesteps or ckpt.snn.timesteps
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
-    out = Path(cfg.out or RunLayout.of_checkpoint(path).export_dir(ckpt.stage))
+    out = writable_dir(cfg.out or RunLayout.of_checkpoint(path).export_dir(ckpt.stage), "--out")
     needs_data = cfg.calibration_samples > 0 or cfg.eval_samples > 0 or cfg.lava_samples > 0
-    bundle = load_recorded(ckpt.data_ref, ckpt.normalisation, cfg.data_root) if needs_data else None
+    bundle = data_of(ckpt, cfg.data_root) if needs_data else None
     peak = None
     if cfg.calibration_samples > 0:
         images = bundle.train_x[:cfg.calibration_samples]

@@ -88,6 +88,8 @@ class Core:
         where = f"core {self.name}"
         if not (math.isfinite(self.float_threshold) and math.isfinite(self.weight_scale)):
             raise GraphError(f"{where}: float_threshold and weight_scale must be finite")
+        if self.float_threshold < 0 or self.weight_scale <= 0:
+            raise GraphError(f"{where}: float_threshold must be >= 0 and weight_scale > 0")
         if self.reset != "subtract":
             raise GraphError(f"{where}: unsupported reset {self.reset!r} (only 'subtract')")
         if self.du != fx.DU_INSTANT:
@@ -96,6 +98,8 @@ class Core:
             raise GraphError(f"{where}: dv={self.dv} does not fit {fx.DECAY_BITS} bits")
         if not 0 <= self.vth <= fx.VTH_MAX:
             raise GraphError(f"{where}: vth={self.vth} does not fit {fx.VTH_BITS} unsigned bits")
+        if self.spiking and self.vth < 1:
+            raise GraphError(f"{where}: a spiking core needs vth >= 1 (vth=0 fires at every step)")
         if not 2 <= self.weight_bits <= 8:
             raise GraphError(f"{where}: weight_bits={self.weight_bits} outside 2..8")
         if self.op == "dense":

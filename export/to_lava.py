@@ -17,8 +17,7 @@ from pathlib import Path
 
 from export import fixedpoint as fx
 from export.exporter import ExportConfig, export_checkpoint
-from records.header import RecordError
-from trainer.data import DatasetError
+from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, Parser, integer, run_main
 
 
 def print_summary(summary: dict, report: list[dict], out: Path) -> None:
@@ -43,21 +42,22 @@ def print_summary(summary: dict, report: list[dict], out: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m export.to_lava", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m export.to_lava", description=__doc__,
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", help="converted or STDB checkpoint from `python -m trainer`")
-    p.add_argument("--out", default=None, help="output folder (default <checkpoint folder>/export/<stage>)")
-    p.add_argument("--samples", type=int, default=0, help="also run Lava fixed_pt on this many test images")
-    p.add_argument("--eval-samples", type=int, default=200,
+    p.add_argument("--out", type=OUTPUT_DIR, default=None,
+                   help="output folder (default <checkpoint folder>/export/<stage>)")
+    p.add_argument("--samples", type=COUNT, default=0, help="also run Lava fixed_pt on this many test images")
+    p.add_argument("--eval-samples", type=COUNT, default=200,
                    help="test images for float vs quantized accuracy (0 = skip)")
-    p.add_argument("--calibration-samples", type=int, default=128,
+    p.add_argument("--calibration-samples", type=COUNT, default=128,
                    help="training images to size the output accumulator (0 = skip)")
-    p.add_argument("--timesteps", type=int, default=None, help="T (default: the checkpoint's)")
-    p.add_argument("--calibration-timesteps", type=int, default=None,
+    p.add_argument("--timesteps", type=POSITIVE, default=None, help="T (default: the checkpoint's)")
+    p.add_argument("--calibration-timesteps", type=POSITIVE, default=None,
                    help="largest T the graph will run at: sizes the output accumulator so it does not "
                         "saturate there (default: T; larger costs output precision at small T)")
-    p.add_argument("--weight-bits", type=int, default=fx.WEIGHT_BITS)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weight-bits", type=integer(2, fx.WEIGHT_BITS), default=fx.WEIGHT_BITS)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-nir", action="store_true")
@@ -75,13 +75,11 @@ def config_from(args) -> ExportConfig:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")
-    try:
+
+    def body():
         done = export_checkpoint(args.checkpoint, config_from(args))
-    except (RecordError, DatasetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print_summary(done.summary, done.layers, done.out)
-    return 0
+        print_summary(done.summary, done.layers, done.out)
+    return run_main("export.to_lava", body)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ input's spikes) always count: they happen on the chip. The presets ship in
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from records.energy_model import EnergyModel, EnergyModelError, read_energy_model
@@ -52,10 +53,19 @@ def evaluate(model: EnergyModel, sim) -> dict:
     static = model.e_time_step * sim.timesteps
     energy = sum(layers) + input_e + static
     delay = model.t_step * sim.timesteps
-    return {"layers": layers, "input": input_e, "static": static, "energy": energy,
-            "energy_total": energy * sim.samples, "delay": delay, "edp": energy * delay}
+    return _finite(model, {"layers": layers, "input": input_e, "static": static, "energy": energy,
+                           "energy_total": energy * sim.samples, "delay": delay, "edp": energy * delay})
 
 
 def ann_energy(model: EnergyModel, macs: int | None) -> float | None:
     """Energy of one ANN inference of ``macs`` multiply-accumulates (None if either is unknown)."""
-    return None if model.e_mac is None or macs is None else model.e_mac * macs
+    return None if model.e_mac is None or macs is None else _finite(model, {"ann": model.e_mac * macs})["ann"]
+
+
+def _finite(model: EnergyModel, values: dict) -> dict:
+    """Values within float range: a model whose numbers overflow is the model file's fault."""
+    for key, x in values.items():
+        if not all(math.isfinite(v) for v in (x if isinstance(x, list) else [x])):
+            raise EnergyModelError(f"{model.path or model.name}: the model's numbers are too large: a network's "
+                                   f"{'energy' if key != 'delay' else 'delay'} overflows to infinity")
+    return values

@@ -25,13 +25,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from export import fixedpoint as fx
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 
 MAX_DEFAULT_SAMPLES = 1500
-
-
-class CliError(Exception):
-    pass
 
 
 @dataclass(frozen=True)
@@ -50,30 +47,37 @@ class HwsimConfig:
     out: Path | None = None
     progress: bool = True
 
+    def __post_init__(self) -> None:
+        for opt in ("samples", "timesteps", "chunk", "threads"):
+            v = getattr(self, opt)
+            require(v is None or v >= 1, opt, v, "an integer >= 1")
+        require(self.seed is None or self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        require(all(t >= 1 for t in self.sweep), "sweep", ",".join(map(str, self.sweep)), "time steps >= 1")
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m hwsim.run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m hwsim.run", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--edp", action="store_true",
                    help="report energy, delay and EDP with the paper's first-order model (the default model)")
     p.add_argument("--graph", action="append", default=[], metavar="LABEL=PATH",
                    help="a network to simulate (repeatable; the first is the numerator of the ratios)")
     p.add_argument("--runs", default="runs", help="folder of run folders searched by default (default: runs)")
-    p.add_argument("--samples", type=int, default=None,
+    p.add_argument("--samples", type=POSITIVE, default=None,
                    help=f"test samples (default: the whole test set up to {MAX_DEFAULT_SAMPLES})")
-    p.add_argument("--timesteps", "-T", type=int, default=None, help="time steps (default: the graphs' T)")
-    p.add_argument("--seed", type=int, default=None, help="Poisson seed (default 0, or the inputs file's)")
+    p.add_argument("--timesteps", "-T", type=POSITIVE, default=None, help="time steps (default: the graphs' T)")
+    p.add_argument("--seed", type=SEED, default=None, help="Poisson seed (default 0, or the inputs file's)")
     p.add_argument("--energy-model", default=None, metavar="first_order|cmos45nm|loihi|PATH",
                    help="energy model preset or JSON file (default: first_order)")
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
-    p.add_argument("--chunk", type=int, default=None, help="samples per chunk (default: by device)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--chunk", type=POSITIVE, default=None, help="samples per chunk (default: by device)")
+    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default: torch's)")
     p.add_argument("--sweep", default=None, metavar="T1,T2,...",
                    help="also run every network at these T (same images and seed): accuracy vs T")
     p.add_argument("--data-root", default=None, help="data set folder (default: the one the graph records)")
     p.add_argument("--inputs", default=None, metavar="FILE",
                    help="replay a saved inputs file (images, labels, seed, T) instead of loading the data set")
-    p.add_argument("--out", default=None, help="output folder (default: runs/<name>/hwsim/)")
+    p.add_argument("--out", type=OUTPUT_DIR, default=None, help="output folder (default: runs/<name>/hwsim/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -94,26 +98,26 @@ def graph_specs(graph_args: list[str], runs: str) -> tuple[list[tuple[str, Path]
         for g in graph_args:
             label, sep, path = g.partition("=")
             if not sep or not label.strip() or not path.strip():
-                raise CliError(f"--graph {g!r}: expected LABEL=PATH")
+                raise BadInput(f"--graph: expected LABEL=PATH, got {g!r}")
             specs.append((label.strip(), Path(path.strip())))
         labels = [s[0] for s in specs]
         if len(set(labels)) != len(labels):
-            raise CliError(f"--graph labels must be unique, got {labels}")
+            raise BadInput(f"--graph: labels must be unique, got {labels}")
         run = RunLayout.of_graph(specs[0][1])
         return specs, run.hwsim_dir if run is not None else specs[0][1].parent / "hwsim"
     run = RunLayout.latest(runs)
     if run is None:
-        raise CliError(f"{runs}: no run folder with export/converted/coregraph.npz and "
+        raise BadInput(f"{runs}: no run folder with export/converted/coregraph.npz and "
                        "export/stdb/coregraph.npz (name the graphs with --graph LABEL=PATH)")
     return [(s, run.graph(s)) for s in COMPARED_STAGES], run.hwsim_dir
 
 
-def _load_test_images(graph, data_root: str | None, samples: int | None):
+def _load_test_images(graph, where: Path, data_root: str | None, samples: int | None):
     from trainer.data import DatasetError, load_dataset   # hwsim imports only trainer.data
 
     ref = graph.data
     if ref is None:
-        raise CliError("the graph records no data set: pass --inputs FILE")
+        raise BadInput(f"{where}: the graph records no data set; pass --inputs FILE")
     roots = [data_root] if data_root else [ref.root, None]
     for i, root in enumerate(roots):
         try:
@@ -121,26 +125,19 @@ def _load_test_images(graph, data_root: str | None, samples: int | None):
             break
         except DatasetError as exc:
             if i == len(roots) - 1:
-                raise CliError(f"data set {ref.dataset!r}: {str(exc).splitlines()[0]} (pass --data-root)") from None
+                raise BadInput(f"{str(exc).splitlines()[0]} (the {ref.dataset} data set of {where}; "
+                               "pass --data-root)") from None
     x, y = bundle.test_x.numpy(), bundle.test_y.numpy()
     n = min(len(x), MAX_DEFAULT_SAMPLES) if samples is None else samples
     if n > len(x):
-        raise CliError(f"--samples {n}: the {ref.dataset} test set has only {len(x)} images")
+        raise BadInput(f"--samples: {n}, but the {ref.dataset} test set has only {len(x)} images")
     return x[:n].astype(np.uint8), y[:n], ref.dataset, list(bundle.class_names)
-
-
-def _check(cfg: HwsimConfig) -> None:
-    for opt in ("samples", "timesteps", "chunk", "threads"):
-        v = getattr(cfg, opt)
-        if v is not None and v < 1:
-            raise CliError(f"--{opt} must be >= 1, got {v}")
-    if cfg.sweep and min(cfg.sweep) < 1:
-        raise CliError(f"--sweep {','.join(map(str, cfg.sweep))}: time steps must be >= 1")
 
 
 def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path) -> tuple[dict, dict]:
     """Simulate every (label, graph path) on the same inputs; write and return
-    (results document, written paths). Every problem is a CliError of one line."""
+    (results document, written paths). Bad input raises a ValueError (a record's error,
+    ``BadInput``, hwsim's ``SimError``) naming the file or option; nothing is written then."""
     from export.graph import load_graph
     from hwsim.energy import DEFAULT_MODEL, load_energy_model
     from hwsim.results import NetworkRun, build_results, sweep_point
@@ -148,85 +145,85 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     from records.hwsim_results import save_results
     from records.inputs import InputSet, inputs_to_bytes, load_inputs
 
-    try:
-        _check(cfg)
-        model = load_energy_model(cfg.energy_model or DEFAULT_MODEL)
-        graphs = [(label, path, load_graph(path)) for label, path in specs]
-        g0 = graphs[0][2]
-        for label, path, g in graphs[1:]:
-            if g.input.shape != g0.input.shape:
-                raise CliError(f"{path}: input shape {g.input.shape} differs from {graphs[0][1]}'s {g0.input.shape}")
-            if g.input != g0.input:
-                raise CliError(f"{path}: input normalisation differs from {graphs[0][1]}'s: "
-                               "the networks would not see the same spike trains")
-            if cfg.timesteps is None and g.timesteps != g0.timesteps:
-                raise CliError(f"{path}: T={g.timesteps} differs from {graphs[0][1]}'s T={g0.timesteps} "
-                               "(compared networks must share T; pass --timesteps to choose one)")
-        steps = cfg.timesteps or g0.timesteps
-        wrote_inputs = None
-        if cfg.inputs:
-            inputs = load_inputs(cfg.inputs)
-            if steps != inputs.timesteps:
-                raise CliError(f"{cfg.inputs}: the inputs file is for T={inputs.timesteps}, the run for T={steps} "
-                               "(pass --timesteps to match)")
-            if cfg.seed is not None and cfg.seed != inputs.seed:
-                raise CliError(f"--seed {cfg.seed} differs from the inputs file's seed {inputs.seed}")
-            if tuple(inputs.images.shape[1:]) != g0.input.shape:
-                raise CliError(f"{cfg.inputs}: images of shape {tuple(inputs.images.shape[1:])} do not fit the "
-                               f"graphs' input {g0.input.shape}")
-            if cfg.samples is not None:
-                if cfg.samples > inputs.samples:
-                    raise CliError(f"--samples {cfg.samples}: {cfg.inputs} holds only {inputs.samples}")
-                inputs = InputSet(inputs.images[:cfg.samples], inputs.labels[:cfg.samples], inputs.seed,
-                                  inputs.timesteps, inputs.dataset, inputs.class_names)
-            inputs_file = str(cfg.inputs)
-        else:
-            x, y, dsname, classes = _load_test_images(g0, cfg.data_root, cfg.samples)
-            if tuple(x.shape[1:]) != g0.input.shape:
-                raise CliError(f"the {dsname} test images have shape {tuple(x.shape[1:])}, the graphs expect "
-                               f"{g0.input.shape}")
-            inputs = InputSet(x, y, 0 if cfg.seed is None else cfg.seed, steps, dsname, classes)
-            wrote_inputs = inputs
-            inputs_file = None
-        out_dir = Path(cfg.out) if cfg.out else default_out
+    out_dir = writable_dir(cfg.out or default_out, "--out")
+    model = load_energy_model(cfg.energy_model or DEFAULT_MODEL)
+    graphs = [(label, path, load_graph(path)) for label, path in specs]
+    g0 = graphs[0][2]
+    for label, path, g in graphs[1:]:
+        if g.input.shape != g0.input.shape:
+            raise BadInput(f"{path}: input shape {g.input.shape} differs from {graphs[0][1]}'s {g0.input.shape}")
+        if g.input != g0.input:
+            raise BadInput(f"{path}: input normalisation differs from {graphs[0][1]}'s: "
+                           "the networks would not see the same spike trains")
+        if cfg.timesteps is None and g.timesteps != g0.timesteps:
+            raise BadInput(f"{path}: T={g.timesteps} differs from {graphs[0][1]}'s T={g0.timesteps} "
+                           "(compared networks must share T; pass --timesteps to choose one)")
+    steps = cfg.timesteps or g0.timesteps
+    wrote_inputs = None
+    if cfg.inputs:
+        inputs = load_inputs(cfg.inputs)
+        if steps != inputs.timesteps:
+            raise BadInput(f"{cfg.inputs}: the inputs file is for T={inputs.timesteps}, the run for T={steps} "
+                           "(pass --timesteps to match)")
+        if cfg.seed is not None and cfg.seed != inputs.seed:
+            raise BadInput(f"--seed: {cfg.seed} differs from the seed of {cfg.inputs}, {inputs.seed}")
+        if tuple(inputs.images.shape[1:]) != g0.input.shape:
+            raise BadInput(f"{cfg.inputs}: images of shape {tuple(inputs.images.shape[1:])} do not fit the "
+                           f"graphs' input {g0.input.shape}")
+        if inputs.class_names and inputs.class_names != list(g0.class_names):
+            raise BadInput(f"{cfg.inputs}: its classes ({', '.join(inputs.class_names[:4])}, ...) are not the "
+                           f"graphs' ({', '.join(g0.class_names[:4])}, ...)")
+        if inputs.samples and inputs.labels.max() >= len(g0.class_names):
+            raise BadInput(f"{cfg.inputs}: label {inputs.labels.max()} outside the graphs' "
+                           f"{len(g0.class_names)} classes")
+        if cfg.samples is not None:
+            if cfg.samples > inputs.samples:
+                raise BadInput(f"--samples: {cfg.samples}, but {cfg.inputs} holds only {inputs.samples}")
+            inputs = InputSet(inputs.images[:cfg.samples], inputs.labels[:cfg.samples], inputs.seed,
+                              inputs.timesteps, inputs.dataset, inputs.class_names)
+        inputs_file = str(cfg.inputs)
+    else:
+        x, y, dsname, classes = _load_test_images(g0, specs[0][1], cfg.data_root, cfg.samples)
+        if tuple(x.shape[1:]) != g0.input.shape:
+            raise BadInput(f"{specs[0][1]}: the {dsname} test images have shape {tuple(x.shape[1:])}, the graphs "
+                           f"expect {g0.input.shape}")
+        inputs = InputSet(x, y, 0 if cfg.seed is None else cfg.seed, steps, dsname, classes)
+        wrote_inputs = inputs
+        inputs_file = None
 
-        def run_one(label, g, steps):
-            bar = None
-            if cfg.progress:
-                from tqdm import tqdm
-                bar = tqdm(total=inputs.samples, desc=f"hwsim {label} T={steps}", unit="img", leave=False,
-                           file=sys.stderr)
-            try:
-                return simulate(g, (inputs.images, inputs.seed), timesteps=steps, device=cfg.device,
-                                chunk=cfg.chunk, threads=cfg.threads,
-                                progress=bar.update if bar is not None else None)
-            finally:
-                if bar is not None:
-                    bar.close()
+    def run_one(label, g, steps):
+        bar = None
+        if cfg.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=inputs.samples, desc=f"hwsim {label} T={steps}", unit="img", leave=False,
+                       file=sys.stderr)
+        try:
+            return simulate(g, (inputs.images, inputs.seed), timesteps=steps, device=cfg.device,
+                            chunk=cfg.chunk, threads=cfg.threads,
+                            progress=bar.update if bar is not None else None)
+        finally:
+            if bar is not None:
+                bar.close()
 
-        runs = [NetworkRun(label, str(path), g, run_one(label, g, inputs.timesteps), inputs.labels)
-                for label, path, g in graphs]
-        sweep, sweep_sims = [], []
-        for t in sorted(set(cfg.sweep)):
-            for (label, _, g), r in zip(graphs, runs):
-                sim = r.sim if t == inputs.timesteps else run_one(label, g, t)
-                sweep.append(sweep_point(label, sim, inputs.labels))
-                if sim is not r.sim:
-                    sweep_sims.append((label, t, sim))
-        notes = [saturation_note(label, sim_steps, sim) for label, sim_steps, sim in
-                 [(r.label, inputs.timesteps, r.sim) for r in runs] + sweep_sims]
-        notes = [n for n in notes if n]
-        if wrote_inputs is not None:
-            inputs_file = str(out_dir / INPUTS_FILE)
-        doc = build_results(runs, model, dataset=inputs.dataset or (g0.data.dataset if g0.data else ""),
-                            arch=str(g0.provenance.get("arch", "")), seed=inputs.seed, inputs_file=inputs_file,
-                            notes=notes, sweep=sweep)
-        extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
-        return doc, save_results(out_dir, doc, extra=extra)
-    except ValueError as exc:      # every record's error, hwsim's own SimError and input checks
-        raise CliError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
-    except OSError as exc:
-        raise CliError(f"{getattr(exc, 'filename', '') or ''}: {exc.strerror or exc}") from None
+    runs = [NetworkRun(label, str(path), g, run_one(label, g, inputs.timesteps), inputs.labels)
+            for label, path, g in graphs]
+    sweep, sweep_sims = [], []
+    for t in sorted(set(cfg.sweep)):
+        for (label, _, g), r in zip(graphs, runs):
+            sim = r.sim if t == inputs.timesteps else run_one(label, g, t)
+            sweep.append(sweep_point(label, sim, inputs.labels))
+            if sim is not r.sim:
+                sweep_sims.append((label, t, sim))
+    notes = [saturation_note(label, sim_steps, sim) for label, sim_steps, sim in
+             [(r.label, inputs.timesteps, r.sim) for r in runs] + sweep_sims]
+    notes = [n for n in notes if n]
+    if wrote_inputs is not None:
+        inputs_file = str(out_dir / INPUTS_FILE)
+    doc = build_results(runs, model, dataset=inputs.dataset or (g0.data.dataset if g0.data else ""),
+                        arch=str(g0.provenance.get("arch", "")), seed=inputs.seed, inputs_file=inputs_file,
+                        notes=notes, sweep=sweep)
+    extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
+    return doc, save_results(out_dir, doc, extra=extra)
 
 
 def _fmt(v, digits=4) -> str:
@@ -299,15 +296,16 @@ def parse_sweep(text: str | None) -> tuple[int, ...]:
     try:
         ts = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
     except ValueError:
-        raise CliError(f"--sweep {text!r}: expected comma-separated integers") from None
+        raise BadInput(f"--sweep: expected comma-separated integers, got {text!r}") from None
     if not ts or min(ts) < 1:
-        raise CliError(f"--sweep {text!r}: time steps must be >= 1")
+        raise BadInput(f"--sweep: time steps must be >= 1, got {text!r}")
     return ts
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    try:
+
+    def body():
         cfg = HwsimConfig(timesteps=args.timesteps, sweep=parse_sweep(args.sweep), samples=args.samples,
                           seed=args.seed, energy_model=args.energy_model, device=args.device, chunk=args.chunk,
                           threads=args.threads, data_root=args.data_root,
@@ -315,11 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                           out=Path(args.out) if args.out else None, progress=not args.no_progress)
         specs, default_out = graph_specs(args.graph, args.runs)
         doc, paths = run_hwsim(specs, cfg, default_out)
-    except CliError as exc:
-        print(f"hwsim: error: {exc}", file=sys.stderr)
-        return 2
-    print_report(doc, paths)
-    return 0
+        print_report(doc, paths)
+    return run_main("hwsim.run", body)
 
 
 if __name__ == "__main__":

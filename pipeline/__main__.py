@@ -16,39 +16,39 @@ import sys
 
 from export.exporter import ExportConfig, export_checkpoint
 from export.to_lava import print_summary
-from hwsim.run import CliError, HwsimConfig, parse_sweep, print_report, run_hwsim
-from records.header import RecordError
+from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, run_main, run_name
 from records.layout import COMPARED_STAGES
 from reports import render_report
-from reports.common import ReportError
-from trainer.data import DATASETS, DatasetError
-from trainer.models import ArchError
+from trainer.data import DATASETS
+from trainer.models import ARCHITECTURES
 from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain, default_timesteps, resolve_device
 from trainer.train import Runtime
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--arch", default=None)
-    p.add_argument("--timesteps", type=int, default=None, help="reduced T (STDB, export, hwsim)")
-    p.add_argument("--timesteps-large", type=int, default=None, help="large T to evaluate the conversion")
-    p.add_argument("--epochs", type=int, default=None, help="ANN epochs")
-    p.add_argument("--snn-epochs", type=int, default=None, help="STDB / from-scratch epochs")
-    p.add_argument("--train-subset", type=int, default=None)
-    p.add_argument("--test-subset", type=int, default=None)
-    p.add_argument("--name", default=None, help="run folder name under --runs")
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--samples", type=int, default=None, help="hwsim test samples (default: test set, <= 1500)")
+    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+    p.add_argument("--timesteps", type=POSITIVE, default=None, help="reduced T (STDB, export, hwsim)")
+    p.add_argument("--timesteps-large", type=POSITIVE, default=None, help="large T to evaluate the conversion")
+    p.add_argument("--epochs", type=POSITIVE, default=None, help="ANN epochs")
+    p.add_argument("--snn-epochs", type=POSITIVE, default=None, help="STDB / from-scratch epochs")
+    p.add_argument("--train-subset", type=POSITIVE, default=None)
+    p.add_argument("--test-subset", type=POSITIVE, default=None)
+    p.add_argument("--name", type=run_name, default=None, help="run folder name under --runs")
+    p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
+    p.add_argument("--samples", type=POSITIVE, default=None, help="hwsim test samples (default: test set, <= 1500)")
     p.add_argument("--sweep", default=None, help="T values for accuracy vs T, e.g. 2,4,8,16 (default: powers "
                                                  "of two up to the large T, plus both Ts)")
     p.add_argument("--energy-model", default="first_order")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--no-scratch", action="store_true")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--restart", action="store_true",
+                   help="retrain where the run folder holds runs of another configuration (default: refuse)")
     return p
 
 
@@ -66,37 +66,38 @@ def chain_config(args, timesteps) -> ChainConfig:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")
-    try:
-        steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep))
-        rt = Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv)
-        print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
-        run, summary = chain(chain_config(args, steps), rt)
-        print("float accuracy (%): " + ", ".join(
-            f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
-            for a in summary.accuracies) + f"; run folder: {run.root}")
+    return run_main("pipeline", lambda: run_pipeline(args))
 
-        print("== 2/4 export: quantize the converted and the STDB network", flush=True)
-        for stage in COMPARED_STAGES:
-            # The output accumulator is sized for the largest T of the accuracy-vs-T sweep.
-            done = export_checkpoint(run.checkpoint(stage), ExportConfig(
-                timesteps=steps.reduced, calibration_timesteps=steps.calibration, seed=args.seed,
-                data_root=args.data_root))
-            print_summary(done.summary, done.layers, done.out)
 
-        print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
-        doc, paths = run_hwsim([(s, run.graph(s)) for s in COMPARED_STAGES], HwsimConfig(
-            timesteps=steps.reduced, sweep=steps.sweep, samples=args.samples, seed=args.seed,
-            energy_model=args.energy_model, device=args.device, data_root=args.data_root,
-            progress=not args.quiet), run.hwsim_dir)
-        print_report(doc, paths)
+def run_pipeline(args) -> None:
+    """The four steps, in order; each step's own function does the work."""
+    steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep))
+    rt = Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv,
+                 restart=args.restart)
+    print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
+    run, summary = chain(chain_config(args, steps), rt)
+    print("float accuracy (%): " + ", ".join(
+        f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
+        for a in summary.accuracies) + f"; run folder: {run.root}")
 
-        print("== 4/4 reports", flush=True)
-        report = render_report(run.root)
-    except (RecordError, DatasetError, ArchError, ReportError, CliError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    print("== 2/4 export: quantize the converted and the STDB network", flush=True)
+    for stage in COMPARED_STAGES:
+        # The output accumulator is sized for the largest T of the accuracy-vs-T sweep.
+        done = export_checkpoint(run.checkpoint(stage), ExportConfig(
+            timesteps=steps.reduced, calibration_timesteps=steps.calibration, seed=args.seed,
+            data_root=args.data_root))
+        print_summary(done.summary, done.layers, done.out)
+
+    print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
+    doc, paths = run_hwsim([(s, run.graph(s)) for s in COMPARED_STAGES], HwsimConfig(
+        timesteps=steps.reduced, sweep=steps.sweep, samples=args.samples, seed=args.seed,
+        energy_model=args.energy_model, device=args.device, data_root=args.data_root,
+        progress=not args.quiet), run.hwsim_dir)
+    print_report(doc, paths)
+
+    print("== 4/4 reports", flush=True)
+    report = render_report(run.root)
     print(f"summary: {report}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,20 +1,33 @@
 """Atomic writes, the one implementation every step of the chain uses.
 
 A file is written to a temporary sibling and renamed over its target only when the
-write succeeded, so a reader never sees half a file and a failed write leaves nothing.
-A *set* of files (export's folder, hwsim's results, the report) is written the same
-way, all temporaries first; only when every one of them is complete are they renamed,
-the set's index file (the one readers open first, e.g. ``results.json``) last, so a
-reader that finds the new index finds the whole new set. Files get the mode the user's
+write succeeded, so a reader never sees half a file and a failed write leaves the old
+file as it was (a ``WriteError`` names the target, not the temporary).
+
+A *set* of files (export's folder, hwsim's results, the report) changes as one: all
+temporaries are written first; then a journal listing the renames is committed (itself
+by rename), the renames run, and the journal is removed. A writer killed before the
+journal leaves only temporaries; one killed after it leaves a journal that ``settle``
+plays to the end. ``settle`` runs before every write into a folder and before every
+record is read from it, and also removes the temporaries of writers that are no longer
+running (temporaries carry their writer's process id). Files get the mode the user's
 umask gives a new file (temporary files start private, 0600).
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Callable
+
+_TMP = re.compile(r"^\..+\.(\d+)\.[^.]+\.(tmp|commit)$")
+
+
+class WriteError(OSError):
+    """A write that failed (no space, no permission); the target was left as it was."""
 
 
 def _umask_mode(path: Path) -> None:
@@ -24,19 +37,81 @@ def _umask_mode(path: Path) -> None:
     os.chmod(path, 0o666 & ~mask)
 
 
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:          # another user's live process
+        return True
+    return True
+
+
+def _temporary(path: Path, suffix: str = ".tmp") -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def settle(folder: str | os.PathLike) -> None:
+    """Finish the committed set writes and remove the temporaries that writers no longer
+    running left in ``folder`` (a folder that cannot be changed is left as it is)."""
+    folder = Path(folder)
+    try:
+        names = [p for p in folder.iterdir() if _TMP.match(p.name)]
+    except OSError:
+        return
+    try:
+        for journal in sorted(p for p in names if p.name.endswith(".commit")):
+            if _alive(int(_TMP.match(journal.name).group(1))):
+                continue
+            try:
+                pairs = json.loads(journal.read_text())
+            except ValueError:           # killed before its content was committed
+                pairs = []
+            for tmp, final in pairs:
+                if (folder / tmp).exists():
+                    (folder / final).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(folder / tmp, folder / final)
+            journal.unlink()
+        for tmp in (p for p in names if p.name.endswith(".tmp")):
+            if tmp.exists() and not _alive(int(_TMP.match(tmp.name).group(1))):
+                tmp.unlink()
+    except (OSError, ValueError):
+        return
+
+
+def _prepare(folder: Path, target: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(exc.errno, f"cannot create its folder ({exc.strerror or exc})", str(target)) from None
+    settle(folder)
+
+
+def _failed(target: Path, exc: OSError) -> WriteError:
+    return WriteError(exc.errno, f"cannot write ({exc.strerror or exc}); nothing was changed", str(target))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path beside ``path`` (for writers that want a file name); rename on success."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    _prepare(path.parent, path)
     try:
-        yield Path(tmp)
-        _umask_mode(Path(tmp))
+        tmp = _temporary(path)
+    except OSError as exc:
+        raise _failed(path, exc) from None
+    try:
+        yield tmp
+        _umask_mode(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise _failed(path, exc) from None
         raise
 
 
@@ -47,29 +122,54 @@ def atomic_file(path: str | os.PathLike, mode: str = "wb", **open_kwargs):
         yield f
 
 
-def write_together(files: dict[Path, str | bytes | Callable[[Path], object]], index: Path | None = None
-                   ) -> list[Path]:
+def write_together(files: dict[Path, str | bytes | Callable[[Path], object]], index: Path) -> list[Path]:
     """Write every file (path -> content, or a function that writes the file at the path
-    it is given) to a temporary sibling, then rename them all, ``index`` last. Any failure
-    before the renames leaves every old file as it was."""
-    order = sorted(files, key=lambda p: Path(p) == Path(index) if index is not None else False)
-    tmps: list[tuple[str, Path]] = []
+    it is given) as one set: either every file is replaced or none is. Files may lie in
+    ``index``'s folder or below it; their temporaries and the journal lie in that folder,
+    so one ``settle`` of it sees the whole set. ``index`` (the file readers open first)
+    is renamed last."""
+    index = Path(index)
+    home = index.parent
+    items = {Path(k): v for k, v in files.items()}
+    paths = sorted(items, key=lambda p: p == index)
+    for path in paths:
+        if home.resolve() not in path.parent.resolve().parents and path.parent.resolve() != home.resolve():
+            raise ValueError(f"{path} lies outside {home}, the folder of the set's index {index.name}")
+    _prepare(home, index)
+    tmps: list[tuple[Path, Path]] = []
+    journal = None
     try:
-        for key in order:
-            path, content = Path(key), files[key]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        for path in paths:
+            content = items[path]
+            try:
+                tmp = _temporary(home / path.name)
+            except OSError as exc:
+                raise _failed(path, exc) from None
             tmps.append((tmp, path))
-            with os.fdopen(fd, "wb") as f:
-                if not callable(content):
-                    f.write(content.encode() if isinstance(content, str) else content)
-            if callable(content):
-                content(Path(tmp))
-            _umask_mode(Path(tmp))
-        for tmp, path in tmps:
-            os.replace(tmp, path)
+            try:
+                if callable(content):
+                    content(tmp)
+                else:
+                    tmp.write_bytes(content.encode() if isinstance(content, str) else content)
+                _umask_mode(tmp)
+            except OSError as exc:
+                raise _failed(path, exc) from None
+        pairs = [(os.path.relpath(t, home), os.path.relpath(p, home)) for t, p in tmps]
+        journal = _temporary(home / (index.name + ".journal"), suffix=".commit")
+        try:
+            staged = _temporary(journal)
+            staged.write_text(json.dumps(pairs))
+            os.replace(staged, journal)
+        except OSError as exc:
+            raise _failed(index, exc) from None
     except BaseException:
         for tmp, _ in tmps:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
+        if journal is not None:
+            journal.unlink(missing_ok=True)
         raise
-    return [p for _, p in tmps]
+    for tmp, path in tmps:        # committed: from here on, settle() finishes what a kill interrupts
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+    journal.unlink()
+    return paths

@@ -17,7 +17,7 @@ from typing import Callable, TypeVar
 
 import numpy as np
 
-from records.atomic import atomic_file
+from records.atomic import atomic_file, settle
 
 T = TypeVar("T")
 
@@ -65,6 +65,7 @@ def npz_header(data, key: str, fmt: str, current: int, oldest: int, error: type[
 def read_json_record(path: str | os.PathLike, what: str, error: type[RecordError], parse: Callable[[dict], T]) -> T:
     """Read a JSON record and ``parse`` it; every problem is an ``error`` naming the file."""
     path = Path(path)
+    settle(path.parent)       # a set whose writer was killed after committing it: finish it first
     if not path.is_file():
         raise error(f"{path}: no such {what} file")
     try:
@@ -79,6 +80,7 @@ def read_npz_record(path: str | os.PathLike, what: str, error: type[RecordError]
     """Open an ``.npz`` record without pickle and ``parse`` its arrays; every problem is an
     ``error`` naming the file (``what``: e.g. "core graph file")."""
     path = Path(path)
+    settle(path.parent)
     if not path.is_file():
         raise error(f"{path}: no such {what}")
     try:

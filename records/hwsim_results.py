@@ -37,6 +37,7 @@ network plus one for the ANN). All three are written atomically, together.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -92,27 +93,125 @@ def _check(d, spec: dict, where: str) -> None:
             raise ResultsError(f"{where}: {k!r} has the wrong type or value ({v!r})")
 
 
+def _same(a: float, b: float) -> bool:
+    """Equal up to the rounding of sums taken in another order."""
+    return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _agree(where: str, what: str, got, want) -> None:
+    if not _same(got, want):
+        raise ResultsError(f"{where}: {what} is {got!r} but its parts give {want!r} (an edited or corrupt file?)")
+
+
+def _non_negative(d: dict, spec: dict, where: str) -> None:
+    for k, t in spec.items():
+        if t in (int, _NUM) and not isinstance(d[k], bool) and d[k] < 0:
+            raise ResultsError(f"{where}: {k!r} is negative ({d[k]!r})")
+
+
+def _check_network(net: dict, where: str, doc: dict) -> None:
+    """Types and ranges, then the identities that hold by construction (hwsim.results):
+    totals are the sums of the layers, per-image and per-neuron values divide by the
+    samples and neurons, and EDP = energy x delay."""
+    _check(net, _NET, where)
+    if net["stage"] is not None and net["stage"] not in SNN_STAGES:
+        raise ResultsError(f"{where}: stage {net['stage']!r} is not one of {', '.join(SNN_STAGES)}")
+    acc = net.get("accuracy")
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, _NUM) or not 0 <= acc <= 1):
+        raise ResultsError(f"{where}: accuracy {acc!r} is not in [0, 1]")
+    n = net["samples"]
+    if n < 1 or net["timesteps"] < 1 or net["latency_steps"] < 0:
+        raise ResultsError(f"{where}: samples and timesteps must be >= 1, latency_steps >= 0")
+    if n != doc["samples"] or net["timesteps"] != doc["timesteps"]:
+        raise ResultsError(f"{where}: {n} samples at T={net['timesteps']}, the results' header says "
+                           f"{doc['samples']} at T={doc['timesteps']}")
+    t, layers = net["totals"], net["layers"]
+    _check(t, _TOTALS, f"{where}.totals")
+    _non_negative(t, _TOTALS, f"{where}.totals")
+    if not layers:
+        raise ResultsError(f"{where}: no layers")
+    for j, layer in enumerate(layers):
+        lw = f"{where}.layers[{j}]"
+        _check(layer, _LAYER, lw)
+        _non_negative(layer, _LAYER, lw)
+        if layer["neurons"] < 1:
+            raise ResultsError(f"{lw}: 'neurons' must be >= 1, got {layer['neurons']}")
+        if layer["active_neuron_updates"] > layer["neuron_updates"]:
+            raise ResultsError(f"{lw}: more active neuron updates than updates")
+        _agree(lw, "avg_spikes_per_neuron", layer["avg_spikes_per_neuron"], layer["spikes"] / (layer["neurons"] * n))
+    spiking = [l for l in layers if l["spiking"]]
+    for key in ("synaptic_events", "neuron_updates", "active_neuron_updates"):
+        _agree(f"{where}.totals", key, t[key], sum(l[key] for l in layers))
+    _agree(f"{where}.totals", "spikes", t["spikes"], sum(l["spikes"] for l in spiking))
+    _agree(f"{where}.totals", "spikes_per_image", t["spikes_per_image"], t["spikes"] / n)
+    neurons = sum(l["neurons"] for l in spiking)
+    _agree(f"{where}.totals", "avg_spikes_per_neuron", t["avg_spikes_per_neuron"],
+           t["spikes"] / (neurons * n) if neurons else 0.0)
+    if t["energy"] < sum(l["energy"] for l in layers) * (1 - 1e-6) - 1e-9:
+        raise ResultsError(f"{where}.totals: energy {t['energy']!r} is below the sum of its layers' energies")
+    _agree(f"{where}.totals", "energy_total", t["energy_total"], t["energy"] * n)
+    _agree(f"{where}.totals", "edp", t["edp"], t["energy"] * t["delay"])
+
+
+def _ratio_of(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+
+def _check_comparisons(doc: dict) -> None:
+    totals = {net["label"]: net["totals"] for net in doc["networks"]}
+    if len(totals) != len(doc["networks"]):
+        raise ResultsError("results: network labels are not unique")
+    ann = doc["ann_baseline"]
+    _check(ann, _ANN, "ann_baseline")
+    if ann["macs_per_layer"] is not None:
+        if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 0 for m in ann["macs_per_layer"]):
+            raise ResultsError("ann_baseline: 'macs_per_layer' must be counts >= 0")
+        if ann["macs"] != sum(ann["macs_per_layer"]):
+            raise ResultsError(f"ann_baseline: macs {ann['macs']} is not the sum of macs_per_layer")
+    for i, r in enumerate(doc["ratios"]):
+        if not isinstance(r, dict) or r.get("numerator") not in totals or r.get("denominator") not in totals:
+            raise ResultsError(f"ratios[{i}]: must name two of the networks")
+        a, b = totals[r["numerator"]], totals[r["denominator"]]
+        for k in ("spikes", "synaptic_events", "energy", "edp"):
+            want, got = _ratio_of(a[k], b[k]), r.get(k)
+            if (want is None) != (got is None) or (want is not None and (not finite_number(got) or
+                                                                         not _same(got, want))):
+                raise ResultsError(f"ratios[{i}]: {k} ratio {got!r} disagrees with the networks' totals ({want!r})")
+    cmp = doc["snn_vs_ann"]
+    if not isinstance(cmp.get("networks"), dict) or set(cmp["networks"]) != set(totals):
+        raise ResultsError("snn_vs_ann: 'networks' must list every network")
+    ann_e = cmp.get("ann_energy")
+    if ann_e is not None and (not finite_number(ann_e) or ann_e < 0):
+        raise ResultsError(f"snn_vs_ann: ann_energy {ann_e!r} must be a finite number >= 0")
+    for label, v in cmp["networks"].items():
+        e = v.get("energy") if isinstance(v, dict) else None
+        if not finite_number(e) or e < 0:
+            raise ResultsError(f"snn_vs_ann.networks[{label!r}]: energy {e!r} must be a finite number >= 0")
+        want, got = _ratio_of(e, ann_e), v.get("ratio")
+        if (want is None) != (got is None) or (want is not None and (not finite_number(got) or not _same(got, want))):
+            raise ResultsError(f"snn_vs_ann.networks[{label!r}]: ratio {got!r} is not energy / ann_energy")
+
+
 def validate_results(doc) -> dict:
     check_header(doc, FORMAT, VERSION, OLDEST_READABLE, ResultsError, rerun="re-run hwsim")
     _check(doc, _TOP, "results")
+    if doc["samples"] < 1 or doc["timesteps"] < 1 or doc["seed"] < 0:
+        raise ResultsError("results: samples and timesteps must be >= 1, seed >= 0")
     if not doc["networks"]:
         raise ResultsError("results: no networks")
     for i, net in enumerate(doc["networks"]):
-        _check(net, _NET, f"networks[{i}]")
-        if net["stage"] is not None and net["stage"] not in SNN_STAGES:
-            raise ResultsError(f"networks[{i}]: stage {net['stage']!r} is not one of {', '.join(SNN_STAGES)}")
-        acc = net.get("accuracy")
-        if acc is not None and (isinstance(acc, bool) or not isinstance(acc, _NUM) or not 0 <= acc <= 1):
-            raise ResultsError(f"networks[{i}]: accuracy {acc!r} is not in [0, 1]")
-        _check(net["totals"], _TOTALS, f"networks[{i}].totals")
-        for j, layer in enumerate(net["layers"]):
-            _check(layer, _LAYER, f"networks[{i}].layers[{j}]")
-    _check(doc["ann_baseline"], _ANN, "ann_baseline")
+        _check_network(net, f"networks[{i}]", doc)
+    _check_comparisons(doc)
     if "sweep" in doc:
         if not isinstance(doc["sweep"], list):
             raise ResultsError("results: 'sweep' must be a list")
+        labels = {net["label"] for net in doc["networks"]}
         for i, point in enumerate(doc["sweep"]):
             _check(point, _SWEEP, f"sweep[{i}]")
+            if point["network"] not in labels or point["timesteps"] < 1 or not 0 <= point["accuracy"] <= 1 \
+                    or point["spikes_per_image"] < 0:
+                raise ResultsError(f"sweep[{i}]: needs a listed network, T >= 1, accuracy in [0, 1] and "
+                                   "spikes >= 0")
     return doc
 
 

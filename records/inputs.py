@@ -52,9 +52,13 @@ class InputSet:
                               f"{self.labels.shape}")
         self.labels = self.labels.astype(np.int64)
         self.seed, self.timesteps = int(self.seed), int(self.timesteps)
-        if self.timesteps < 1:
-            raise InputsError(f"timesteps must be >= 1, got {self.timesteps}")
+        if self.timesteps < 1 or self.seed < 0:
+            raise InputsError(f"timesteps must be >= 1 and seed >= 0, got T={self.timesteps}, seed {self.seed}")
         self.class_names = [str(c) for c in self.class_names]
+        if len(self.labels) and (self.labels.min() < 0 or
+                                 (self.class_names and self.labels.max() >= len(self.class_names))):
+            raise InputsError(f"labels must lie in 0..{len(self.class_names) - 1 if self.class_names else 'N'}, "
+                              f"got {self.labels.min()}..{self.labels.max()}")
 
     @property
     def samples(self) -> int:

@@ -11,41 +11,31 @@ from __future__ import annotations
 import argparse
 import sys
 
-from reports.common import ReportError
+from records.cli import OUTPUT_DIR, Parser, run_main, writable_dir
 from reports.render import render_report
 
 __all__ = ["main", "render_report"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m reports", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="python -m reports", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="run folder (e.g. runs/digits-vgg_tiny)")
     p.add_argument("--results", default=None, metavar="FILE",
                    help="hwsim results.json (default: RUN_DIR/hwsim/results.json)")
     p.add_argument("--trainer-summary", default=None, metavar="FILE",
                    help="trainer_summary.json (default: RUN_DIR/trainer_summary.json when present)")
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--out", type=OUTPUT_DIR, default=None, metavar="DIR",
                    help="output folder for report.md (figures and CSVs go to DIR/report/; default: RUN_DIR)")
     return p
 
 
-def _one_line(msg: str) -> str:
-    return " ".join(str(msg).split())
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        path = render_report(args.run_dir, args.results, args.trainer_summary, args.out)
-    except ReportError as exc:
-        print(f"reports: error: {_one_line(exc)}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"reports: error: cannot write the report: {_one_line(exc)}", file=sys.stderr)
-        return 1
-    print(path)
-    return 0
+
+    def body():
+        out = writable_dir(args.out or args.run_dir, "--out" if args.out else "RUN_DIR")
+        print(render_report(args.run_dir, args.results, args.trainer_summary, out))
+    return run_main("reports", body)
 
 
 if __name__ == "__main__":

@@ -120,7 +120,7 @@ def test_subsets_are_seeded_and_stratified():
     assert torch.bincount(a.test_y, minlength=10).tolist() == [5] * 10
     c = load_dataset("digits", train_subset=100, seed=4)
     assert not torch.equal(a.train_x, c.train_x)
-    with pytest.raises(DatasetError, match="train_subset"):
+    with pytest.raises(DatasetError, match="--train-subset"):
         load_dataset("digits", train_subset=0)
 
 

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 
 from records.layout import RunLayout
 from records.trainer_summary import load_trainer_summary
@@ -41,17 +42,42 @@ def test_chain_relations(chain_run):
     assert (run / "metrics_ann.csv").read_text().count("\n") == 31  # header + one row per epoch
 
 
-def test_resume_continues_from_last_epoch(chain_run, tmp_path):
+def test_interrupted_run_resumes_to_the_same_weights(chain_run, tmp_path, monkeypatch):
+    """A run killed after its first epoch, re-run with the same configuration, ends bit for
+    bit where an uninterrupted run ends; under another configuration it is refused."""
+    import trainer.train as train
+
     layout, _ = chain_run
-    bundle = load_dataset("digits")
+    bundle = load_dataset("digits", train_subset=400, test_subset=100)
     init = load_checkpoint(layout.checkpoint("converted"))
-    opt = OptimConfig(epochs=1, lr=1e-3, optimizer="adam", weight_decay=0.0)
-    out = tmp_path / "stdb.pt"
-    train_snn(bundle, init, "stdb", 4, SNNTrainConfig(opt), out, QUIET)
-    opt.epochs = 2  # as if a 2-epoch run had been interrupted after its first epoch
-    resumed = train_snn(bundle, init, "stdb", 4, SNNTrainConfig(opt), out, QUIET)
+    cfg = SNNTrainConfig(OptimConfig(epochs=2, lr=1e-3, optimizer="adam", weight_decay=0.0))
+    whole = train_snn(bundle, init, "stdb", 4, cfg, tmp_path / "whole.pt", QUIET)
+
+    real, calls = train.evaluate_snn, []
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:             # the start, epoch 1, then the kill during epoch 2's validation
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+    monkeypatch.setattr(train, "evaluate_snn", dies_in_second_epoch)
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_snn(bundle, init, "stdb", 4, cfg, out, QUIET)
+    assert load_checkpoint(out).train_state["epoch"] == 1
+    monkeypatch.setattr(train, "evaluate_snn", real)
+    resumed = train_snn(bundle, init, "stdb", 4, cfg, out, QUIET)
     assert resumed.train_state["epoch"] == 2
-    assert [int(r["epoch"]) for r in resumed.train_state["history"]] == [1, 2]
+    for k, v in whole.state_dict.items():
+        assert torch.equal(v, resumed.state_dict[k]), k
+    assert [r["val_acc"] for r in resumed.train_state["history"]] == \
+        [r["val_acc"] for r in whole.train_state["history"]]
+
+    longer = SNNTrainConfig(OptimConfig(epochs=3, lr=1e-3, optimizer="adam", weight_decay=0.0))
+    with pytest.raises(ValueError, match="epochs: 2 there, 3 now"):
+        train_snn(bundle, init, "stdb", 4, longer, out, QUIET)
+    again = train_snn(bundle, init, "stdb", 4, longer, out, Runtime(progress=False, restart=True))
+    assert again.train_state["epoch"] == 3 and len(again.train_state["history"]) == 3
 
 
 def test_guarded_stdb_does_not_collapse_where_plain_recipe_does(chain_run, tmp_path):

@@ -13,7 +13,6 @@ import pytest
 
 from records.hwsim_results import FORMAT, VERSION, load_results
 from records.trainer_summary import FORMAT as SUMMARY_FORMAT, VERSION as SUMMARY_VERSION
-from reports.__main__ import main
 from reports.common import ReportError
 from reports.render import render_report
 
@@ -248,36 +247,7 @@ def test_no_sweep_and_no_summary_with_paper_row(tmp_path):
     assert not (run / "report.md").exists()
 
 
-def _bad_runs(tmp_path):
-    wrong = make_results()
-    wrong["format"] = "something-else"
-    newer = make_results()
-    newer["version"] = VERSION + 1
-    cases = {"missing": None, "wrong format": wrong, "newer": newer, "corrupt": "{not json"}
-    for name, doc in cases.items():
-        run = tmp_path / name.replace(" ", "_")
-        run.mkdir()
-        if doc is not None:
-            (run / "hwsim").mkdir()
-            (run / "hwsim" / "results.json").write_text(doc if isinstance(doc, str) else json.dumps(doc))
-        yield name, run
-
-
-def test_cli_bad_input_exits_2_and_writes_nothing(tmp_path, capsys):
-    for name, run in _bad_runs(tmp_path):
-        before = files_under(run)
-        out = tmp_path / f"out_{run.name}"
-        assert main([str(run)]) == 2, name
-        assert main([str(run), "--out", str(out)]) == 2, name
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 2 and all(e.startswith("reports: error: ") for e in err), err
-        assert files_under(run) == before and not out.exists()
-    # a named trainer summary that is missing or not one
-    run = make_run(tmp_path / "ok")
-    for bad in (tmp_path / "nope.json", run / "hwsim" / "results.json"):
-        assert main([str(run), "--trainer-summary", str(bad)]) == 2
-        assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    assert not (run / "report.md").exists() and not (run / "report").exists()
+def test_render_report_raises_report_error(tmp_path):
     with pytest.raises(ReportError):
         render_report(tmp_path / "missing")
 
@@ -301,7 +271,8 @@ def test_single_network_without_accuracy_renders(tmp_path):
     doc = make_results(sweep=False)
     doc["networks"] = doc["networks"][:1]
     doc["networks"][0]["accuracy"] = None
-    doc["ratios"], doc["snn_vs_ann"]["networks"] = [], {}
+    doc["ratios"] = []
+    doc["snn_vs_ann"]["networks"] = {"converted": doc["snn_vs_ann"]["networks"]["converted"]}
     run = make_run(tmp_path, doc, summary=None)
     md = render_report(run)
     text = md.read_text()

@@ -10,13 +10,14 @@ import json
 import sys
 from pathlib import Path
 
-from records.header import RecordError
+from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, Parser, integer, number, run_main, run_name,
+                         writable_file)
 from records.layout import RunLayout
 from trainer.checkpoint import load_checkpoint
 from trainer.convert import STATISTICS
-from trainer.data import DATASETS, DatasetError
+from trainer.data import DATASETS
 from trainer.distributed import setup as setup_ranks
-from trainer.models import ARCHITECTURES, ArchError
+from trainer.models import ARCHITECTURES
 from trainer.snn import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
@@ -24,44 +25,48 @@ from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, 
 from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
+LEAK = number(0, 1, lo_open=True)
+DROPOUT = number(0, 1, hi_open=True)
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-root", default=None, help="folder or archive of the data set (default: shared datasets)")
-    p.add_argument("--train-subset", type=int, default=None, help="seeded subset of the training set")
-    p.add_argument("--test-subset", type=int, default=None, help="seeded subset of the test set")
-    p.add_argument("--image-size", type=int, default=None, help="resize for 'folder' data sets")
+    p.add_argument("--train-subset", type=POSITIVE, default=None, help="seeded subset of the training set")
+    p.add_argument("--test-subset", type=POSITIVE, default=None, help="seeded subset of the test set")
+    p.add_argument("--image-size", type=integer(4, 1024), default=None, help="resize for 'folder' data sets")
 
 
 ANN_OPTIM, SNN_OPTIM = ChainConfig().ann_optim, ChainConfig().snn.optim     # the defaults, defined once
 
 
 def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}epochs", type=int, default=d.epochs)
-    p.add_argument(f"--{prefix}lr", type=float, default=d.lr)
+    p.add_argument(f"--{prefix}epochs", type=POSITIVE, default=d.epochs)
+    p.add_argument(f"--{prefix}lr", type=number(0, lo_open=True), default=d.lr)
     p.add_argument(f"--{prefix}optimizer", default=d.optimizer, choices=("sgd", "adam"))
-    p.add_argument(f"--{prefix}batch-size", type=int, default=d.batch_size)
-    p.add_argument(f"--{prefix}weight-decay", type=float, default=d.weight_decay)
+    p.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=d.batch_size)
+    p.add_argument(f"--{prefix}weight-decay", type=number(0), default=d.weight_decay)
     p.add_argument(f"--{prefix}schedule", default=d.schedule, choices=("cosine", "step", "none"))
-    p.add_argument(f"--{prefix}warmup-epochs", type=float, default=d.warmup_epochs)
-    p.add_argument(f"--{prefix}grad-clip", type=float, default=d.grad_clip, help="max gradient norm (0 = off)")
+    p.add_argument(f"--{prefix}warmup-epochs", type=number(0), default=d.warmup_epochs)
+    p.add_argument(f"--{prefix}grad-clip", type=number(0), default=d.grad_clip, help="max gradient norm (0 = off)")
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statistic", default="max", choices=STATISTICS, help="threshold statistic (paper: max)")
-    p.add_argument("--percentile", type=float, default=99.9)
-    p.add_argument("--scaling-factor", type=float, default=0.7)
-    p.add_argument("--balance-batches", type=int, default=4, help="batches the statistic is taken over")
-    p.add_argument("--leak", type=float, default=1.0, help="membrane leak lambda (1.0 = IF)")
+    p.add_argument("--percentile", type=number(0, 100, lo_open=True), default=99.9)
+    p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=0.7)
+    p.add_argument("--balance-batches", type=POSITIVE, default=4, help="batches the statistic is taken over")
+    p.add_argument("--leak", type=LEAK, default=1.0, help="membrane leak lambda in (0, 1] (1.0 = IF)")
 
 
 def add_snn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--surrogate", default=None, choices=SURROGATES,
                    help="surrogate gradient (default: stdb; linear for digits and MNIST, where T is tiny)")
-    p.add_argument("--alpha", type=float, default=0.3)
-    p.add_argument("--beta", type=float, default=0.01)
-    p.add_argument("--bptt-window", type=int, default=None, help="truncated BPTT: loss every t0 steps")
+    p.add_argument("--alpha", type=number(0, lo_open=True), default=0.3)
+    p.add_argument("--beta", type=number(0, lo_open=True), default=0.01)
+    p.add_argument("--bptt-window", type=POSITIVE, default=None, help="truncated BPTT: loss every t0 steps")
     p.add_argument("--backend", default="multistep", choices=BACKENDS)
-    p.add_argument("--rollback-drop", type=float, default=10.0,
+    p.add_argument("--rollback-drop", type=number(0, 100), default=10.0,
                    help="roll back to the best weights when validation accuracy drops this many points")
 
 
@@ -93,7 +98,8 @@ def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConf
 
 
 def runtime_from(args) -> Runtime:
-    return Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv)
+    return Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv,
+                   restart=getattr(args, "restart", False))
 
 
 def chain_from(args) -> ChainConfig:
@@ -122,7 +128,7 @@ def cmd_convert(args) -> None:
     rt = runtime_from(args)
     ann_ckpt = load_checkpoint(args.checkpoint)
     bundle = data_of(ann_ckpt, args.data_root)
-    out = Path(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("converted"))
+    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("converted"), "--out")
     ckpt = convert(ann_ckpt, bundle, convert_from(args, args.batch_size), args.timesteps, out, rt)
     print("thresholds:", ", ".join(f"{v:.4g}" for v in ckpt.snn.thresholds), f"-> {out}")
 
@@ -132,7 +138,7 @@ def cmd_stdb(args) -> None:
     init = load_checkpoint(args.checkpoint)
     check_converted(init, args.checkpoint)
     bundle = data_of(init, args.data_root, args.train_subset, args.test_subset)
-    out = Path(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"))
+    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"), "--out")
     cfg, surrogate = snn_from(args, optim_from(args), args.leak)
     result = fine_tune(init, bundle, "stdb", args.timesteps, cfg, surrogate, out, rt, args.eval_samples)
     if result is not None:
@@ -169,30 +175,34 @@ def cmd_chain(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__,
+    parser = Parser(prog="python -m trainer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         p.add_argument("--quiet", action="store_true", help="no progress bars")
-        p.add_argument("--eval-samples", type=int, default=None, help="test samples for SNN evaluation")
+        p.add_argument("--eval-samples", type=POSITIVE, default=None, help="test samples for SNN evaluation")
+
+    def restart(p):
+        p.add_argument("--restart", action="store_true",
+                       help="start over where the output holds a run of another configuration (default: refuse)")
 
     p = sub.add_parser("ann", help="train the constrained ANN")
     add_data_args(p), common(p)
-    p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
-    p.add_argument("--conv-dropout", type=float, default=0.2)
-    p.add_argument("--fc-dropout", type=float, default=0.5)
-    p.add_argument("--out", required=True)
-    add_optim_args(p, ANN_OPTIM)
+    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+    p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
+    p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+    p.add_argument("--out", type=OUTPUT_FILE, required=True)
+    restart(p), add_optim_args(p, ANN_OPTIM)
 
     p = sub.add_parser("convert", help="threshold balancing (Algorithm 1) of an ANN checkpoint")
     p.add_argument("checkpoint"), common(p), add_convert_args(p)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--timesteps", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--out", default=None)
+    p.add_argument("--timesteps", type=POSITIVE, required=True)
+    p.add_argument("--batch-size", type=POSITIVE, default=64)
+    p.add_argument("--out", type=OUTPUT_FILE, default=None)
 
     for name, help_ in (("stdb", "STDB fine-tuning of a converted checkpoint"),
                         ("scratch", "train an SNN from random weights with the same loop")):
@@ -200,35 +210,35 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "stdb":
             p.add_argument("checkpoint")
             p.add_argument("--data-root", default=None)
-            p.add_argument("--train-subset", type=int, default=None, help="seeded subset of the training set")
-            p.add_argument("--test-subset", type=int, default=None, help="seeded subset of the test set")
-            p.add_argument("--out", default=None)
-            p.add_argument("--leak", type=float, default=None)
+            p.add_argument("--train-subset", type=POSITIVE, default=None, help="seeded subset of the training set")
+            p.add_argument("--test-subset", type=POSITIVE, default=None, help="seeded subset of the test set")
+            p.add_argument("--out", type=OUTPUT_FILE, default=None)
+            p.add_argument("--leak", type=LEAK, default=None)
         else:
             add_data_args(p)
-            p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
-            p.add_argument("--conv-dropout", type=float, default=0.2)
-            p.add_argument("--fc-dropout", type=float, default=0.5)
-            p.add_argument("--out", required=True)
-            p.add_argument("--leak", type=float, default=1.0)
-        common(p), add_snn_args(p)
-        p.add_argument("--timesteps", type=int, required=True)
+            p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+            p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
+            p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+            p.add_argument("--out", type=OUTPUT_FILE, required=True)
+            p.add_argument("--leak", type=LEAK, default=1.0)
+        common(p), restart(p), add_snn_args(p)
+        p.add_argument("--timesteps", type=POSITIVE, required=True)
         add_optim_args(p, SNN_OPTIM)
 
     p = sub.add_parser("eval", help="accuracy and spikes per layer of any checkpoint at any T")
     p.add_argument("checkpoint"), common(p)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--timesteps", type=int, nargs="*", default=None)
+    p.add_argument("--timesteps", type=POSITIVE, nargs="*", default=None)
 
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
-    add_data_args(p), common(p), add_convert_args(p), add_snn_args(p)
-    p.add_argument("--arch", default=None, help=f"one of {', '.join(ARCHITECTURES)}")
-    p.add_argument("--conv-dropout", type=float, default=0.2)
-    p.add_argument("--fc-dropout", type=float, default=0.5)
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--name", default=None)
-    p.add_argument("--timesteps", type=int, default=None, help="reduced T for STDB")
-    p.add_argument("--timesteps-large", type=int, default=None, help="large T to evaluate the conversion")
+    add_data_args(p), common(p), restart(p), add_convert_args(p), add_snn_args(p)
+    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+    p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
+    p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+    p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
+    p.add_argument("--name", type=run_name, default=None)
+    p.add_argument("--timesteps", type=POSITIVE, default=None, help="reduced T for STDB")
+    p.add_argument("--timesteps-large", type=POSITIVE, default=None, help="large T to evaluate the conversion")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
     add_optim_args(p, ANN_OPTIM)
     add_optim_args(p, SNN_OPTIM, prefix="snn-")
@@ -237,17 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 COMMANDS = {"ann": cmd_ann, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch, "eval": cmd_eval,
             "chain": cmd_chain}
-USER_ERRORS = (DatasetError, RecordError, ArchError, ValueError, FileNotFoundError)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_main(f"trainer {args.command}", lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

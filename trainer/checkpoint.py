@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import sys
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from records.atomic import atomic_file
+from records.atomic import atomic_file, settle
 from records.dataref import DataRef
 from records.encoding import Normalisation
 from records.header import RecordError, check_header, header
@@ -108,13 +110,21 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate; every problem is a CheckpointError that names the file."""
     path = Path(path)
+    settle(path.parent)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch zip archive: "
+                              "a truncated copy, random bytes or another kind of file)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt/foreign files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+    except pickle.UnpicklingError:
+        # torch's own message advises weights_only=False, i.e. running the file's code: never.
+        raise CheckpointError(f"{path}: refused: it holds Python objects beyond tensors and plain containers "
+                              "(loading them could run code); only checkpoints this toolchain wrote are read"
+                              ) from None
+    except Exception as exc:  # torch raises many types for corrupt archives
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt archive: {type(exc).__name__})") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a {FORMAT} file (a foreign or plain state_dict checkpoint?)")
     try:
@@ -163,9 +173,18 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
     for key in ("dataset", "normalisation", "class_names"):
         if key not in ckpt.data:
             raise CheckpointError(f"{where}: data record lacks {key!r}")
-    if len(ckpt.data["class_names"]) != ckpt.arch.num_classes:
-        raise CheckpointError(f"{where}: {len(ckpt.data['class_names'])} class names for "
-                              f"{ckpt.arch.num_classes} classes")
+    names = ckpt.data["class_names"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{where}: data record's class_names must be a list of strings")
+    if len(names) != ckpt.arch.num_classes:
+        raise CheckpointError(f"{where}: {len(names)} class names for {ckpt.arch.num_classes} classes")
+    try:
+        norm = Normalisation.from_dict(ckpt.data["normalisation"])
+    except (RecordError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{where}: data record's normalisation: {exc}") from None
+    if norm.channels != ckpt.arch.input_shape[0]:
+        raise CheckpointError(f"{where}: normalisation has {norm.channels} channels, the network's input "
+                              f"{ckpt.arch.input_shape[0]}")
     if ckpt.stage != "ann":
         if ckpt.snn is None:
             raise CheckpointError(f"{where}: stage {ckpt.stage!r} needs SNN parameters (thresholds, leak, T)")

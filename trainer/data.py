@@ -106,6 +106,9 @@ def load_dataset(
     check_labels(splits, source)
 
     train_x, train_y = _subset(splits.train_x, splits.train_y, train_subset, "train_subset", seed, 0)
+    if len(np.unique(train_y)) < 2:
+        raise DatasetError(f"--train-subset: {train_subset} images of {source} hold one class only; "
+                           "a classifier needs at least 2")
     test_x, test_y = _subset(splits.test_x, splits.test_y, test_subset, "test_subset", seed, 1)
     normalisation = _DEFAULT_NORMS.get(key) or _channel_stats(splits.train_x)
     return DatasetBundle(
@@ -207,7 +210,7 @@ def _subset(x: np.ndarray, y: np.ndarray, k: int | None, what: str, seed: int, s
     if k is None:
         return x, y
     if k < 1:
-        raise DatasetError(f"{what} must be >= 1, got {k}")
+        raise DatasetError(f"--{what.replace('_', '-')}: must be >= 1, got {k}")
     if k >= len(y):
         return x, y
     idx = _stratified_indices(y, k, np.random.default_rng([seed, stream]))

@@ -34,7 +34,7 @@ _CACHE_VERSION = 1
 _ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
 
 
-class DatasetError(Exception):
+class DatasetError(ValueError):
     """A data set is missing, malformed or misnamed; the message names the path and the problem."""
 
 
@@ -65,12 +65,23 @@ def _not_found(path: Path, what: str) -> DatasetError:
 
 
 def check_labels(splits: _Splits, source: str) -> None:
+    """A data set a classifier can learn from: two classes or more, both splits non-empty,
+    labels in range, and one image per label."""
     n = len(splits.class_names)
-    for split, y in (("train", splits.train_y), ("test", splits.test_y)):
+    if n < 2:
+        raise DatasetError(f"{source}: {n} class(es) ({', '.join(splits.class_names) or 'none'}); "
+                           "a classifier needs at least 2")
+    for split, x, y in (("train", splits.train_x, splits.train_y), ("test", splits.test_x, splits.test_y)):
         if len(y) == 0:
             raise DatasetError(f"{source}: the {split} split is empty")
+        if len(x) != len(y):
+            raise DatasetError(f"{source}: the {split} split has {len(x)} images but {len(y)} labels")
         if y.min() < 0 or y.max() >= n:
             raise DatasetError(f"{source}: {split} labels outside 0..{n - 1}")
+    present = len(np.unique(splits.train_y))
+    if present < 2:
+        raise DatasetError(f"{source}: the train split holds images of {present} class only; "
+                           "a classifier needs at least 2")
 
 
 def load_digits(seed: int) -> _Splits:

@@ -8,6 +8,7 @@ setting for CIFAR) and the fine-tuning surrogate.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -17,8 +18,9 @@ from records.layout import RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import balance_thresholds
-from trainer.data import DatasetBundle, batches, data_record, load_dataset, load_recorded
+from records.cli import require
+from trainer.convert import STATISTICS, balance_thresholds
+from trainer.data import DatasetBundle, DatasetError, batches, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.snn import SNN, Surrogate
@@ -71,6 +73,16 @@ class ConvertConfig:
     batch_size: int = 64
     leak: float = 1.0
 
+    def __post_init__(self) -> None:
+        require(self.statistic in STATISTICS, "statistic", self.statistic, f"one of {', '.join(STATISTICS)}")
+        require(math.isfinite(self.percentile) and 0 < self.percentile <= 100, "percentile", self.percentile,
+                "a number in (0, 100]")
+        require(math.isfinite(self.scaling_factor) and self.scaling_factor > 0, "scaling_factor",
+                self.scaling_factor, "a finite number > 0")
+        require(self.balance_batches >= 1, "balance_batches", self.balance_batches, "an integer >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
+
 
 @dataclass(frozen=True)
 class SurrogateChoice:
@@ -112,9 +124,15 @@ def load_data(data: DataConfig, seed: int) -> DatasetBundle:
 
 def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None = None,
             test_subset: int | None = None) -> DatasetBundle:
-    """The checkpoint's own data set, split and normalisation."""
-    return load_recorded(ckpt.data_ref, ckpt.normalisation, root, train_subset=train_subset,
-                         test_subset=test_subset)
+    """The checkpoint's own data set, split and normalisation; a data set of other classes
+    or image size than the checkpoint's (another ``--data-root``) is an error."""
+    bundle = load_recorded(ckpt.data_ref, ckpt.normalisation, root, train_subset=train_subset,
+                           test_subset=test_subset)
+    if list(bundle.class_names) != list(ckpt.data["class_names"]) or bundle.input_shape != ckpt.arch.input_shape:
+        raise DatasetError(f"{bundle.source}: {bundle.num_classes} classes of {bundle.input_shape} images, but the "
+                           f"checkpoint was trained on {ckpt.arch.num_classes} classes of {ckpt.arch.input_shape} "
+                           "images (another data set under --data-root?)")
+    return bundle
 
 
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime

@@ -14,6 +14,8 @@ accuracy collapses or a layer falls silent.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from records.atomic import atomic_file
+from records.cli import require
 from records.layout import metrics_path
 from records.table import csv_text
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
@@ -45,8 +48,22 @@ class OptimConfig:
     warmup_epochs: float = 0.0      # linear warm-up from 10 % of lr
     grad_clip: float = 0.0          # max gradient norm, 0 = off
 
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
+        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+            v = getattr(self, name)
+            require(math.isfinite(v) and v >= 0, name, v, "a finite number >= 0")
+        require(self.optimizer in ("sgd", "adam"), "optimizer", self.optimizer, "sgd or adam")
+        require(self.schedule in ("cosine", "step", "none"), "schedule", self.schedule, "cosine, step or none")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+class TrainingDiverged(ValueError):
+    """A non-finite loss or weight: the run stops, and the last good epoch stays on disk."""
 
 
 @dataclass
@@ -67,6 +84,21 @@ class SNNTrainConfig:
     val_fraction: float = 0.1
     eval_window: int = 50
 
+    def __post_init__(self) -> None:
+        if self.leak is not None:
+            require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
+        if self.window is not None:
+            require(self.window >= 1, "bptt_window", self.window, "an integer >= 1")
+        require(self.rollback_drop >= 0, "rollback_drop", self.rollback_drop, "a number >= 0")
+        require(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in [0, 1)")
+
+    def to_dict(self) -> dict:
+        """What decides the result of a run (resume refuses to continue under another)."""
+        d = dataclasses.asdict(self)
+        d.update(d.pop("optim"))
+        d["surrogate"] = self.surrogate.to_dict() if self.surrogate is not None else None
+        return d
+
 
 @dataclass
 class Runtime:
@@ -77,6 +109,7 @@ class Runtime:
     progress: bool = True
     command: list[str] | None = None
     ranks: Group = field(default_factory=Group)
+    restart: bool = False            # start over where an output holds a run of another configuration
 
     @property
     def shows_progress(self) -> bool:
@@ -132,10 +165,12 @@ class MetricsCSV:
 
     def add(self, row: dict) -> None:
         self.rows.append(row)
-        if not self.write:
-            return
-        with atomic_file(self.path, "w") as f:
-            f.write(csv_text(self.rows))
+
+    def flush(self) -> None:
+        """Written after the epoch's checkpoint, so a failed save leaves no row it lacks."""
+        if self.write:
+            with atomic_file(self.path, "w") as f:
+                f.write(csv_text(self.rows))
 
 
 @torch.no_grad()
@@ -186,19 +221,60 @@ class Progress:
     train_state: dict = field(default_factory=dict)
 
 
-def resume(out: Path, stage: str, arch: ArchConfig, model: torch.nn.Module, optimizer) -> Progress | None:
-    """Load an interrupted run of ``stage`` from ``out`` into ``model`` and ``optimizer``;
-    None when there is none to resume."""
-    if not out.exists():
+def run_config(stage: str, arch: ArchConfig, settings: dict, bundle: DatasetBundle, seed: int, **more) -> dict:
+    """Everything that decides a training run's result, as recorded in its checkpoint."""
+    config = {"stage": stage, "arch": arch.to_dict(), **settings, "seed": int(seed), "dataset": bundle.name,
+              "classes": list(bundle.class_names), "train_images": int(len(bundle.train_y)), **more}
+    return json.loads(json.dumps(config))        # as it reads back from the checkpoint (lists, not tuples)
+
+
+def weights_digest(ckpt: Checkpoint) -> str:
+    """Identifies an initial checkpoint's weights and thresholds (a resumed run must start from the same)."""
+    h = hashlib.sha256()
+    for k in sorted(ckpt.state_dict):
+        h.update(k.encode() + ckpt.state_dict[k].detach().cpu().contiguous().numpy().tobytes())
+    if ckpt.snn is not None:
+        h.update(json.dumps(ckpt.snn.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def resume(out: Path, config: dict, model: torch.nn.Module, optimizer, restart: bool = False) -> Progress | None:
+    """Load an interrupted (or finished) run from ``out`` into ``model`` and ``optimizer``
+    when it was started with the same ``config``; None when there is none (or ``restart``).
+    A run of another configuration is refused, naming the settings that differ."""
+    if restart or not out.exists():
         return None
     ckpt = load_checkpoint(out)
-    if ckpt.stage != stage or ckpt.arch.to_dict() != arch.to_dict() or not ckpt.train_state:
-        raise ValueError(f"{out}: exists but is not a resumable {stage} run of this architecture; "
-                         "choose another output or delete it")
+    old = (ckpt.train_state or {}).get("config")
+    if old is None:
+        raise ValueError(f"{out}: holds a {ckpt.stage} checkpoint that is not a resumable run of this version; "
+                         "pass --restart to overwrite it, or choose another output")
+    if old != config:
+        keys = list(config) + [k for k in old if k not in config]
+        diff = "; ".join(f"{k}: {_short(old.get(k))} there, {_short(config.get(k))} now"
+                         for k in keys if old.get(k) != config.get(k))
+        raise ValueError(f"{out}: holds a run with another configuration ({diff}); pass --restart to start over, "
+                         "or choose another output")
     ts = ckpt.train_state
     model.load_state_dict(ts["last_state_dict"])
     optimizer.load_state_dict(ts["optimizer"])
     return Progress(ts["epoch"], ts["best_metric"], ckpt.state_dict, ts["history"], ts)
+
+
+def _short(v) -> str:
+    text = json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_finite(loss: torch.Tensor, model: torch.nn.Module, where: str) -> None:
+    """Stop a diverged run before anything of it is saved."""
+    if not bool(torch.isfinite(loss.detach())):
+        raise TrainingDiverged(f"{where}: the loss is {float(loss.detach()):g} (diverged; lower --lr); "
+                               "the last finished epoch stays on disk")
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
+    if bad:
+        raise TrainingDiverged(f"{where}: {bad[0]} holds non-finite values (diverged; lower --lr); "
+                               "the last finished epoch stays on disk")
 
 
 def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, rt: Runtime = Runtime(), *,
@@ -213,7 +289,8 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     train_part, val_part = validation_split(bundle, val_fraction, seed)
     ann = ANN(arch).to(device)
     optimizer = make_optimizer(ann.parameters(), opt)
-    state = resume(out, "ann", arch, ann, optimizer) or Progress()
+    config = run_config("ann", arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
+    state = resume(out, config, ann, optimizer, rt.restart) or Progress()
     start, best, best_state = state.start, state.best, state.best_state
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
@@ -228,6 +305,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             x, y = ranks.shard(x).to(device), ranks.shard(y).to(device)
             logits = ann(x)
             loss = F.cross_entropy(logits, y)
+            check_finite(loss, ann, f"{out}: epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             ranks.average_gradients(ann.parameters())
@@ -239,6 +317,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
+        check_finite(torch.zeros(()), ann, f"{out}: end of epoch {epoch + 1}")
         val_acc = evaluate_ann(ann, val_part, device=device)
         if val_acc > best:
             best, best_state = val_acc, snapshot(ann)
@@ -248,7 +327,8 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         if ranks.is_main:
             _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                         "best_metric": best, "history": metrics.rows, "optim": opt.to_dict()}, seed)
+                         "best_metric": best, "history": metrics.rows, "config": config}, seed)
+            metrics.flush()
         ranks.barrier()
     final = load_checkpoint(out)
     best_ann = final.model().to(device)
@@ -288,7 +368,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     ann = init.model().to(device)
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend)
     optimizer = make_optimizer(ann.parameters(), opt)
-    state = resume(out, stage, init.arch, ann, optimizer)
+    config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
+                        bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
+    state = resume(out, config, ann, optimizer, rt.restart)
     if state is None:
         start_eval = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
         state = Progress(best=start_eval["accuracy"], best_state=snapshot(ann))
@@ -313,6 +395,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             loss_value = 0.0
             for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
                 loss = F.cross_entropy(logits, y)
+                check_finite(loss, ann, f"{out}: epoch {epoch + 1}, step {step + 1}")
                 loss.backward()
                 loss_value = float(loss.detach())
             ranks.average_gradients(ann.parameters())
@@ -348,6 +431,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, rt.command,
                         {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale,
-                         "optim": opt.to_dict(), "init": init.stage}, seed)
+                         "config": config}, seed)
+            metrics.flush()
         ranks.barrier()
     return load_checkpoint(out)
