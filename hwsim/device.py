@@ -14,9 +14,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SimError("device 'cuda' requested but torch sees no CUDA GPU")
+        raise SimError("--device: cuda requested, but torch sees no CUDA GPU")
     if dev.type not in ("cpu", "cuda"):
-        raise SimError(f"unsupported device {device!r} (cpu, cuda or auto)")
+        raise SimError(f"--device: unsupported device {device!r} (cpu, cuda or auto)")
     return dev
 
 

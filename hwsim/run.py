@@ -162,6 +162,8 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     wrote_inputs = None
     if cfg.inputs:
         inputs = load_inputs(cfg.inputs)
+        if not inputs.samples:
+            raise BadInput(f"{cfg.inputs}: holds no images")
         if steps != inputs.timesteps:
             raise BadInput(f"{cfg.inputs}: the inputs file is for T={inputs.timesteps}, the run for T={steps} "
                            "(pass --timesteps to match)")

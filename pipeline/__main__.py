@@ -16,6 +16,7 @@ import sys
 
 from export.exporter import ExportConfig, export_checkpoint
 from export.to_lava import print_summary
+from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
 from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, run_main, run_name
 from records.layout import COMPARED_STAGES
@@ -72,6 +73,7 @@ def main(argv=None) -> int:
 def run_pipeline(args) -> None:
     """The four steps, in order; each step's own function does the work."""
     steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep))
+    load_energy_model(args.energy_model)          # a bad model is reported before any training
     rt = Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv,
                  restart=args.restart)
     print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)

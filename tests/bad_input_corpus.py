@@ -23,6 +23,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from records.inputs import InputSet, save_inputs
+
 CLASSES = {
     "non-finite": "NaN or infinity in a checkpoint, graph, result, energy model or option",
     "resume": "an output holding a run of another configuration",
@@ -241,6 +243,8 @@ CASES = [
     Case("non-finite", "eval: NaN normalisation mean", "trainer", f"eval {{t}}/norm.pt {Q}", "normalisation",
          edit_checkpoint("run/converted.pt", "norm.pt",
                          lambda r: r["data"]["normalisation"].update(mean=[float("nan")]))),
+    Case("non-finite", "eval: NaN surrogate alpha", "trainer", f"eval {{t}}/sg.pt {Q}", "surrogate",
+         edit_checkpoint("run/stdb.pt", "sg.pt", lambda r: r["snn"]["surrogate"].update(alpha=float("nan")))),
     Case("non-finite", "ann --lr nan", "trainer", f"ann --out {{t}}/x.pt --lr nan {Q}", "--lr"),
     Case("non-finite", "ann --weight-decay inf", "trainer", f"ann --out {{t}}/x.pt --weight-decay inf {Q}",
          "--weight-decay"),
@@ -329,6 +333,9 @@ CASES = [
     Case("degenerate-data", "inputs file with a label outside the classes", "hwsim.run",
          f"{G2} --inputs {{t}}/in.npz {OUT_HW} {HW}", "label",
          edit_inputs("in.npz", lambda h, a: a["labels"].__setitem__(0, 12))),
+    Case("degenerate-data", "inputs file without images", "hwsim.run", f"{G2} --inputs {{t}}/in.npz {OUT_HW} {HW}",
+         "no images", lambda t: save_inputs(t / "in.npz", InputSet(np.zeros((0, 1, 8, 8), np.uint8),
+                                                                  np.zeros(0, np.int64), 0, 6))),
     Case("degenerate-data", "inputs file with float images", "hwsim.run", f"{G2} --inputs {{t}}/in.npz {OUT_HW} {HW}",
          "uint8", edit_inputs("in.npz", lambda h, a: a.update(images=a["images"].astype(np.float32)))),
 
@@ -414,6 +421,8 @@ CASES = [
     Case("arguments", "reports --out is a file", "reports", "{t}/run --out {t}/ann.pt", "is a file"),
     Case("arguments", "hwsim --sweep 0,4", "hwsim.run", f"{G2} {IN} --sweep 0,4 {HW}", "--sweep"),
     Case("arguments", "hwsim --sweep a,b", "hwsim.run", f"{G2} {IN} --sweep a,b {HW}", "--sweep"),
+    Case("arguments", "--image-size for a data set of fixed size", "trainer",
+         f"ann --out {{t}}/x.pt --image-size 16 --epochs 1 {Q}", "--image-size"),
     Case("arguments", "ann --batch-size 0", "trainer", f"ann --out {{t}}/x.pt --batch-size 0 {Q}", "--batch-size"),
     Case("arguments", "ann --seed -1", "trainer", f"ann --out {{t}}/x.pt --seed -1 {Q}", "--seed"),
     Case("arguments", "export --weight-bits 12", "export.to_lava", "{t}/run/converted.pt --weight-bits 12",
@@ -480,6 +489,10 @@ CASES = [
     Case("unclear-before", "graph file missing", "hwsim.run", f"--graph a={{t}}/nope.npz {IN} {HW}", "nope.npz"),
     Case("unclear-before", "a results file named as the trainer summary", "reports",
          "{t}/run --trainer-summary {t}/run/hwsim/results.json", "format"),
+    Case("unclear-before", "pipeline with an unknown energy model stops before training", "pipeline",
+         "--runs {t}/runs --energy-model nope --quiet", "nope"),
+    Case("unclear-before", "checkpoint with an unknown surrogate", "export.to_lava", "{t}/sg.pt --out {t}/e",
+         "surrogate", edit_checkpoint("run/stdb.pt", "sg.pt", lambda r: r["snn"]["surrogate"].update(kind="relu"))),
     Case("unclear-before", "energy model with an unknown field", "hwsim.run",
          f"{G2} {IN} {HW} --energy-model {{t}}/e.json", "unknown field",
          edit_json("energy.json", "e.json", _set(["e_bogus"], 1.0))),

@@ -381,5 +381,5 @@ def test_missing_path_names_it(tmp_path, name):
 def test_unknown_name_and_bad_image_size():
     with pytest.raises(DatasetError, match="unknown data set 'imagenet'.*" + ", ".join(DATASETS)):
         load_dataset("imagenet")
-    with pytest.raises(DatasetError, match="image_size"):
+    with pytest.raises(DatasetError, match="--image-size"):
         load_dataset("digits", image_size=32)

@@ -28,6 +28,7 @@ from records.encoding import Normalisation
 from records.header import RecordError, check_header, header
 from records.layout import STAGES
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
+from trainer.snn import Surrogate
 
 FORMAT = "hybrid-snn-checkpoint"
 VERSION = 1
@@ -196,3 +197,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
             raise CheckpointError(f"{where}: thresholds must be positive and finite, got {ckpt.snn.thresholds}")
         if not 0.0 < ckpt.snn.leak <= 1.0 or ckpt.snn.timesteps < 1:
             raise CheckpointError(f"{where}: leak must be in (0, 1] and timesteps >= 1")
+        try:
+            Surrogate(**ckpt.snn.surrogate)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{where}: SNN surrogate {ckpt.snn.surrogate!r}: {exc}") from None

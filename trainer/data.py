@@ -101,7 +101,7 @@ def load_dataset(
     native = splits.train_x.shape[-1]
     if key != "folder" and image_size is not None and image_size != native:
         raise DatasetError(
-            f"{key}: images are {native}x{native}; image_size={image_size} applies to 'folder' only"
+            f"--image-size: {key} images are {native}x{native}; --image-size applies to 'folder' only"
         )
     check_labels(splits, source)
 

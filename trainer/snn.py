@@ -53,6 +53,10 @@ class Surrogate:
     def __post_init__(self):
         if self.kind not in SURROGATES:
             raise ValueError(f"unknown surrogate {self.kind!r}; choose one of {', '.join(SURROGATES)}")
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"surrogate {name} must be a finite number > 0, got {v!r}")
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta}

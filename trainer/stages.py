@@ -18,7 +18,7 @@ from records.layout import RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from records.cli import require
+from records.cli import BadInput, require
 from trainer.convert import STATISTICS, balance_thresholds
 from trainer.data import DatasetBundle, DatasetError, batches, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
@@ -114,6 +114,8 @@ class ChainConfig:
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device: cuda requested, but torch sees no CUDA GPU")
     return device
 
 
