@@ -178,4 +178,10 @@ def run_main(program: str, body: Callable[[], int | None]) -> int:
         return body() or 0
     except (ValueError, OSError) as exc:     # records' and data sets' errors are ValueErrors
         print(f"{program}: {describe(exc)}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocate" not in str(exc):    # torch's allocators say so
+            raise
+        first = one_line(str(exc))[:160]
+        print(f"{program}: not enough memory for these options ({first}); fewer time steps, samples or a "
+              "smaller --chunk / --batch-size need less", file=sys.stderr)
+    return EXIT_BAD_INPUT

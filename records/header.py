@@ -67,7 +67,7 @@ def read_json_record(path: str | os.PathLike, what: str, error: type[RecordError
     path = Path(path)
     settle(path.parent)       # a set whose writer was killed after committing it: finish it first
     if not path.is_file():
-        raise error(f"{path}: no such {what} file")
+        raise error(f"{path}: {'is a folder, not a' if path.is_dir() else 'no such'} {what} file")
     try:
         return parse(json.loads(path.read_text()))
     except RecordError as exc:
@@ -82,7 +82,7 @@ def read_npz_record(path: str | os.PathLike, what: str, error: type[RecordError]
     path = Path(path)
     settle(path.parent)
     if not path.is_file():
-        raise error(f"{path}: no such {what}")
+        raise error(f"{path}: {'is a folder, not a' if path.is_dir() else 'no such'} {what}")
     try:
         with np.load(path, allow_pickle=False) as data:
             return parse(data)

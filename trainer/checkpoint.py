@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     path = Path(path)
     settle(path.parent)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(f"{path}: {'is a folder, not a' if path.is_dir() else 'no such'} checkpoint file")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(f"{path}: not a readable checkpoint (not a torch zip archive: "
                               "a truncated copy, random bytes or another kind of file)")
@@ -158,7 +158,9 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
     for k, v in ckpt.state_dict.items():
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"{where}: {k} is not a tensor")
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if not v.is_floating_point():
+            raise CheckpointError(f"{where}: {k} holds {v.dtype} values; weights are floating point")
+        if not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).sum())
             raise CheckpointError(f"{where}: {k} holds {bad} non-finite value(s) (a diverged run?)")
     expected = {k: tuple(v.shape) for k, v in ANN(ckpt.arch).state_dict().items()}

@@ -141,13 +141,18 @@ def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
             raise ArchError(f"{cfg.name}: layer {i} ({kind}) needs a (C, H, W) input, got {shape}")
         if kind == "conv":
             k, s, p = int(layer.get("kernel", 3)), int(layer.get("stride", 1)), int(layer.get("padding", 1))
+            if k < 1 or s < 1 or p < 0:
+                raise ArchError(f"{cfg.name}: layer {i} conv needs kernel >= 1, stride >= 1 and padding >= 0, "
+                                f"got {k}, {s}, {p}")
             shape = (int(layer["out_channels"]), _conv_out(shape[1], k, s, p), _conv_out(shape[2], k, s, p))
         elif kind == "resblock":
             s = int(layer.get("stride", 1))
+            if s < 1:
+                raise ArchError(f"{cfg.name}: layer {i} resblock needs stride >= 1, got {s}")
             shape = (int(layer["out_channels"]), _conv_out(shape[1], 3, s, 1), _conv_out(shape[2], 3, s, 1))
         elif kind == "avgpool":
             k = int(layer.get("kernel", 2))
-            if shape[1] % k or shape[2] % k:
+            if k < 1 or shape[1] % k or shape[2] % k:
                 raise ArchError(f"{cfg.name}: layer {i} avgpool {k} does not divide {shape[1]}x{shape[2]}")
             shape = (shape[0], shape[1] // k, shape[2] // k)
         elif kind == "flatten":
