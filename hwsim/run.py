@@ -127,6 +127,9 @@ def _load_test_images(graph, where: Path, data_root: str | None, samples: int | 
             if i == len(roots) - 1:
                 raise BadInput(f"{str(exc).splitlines()[0]} (the {ref.dataset} data set of {where}; "
                                "pass --data-root)") from None
+    if list(bundle.class_names) != list(graph.class_names):
+        raise BadInput(f"{bundle.source}: its classes ({', '.join(bundle.class_names[:4])}, ...) are not those "
+                       f"of {where} ({', '.join(graph.class_names[:4])}, ...): another data set under --data-root?")
     x, y = bundle.test_x.numpy(), bundle.test_y.numpy()
     n = min(len(x), MAX_DEFAULT_SAMPLES) if samples is None else samples
     if n > len(x):

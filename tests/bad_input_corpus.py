@@ -330,6 +330,11 @@ CASES = [
          chain(image_folder("three", {"a": 2, "b": 2, "c": 2}),
                edit_checkpoint("run/converted.pt", "f.pt", lambda r: r["data"].update(
                    dataset="folder", data_root=None, image_size=8)))),
+    Case("degenerate-data", "hwsim with a --data-root of other classes", "hwsim.run",
+         "--graph a={t}/g.npz --data-root {t}/three --samples 2 " + f"{OUT_HW} {HW}", "another data set",
+         chain(image_folder("three", {"a": 2, "b": 2, "c": 2}),
+               edit_graph("run/export/converted/coregraph.npz", "g.npz", lambda h, a: h["data"].update(
+                   dataset="folder", root=None, image_size=8)))),
     Case("degenerate-data", "inputs file with a label outside the classes", "hwsim.run",
          f"{G2} --inputs {{t}}/in.npz {OUT_HW} {HW}", "label",
          edit_inputs("in.npz", lambda h, a: a["labels"].__setitem__(0, 12))),
