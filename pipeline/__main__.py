@@ -23,7 +23,8 @@ from records.layout import COMPARED_STAGES
 from reports import render_report
 from trainer.data import DATASETS
 from trainer.models import ARCHITECTURES
-from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain, default_timesteps, resolve_device
+from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps,
+                            resolve_device)
 from trainer.train import Runtime
 
 
@@ -58,7 +59,7 @@ def chain_config(args, timesteps) -> ChainConfig:
                       arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not args.no_scratch, runs=args.runs,
                       name=args.name)
     if args.epochs is not None:
-        cfg.ann_optim = dataclasses.replace(cfg.ann_optim, epochs=args.epochs)
+        cfg.ann_optim = ann_recipe(args.dataset, epochs=args.epochs)
     if args.snn_epochs is not None:
         cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
     return cfg

@@ -432,6 +432,8 @@ CASES = [
          "not enough memory"),
     Case("arguments", "eval --timesteps beyond any memory", "trainer",
          f"eval {{t}}/run/stdb.pt --timesteps 10000000000000 --eval-samples 2 {Q}", "not enough memory"),
+    Case("arguments", "ann --lr 10 kills every ReLU in the first epoch", "trainer",
+         f"ann --out {{t}}/dead.pt --lr 10 --epochs 3 --train-subset 300 {Q}", "outputs are silent"),
     Case("arguments", "ann --batch-size 0", "trainer", f"ann --out {{t}}/x.pt --batch-size 0 {Q}", "--batch-size"),
     Case("arguments", "ann --seed -1", "trainer", f"ann --out {{t}}/x.pt --seed -1 {Q}", "--seed"),
     Case("arguments", "export --weight-bits 12", "export.to_lava", "{t}/run/converted.pt --weight-bits 12",

@@ -26,7 +26,7 @@ from records.layout import COMPARED_STAGES, RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.data import load_dataset
-from trainer.stages import ArchChoice, ChainConfig
+from trainer.stages import ArchChoice, ann_recipe
 from trainer.train import Runtime, train_ann
 
 MAINS = {"trainer": trainer.__main__.main, "export.to_lava": export.to_lava.main, "hwsim.run": hwsim.run.main,
@@ -44,9 +44,8 @@ def good_files(tmp_path_factory, converted, stdb) -> Path:
     shutil.copy(stdb, run.checkpoint("stdb"))
     # As `trainer ann --out ann.pt --lr 0.05 --epochs 1 --train-subset 200` makes it.
     bundle = load_dataset("digits", train_subset=200)
-    opt = ChainConfig().ann_optim
-    opt.epochs = 1
-    train_ann(bundle, ArchChoice().config(bundle), opt, t / "ann.pt", Runtime(progress=False))
+    train_ann(bundle, ArchChoice().config(bundle), ann_recipe("digits", epochs=1), t / "ann.pt",
+              Runtime(progress=False))
     for stage in COMPARED_STAGES:
         export_checkpoint(run.checkpoint(stage), ExportConfig(eval_samples=0, calibration_samples=0, onnx=False,
                                                               nir=False))

@@ -142,3 +142,13 @@ def test_non_finite_weights_and_thresholds_are_refused(tmp_path, bad):
     with pytest.raises(CheckpointError, match="non-finite"):            # never saved either
         save_checkpoint(ckpt, tmp_path / "again.pt")
     assert not (tmp_path / "again.pt").exists()
+
+
+def test_chain_stops_when_the_ann_is_still_at_chance(tmp_path):
+    """An ANN recipe that does not learn stops the chain before conversion, naming the recipe."""
+    done = run_cli("chain", "--lr", "3", "--epochs", "2", "--train-subset", "300", "--no-scratch", "--quiet",
+                   "--runs", str(tmp_path / "runs"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "chance is 10.0 %" in done.stderr and "--lr 3" in done.stderr and done.stderr.count("\n") == 1
+    run = tmp_path / "runs" / "digits-vgg_tiny"
+    assert (run / "ann.pt").is_file() and not (run / "converted.pt").exists()

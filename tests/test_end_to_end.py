@@ -97,3 +97,19 @@ def test_guarded_stdb_does_not_collapse_where_plain_recipe_does(chain_run, tmp_p
         results[name] = evaluate_snn(SNN(ckpt.model(), ckpt.snn.thresholds), bundle, 4)["accuracy"]
     assert results["plain"] < start - 2.0
     assert results["guarded"] >= start - 0.5
+
+
+def test_cifar_recipe_leaves_chance(tmp_path):
+    """The CIFAR ANN recipe learns where the digits one died (docs/method.md): VGG5 on
+    1,000 CIFAR-10 training images, 3 epochs, seed 0, scored on 500 test images."""
+    from trainer.datasets import shared_data_root
+    from trainer.stages import ArchChoice, ann_recipe
+    from trainer.train import is_silent, train_ann
+
+    if not (shared_data_root() / "cifar10-jpg.tar.gz").is_file():
+        pytest.skip("the shared CIFAR-10 archive is absent")
+    bundle = load_dataset("cifar10", train_subset=1000, test_subset=500)
+    ckpt = train_ann(bundle, ArchChoice("vgg5").config(bundle), ann_recipe("cifar10", epochs=3), tmp_path / "a.pt",
+                     QUIET)
+    assert ckpt.metrics["test_acc"] >= 18.0, ckpt.metrics
+    assert not is_silent(ckpt.model(), bundle)

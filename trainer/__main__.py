@@ -19,7 +19,7 @@ from trainer.data import DATASETS
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ARCHITECTURES
 from trainer.snn import BACKENDS, SURROGATES
-from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
+from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
                             resolve_device, scratch_init)
 from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
@@ -37,18 +37,23 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=integer(4, 1024), default=None, help="resize for 'folder' data sets")
 
 
-ANN_OPTIM, SNN_OPTIM = ChainConfig().ann_optim, ChainConfig().snn.optim     # the defaults, defined once
+SNN_OPTIM = ChainConfig().snn.optim      # the SNN default, defined once; the ANN's: stages.ANN_RECIPES
+OPTIM_FIELDS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "schedule", "warmup_epochs", "grad_clip")
 
 
-def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig, prefix: str = "") -> None:
-    p.add_argument(f"--{prefix}epochs", type=POSITIVE, default=d.epochs)
-    p.add_argument(f"--{prefix}lr", type=number(0, lo_open=True), default=d.lr)
-    p.add_argument(f"--{prefix}optimizer", default=d.optimizer, choices=("sgd", "adam"))
-    p.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=d.batch_size)
-    p.add_argument(f"--{prefix}weight-decay", type=number(0), default=d.weight_decay)
-    p.add_argument(f"--{prefix}schedule", default=d.schedule, choices=("cosine", "step", "none"))
-    p.add_argument(f"--{prefix}warmup-epochs", type=number(0), default=d.warmup_epochs)
-    p.add_argument(f"--{prefix}grad-clip", type=number(0), default=d.grad_clip, help="max gradient norm (0 = off)")
+def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: str = "") -> None:
+    """The optimizer's options; ``d`` None: every default is the data set's ANN recipe."""
+    def default(name):
+        return None if d is None else getattr(d, name)
+    p.add_argument(f"--{prefix}epochs", type=POSITIVE, default=default("epochs"))
+    p.add_argument(f"--{prefix}lr", type=number(0, lo_open=True), default=default("lr"))
+    p.add_argument(f"--{prefix}optimizer", default=default("optimizer"), choices=("sgd", "adam"))
+    p.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=default("batch_size"))
+    p.add_argument(f"--{prefix}weight-decay", type=number(0), default=default("weight_decay"))
+    p.add_argument(f"--{prefix}schedule", default=default("schedule"), choices=("cosine", "step", "none"))
+    p.add_argument(f"--{prefix}warmup-epochs", type=number(0), default=default("warmup_epochs"))
+    p.add_argument(f"--{prefix}grad-clip", type=number(0), default=default("grad_clip"),
+                   help="max gradient norm (0 = off)")
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
@@ -72,10 +77,12 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
 
 # ---- argparse Namespace -> typed configurations (nothing below main() sees the Namespace)
 def optim_from(args, prefix: str = "") -> OptimConfig:
-    g = lambda name: getattr(args, prefix + name)  # noqa: E731
-    return OptimConfig(epochs=g("epochs"), batch_size=g("batch_size"), optimizer=g("optimizer"), lr=g("lr"),
-                       weight_decay=g("weight_decay"), schedule=g("schedule"), warmup_epochs=g("warmup_epochs"),
-                       grad_clip=g("grad_clip"))
+    return OptimConfig(**{name: getattr(args, prefix + name) for name in OPTIM_FIELDS})
+
+
+def ann_optim_from(args) -> OptimConfig:
+    """The data set's ANN recipe with the options given on the command line."""
+    return ann_recipe(args.dataset, **{name: getattr(args, name) for name in OPTIM_FIELDS})
 
 
 def data_from(args) -> DataConfig:
@@ -107,8 +114,9 @@ def chain_from(args) -> ChainConfig:
     timesteps = None
     if args.timesteps or args.timesteps_large:
         timesteps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large)
-    return ChainConfig(data=data_from(args), arch=arch_from(args), ann_optim=optim_from(args),
-                       convert=convert_from(args, args.batch_size), snn=snn, surrogate=surrogate,
+    ann_optim = ann_optim_from(args)
+    return ChainConfig(data=data_from(args), arch=arch_from(args), ann_optim=ann_optim,
+                       convert=convert_from(args, ann_optim.batch_size), snn=snn, surrogate=surrogate,
                        timesteps=timesteps, scratch=not args.no_scratch, runs=args.runs, name=args.name,
                        eval_samples=args.eval_samples)
 
@@ -119,7 +127,7 @@ def cmd_ann(args) -> None:
     rt = runtime_from(args)
     bundle = load_data(data_from(args), rt.seed)
     rt.ranks = setup_ranks(rt.device)
-    ckpt = train_ann(bundle, arch_from(args).config(bundle), optim_from(args), Path(args.out), rt)
+    ckpt = train_ann(bundle, arch_from(args).config(bundle), ann_optim_from(args), Path(args.out), rt)
     if rt.ranks.is_main:
         print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
 
@@ -195,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
     p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
-    restart(p), add_optim_args(p, ANN_OPTIM)
+    restart(p), add_optim_args(p, None)
 
     p = sub.add_parser("convert", help="threshold balancing (Algorithm 1) of an ANN checkpoint")
     p.add_argument("checkpoint"), common(p), add_convert_args(p)
@@ -240,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=POSITIVE, default=None, help="reduced T for STDB")
     p.add_argument("--timesteps-large", type=POSITIVE, default=None, help="large T to evaluate the conversion")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
-    add_optim_args(p, ANN_OPTIM)
+    add_optim_args(p, None)
     add_optim_args(p, SNN_OPTIM, prefix="snn-")
     return parser
 

@@ -66,6 +66,42 @@ class TrainingDiverged(ValueError):
     """A non-finite loss or weight: the run stops, and the last good epoch stays on disk."""
 
 
+class DeadNetwork(ValueError):
+    """An ANN whose outputs no longer depend on its input (every ReLU of some layer silent):
+    no further epoch can revive it, and conversion would fail much later."""
+
+
+def recipe(opt: OptimConfig) -> str:
+    """The training recipe in the options' words, for messages."""
+    return (f"--optimizer {opt.optimizer} --lr {opt.lr:g} --batch-size {opt.batch_size} --schedule {opt.schedule} "
+            f"--warmup-epochs {opt.warmup_epochs:g} --grad-clip {opt.grad_clip:g}")
+
+
+def check_learned(ckpt: Checkpoint, opt: OptimConfig, where) -> None:
+    """Stop a chain whose ANN is still near chance: conversion would carry chance forward."""
+    chance = 100.0 / ckpt.arch.num_classes
+    acc = ckpt.metrics["test_acc"]
+    if acc <= 1.5 * chance:
+        raise DeadNetwork(f"{where}: the ANN reaches {acc:.1f} % on the test set, chance is {chance:.1f} %: the "
+                          f"recipe ({recipe(opt)}, --epochs {opt.epochs}) did not train {ckpt.arch.name}; change it "
+                          "and pass --restart")
+
+
+SILENT_LOGITS = 0.01    # class scores this close: softmax uniform, loss ln K to 1e-4
+
+
+@torch.no_grad()
+def is_silent(ann: ANN, bundle: DatasetBundle, device="cpu", samples: int = 256) -> bool:
+    """True when, for every one of the test split's first images, the ANN scores all classes
+    within SILENT_LOGITS of each other: it says nothing about its input. (A freshly
+    initialised net scores them O(1) apart; on CIFAR-10, VGG5 at lr 0.05 got here in its
+    first epoch, its third conv layer silent.)"""
+    ann.eval()
+    x, _ = next(batches(bundle, "test", min(samples, len(bundle.test_y)), shuffle=False))
+    out = ann(x.to(device)).float()
+    return bool((out - out.mean(1, keepdim=True)).abs().max() < SILENT_LOGITS)
+
+
 @dataclass
 class SNNTrainConfig:
     """How an SNN stage trains: STDB fine-tuning or training from scratch.
@@ -319,6 +355,11 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         check_finite(torch.zeros(()), ann, f"{out}: end of epoch {epoch + 1}")
         val_acc = evaluate_ann(ann, val_part, device=device)
+        if is_silent(ann, val_part, device):
+            raise DeadNetwork(f"{out}: after epoch {epoch + 1} the ANN's outputs are silent (every class scored "
+                              f"alike for every input; validation accuracy {val_acc:.1f} %, chance {100 / arch.num_classes:.1f} %): "
+                              f"the recipe ({recipe(opt)}) does not train {arch.name} on {bundle.name}; try a "
+                              "smaller --lr or --warmup-epochs (nothing of this epoch was saved)")
         if val_acc > best:
             best, best_state = val_acc, snapshot(ann)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
