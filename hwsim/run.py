@@ -113,7 +113,7 @@ def graph_specs(graph_args: list[str], runs: str) -> tuple[list[tuple[str, Path]
 
 
 def _load_test_images(graph, where: Path, data_root: str | None, samples: int | None):
-    from trainer.data import DatasetError, load_dataset   # hwsim imports only trainer.data
+    from trainer.data import DatasetError, check_fits, load_dataset   # hwsim imports only trainer.data
 
     ref = graph.data
     if ref is None:
@@ -127,9 +127,7 @@ def _load_test_images(graph, where: Path, data_root: str | None, samples: int | 
             if i == len(roots) - 1:
                 raise BadInput(f"{str(exc).splitlines()[0]} (the {ref.dataset} data set of {where}; "
                                "pass --data-root)") from None
-    if list(bundle.class_names) != list(graph.class_names):
-        raise BadInput(f"{bundle.source}: its classes ({', '.join(bundle.class_names[:4])}, ...) are not those "
-                       f"of {where} ({', '.join(graph.class_names[:4])}, ...): another data set under --data-root?")
+    check_fits(bundle, graph.class_names, graph.input.shape, str(where))
     x, y = bundle.test_x.numpy(), bundle.test_y.numpy()
     n = min(len(x), MAX_DEFAULT_SAMPLES) if samples is None else samples
     if n > len(x):
@@ -189,9 +187,6 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
         inputs_file = str(cfg.inputs)
     else:
         x, y, dsname, classes = _load_test_images(g0, specs[0][1], cfg.data_root, cfg.samples)
-        if tuple(x.shape[1:]) != g0.input.shape:
-            raise BadInput(f"{specs[0][1]}: the {dsname} test images have shape {tuple(x.shape[1:])}, the graphs "
-                           f"expect {g0.input.shape}")
         inputs = InputSet(x, y, 0 if cfg.seed is None else cfg.seed, steps, dsname, classes)
         wrote_inputs = inputs
         inputs_file = None

@@ -132,8 +132,10 @@ def write_together(files: dict[Path, str | bytes | Callable[[Path], object]], in
     home = index.parent
     items = {Path(k): v for k, v in files.items()}
     paths = sorted(items, key=lambda p: p == index)
+    root = home.resolve()
     for path in paths:
-        if home.resolve() not in path.parent.resolve().parents and path.parent.resolve() != home.resolve():
+        folder = path.parent.resolve()
+        if folder != root and root not in folder.parents:
             raise ValueError(f"{path} lies outside {home}, the folder of the set's index {index.name}")
     _prepare(home, index)
     tmps: list[tuple[Path, Path]] = []

@@ -69,8 +69,8 @@ _NUM = (int, float)
 _TOP = {"format": str, "version": int, "created": str, "dataset": str, "arch": str, "samples": int, "seed": int,
         "timesteps": int, "device": str, "energy_model": dict, "networks": list, "ann_baseline": dict,
         "ratios": list, "snn_vs_ann": dict, "notes": list}
-_NET = {"label": str, "stage": (str, type(None)), "graph": str, "timesteps": int, "latency_steps": int, "samples": int, "input": dict,
-        "layers": list, "totals": dict}
+_NET = {"label": str, "stage": (str, type(None)), "graph": str, "timesteps": int, "latency_steps": int, "samples": int,
+        "input": dict, "layers": list, "totals": dict}
 _LAYER = {"index": int, "name": str, "op": str, "neurons": int, "spiking": bool, "float_threshold": _NUM,
           "vth": int, "spikes": int, "avg_spikes_per_neuron": _NUM, "synaptic_events": int,
           "neuron_updates": int, "active_neuron_updates": int, "max_abs_input": int, "energy": _NUM}
@@ -157,6 +157,13 @@ def _ratio_of(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+def _ratio_agrees(got, want) -> bool:
+    """A recorded ratio matches its parts' (both absent, or equal up to rounding)."""
+    if want is None or got is None:
+        return want is None and got is None
+    return finite_number(got) and _same(got, want)
+
+
 def _check_comparisons(doc: dict) -> None:
     totals = {net["label"]: net["totals"] for net in doc["networks"]}
     if len(totals) != len(doc["networks"]):
@@ -174,8 +181,7 @@ def _check_comparisons(doc: dict) -> None:
         a, b = totals[r["numerator"]], totals[r["denominator"]]
         for k in ("spikes", "synaptic_events", "energy", "edp"):
             want, got = _ratio_of(a[k], b[k]), r.get(k)
-            if (want is None) != (got is None) or (want is not None and (not finite_number(got) or
-                                                                         not _same(got, want))):
+            if not _ratio_agrees(got, want):
                 raise ResultsError(f"ratios[{i}]: {k} ratio {got!r} disagrees with the networks' totals ({want!r})")
     cmp = doc["snn_vs_ann"]
     if not isinstance(cmp.get("networks"), dict) or set(cmp["networks"]) != set(totals):
@@ -188,7 +194,7 @@ def _check_comparisons(doc: dict) -> None:
         if not finite_number(e) or e < 0:
             raise ResultsError(f"snn_vs_ann.networks[{label!r}]: energy {e!r} must be a finite number >= 0")
         want, got = _ratio_of(e, ann_e), v.get("ratio")
-        if (want is None) != (got is None) or (want is not None and (not finite_number(got) or not _same(got, want))):
+        if not _ratio_agrees(got, want):
             raise ResultsError(f"snn_vs_ann.networks[{label!r}]: ratio {got!r} is not energy / ann_energy")
 
 
@@ -237,7 +243,8 @@ def summary_rows(doc: dict) -> list[dict]:
     rows = []
     for net in doc["networks"]:
         t = net["totals"]
-        rows.append({"network": net["label"], "kind": "snn", "stage": net["stage"], "graph": net["graph"], "accuracy": net["accuracy"],
+        rows.append({"network": net["label"], "kind": "snn", "stage": net["stage"], "graph": net["graph"],
+                     "accuracy": net["accuracy"],
                      "timesteps": net["timesteps"], "latency_steps": net["latency_steps"],
                      "samples": net["samples"], "spikes": t["spikes"], "spikes_per_image": t["spikes_per_image"],
                      "avg_spikes_per_neuron": t["avg_spikes_per_neuron"], "synaptic_events": t["synaptic_events"],

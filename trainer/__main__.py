@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 SNN_OPTIM = ChainConfig().snn.optim      # the SNN default, defined once; the ANN's: stages.ANN_RECIPES
-OPTIM_FIELDS = ("epochs", "lr", "optimizer", "batch_size", "weight_decay", "schedule", "warmup_epochs", "grad_clip")
+OPTIM_FIELDS = tuple(f.name for f in dataclasses.fields(OptimConfig))
 
 
 def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: str = "") -> None:

@@ -107,8 +107,8 @@ def load_dataset(
 
     train_x, train_y = _subset(splits.train_x, splits.train_y, train_subset, "train_subset", seed, 0)
     if len(np.unique(train_y)) < 2:
-        raise DatasetError(f"--train-subset: {train_subset} images of {source} hold one class only; "
-                           "a classifier needs at least 2")
+        which = f"--train-subset: {train_subset} images of {source}" if train_subset else f"{source}: the train split"
+        raise DatasetError(f"{which} hold(s) one class only; a classifier needs at least 2")
     test_x, test_y = _subset(splits.test_x, splits.test_y, test_subset, "test_subset", seed, 1)
     normalisation = _DEFAULT_NORMS.get(key) or _channel_stats(splits.train_x)
     return DatasetBundle(
@@ -133,6 +133,16 @@ def load_recorded(ref: DataRef, normalisation: Normalisation, root: str | os.Pat
     bundle = load_dataset(ref.dataset, root or ref.root, train_subset=train_subset, test_subset=test_subset,
                           seed=ref.seed, image_size=ref.image_size)
     return replace(bundle, normalisation=normalisation)
+
+
+def check_fits(bundle: DatasetBundle, class_names, input_shape, owner: str) -> DatasetBundle:
+    """``bundle`` is data of the kind ``owner`` (a checkpoint, a graph) was made for: the
+    same classes and image shape; another data set under ``--data-root`` is an error."""
+    if list(bundle.class_names) != list(class_names) or bundle.input_shape != tuple(input_shape):
+        raise DatasetError(f"{bundle.source}: {bundle.num_classes} classes of {bundle.input_shape} images, but "
+                           f"{owner} was trained on {len(class_names)} classes of {tuple(input_shape)} images "
+                           "(another data set under --data-root?)")
+    return bundle
 
 
 def data_record(bundle: DatasetBundle, seed: int) -> dict:

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from records.cli import BadInput, require
 from records.layout import RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from records.cli import BadInput, require
 from trainer.convert import STATISTICS, balance_thresholds
-from trainer.data import DatasetBundle, DatasetError, batches, data_record, load_dataset, load_recorded
+from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.snn import SNN, Surrogate
@@ -35,6 +35,10 @@ DEFAULT_T = {"digits": (200, 4), "mnist": (200, 6), "cifar10": (2500, 75), "cifa
 # default where T is long as in the paper; at the few steps of the small data sets it
 # degraded training in our runs (digits, T=4: 90.6 -> 91.1 %, train accuracy falling)
 # while Appendix A's linear surrogate recovered the conversion loss (-> 93.1 %).
+DEFAULT_SURROGATE = {"digits": "linear", "mnist": "linear", "cifar10": "stdb", "cifar100": "stdb",
+                     "folder": "stdb"}
+
+
 # The ANN recipe per data set. Plain SGD at lr 0.05 trains the small nets of digits and
 # MNIST; the bias-free, batch-norm-free VGGs on CIFAR die with it in their first epoch
 # (every ReLU silent, loss ln 10). lr 0.01 with one warm-up epoch learns: VGG5 on 2,000
@@ -48,10 +52,6 @@ ANN_RECIPES = {"digits": _SMALL_NETS, "mnist": _SMALL_NETS, "cifar10": _CIFAR_NE
 def ann_recipe(dataset: str, **changes) -> OptimConfig:
     """The data set's ANN recipe with the given fields changed (None: keep the recipe's)."""
     return dataclasses.replace(ANN_RECIPES[dataset], **{k: v for k, v in changes.items() if v is not None})
-
-
-DEFAULT_SURROGATE = {"digits": "linear", "mnist": "linear", "cifar10": "stdb", "cifar100": "stdb",
-                     "folder": "stdb"}
 
 
 def default_timesteps(dataset: str, reduced: int | None = None, large: int | None = None,
@@ -146,11 +146,7 @@ def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None 
     or image size than the checkpoint's (another ``--data-root``) is an error."""
     bundle = load_recorded(ckpt.data_ref, ckpt.normalisation, root, train_subset=train_subset,
                            test_subset=test_subset)
-    if list(bundle.class_names) != list(ckpt.data["class_names"]) or bundle.input_shape != ckpt.arch.input_shape:
-        raise DatasetError(f"{bundle.source}: {bundle.num_classes} classes of {bundle.input_shape} images, but the "
-                           f"checkpoint was trained on {ckpt.arch.num_classes} classes of {ckpt.arch.input_shape} "
-                           "images (another data set under --data-root?)")
-    return bundle
+    return check_fits(bundle, ckpt.data["class_names"], ckpt.arch.input_shape, "the checkpoint")
 
 
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime

@@ -67,8 +67,9 @@ class TrainingDiverged(ValueError):
 
 
 class DeadNetwork(ValueError):
-    """An ANN whose outputs no longer depend on its input (every ReLU of some layer silent):
-    no further epoch can revive it, and conversion would fail much later."""
+    """An ANN that says nothing about its input: silent outputs (``is_silent``; no further
+    epoch revives it) or, at the end, accuracy near chance (``check_learned``). Conversion
+    would only carry it forward, or fail much later."""
 
 
 def recipe(opt: OptimConfig) -> str:
@@ -302,11 +303,15 @@ def _short(v) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def check_finite(loss: torch.Tensor, model: torch.nn.Module, where: str) -> None:
-    """Stop a diverged run before anything of it is saved."""
+def check_loss(loss: torch.Tensor, where: str) -> None:
+    """Every step: non-finite weights show here at the next step's forward pass."""
     if not bool(torch.isfinite(loss.detach())):
         raise TrainingDiverged(f"{where}: the loss is {float(loss.detach()):g} (diverged; lower --lr); "
                                "the last finished epoch stays on disk")
+
+
+def check_weights(model: torch.nn.Module, where: str) -> None:
+    """Once per epoch, before it is saved: the last step's update has no next forward pass."""
     bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p.detach()).all())]
     if bad:
         raise TrainingDiverged(f"{where}: {bad[0]} holds non-finite values (diverged; lower --lr); "
@@ -341,7 +346,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             x, y = ranks.shard(x).to(device), ranks.shard(y).to(device)
             logits = ann(x)
             loss = F.cross_entropy(logits, y)
-            check_finite(loss, ann, f"{out}: epoch {epoch + 1}, step {step + 1}")
+            check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             ranks.average_gradients(ann.parameters())
@@ -353,13 +358,14 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
-        check_finite(torch.zeros(()), ann, f"{out}: end of epoch {epoch + 1}")
+        check_weights(ann, f"{out}: end of epoch {epoch + 1}")
         val_acc = evaluate_ann(ann, val_part, device=device)
         if is_silent(ann, val_part, device):
             raise DeadNetwork(f"{out}: after epoch {epoch + 1} the ANN's outputs are silent (every class scored "
-                              f"alike for every input; validation accuracy {val_acc:.1f} %, chance {100 / arch.num_classes:.1f} %): "
-                              f"the recipe ({recipe(opt)}) does not train {arch.name} on {bundle.name}; try a "
-                              "smaller --lr or --warmup-epochs (nothing of this epoch was saved)")
+                              f"alike for every input; validation accuracy {val_acc:.1f} %, chance "
+                              f"{100 / arch.num_classes:.1f} %): the recipe ({recipe(opt)}) does not train "
+                              f"{arch.name} on {bundle.name}; try a smaller --lr or --warmup-epochs "
+                              "(nothing of this epoch was saved)")
         if val_acc > best:
             best, best_state = val_acc, snapshot(ann)
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
@@ -436,7 +442,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             loss_value = 0.0
             for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
                 loss = F.cross_entropy(logits, y)
-                check_finite(loss, ann, f"{out}: epoch {epoch + 1}, step {step + 1}")
+                check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
                 loss.backward()
                 loss_value = float(loss.detach())
             ranks.average_gradients(ann.parameters())
