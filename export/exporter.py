@@ -47,6 +47,7 @@ class ExportConfig:
     data_root: str | None = None
     onnx: bool = True
     nir: bool = True
+    device: str = "cpu"                   # where the float SNN sizes the output accumulator
 
     def __post_init__(self) -> None:
         for name in ("calibration_samples", "eval_samples", "lava_samples"):
@@ -54,6 +55,7 @@ class ExportConfig:
         for name in ("timesteps", "calibration_timesteps"):
             v = getattr(self, name)
             require(v is None or v >= 1, name, v, "an integer >= 1")
+        require(self.device in ("cpu", "cuda"), "device", self.device, "cpu or cuda")
         require(2 <= self.weight_bits <= fx.WEIGHT_BITS, "weight_bits", self.weight_bits,
                 f"an integer in 2..{fx.WEIGHT_BITS}")
 
@@ -114,7 +116,8 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
     peak = None
     if cfg.calibration_samples > 0:
         images = bundle.train_x[:cfg.calibration_samples]
-        peak = float_output_peak(ckpt, bundle.normalisation.apply(images), calibration_t, seed=cfg.seed)
+        peak = float_output_peak(ckpt, bundle.normalisation.apply(images), calibration_t, seed=cfg.seed,
+                                 device=cfg.device)
     graph, layers = quantize_checkpoint(ckpt, timesteps=timesteps, weight_bits=cfg.weight_bits, output_peak=peak,
                                         source=str(path))
     for row in layers:

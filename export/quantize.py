@@ -168,10 +168,12 @@ def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weigh
 
 
 @torch.no_grad()
-def float_output_peak(ckpt: Checkpoint, images: torch.Tensor, timesteps: int, seed: int = 0) -> float:
+def float_output_peak(ckpt: Checkpoint, images: torch.Tensor, timesteps: int, seed: int = 0,
+                      device: str = "cpu") -> float:
     """Largest |accumulated output| of the float SNN over ``timesteps`` on normalised images."""
     from trainer.snn import SNN
-    snn = SNN(ckpt.model(), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
-    logits = snn(images, timesteps, window=50, generator=torch.Generator().manual_seed(seed))
+    snn = SNN(ckpt.model().to(device), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
+    logits = snn(images.to(device), timesteps, window=50,
+                 generator=torch.Generator(device=device).manual_seed(seed))
     return float(logits.abs().max()) * timesteps
 

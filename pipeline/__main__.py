@@ -6,6 +6,11 @@ hwsim replays the same Poisson inputs through both (runs/<name>/hwsim/, --edp);
 reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.md).
 Each step is the step's own function, called with typed configurations; the time steps
 are decided once, here, as one ``records.timesteps.TimeSteps`` that every step reads.
+
+``--budget-minutes M`` is the profile for one GPU run (docs/gpu.md): the whole chain in M
+minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe, bf16
+fine-tuning, no from-scratch baseline, a short accuracy-vs-T sweep, and the stages' wall
+times in ``stage_times.csv``.
 """
 from __future__ import annotations
 
@@ -14,17 +19,22 @@ import dataclasses
 import logging
 import sys
 
+import torch
+
 from export.exporter import ExportConfig, export_checkpoint
 from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, run_main, run_name
-from records.layout import COMPARED_STAGES
+from records.atomic import atomic_file
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, number, run_main, run_name
+from records.layout import COMPARED_STAGES, STAGE_TIMES_FILE
+from records.table import csv_text
 from reports import render_report
 from trainer.data import DATASETS
 from trainer.models import ARCHITECTURES
-from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps,
-                            resolve_device)
+from pipeline.budget import StageClock
+from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps, fast_recipe,
+                            fast_snn_optim, resolve_device)
 from trainer.train import Runtime
 
 
@@ -51,18 +61,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--restart", action="store_true",
                    help="retrain where the run folder holds runs of another configuration (default: refuse)")
+    p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
+                   help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
 
 
 def chain_config(args, timesteps) -> ChainConfig:
+    budget = args.budget_minutes is not None
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
-                      arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not args.no_scratch, runs=args.runs,
-                      name=args.name)
+                      arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
+                      runs=args.runs, name=args.name)
+    if budget:
+        cfg.ann_optim = fast_recipe(args.dataset)
+        snn_optim = fast_snn_optim(cfg.snn.optim)
+        if args.dataset in ("cifar10", "cifar100", "folder"):
+            snn_optim = dataclasses.replace(snn_optim, lr=1e-4)
+        cfg.snn = dataclasses.replace(cfg.snn, optim=snn_optim)
     if args.epochs is not None:
-        cfg.ann_optim = ann_recipe(args.dataset, epochs=args.epochs)
+        cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
     if args.snn_epochs is not None:
         cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
     return cfg
+
+
+def budget_sweep(reduced: int) -> tuple[int, ...]:
+    """The accuracy-vs-T sweep of a budgeted run: a quarter, a half and all of the reduced T
+    (each point is another hwsim run of every network)."""
+    return tuple(sorted({max(1, reduced // 4), max(1, reduced // 2), reduced}))
 
 
 def main(argv=None) -> int:
@@ -73,12 +98,19 @@ def main(argv=None) -> int:
 
 def run_pipeline(args) -> None:
     """The four steps, in order; each step's own function does the work."""
-    steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep))
+    clock = StageClock(None if args.budget_minutes is None else 60.0 * args.budget_minutes)
+    steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep),
+                              arch=args.arch)
+    if args.budget_minutes is not None and not args.sweep:
+        steps = dataclasses.replace(steps, sweep=budget_sweep(steps.reduced))
     load_energy_model(args.energy_model)          # a bad model is reported before any training
-    rt = Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv,
-                 restart=args.restart)
+    device = resolve_device(args.device)
+    if args.budget_minutes is not None and device == "cuda":
+        torch.backends.cudnn.benchmark = True            # fixed shapes: cuDNN's fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = True     # the float SNN's matmuls (the convs use TF32 already)
+    rt = Runtime(device=device, seed=args.seed, progress=not args.quiet, command=sys.argv, restart=args.restart)
     print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
-    run, summary = chain(chain_config(args, steps), rt)
+    run, summary = chain(chain_config(args, steps), rt, clock)
     print("float accuracy (%): " + ", ".join(
         f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
         for a in summary.accuracies) + f"; run folder: {run.root}")
@@ -86,10 +118,13 @@ def run_pipeline(args) -> None:
     print("== 2/4 export: quantize the converted and the STDB network", flush=True)
     for stage in COMPARED_STAGES:
         # The output accumulator is sized for the largest T of the accuracy-vs-T sweep.
+        # Under a budget the integer reference (about 1 s per image-step for VGG16) is left
+        # out: hwsim, bit-exact with it (tests/test_conformance.py), tests the fixed point.
         done = export_checkpoint(run.checkpoint(stage), ExportConfig(
             timesteps=steps.reduced, calibration_timesteps=steps.calibration, seed=args.seed,
-            data_root=args.data_root))
+            data_root=args.data_root, device=device, eval_samples=0 if args.budget_minutes else 200))
         print_summary(done.summary, done.layers, done.out)
+    clock.done("export")
 
     print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
     doc, paths = run_hwsim([(s, run.graph(s)) for s in COMPARED_STAGES], HwsimConfig(
@@ -97,10 +132,16 @@ def run_pipeline(args) -> None:
         energy_model=args.energy_model, device=args.device, data_root=args.data_root,
         progress=not args.quiet), run.hwsim_dir)
     print_report(doc, paths)
+    clock.done("hwsim")
 
     print("== 4/4 reports", flush=True)
     report = render_report(run.root)
+    clock.done("report")
+    with atomic_file(run.root / STAGE_TIMES_FILE, "w") as f:
+        f.write(csv_text(clock.rows()))
     print(f"summary: {report}")
+    print("stage wall times (s): " + ", ".join(f"{r['stage']} {r['seconds']:.1f}" for r in clock.rows())
+          + f"; total {sum(clock.spent.values()):.1f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
         export/<stage>/coregraph.npz ...                 export_dir(stage), graph(stage)
         hwsim/results.json layers.csv summary.csv inputs.npz   hwsim_dir, hwsim_file(...)
         report.md, report/*.png *.csv                    report, report_dir
+        stage_times.csv                                  STAGE_TIMES_FILE (python -m pipeline)
 
 A checkpoint's run folder is the folder it lies in; a graph's is found by
 ``RunLayout.of_graph``. Nothing outside this module builds or parses a run path.
@@ -31,6 +32,7 @@ NIR_FILE = "model.nir"
 RESULTS_FILE, LAYERS_FILE, SUMMARY_FILE, INPUTS_FILE = "results.json", "layers.csv", "summary.csv", "inputs.npz"
 TRAINER_SUMMARY_FILE = "trainer_summary.json"
 REPORT_FILE, REPORT_DIR = "report.md", "report"
+STAGE_TIMES_FILE = "stage_times.csv"            # the pipeline's wall time per stage (and its budget)
 
 
 def check_stage(stage: str) -> str:

@@ -23,7 +23,7 @@ from trainer.snn import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
                             resolve_device, scratch_init)
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
+from trainer.train import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
 LEAK = number(0, 1, lo_open=True)
@@ -51,10 +51,15 @@ def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: st
     p.add_argument(f"--{prefix}optimizer", default=default("optimizer"), choices=("sgd", "adam"))
     p.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=default("batch_size"))
     p.add_argument(f"--{prefix}weight-decay", type=number(0), default=default("weight_decay"))
-    p.add_argument(f"--{prefix}schedule", default=default("schedule"), choices=("cosine", "step", "none"))
+    p.add_argument(f"--{prefix}schedule", default=default("schedule"), choices=SCHEDULES)
     p.add_argument(f"--{prefix}warmup-epochs", type=number(0), default=default("warmup_epochs"))
     p.add_argument(f"--{prefix}grad-clip", type=number(0), default=default("grad_clip"),
                    help="max gradient norm (0 = off)")
+    p.add_argument(f"--{prefix}label-smoothing", type=number(0, 1, hi_open=True), default=default("label_smoothing"))
+    p.add_argument(f"--{prefix}precision", default=default("precision"), choices=PRECISIONS,
+                   help="bf16: synapses (convolutions, matmuls) under autocast; neurons stay fp32")
+    p.add_argument(f"--{prefix}channels-last", default=default("channels_last"), action=argparse.BooleanOptionalAction,
+                   help="NHWC layout for the convolutions (fast on GPUs)")
 
 
 def add_convert_args(p: argparse.ArgumentParser) -> None:
@@ -114,7 +119,7 @@ def chain_from(args) -> ChainConfig:
     snn, surrogate = snn_from(args, optim_from(args, "snn_"), None)
     timesteps = None
     if args.timesteps or args.timesteps_large:
-        timesteps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large)
+        timesteps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, arch=args.arch)
     ann_optim = ann_optim_from(args)
     return ChainConfig(data=data_from(args), arch=arch_from(args), ann_optim=ann_optim,
                        convert=convert_from(args, ann_optim.batch_size), snn=snn, surrogate=surrogate,

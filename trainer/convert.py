@@ -46,9 +46,11 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
     bar = tqdm(balanced, desc="threshold balancing", unit="layer", disable=not progress)
     for k in bar:
         snn = SNN(ann, thresholds, leak=leak, surrogate=Surrogate())
-        generator = torch.Generator().manual_seed(seed)
+        generator = None
         values = []
         for x in batches():
+            if generator is None:        # on the inputs' device (a CPU generator cannot draw on a GPU)
+                generator = torch.Generator(device=x.device).manual_seed(seed)
             for current in snn.input_currents(x, timesteps, k, window=window, generator=generator):
                 values.append(current_statistic(current, statistic, percentile))
         if not values:

@@ -195,6 +195,7 @@ class SNN(nn.Module):
 
     def _neuron(self, k, current, states, t0, lut):
         """Run neuron layer k over the window's currents, updating states[k]."""
+        current = current.float()      # under bf16 autocast the synapses are bf16, the neurons fp32
         if states[k] is None:
             states[k] = NeuronState.zeros(current[0])
         lif = NEURON_BACKENDS[self.backend]
@@ -217,7 +218,7 @@ class SNN(nn.Module):
             if kind in ("conv", "linear"):
                 current = merged(module, spikes)
                 if i == last:
-                    return current.sum(0)
+                    return current.float().sum(0)
                 if stop_at == k:
                     return current
                 spikes = self._neuron(k, current, states, t0, lut)

@@ -37,6 +37,10 @@ from trainer.models import ANN, ArchConfig
 from trainer.snn import SNN, Surrogate
 
 
+SCHEDULES = ("cosine", "step", "onecycle", "none")
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class OptimConfig:
     epochs: int = 30
@@ -44,19 +48,24 @@ class OptimConfig:
     optimizer: str = "sgd"          # sgd (momentum 0.9) or adam
     lr: float = 0.01
     weight_decay: float = 5e-4
-    schedule: str = "cosine"        # cosine, step (x0.1 at 50 % and 75 %), none
+    schedule: str = "cosine"        # cosine, step (x0.1 at 50 % and 75 %), onecycle (linear to 0), none
     warmup_epochs: float = 0.0      # linear warm-up from 10 % of lr
     grad_clip: float = 0.0          # max gradient norm, 0 = off
+    label_smoothing: float = 0.0
+    precision: str = "fp32"         # bf16: convolutions and matmuls under autocast; neuron state stays fp32
+    channels_last: bool = False     # NHWC layout for the convolutions (the fast one on GPUs)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip"):
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, name, v, "a finite number >= 0")
         require(self.optimizer in ("sgd", "adam"), "optimizer", self.optimizer, "sgd or adam")
-        require(self.schedule in ("cosine", "step", "none"), "schedule", self.schedule, "cosine, step or none")
+        require(self.schedule in SCHEDULES, "schedule", self.schedule, ", ".join(SCHEDULES))
+        require(self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
+        require(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -147,10 +156,17 @@ class Runtime:
     command: list[str] | None = None
     ranks: Group = field(default_factory=Group)
     restart: bool = False            # start over where an output holds a run of another configuration
+    deadline: float | None = None    # time.monotonic() by which a stage stops, keeping its best (a budget)
 
     @property
     def shows_progress(self) -> bool:
         return self.progress and self.ranks.is_main
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+    def seconds_left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
 
 def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple[DatasetBundle, DatasetBundle]:
@@ -160,7 +176,8 @@ def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple
     n = len(bundle.train_y)
     order = np.random.default_rng([seed, 7]).permutation(n)
     n_val = max(1, int(round(fraction * n)))
-    val_idx, train_idx = torch.from_numpy(order[:n_val]), torch.from_numpy(order[n_val:])
+    dev = bundle.train_x.device
+    val_idx, train_idx = torch.from_numpy(order[:n_val]).to(dev), torch.from_numpy(order[n_val:]).to(dev)
     train = dataclasses.replace(bundle, train_x=bundle.train_x[train_idx], train_y=bundle.train_y[train_idx])
     val = dataclasses.replace(bundle, test_x=bundle.train_x[val_idx], test_y=bundle.train_y[val_idx])
     return train, val
@@ -184,13 +201,21 @@ def lr_factor(opt: OptimConfig, progress: float) -> float:
     if opt.warmup_epochs > 0 and progress < opt.warmup_epochs:
         return 0.1 + 0.9 * progress / opt.warmup_epochs
     frac = progress / max(opt.epochs, 1)
+    if opt.schedule == "onecycle":       # after the warm-up, straight down to zero at the last step
+        rest = max(opt.epochs - opt.warmup_epochs, 1e-9)
+        return max(0.0, 1.0 - (progress - opt.warmup_epochs) / rest)
     if opt.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
     if opt.schedule == "step":
         return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0
     if opt.schedule == "none":
         return 1.0
-    raise ValueError(f"unknown schedule {opt.schedule!r} (cosine, step or none)")
+    raise ValueError(f"unknown schedule {opt.schedule!r} ({', '.join(SCHEDULES)})")
+
+
+def autocast(device, precision: str):
+    """bf16 autocast of convolutions and matmuls where ``precision`` asks for it."""
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 class MetricsCSV:
@@ -215,7 +240,7 @@ def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, devi
     ann.eval()
     correct = total = 0
     for x, y in batches(bundle, "test", batch_size, shuffle=False):
-        correct += int((ann(x.to(device)).argmax(1).cpu() == y).sum())
+        correct += int((ann(x.to(device)).argmax(1) == y.to(device)).sum())
         total += len(y)
     return 100.0 * correct / max(total, 1)
 
@@ -223,8 +248,9 @@ def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, devi
 @torch.no_grad()
 def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size: int = 128,
                  samples: int | None = None, window: int | None = 50, seed: int = 0, device="cpu",
-                 progress: bool = False) -> dict:
-    """Accuracy at T and average spikes per neuron per layer (Fig. 3's definition), on the test split."""
+                 progress: bool = False, deadline: float | None = None) -> dict:
+    """Accuracy at T and average spikes per neuron per layer (Fig. 3's definition), on the test split.
+    Past ``deadline`` (time.monotonic()) it stops after the batch in hand; ``samples`` says how many counted."""
     snn.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     correct = total = 0
@@ -234,12 +260,13 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
     bar = tqdm(batches(bundle, "test", batch_size, shuffle=False), total=n_batches, disable=not progress,
                desc=f"SNN eval T={timesteps}", unit="batch", leave=False)
     for x, y in bar:
-        if samples is not None and total >= samples:
+        if (samples is not None and total >= samples) or (deadline is not None and total and
+                                                           time.monotonic() > deadline):
             break
         if samples is not None:
             x, y = x[:samples - total], y[:samples - total]
         logits = snn(x.to(device), timesteps, window=window, generator=generator)
-        correct += int((logits.argmax(1).cpu() == y).sum())
+        correct += int((logits.argmax(1) == y.to(logits.device)).sum())
         total += len(y)
         spikes += np.asarray(snn.spike_counts)
         neurons = snn.neuron_counts
@@ -323,29 +350,53 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted.
 
     ``opt.batch_size`` is the global batch; under torchrun each rank trains on its slice.
+    Under a deadline (``rt.deadline``) the first epochs are timed and the schedule is laid
+    over the epochs that fit (``plan_epochs``); a run that still overruns stops after the
+    epoch in hand, keeping its best weights.
     """
     out = Path(out)
     seed, device, ranks = rt.seed, rt.device, rt.ranks
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, val_fraction, seed)
     ann = ANN(arch).to(device)
+    if opt.channels_last:
+        ann = ann.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(ann.parameters(), opt)
     config = run_config("ann", arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
     state = resume(out, config, ann, optimizer, rt.restart) or Progress()
     start, best, best_state = state.start, state.best, state.best_state
+    sched = dataclasses.replace(opt, epochs=state.train_state.get("planned_epochs", opt.epochs))
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
-    for epoch in range(start, opt.epochs):
+
+    def save(done: int) -> float:
+        """The checkpoint after ``done`` epochs; returns the seconds it took."""
+        t = time.time()
+        if ranks.is_main:
+            planned = {"planned_epochs": sched.epochs} if rt.deadline is not None else {}
+            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
+                        {"epoch": done, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
+                         "best_metric": best, "history": metrics.rows, "config": config, **planned}, seed)
+            metrics.flush()
+        return time.time() - t
+
+    epoch, saved, saved_at, save_seconds = start, True, -math.inf, 0.0
+    while epoch < sched.epochs and not (epoch > start and rt.out_of_time()):
         ann.train()
-        t0, loss_sum, correct, seen = time.time(), 0.0, 0, 0
+        t0, loss_sum, correct, seen, t_warm = time.time(), 0.0, 0, 0, None
         bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
-                   total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{opt.epochs}", disable=not rt.shows_progress)
+                   total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{sched.epochs}", disable=not rt.shows_progress)
         for step, (x, y) in enumerate(bar):
+            if step == WARM_STEPS:
+                t_warm = time.time()
             for group in optimizer.param_groups:
-                group["lr"] = opt.lr * lr_factor(opt, epoch + step / steps_per_epoch)
+                group["lr"] = opt.lr * lr_factor(sched, epoch + step / steps_per_epoch)
             x, y = ranks.shard(x).to(device), ranks.shard(y).to(device)
-            logits = ann(x)
-            loss = F.cross_entropy(logits, y)
+            if opt.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, opt.precision):
+                logits = ann(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=opt.label_smoothing)
             check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -357,6 +408,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}")
+        t_train = time.time()
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         check_weights(ann, f"{out}: end of epoch {epoch + 1}")
         val_acc = evaluate_ann(ann, val_part, device=device)
@@ -368,22 +420,53 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
                               "(nothing of this epoch was saved)")
         if val_acc > best:
             best, best_state = val_acc, snapshot(ann)
-        row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
-               "val_acc": val_acc, "lr": optimizer.param_groups[0]["lr"], "seconds": time.time() - t0}
-        metrics.add(row)
-        if ranks.is_main:
-            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
-                        {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                         "best_metric": best, "history": metrics.rows, "config": config}, seed)
-            metrics.flush()
+        t_val = time.time()
+        metrics.add({"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
+                     "train_acc": 100 * correct / max(seen, 1), "val_acc": val_acc,
+                     "lr": optimizer.param_groups[0]["lr"], "seconds": t_val - t0})
+
+        # Every epoch is saved; under a deadline, where epochs are short, at most once per
+        # CHECKPOINT_SECONDS (VGG16's 0.5 GB took longer than its 1.5 s epoch on an H100) and last.
+        saved = (rt.deadline is None or epoch == start or epoch + 1 >= sched.epochs or rt.out_of_time()
+                 or t_val - saved_at >= CHECKPOINT_SECONDS)
+        if saved:
+            save_seconds, saved_at = save(epoch + 1), time.time()
+        # Planned after the first epoch and again after each warm-up epoch (their learning
+        # rate does not depend on the total, and the first carries one-off costs).
+        if rt.deadline is not None and (epoch == start or epoch + 1 <= opt.warmup_epochs):
+            steady = ((t_train - t_warm) * steps_per_epoch / (steps_per_epoch - WARM_STEPS) if t_warm
+                      else t_train - t0) + (t_val - t_train)
+            per_epoch = steady + save_seconds * min(1.0, steady / CHECKPOINT_SECONDS)
+            sched = dataclasses.replace(opt, epochs=plan_epochs(opt.epochs, epoch + 1, per_epoch, rt.seconds_left()))
+            if ranks.is_main:
+                print(f"ANN: {per_epoch:.1f} s per epoch; the budget fits {sched.epochs} epochs "
+                      f"(at most {opt.epochs})", flush=True)
+            if epoch + 1 >= sched.epochs:      # the plan ends here: saved with the plan recorded
+                saved = bool(save(epoch + 1) >= 0)
+        ranks.barrier()
+        epoch += 1
+    if not saved:                # stopped by the deadline after epochs not yet saved
+        save(epoch)
         ranks.barrier()
     final = load_checkpoint(out)
     best_ann = final.model().to(device)
-    final.metrics = {"best_val_acc": best, "test_acc": evaluate_ann(best_ann, bundle, device=device)}
+    final.metrics = {"best_val_acc": best, "test_acc": evaluate_ann(best_ann, bundle, device=device),
+                     "epochs": epoch}
     if ranks.is_main:
         save_checkpoint(final, out)
     ranks.barrier()
     return final
+
+
+WARM_STEPS = 10      # steps of an epoch not timed for the plan (cuDNN's search, allocator warm-up)
+CHECKPOINT_SECONDS = 60.0   # under a deadline, the ANN is saved at most this often (and at the end)
+
+
+def plan_epochs(most: int, done: int, epoch_seconds: float, seconds_left: float) -> int:
+    """How many epochs in all fit a budget with ``seconds_left`` after ``done`` epochs of
+    ``epoch_seconds`` each (at least ``done``, at most ``most``)."""
+    fit = int(seconds_left // epoch_seconds) if epoch_seconds > 0 else most
+    return max(done, min(most, done + fit))
 
 
 def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state, seed):
@@ -399,7 +482,8 @@ def firing_rates(snn: SNN, batch_size: int, timesteps: int) -> list[float]:
 
 def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, cfg: SNNTrainConfig, out: Path,
               rt: Runtime = Runtime()) -> Checkpoint:
-    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps."""
+    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
+    Past ``rt.deadline`` the epoch in hand ends early: validated, saved, and the stage stops."""
     if stage not in ("stdb", "scratch"):
         raise ValueError(f"stage must be stdb or scratch, got {stage!r}")
     if init.snn is None:
@@ -434,28 +518,34 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         bar = tqdm(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
                    total=steps_per_epoch, desc=f"{stage.upper()} epoch {epoch + 1}/{opt.epochs} T={timesteps}",
                    disable=not rt.shows_progress)
+        stopped, trained = False, 0
         for step, (x, y) in enumerate(bar):
+            if step and rt.out_of_time():
+                stopped = True
+                break
             for group in optimizer.param_groups:
                 group["lr"] = opt.lr * lr_scale * lr_factor(opt, epoch + step / steps_per_epoch)
             x, y = x.to(device), ranks.shard(y).to(device)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
-            for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
-                loss = F.cross_entropy(logits, y)
-                check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
-                loss.backward()
-                loss_value = float(loss.detach())
+            with autocast(device, opt.precision):
+                for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
+                    loss = F.cross_entropy(logits.float(), y, label_smoothing=opt.label_smoothing)
+                    check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
+                    loss.backward()
+                    loss_value = float(loss.detach())
             ranks.average_gradients(ann.parameters())
             norm = torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip if opt.grad_clip > 0 else math.inf)
             grad_norms.append(float(norm))
             if math.isfinite(float(norm)):
                 optimizer.step()
             rates += np.asarray(firing_rates(snn, len(y), timesteps))
+            trained += 1
             loss_sum += loss_value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
-        rates = np.asarray(ranks.sum(list(rates / max(step + 1, 1)))) / ranks.world
+        rates = np.asarray(ranks.sum(list(rates / max(trained, 1)))) / ranks.world
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
         val = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
@@ -470,7 +560,8 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             event = "rollback"
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
                "val_acc": val["accuracy"], "lr": lr_used, "grad_norm_mean": float(np.mean(grad_norms)),
-               "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0}
+               "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0,
+               "images": seen}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
         kept = best_state if cfg.keep_best else snapshot(ann)
@@ -481,4 +572,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                          "config": config}, seed)
             metrics.flush()
         ranks.barrier()
+        if stopped:
+            if ranks.is_main:
+                print(f"{stage.upper()}: the stage's time is spent after {seen} images of epoch {epoch + 1}; "
+                      f"keeping the best (validation {best:.2f} %)", flush=True)
+            break
     return load_checkpoint(out)

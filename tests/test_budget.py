@@ -1,0 +1,93 @@
+"""The one-GPU-run profile (``python -m pipeline --budget-minutes``) on the CPU at a tiny
+scale: the same code path as the CIFAR-10 VGG16 run, in seconds."""
+import time
+
+import pandas as pd
+import pytest
+
+import trainer.train as train
+from pipeline.__main__ import main as pipeline_main
+from pipeline.budget import STAGES, StageClock
+from records.layout import RunLayout
+from records.trainer_summary import load_trainer_summary
+from trainer.checkpoint import load_checkpoint
+from trainer.data import load_dataset
+from trainer.models import build_config
+from trainer.stages import fast_recipe, fast_snn_optim, train_ann_in_time
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, plan_epochs, train_ann, train_snn
+
+QUIET = Runtime(progress=False)
+
+
+def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
+    assert pipeline_main(["--budget-minutes", "0.75", "--runs", str(tmp_path), "--name", "b", "--quiet"]) == 0
+    run = RunLayout(tmp_path / "b")
+    times = pd.read_csv(run.root / "stage_times.csv")
+    assert list(times["stage"]) == list(STAGES) and (times["seconds"] >= 0).all()
+    assert set(times.columns) >= {"share_seconds", "ended_by_deadline"}
+    out = capsys.readouterr().out
+    assert "s per epoch; the budget fits" in out and "stage wall times (s): data" in out
+    summary = load_trainer_summary(run.trainer_summary)
+    assert summary.accuracy("ann") > 85 and summary.accuracy("stdb", 4) > 85
+    assert summary.timesteps.sweep == (1, 2, 4)                   # a quarter, a half and all of T
+    assert not run.checkpoint("scratch").exists()                 # no baseline inside a budget
+    ann = load_checkpoint(run.checkpoint("ann"))
+    assert ann.train_state["config"]["precision"] == "bf16" and ann.train_state["config"]["channels_last"]
+    assert 1 <= ann.metrics["epochs"] == ann.train_state["planned_epochs"] <= 200
+    assert (run.root / "report.md").exists() and (run.hwsim_dir / "results.json").exists()
+
+
+def test_plan_epochs_fits_the_time_left():
+    assert plan_epochs(200, 1, 2.0, 100.0) == 51
+    assert plan_epochs(200, 1, 0.1, 1000.0) == 200
+    assert plan_epochs(200, 3, 10.0, 5.0) == 3            # never fewer than done
+
+
+def test_stage_clock_deadlines_are_cumulative():
+    clock = StageClock(100.0)
+    deadlines = [clock.deadline(s) - clock.start for s in STAGES]
+    assert deadlines == sorted(deadlines) and deadlines[-1] == pytest.approx(100.0)
+    assert StageClock().deadline("ann") is None
+    with pytest.raises(ValueError, match="budget-minutes"):
+        StageClock(0.0)
+
+
+def test_a_spent_deadline_keeps_the_best_and_stops(tmp_path):
+    bundle = load_dataset("digits", train_subset=300, test_subset=60)
+    arch = build_config("vgg_tiny", bundle.input_shape, bundle.num_classes)
+    late = Runtime(progress=False, deadline=time.monotonic() - 1.0)
+    ann = train_ann(bundle, arch, OptimConfig(epochs=5, lr=0.05), tmp_path / "ann.pt", late)
+    assert ann.metrics["epochs"] == 1 and ann.train_state["planned_epochs"] == 1
+    from trainer.stages import convert, ConvertConfig
+    conv = convert(ann, bundle, ConvertConfig(balance_batches=1), 4, tmp_path / "conv.pt", QUIET)
+    cfg = SNNTrainConfig(fast_snn_optim(OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)))
+    snn = train_snn(bundle, conv, "stdb", 4, cfg, tmp_path / "stdb.pt", late)
+    rows = pd.read_csv(tmp_path / "metrics_stdb.csv")
+    assert len(rows) == 1 and rows["images"].iloc[0] == 32                 # one bf16 step, then stop
+    assert snn.train_state["config"]["precision"] == "bf16"
+
+
+def test_a_silent_ann_is_retried_once_at_half_the_rate(tmp_path, monkeypatch):
+    calls = []
+    real = train.is_silent
+
+    def silent_first(*args, **kwargs):
+        calls.append(1)
+        return True if len(calls) == 1 else real(*args, **kwargs)
+
+    monkeypatch.setattr(train, "is_silent", silent_first)
+    bundle = load_dataset("digits", train_subset=300, test_subset=60)
+    arch = build_config("vgg_tiny", bundle.input_shape, bundle.num_classes)
+    opt = OptimConfig(epochs=2, lr=0.05)
+    with pytest.raises(train.DeadNetwork, match="silent"):
+        train_ann_in_time(bundle, arch, opt, tmp_path / "a.pt", QUIET)           # no budget: no retry
+    calls.clear()
+    budget = Runtime(progress=False, deadline=time.monotonic() + 600)
+    ann = train_ann_in_time(bundle, arch, opt, tmp_path / "b.pt", budget)
+    assert ann.train_state["config"]["lr"] == 0.025
+
+
+def test_fast_recipe_scales_the_rate_with_the_batch():
+    fast = fast_recipe("cifar10")
+    assert (fast.batch_size, fast.lr, fast.schedule, fast.precision) == (256, 0.04, "onecycle", "bf16")
+    assert fast.channels_last and fast.warmup_epochs == 3.0
