@@ -73,10 +73,7 @@ def chain_config(args, timesteps) -> ChainConfig:
                       runs=args.runs, name=args.name)
     if budget:
         cfg.ann_optim = fast_recipe(args.dataset)
-        snn_optim = fast_snn_optim(cfg.snn.optim)
-        if args.dataset in ("cifar10", "cifar100", "folder"):
-            snn_optim = dataclasses.replace(snn_optim, lr=1e-4)
-        cfg.snn = dataclasses.replace(cfg.snn, optim=snn_optim)
+        cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim))
     if args.epochs is not None:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
     if args.snn_epochs is not None:
@@ -137,10 +134,11 @@ def run_pipeline(args) -> None:
     print("== 4/4 reports", flush=True)
     report = render_report(run.root)
     clock.done("report")
+    times = clock.rows()
     with atomic_file(run.root / STAGE_TIMES_FILE, "w") as f:
-        f.write(csv_text(clock.rows()))
+        f.write(csv_text(times))
     print(f"summary: {report}")
-    print("stage wall times (s): " + ", ".join(f"{r['stage']} {r['seconds']:.1f}" for r in clock.rows())
+    print("stage wall times (s): " + ", ".join(f"{r['stage']} {r['seconds']:.1f}" for r in times)
           + f"; total {sum(clock.spent.values()):.1f}")
 
 

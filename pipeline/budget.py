@@ -17,6 +17,8 @@ import time
 STAGE_SHARES = (("data", 0.03), ("ann", 0.38), ("convert", 0.03), ("evaluate converted", 0.08),
                 ("stdb", 0.26), ("export", 0.05), ("hwsim", 0.12), ("report", 0.05))
 STAGES = tuple(name for name, _ in STAGE_SHARES)
+# A stage's deadline: the start plus this fraction of the budget (its share and all before it).
+_DEADLINE_SHARE = dict(zip(STAGES, itertools.accumulate(share for _, share in STAGE_SHARES)))
 
 
 class StageClock:
@@ -35,8 +37,7 @@ class StageClock:
             raise ValueError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
         if self.seconds is None:
             return None
-        cumulative = dict(zip(STAGES, itertools.accumulate(share for _, share in STAGE_SHARES)))
-        return self.start + cumulative[stage] * self.seconds
+        return self.start + _DEADLINE_SHARE[stage] * self.seconds
 
     def done(self, stage: str) -> None:
         now = time.monotonic()
@@ -47,13 +48,13 @@ class StageClock:
     def rows(self) -> list[dict]:
         """One row per stage that ran: its wall time and, under a budget, its share and
         whether it ended by its deadline."""
-        rows = []
+        rows, ended = [], self.start
         for name, share in STAGE_SHARES:
             if name not in self.spent:
                 continue
+            ended += self.spent[name]
             row = {"stage": name, "seconds": round(self.spent[name], 2)}
             if self.seconds is not None:
-                ended = self.start + sum(self.spent[n] for n in STAGES[:STAGES.index(name) + 1] if n in self.spent)
                 row.update(share_seconds=round(share * self.seconds, 1),
                            ended_by_deadline=bool(ended <= self.deadline(name) + 1.0))
             rows.append(row)

@@ -60,7 +60,7 @@ def test_a_spent_deadline_keeps_the_best_and_stops(tmp_path):
     assert ann.metrics["epochs"] == 1 and ann.train_state["planned_epochs"] == 1
     from trainer.stages import convert, ConvertConfig
     conv = convert(ann, bundle, ConvertConfig(balance_batches=1), 4, tmp_path / "conv.pt", QUIET)
-    cfg = SNNTrainConfig(fast_snn_optim(OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)))
+    cfg = SNNTrainConfig(fast_snn_optim("digits", OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)))
     snn = train_snn(bundle, conv, "stdb", 4, cfg, tmp_path / "stdb.pt", late)
     rows = pd.read_csv(tmp_path / "metrics_stdb.csv")
     assert len(rows) == 1 and rows["images"].iloc[0] == 32                 # one bf16 step, then stop
@@ -91,3 +91,5 @@ def test_fast_recipe_scales_the_rate_with_the_batch():
     fast = fast_recipe("cifar10")
     assert (fast.batch_size, fast.lr, fast.schedule, fast.precision) == (256, 0.04, "onecycle", "bf16")
     assert fast.channels_last and fast.warmup_epochs == 3.0
+    base = OptimConfig(epochs=8, lr=1e-3, optimizer="adam")
+    assert fast_snn_optim("cifar10", base).lr == 1e-4 and fast_snn_optim("digits", base).lr == 1e-3

@@ -69,11 +69,14 @@ def fast_recipe(dataset: str) -> OptimConfig:
                                precision="bf16", channels_last=True, epochs=max(base.epochs, 200))
 
 
-def fast_snn_optim(base: OptimConfig) -> OptimConfig:
+def fast_snn_optim(dataset: str, base: OptimConfig) -> OptimConfig:
     """Fine-tuning in a budgeted run: bf16 synapses, a short warm-up, then a constant rate
     until the stage's deadline (which cuts the epoch count, so no schedule is laid over it);
-    Adam at 1e-4, the paper's code's rate, where the net is deep (CIFAR's VGGs)."""
-    return dataclasses.replace(base, precision="bf16", schedule="none", warmup_epochs=0.2, epochs=max(base.epochs, 20))
+    Adam at 1e-4, the paper's code's rate, where the net is deep (the data sets of the
+    CIFAR recipe)."""
+    lr = 1e-4 if ANN_RECIPES[dataset] is _CIFAR_NETS else base.lr
+    return dataclasses.replace(base, precision="bf16", schedule="none", warmup_epochs=0.2, lr=lr,
+                               epochs=max(base.epochs, 20))
 
 
 def default_timesteps(dataset: str, reduced: int | None = None, large: int | None = None,

@@ -427,8 +427,8 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
 
         # Every epoch is saved; under a deadline, where epochs are short, at most once per
         # CHECKPOINT_SECONDS (VGG16's 0.5 GB took longer than its 1.5 s epoch on an H100) and last.
-        saved = (rt.deadline is None or epoch == start or epoch + 1 >= sched.epochs or rt.out_of_time()
-                 or t_val - saved_at >= CHECKPOINT_SECONDS)
+        saved = (rt.deadline is None or epoch + 1 >= sched.epochs or rt.out_of_time()
+                 or t_val - saved_at >= CHECKPOINT_SECONDS)           # saved_at starts at -inf: the first is saved
         if saved:
             save_seconds, saved_at = save(epoch + 1), time.time()
         # Planned after the first epoch and again after each warm-up epoch (their learning
@@ -442,7 +442,8 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
                 print(f"ANN: {per_epoch:.1f} s per epoch; the budget fits {sched.epochs} epochs "
                       f"(at most {opt.epochs})", flush=True)
             if epoch + 1 >= sched.epochs:      # the plan ends here: saved with the plan recorded
-                saved = bool(save(epoch + 1) >= 0)
+                save(epoch + 1)
+                saved = True
         ranks.barrier()
         epoch += 1
     if not saved:                # stopped by the deadline after epochs not yet saved
