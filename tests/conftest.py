@@ -9,6 +9,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Without a GPU, Triton kernels (the fused LIF backend) run in Triton's interpreter on CPU
+# tensors; it must be on before trainer.lif_fused is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 from export.quantize import quantize_checkpoint  # noqa: E402
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_checkpoint  # noqa: E402
 from trainer.convert import balance_thresholds  # noqa: E402

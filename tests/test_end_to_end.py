@@ -8,7 +8,8 @@ from records.layout import RunLayout
 from records.trainer_summary import load_trainer_summary
 from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
-from trainer.snn import SNN, Surrogate
+from trainer.lif import Surrogate
+from trainer.snn import SNN
 from trainer.stages import ChainConfig, chain
 from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_snn, train_snn
 

@@ -19,7 +19,7 @@ from trainer.convert import STATISTICS
 from trainer.data import DATASETS
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ARCHITECTURES
-from trainer.snn import BACKENDS, SURROGATES
+from trainer.lif import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
                             resolve_device, scratch_init)
@@ -76,7 +76,8 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=number(0, lo_open=True), default=0.3)
     p.add_argument("--beta", type=number(0, lo_open=True), default=0.01)
     p.add_argument("--bptt-window", type=POSITIVE, default=None, help="truncated BPTT: loss every t0 steps")
-    p.add_argument("--backend", default="multistep", choices=BACKENDS)
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="LIF implementation (trainer.lif); auto: fused Triton kernels on CUDA, multistep elsewhere")
     p.add_argument("--rollback-drop", type=number(0, 100), default=10.0,
                    help="roll back to the best weights when validation accuracy drops this many points")
 

@@ -28,7 +28,7 @@ from records.encoding import Normalisation
 from records.header import RecordError, check_header, header
 from records.layout import STAGES
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
-from trainer.snn import Surrogate
+from trainer.lif import Surrogate
 
 FORMAT = "hybrid-snn-checkpoint"
 VERSION = 1

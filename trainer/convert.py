@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from trainer.lif import Surrogate
 from trainer.models import ANN, neuron_layers
-from trainer.snn import SNN, Surrogate
+from trainer.snn import SNN
 
 STATISTICS = ("max", "percentile")
 

@@ -23,8 +23,9 @@ from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_chec
 from trainer.convert import STATISTICS, balance_thresholds
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
+from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
-from trainer.snn import SNN, Surrogate
+from trainer.snn import SNN
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
                            train_ann, train_snn)
 

@@ -33,8 +33,9 @@ from records.table import csv_text
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, data_record, num_batches
 from trainer.distributed import Group
+from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
-from trainer.snn import SNN, Surrogate
+from trainer.snn import SNN
 
 
 SCHEDULES = ("cosine", "step", "onecycle", "none")
@@ -124,7 +125,7 @@ class SNNTrainConfig:
     surrogate: Surrogate | None = None
     leak: float | None = None
     window: int | None = None
-    backend: str = "multistep"
+    backend: str = "auto"
     rollback_drop: float = 10.0
     keep_best: bool = True
     val_fraction: float = 0.1

@@ -1,0 +1,113 @@
+"""Every LIF backend (trainer.lif) against the reference on the same cases.
+
+Spikes and the carried state must be equal bit for bit; gradients may differ by the order
+of floating-point sums (the multistep backend's add is fused), within the stated tolerance.
+Without a GPU the fused backend's Triton kernels run in Triton's interpreter (conftest sets
+TRITON_INTERPRET=1 when there is no CUDA device).
+"""
+import pytest
+import torch
+
+from trainer.lif import NeuronState, Surrogate, fused_available, lif_multistep, lif_reference, neuron_backend
+from trainer.models import ANN, build_config
+from trainer.snn import SNN
+
+FAST = ["multistep", "fused"]
+GRAD_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}      # gradients here are of order 1
+SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate("exp", 0.3, 0.5)]
+
+
+def lif_of(backend):
+    if backend == "fused" and not fused_available():
+        pytest.skip("triton is not installed")
+    return neuron_backend(backend, torch.device("cpu"))
+
+
+def run_windows(lif, current, surrogate, theta, leak, windows):
+    """The recurrence over ``current`` in windows of the given lengths; spikes, gradient, final state."""
+    current = current.clone().requires_grad_()
+    state, lut, t0, out = NeuronState.zeros(current[0].detach()), surrogate.lut(current.shape[0] + 1), 0, []
+    for length in windows:
+        spikes, state = lif(current[t0:t0 + length], state, theta, leak, t0, surrogate, lut)
+        state, t0 = state.detached(), t0 + length
+        out.append(spikes)
+    spikes = torch.cat(out)
+    weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1))
+    (spikes * weights).sum().backward()
+    return spikes.detach(), current.grad, state
+
+
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: s.kind)
+@pytest.mark.parametrize("leak", [1.0, 0.9])
+@pytest.mark.parametrize("shape,windows", [((9, 3, 5), [9]), ((9, 2, 4, 3, 3), [4, 5]), ((7, 1), [1, 1, 5])])
+def test_backend_matches_reference(backend, surrogate, leak, shape, windows):
+    current = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3
+    ref = run_windows(lif_reference, current, surrogate, 0.7, leak, windows)
+    got = run_windows(lif_of(backend), current, surrogate, 0.7, leak, windows)
+    assert 0 < ref[0].sum() < ref[0].numel()          # the case fires some neurons, not all
+    assert torch.equal(got[0], ref[0])
+    assert torch.equal(got[2].u, ref[2].u.detach()) and torch.equal(got[2].last, ref[2].last)
+    assert torch.equal(got[2].o, ref[2].o.detach())
+    assert torch.allclose(got[1], ref[1], **GRAD_TOLERANCE)
+    assert got[1].abs().sum() > 0
+
+
+@pytest.mark.parametrize("backend", ["reference", *FAST])
+def test_soft_reset_and_leak_two_neurons(backend):
+    # theta = 1, leak 0.5, Eq. 2: u_t = 0.5 u_{t-1} + I_t - o_{t-1}
+    lif = lif_reference if backend == "reference" else lif_of(backend)
+    current = torch.tensor([[0.6, 2.5], [0.6, 0.0], [1.5, 0.0], [0.0, 0.0]])
+    spikes, state = lif(current, NeuronState.zeros(current[0]), 1.0, 0.5, 0, Surrogate(), Surrogate().lut(5))
+    # neuron A: 0.6, 0.9, 1.95 (spike), 0.975 - 1 = -0.025
+    # neuron B: 2.5 (spike), 1.25 - 1 = 0.25, 0.125, 0.0625
+    assert spikes.detach()[:, 0].tolist() == [0, 0, 1, 0]
+    assert spikes.detach()[:, 1].tolist() == [1, 0, 0, 0]
+    assert state.u.detach().tolist() == pytest.approx([-0.025, 0.0625])
+    assert state.last.tolist() == [2, 0]
+
+
+def test_stdb_gradient_by_hand():
+    # One neuron, theta 1, leak 0.5, STDB table g(dt) = 0.3 * 0.5^dt; spikes at t = 0 and 2.
+    # dL/do = 1 at every step; dL/du_t = g_t + 0.5 dL/du_{t+1}; no spike yet means g = 0.
+    surrogate = Surrogate("stdb", 0.3, 0.6931471805599453)
+    current = torch.tensor([[1.5], [0.2], [1.6], [0.1]])
+    expected = {}
+    for backend in ["reference", *FAST]:
+        lif = lif_reference if backend == "reference" else lif_of(backend)
+        spikes, grad, _ = run_windows(lif, current, surrogate, 1.0, 0.5, [4])
+        assert spikes.flatten().tolist() == [1, 0, 1, 0]
+        expected[backend] = grad
+    g = [0.3, 0.15, 0.3, 0.15]                          # ages 0, 1, 0, 1
+    w = torch.randn((4, 1), generator=torch.Generator().manual_seed(1)).flatten().tolist()
+    by_hand = [0.0] * 4
+    for t in range(3, -1, -1):
+        by_hand[t] = w[t] * g[t] + (0.5 * by_hand[t + 1] if t < 3 else 0.0)
+    for grad in expected.values():
+        assert grad.flatten().tolist() == pytest.approx(by_hand, rel=1e-6)
+
+
+@pytest.mark.parametrize("backend", FAST)
+def test_training_step_matches_reference(backend):
+    lif_of(backend)
+    torch.manual_seed(0)
+    ann = ANN(build_config("vgg_tiny", (1, 8, 8), 10))
+    x = torch.rand(6, 1, 8, 8)
+    results = []
+    for name in ("reference", backend):
+        snn = SNN(ann, [1.0, 1.0, 1.0], leak=0.9, backend=name).train()
+        ann.zero_grad()
+        out = snn(x, 12, window=5, generator=torch.Generator().manual_seed(3))
+        torch.nn.functional.cross_entropy(out, torch.arange(6) % 10).backward()
+        results.append((out.detach(), list(snn.spike_counts), [p.grad.clone() for p in ann.parameters()]))
+    (o1, c1, g1), (o2, c2, g2) = results
+    assert c1 == c2 and all(c > 0 for c in c1)
+    assert torch.allclose(o1, o2, atol=1e-6)  # same spikes; only the summation order differs
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_backend_choice():
+    assert neuron_backend("auto", torch.device("cpu")) is lif_multistep
+    with pytest.raises(ValueError, match="unknown backend 'cupy'"):
+        neuron_backend("cupy", torch.device("cpu"))

@@ -1,0 +1,180 @@
+"""The LIF neuron of the paper (Eq. 2-3) over a window of steps, and its interchangeable backends.
+
+Hidden neurons, per layer, steps t = 0..T-1:
+    u_t = leak * u_{t-1} + I_t - theta * o_{t-1}        (soft reset, outside the leak)
+    o_t = 1 if u_t > theta else 0                        (strictly greater)
+
+Surrogate gradient of the spike (Section 2.2 and Appendix A), on z = u / theta - 1 as in
+the paper's code, so d o / d u = g / theta ("scaled by the threshold"):
+    stdb:   g = alpha * exp(-beta * dt), dt = t - t_s, t_s the latest spike time <= t
+            (a look-up table over dt in [0, T]; a neuron that never spiked gets 0)
+    linear: g = alpha * max(0, 1 - |z|)
+    exp:    g = alpha * exp(-beta * |z|)
+The reset path carries no gradient (the paper's code detaches it), so for the currents
+    dL/dI_t = dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1}.
+
+Backends (one signature: currents (steps, ...), state, theta, leak, t0, surrogate, table):
+    "reference": Eq. 2-3 step by step under autograd - slow, obviously correct.
+    "multistep": the recurrence in a hand-written forward/backward without a per-step
+                 graph, storing 16-bit spike ages (STDB) or the potentials.
+    "fused":     one Triton kernel per layer for the forward and one for the backward
+                 (trainer.lif_fused); stores one byte per spike and recomputes the ages.
+    "auto":      fused on CUDA where Triton imports, multistep elsewhere.
+All give the same spikes bit for bit; tests/test_lif_backends.py holds them to it.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import dataclass
+
+import torch
+
+BACKENDS = ("auto", "multistep", "reference", "fused")
+
+SURROGATES = ("stdb", "linear", "exp")
+NEVER = -1  # last-spike marker of a neuron that has not spiked yet
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    kind: str = "stdb"
+    alpha: float = 0.3
+    beta: float = 0.01
+
+    def __post_init__(self):
+        if self.kind not in SURROGATES:
+            raise ValueError(f"unknown surrogate {self.kind!r}; choose one of {', '.join(SURROGATES)}")
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"surrogate {name} must be a finite number > 0, got {v!r}")
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta}
+
+    def lut(self, size: int, device=None) -> torch.Tensor:
+        """alpha * exp(-beta * dt) for dt = 0..size-1, computed in float64: no underflow."""
+        dt = torch.arange(size, dtype=torch.float64, device=device)
+        return (self.alpha * torch.exp(-self.beta * dt)).to(torch.float32)
+
+    def stdb(self, dt: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
+        """Surrogate for spike ages dt (NEVER for silent neurons -> 0)."""
+        return torch.where(dt >= 0, lut[dt.clamp(min=0).long()], torch.zeros((), device=dt.device))
+
+    def of_potential(self, z: torch.Tensor) -> torch.Tensor:
+        if self.kind == "linear":
+            return self.alpha * (1.0 - z.abs()).clamp(min=0.0)
+        return self.alpha * torch.exp(-self.beta * z.abs())
+
+
+@dataclass
+class NeuronState:
+    u: torch.Tensor          # membrane potential
+    o: torch.Tensor          # spikes of the previous step
+    last: torch.Tensor       # int32 step of the latest spike, NEVER if none
+
+    @classmethod
+    def zeros(cls, like: torch.Tensor) -> "NeuronState":
+        return cls(torch.zeros_like(like), torch.zeros_like(like),
+                   torch.full_like(like, NEVER, dtype=torch.int32))
+
+    def detached(self) -> "NeuronState":
+        return NeuronState(self.u.detach(), self.o.detach(), self.last)
+
+
+def _lif_forward(current, state, theta, leak, t0):
+    """Forward recurrence; returns spikes, latest spike times (steps, ...), potentials, new state."""
+    u, o, last = state.u.detach(), state.o.detach(), state.last.clone()
+    spikes = torch.empty_like(current)
+    lasts = torch.empty(current.shape, dtype=torch.int32, device=current.device)
+    potentials = torch.empty_like(current)
+    for k in range(current.shape[0]):
+        u = leak * u + current[k] - theta * o
+        fired = u > theta
+        o = fired.to(current.dtype)
+        last.masked_fill_(fired, t0 + k)
+        spikes[k], potentials[k], lasts[k] = o, u, last
+    return spikes, lasts, potentials, NeuronState(u, o, last)
+
+
+def spike_ages(lasts: torch.Tensor, t0: int) -> torch.Tensor:
+    """dt = t - t_s per step from the latest spike times (NEVER where none yet), as int16."""
+    steps = torch.arange(t0, t0 + lasts.shape[0], device=lasts.device, dtype=lasts.dtype)
+    steps = steps.view(-1, *([1] * (lasts.dim() - 1)))
+    return torch.where(lasts >= 0, steps - lasts, NEVER).to(torch.int16)
+
+
+class _LIFSequence(torch.autograd.Function):
+    """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
+
+    dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1};  dL/dI_t = dL/du_t.
+    Saved for backward: 16-bit spike ages (STDB) or the potentials (linear / exp).
+    """
+
+    @staticmethod
+    def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
+        spikes, lasts, potentials, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0)
+        if surrogate.kind == "stdb":
+            ctx.save_for_backward(spike_ages(lasts, t0), lut)
+        else:
+            ctx.save_for_backward(potentials)
+        ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
+        ctx.mark_non_differentiable(state.u, state.o, state.last)
+        return spikes, state.u, state.o, state.last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, _gu, _go, _gl):
+        theta, leak, surrogate = ctx.theta, ctx.leak, ctx.surrogate
+        if surrogate.kind == "stdb":
+            ages, lut = ctx.saved_tensors
+            slopes = surrogate.stdb(ages, lut)
+        else:
+            (potentials,) = ctx.saved_tensors
+            slopes = surrogate.of_potential(potentials / theta - 1.0)
+        grad_current = grad_spikes * (slopes / theta)
+        for k in range(grad_spikes.shape[0] - 2, -1, -1):
+            grad_current[k].add_(grad_current[k + 1], alpha=leak)
+        return grad_current, None, None, None, None, None, None, None, None
+
+
+def lif_multistep(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
+    spikes, u, o, last = _LIFSequence.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
+    return spikes, NeuronState(u, o, last)
+
+
+def lif_reference(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
+    """Eq. 2-3 step by step with autograd; the spike's gradient is the surrogate (straight-through)."""
+    u, o, last = state.u, state.o, state.last
+    out = []
+    for k in range(current.shape[0]):
+        u = leak * u + current[k] - theta * o.detach()
+        fired = (u > theta).to(current.dtype)
+        last = torch.where(fired > 0, torch.full_like(last, t0 + k), last)
+        with torch.no_grad():
+            if surrogate.kind == "stdb":
+                age = torch.where(last >= 0, t0 + k - last, torch.full_like(last, NEVER))
+                slope = surrogate.stdb(age, lut) / theta
+            else:
+                slope = surrogate.of_potential(u / theta - 1.0) / theta
+        o = fired + (u - u.detach()) * slope
+        out.append(o)
+    return torch.stack(out), NeuronState(u, o, last)
+
+
+def fused_available() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def neuron_backend(name: str, device: torch.device):
+    """The LIF function of backend ``name`` for tensors on ``device``."""
+    if name == "auto":
+        name = "fused" if device.type == "cuda" and fused_available() else "multistep"
+    if name == "fused":
+        if not fused_available():
+            raise ValueError("the fused backend needs Triton (pip install triton); use --backend multistep")
+        from trainer.lif_fused import lif_fused
+        return lif_fused
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return {"multistep": lif_multistep, "reference": lif_reference}[name]

@@ -1,0 +1,128 @@
+"""The "fused" LIF backend: the recurrence over a window as one Triton kernel per layer.
+
+The equations are trainer.lif's. Each program owns BLOCK neurons and walks the window's
+steps in registers (potential, last spike, spike and age never leave the chip); memory
+traffic is one read of the currents and one write of the spikes per step.
+
+Forward writes the spikes for the next synapse (fp32), and one byte per neuron-step for
+the backward; the linear and exp surrogates also keep the fp32 potentials. Backward is one
+kernel of two passes per neuron: forward in time to rebuild the spike ages from the bytes
+and write dL/do_t * g_t / theta, then backward in time to add leak * dL/du_{t+1}. The
+arithmetic and its order are the multistep backend's, and floating-point contraction is
+off, so spikes are bit-exact and STDB gradients too (linear/exp: exp may differ by an ulp).
+
+Runs on CUDA tensors; on the CPU only under Triton's interpreter (TRITON_INTERPRET=1 set
+before this module is imported), which is how the tests check it without a GPU.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from trainer.lif import NeuronState, Surrogate
+
+BLOCK = 1024
+KINDS = {"stdb": 0, "linear": 1, "exp": 2}
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Bit-exactness with the torch backends: no a*b+c contracted into one rounding.
+NO_FMA = {} if INTERPRETED else {"enable_fp_fusion": False}
+
+
+@triton.jit(do_not_specialize=["n", "steps", "t0"])
+def _forward_kernel(cur_ptr, u0_ptr, o0_ptr, last0_ptr, spike_ptr, byte_ptr, pot_ptr, u_ptr, o_ptr, last_ptr,
+                    n, steps, t0, theta, leak, SAVE_POTENTIAL: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    u = tl.load(u0_ptr + offs, mask=mask, other=0.0)
+    o = tl.load(o0_ptr + offs, mask=mask, other=0.0)
+    last = tl.load(last0_ptr + offs, mask=mask, other=-1)
+    for k in range(steps):
+        at = k * n.to(tl.int64) + offs
+        u = leak * u + tl.load(cur_ptr + at, mask=mask, other=0.0) - theta * o
+        fired = u > theta
+        o = fired.to(tl.float32)
+        last = tl.where(fired, t0 + k, last)
+        tl.store(spike_ptr + at, o, mask=mask)
+        tl.store(byte_ptr + at, fired.to(tl.uint8), mask=mask)
+        if SAVE_POTENTIAL:
+            tl.store(pot_ptr + at, u, mask=mask)
+    tl.store(u_ptr + offs, u, mask=mask)
+    tl.store(o_ptr + offs, o, mask=mask)
+    tl.store(last_ptr + offs, last, mask=mask)
+
+
+@triton.jit(do_not_specialize=["n", "steps", "t0", "lut_size"])
+def _backward_kernel(grad_ptr, byte_ptr, last0_ptr, pot_ptr, lut_ptr, out_ptr, n, steps, t0, lut_size,
+                     theta, leak, alpha, beta, KIND: tl.constexpr, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    last = tl.load(last0_ptr + offs, mask=mask, other=-1)
+    for k in range(steps):                      # forward in time: dL/do_t * g_t / theta
+        at = k * n.to(tl.int64) + offs
+        if KIND == 0:
+            fired = tl.load(byte_ptr + at, mask=mask, other=0) != 0
+            last = tl.where(fired, t0 + k, last)
+            age = t0 + k - last
+            known = mask & (last >= 0) & (age < lut_size)
+            slope = tl.load(lut_ptr + tl.where(known, age, 0), mask=known, other=0.0)
+        else:
+            z = tl.load(pot_ptr + at, mask=mask, other=0.0) / theta - 1.0
+            if KIND == 1:
+                slope = alpha * tl.maximum(1.0 - tl.abs(z), 0.0)
+            else:
+                slope = alpha * tl.exp(-beta * tl.abs(z))
+        grad = tl.load(grad_ptr + at, mask=mask, other=0.0)
+        tl.store(out_ptr + at, grad * (slope / theta), mask=mask)
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(steps):                      # backward in time: + leak * dL/du_{t+1} (0 after the last)
+        at = (steps - 1 - i) * n.to(tl.int64) + offs
+        acc = tl.load(out_ptr + at, mask=mask, other=0.0) + leak * acc
+        tl.store(out_ptr + at, acc, mask=mask)
+
+
+def _grid(n: int):
+    return (triton.cdiv(n, BLOCK),)
+
+
+class _FusedLIF(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
+        current = current.float().contiguous()
+        steps, n = current.shape[0], current[0].numel()
+        spikes = torch.empty_like(current)
+        fired = torch.empty(current.shape, dtype=torch.uint8, device=current.device)
+        save_potential = surrogate.kind != "stdb"
+        potentials = torch.empty_like(current) if save_potential else current[:0]
+        u, o = torch.empty_like(current[0]), torch.empty_like(current[0])
+        last = torch.empty(current.shape[1:], dtype=torch.int32, device=current.device)
+        last0 = last0.to(torch.int32).contiguous()
+        _forward_kernel[_grid(n)](current, u0.float().contiguous(), o0.float().contiguous(), last0, spikes, fired,
+                                  potentials, u, o, last, n, steps, t0, float(theta), float(leak),
+                                  SAVE_POTENTIAL=save_potential, BLOCK=BLOCK, **NO_FMA)
+        ctx.save_for_backward(fired, last0, potentials, lut.float().contiguous())
+        ctx.theta, ctx.leak, ctx.t0, ctx.surrogate = float(theta), float(leak), int(t0), surrogate
+        ctx.mark_non_differentiable(u, o, last)
+        return spikes, u, o, last
+
+    @staticmethod
+    def backward(ctx, grad_spikes, _gu, _go, _gl):
+        fired, last0, potentials, lut = ctx.saved_tensors
+        surrogate: Surrogate = ctx.surrogate
+        grad_spikes = grad_spikes.float().contiguous()
+        steps, n = grad_spikes.shape[0], grad_spikes[0].numel()
+        grad_current = torch.empty_like(grad_spikes)
+        _backward_kernel[_grid(n)](grad_spikes, fired, last0, potentials, lut, grad_current, n, steps, ctx.t0,
+                                   lut.numel(), ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
+                                   KIND=KINDS[surrogate.kind], BLOCK=BLOCK, **NO_FMA)
+        return grad_current, None, None, None, None, None, None, None, None
+
+
+def lif_fused(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
+    if current.device.type != "cuda" and not INTERPRETED:
+        raise ValueError("the fused backend runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1 set "
+                         "before import, for tests); use --backend multistep on the CPU")
+    spikes, u, o, last = _FusedLIF.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
+    return spikes, NeuronState(u, o, last)
