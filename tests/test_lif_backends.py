@@ -53,6 +53,22 @@ def test_backend_matches_reference(backend, surrogate, leak, shape, windows):
     assert got[1].abs().sum() > 0
 
 
+@pytest.mark.parametrize("backend", FAST)
+@pytest.mark.parametrize("leak", [1.0, 0.9])
+def test_evaluation_path_matches_reference(backend, leak):
+    """Without gradients the fast backends keep nothing for a backward; the spikes stay the same."""
+    current = torch.rand((9, 2, 4, 3, 3), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3
+    surrogate = Surrogate()
+    ref = run_windows(lif_reference, current, surrogate, 0.7, leak, [4, 5])
+    lif, state, out = lif_of(backend), NeuronState.zeros(current[0]), []
+    with torch.no_grad():
+        for t0, length in [(0, 4), (4, 5)]:
+            spikes, state = lif(current[t0:t0 + length], state, 0.7, leak, t0, surrogate, surrogate.lut(10))
+            out.append(spikes)
+    assert torch.equal(torch.cat(out), ref[0])
+    assert torch.equal(state.u, ref[2].u.detach()) and torch.equal(state.last, ref[2].last)
+
+
 @pytest.mark.parametrize("backend", ["reference", *FAST])
 def test_soft_reset_and_leak_two_neurons(backend):
     # theta = 1, leak 0.5, Eq. 2: u_t = 0.5 u_{t-1} + I_t - o_{t-1}

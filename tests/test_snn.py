@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from trainer.convert import balance_thresholds
-from trainer.models import ANN, ArchConfig
+from trainer.convert import balance_thresholds, balance_thresholds_by_replay
+from trainer.models import ANN, ArchConfig, build_config
 from records.encoding import poisson_spikes
 from trainer.lif import Surrogate
 from trainer.snn import SNN
@@ -105,3 +105,23 @@ def test_dropout_mask_fixed_over_steps():
     assert len(seen) == 6  # one call per step with the reference backend
     assert all(torch.equal(seen[0][2], m[2]) for m in seen)
     assert 0 < (seen[0][2] == 0).float().mean() < 1  # some units dropped, some kept
+
+
+@pytest.mark.parametrize("arch,statistic,window,keep", [
+    ("vgg_tiny", "max", None, True), ("vgg_tiny", "percentile", 3, True), ("vgg_tiny", "max", 4, False),
+    ("resnet20", "max", 5, True), ("resnet20", "percentile", None, False)])
+def test_one_pass_balancing_equals_replay(arch, statistic, window, keep):
+    torch.manual_seed(0)
+    ann = ANN(build_config(arch, (1, 8, 8), 10))
+    xs = [torch.rand(3, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1]
+    options = dict(statistic=statistic, percentile=99.0, window=window, seed=4)
+    fast = balance_thresholds(ann, lambda: iter(xs), 10, progress=False, keep_bytes=2 ** 30 if keep else 0,
+                              **options)
+    assert fast == balance_thresholds_by_replay(ann, lambda: iter(xs), 10, **options)
+
+
+def test_silent_layer_is_named():
+    ann = tiny_mlp(-torch.ones(3, 3), torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"neuron layer 0 receives no positive input current in 6 steps over 4 "
+                                         r"images \(the input\).*larger T"):
+        balance_thresholds(ann, lambda: [torch.ones(4, 1, 1, 3)], 6, progress=False)

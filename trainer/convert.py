@@ -7,6 +7,12 @@ default) or a percentile (averaged over batches and windows, a common robust cho
 As in the paper's code the search runs with the raw statistics and the scaling factor
 multiplies all thresholds at the end. In residual nets only the layers outside residual
 blocks are balanced; neurons inside blocks keep threshold 1 (Section 4).
+
+``balance_thresholds`` keeps every balanced layer's output spikes (one byte per
+neuron-step) and its currents (while they fit in ``keep_bytes``), so each synapse runs
+about once: the whole balancing costs about one pass over T x images.
+``balance_thresholds_by_replay`` is Algorithm 1 as written - it replays the network from
+the input for every layer - and the reference the tests hold the fast path to.
 """
 from __future__ import annotations
 
@@ -16,11 +22,13 @@ from collections.abc import Callable, Iterable
 import torch
 from tqdm import tqdm
 
+from records.encoding import poisson_spikes
 from trainer.lif import Surrogate
 from trainer.models import ANN, neuron_layers
 from trainer.snn import SNN
 
 STATISTICS = ("max", "percentile")
+CPU_KEEP_BYTES = 2 * 2 ** 30   # currents kept between the statistic and the firing pass (on CUDA: 1/4 of free)
 
 
 def current_statistic(current: torch.Tensor, statistic: str, percentile: float) -> float:
@@ -31,35 +39,98 @@ def current_statistic(current: torch.Tensor, statistic: str, percentile: float) 
     return float(torch.kthvalue(flat.cpu(), k).values)
 
 
-def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
-                       statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
-                       leak: float = 1.0, window: int | None = None, seed: int = 0,
-                       progress: bool = True) -> list[float]:
-    """Thresholds for every neuron layer; ``batches()`` yields normalised input batches."""
+def _check_arguments(statistic: str, scaling_factor: float) -> None:
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
     if not 0 < scaling_factor:
         raise ValueError("scaling factor must be positive")
-    layers = neuron_layers(ann.cfg)
-    balanced = [k for k, (i, _) in enumerate(layers) if ann.cfg.layers[i]["kind"] != "resblock"]
-    thresholds = [1.0] * len(layers)
+
+
+def _balanced(ann: ANN) -> list[int]:
+    return [k for k, (i, _) in enumerate(neuron_layers(ann.cfg)) if ann.cfg.layers[i]["kind"] != "resblock"]
+
+
+def _threshold(k: int, values: list[float], statistic: str, timesteps: int, images: int, upstream: str) -> float:
+    if not values:
+        raise ValueError("threshold balancing got no batches")
+    found = max(values) if statistic == "max" else sum(values) / len(values)
+    if not found > 0:
+        raise ValueError(f"neuron layer {k} receives no positive input current in {timesteps} steps over "
+                         f"{images} images ({upstream}); its threshold cannot be balanced: balance at a larger T "
+                         "(--timesteps) or check that the ANN learned")
+    return found
+
+
+def _windows(timesteps: int, window: int | None) -> list[tuple[int, int]]:
+    window = timesteps if window is None else max(1, min(int(window), timesteps))
+    return [(t0, min(window, timesteps - t0)) for t0 in range(0, timesteps, window)]
+
+
+def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
+                       statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
+                       leak: float = 1.0, window: int | None = None, seed: int = 0, progress: bool = True,
+                       keep_bytes: int | None = None) -> list[float]:
+    """Thresholds for every neuron layer; ``batches()`` yields normalised input batches."""
+    _check_arguments(statistic, scaling_factor)
+    layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
     ann.eval()
+    snn = SNN(ann, [1.0] * len(layers), leak=leak, surrogate=Surrogate())
+    inputs = list(batches())
+    if not inputs:
+        raise ValueError("threshold balancing got no batches")
+    steps = _windows(timesteps, window)
+    if keep_bytes is None:
+        on_cuda = inputs[0].device.type == "cuda"
+        keep_bytes = torch.cuda.mem_get_info(inputs[0].device)[0] // 4 if on_cuda else CPU_KEEP_BYTES
+    _, _, lut = snn.begin(timesteps, window, inputs[0].device)
+    generator = torch.Generator(device=inputs[0].device).manual_seed(seed)  # on the inputs' device
+    # trains[b][w]: the spikes entering at layer index `entry`, batch b, window w (int8: inputs are signed)
+    trains = [[poisson_spikes(x, n, generator).to(torch.int8) for _, n in steps] for x in inputs]
+    images = sum(len(x) for x in inputs)
+    entry, upstream = 0, "the input"
     bar = tqdm(balanced, desc="threshold balancing", unit="layer", disable=not progress)
     for k in bar:
+        def currents(b, states):
+            return [snn.layer_currents(train.to(inputs[b].dtype), k, entry, states, t0, lut)
+                    for (t0, _), train in zip(steps, trains[b])]
+
+        values, kept, kept_bytes = [], [], 0
+        for b in range(len(inputs)):
+            found = currents(b, [None] * len(layers))
+            values += [current_statistic(c, statistic, percentile) for c in found]
+            size = sum(c.numel() * c.element_size() for c in found)
+            keep = kept_bytes + size <= keep_bytes
+            kept.append(found if keep else None)
+            kept_bytes += size if keep else 0
+        snn.thresholds[k] = _threshold(k, values, statistic, timesteps, images, upstream)
+        fired = []
+        for b in range(len(inputs)):
+            states = [None] * len(layers)
+            found = kept[b] if kept[b] is not None else currents(b, [None] * len(layers))
+            fired.append([snn.fire(k, c, states, t0, lut).to(torch.int8) for (t0, _), c in zip(steps, found)])
+            kept[b] = None
+        trains, entry = fired, layers[k][0] + 1
+        upstream = f"neuron layer {k} fired {int(snn.spike_counts[k])} spikes"
+        bar.set_postfix(layer=k, threshold=f"{snn.thresholds[k]:.3g}")
+    return [v * scaling_factor if k in balanced else v for k, v in enumerate(snn.thresholds)]
+
+
+def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
+                                 statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
+                                 leak: float = 1.0, window: int | None = None, seed: int = 0) -> list[float]:
+    """Algorithm 1 as written: for every layer, replay the network from the same Poisson input."""
+    _check_arguments(statistic, scaling_factor)
+    layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
+    thresholds = [1.0] * len(layers)
+    ann.eval()
+    for k in balanced:
         snn = SNN(ann, thresholds, leak=leak, surrogate=Surrogate())
-        generator = None
-        values = []
+        generator, values, images = None, [], 0
         for x in batches():
-            if generator is None:        # on the inputs' device (a CPU generator cannot draw on a GPU)
+            if generator is None:
                 generator = torch.Generator(device=x.device).manual_seed(seed)
+            images += len(x)
             for current in snn.input_currents(x, timesteps, k, window=window, generator=generator):
                 values.append(current_statistic(current, statistic, percentile))
-        if not values:
-            raise ValueError("threshold balancing got no batches")
-        found = max(values) if statistic == "max" else sum(values) / len(values)
-        if not found > 0:
-            raise ValueError(f"neuron layer {k} receives no positive input current; its threshold "
-                             "cannot be balanced (is the network silent?)")
-        thresholds[k] = found
-        bar.set_postfix(layer=k, threshold=f"{found:.3g}")
+        thresholds[k] = _threshold(k, values, statistic, timesteps, images, "replayed")
     return [v * scaling_factor if k in balanced else v for k, v in enumerate(thresholds)]

@@ -83,19 +83,28 @@ class NeuronState:
         return NeuronState(self.u.detach(), self.o.detach(), self.last)
 
 
-def _lif_forward(current, state, theta, leak, t0):
-    """Forward recurrence; returns spikes, latest spike times (steps, ...), potentials, new state."""
-    u, o, last = state.u.detach(), state.o.detach(), state.last.clone()
+def _lif_forward(current, state, theta, leak, t0, keep: str | None):
+    """Forward recurrence, in place on one potential; returns spikes, kept (steps, ...) tensor, new state.
+
+    ``keep``: "lasts" (the latest spike time at every step, for STDB), "potentials" (linear /
+    exp) or None (no gradient wanted). The arithmetic is Eq. 2's, in its order: leak * u,
+    + I_t, - theta * o_{t-1} (exact: o is 0 or 1).
+    """
+    u, o, last = state.u.detach().clone(), state.o.detach(), state.last.clone()
     spikes = torch.empty_like(current)
-    lasts = torch.empty(current.shape, dtype=torch.int32, device=current.device)
-    potentials = torch.empty_like(current)
+    kept = None if keep is None else torch.empty(
+        current.shape, dtype=torch.int32 if keep == "lasts" else current.dtype, device=current.device)
+    fired = torch.empty(current.shape[1:], dtype=torch.bool, device=current.device)
     for k in range(current.shape[0]):
-        u = leak * u + current[k] - theta * o
-        fired = u > theta
-        o = fired.to(current.dtype)
+        if leak != 1.0:
+            u.mul_(leak)
+        u.add_(current[k]).sub_(o, alpha=theta)
+        torch.gt(u, theta, out=fired)
+        o = spikes[k].copy_(fired)
         last.masked_fill_(fired, t0 + k)
-        spikes[k], potentials[k], lasts[k] = o, u, last
-    return spikes, lasts, potentials, NeuronState(u, o, last)
+        if kept is not None:
+            kept[k] = last if keep == "lasts" else u
+    return spikes, kept, NeuronState(u, o.clone(), last)
 
 
 def spike_ages(lasts: torch.Tensor, t0: int) -> torch.Tensor:
@@ -114,11 +123,13 @@ class _LIFSequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
-        spikes, lasts, potentials, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0)
-        if surrogate.kind == "stdb":
-            ctx.save_for_backward(spike_ages(lasts, t0), lut)
+        stdb = surrogate.kind == "stdb"
+        spikes, kept, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0,
+                                           "lasts" if stdb else "potentials")
+        if stdb:
+            ctx.save_for_backward(spike_ages(kept, t0), lut)
         else:
-            ctx.save_for_backward(potentials)
+            ctx.save_for_backward(kept)
         ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
         ctx.mark_non_differentiable(state.u, state.o, state.last)
         return spikes, state.u, state.o, state.last
@@ -139,6 +150,9 @@ class _LIFSequence(torch.autograd.Function):
 
 
 def lif_multistep(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
+    if not (torch.is_grad_enabled() and current.requires_grad):     # evaluation, balancing: keep nothing
+        spikes, _, state = _lif_forward(current, state, theta, leak, t0, None)
+        return spikes, state
     spikes, u, o, last = _LIFSequence.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
     return spikes, NeuronState(u, o, last)
 

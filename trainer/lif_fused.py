@@ -33,7 +33,8 @@ NO_FMA = {} if INTERPRETED else {"enable_fp_fusion": False}
 
 @triton.jit(do_not_specialize=["n", "steps", "t0"])
 def _forward_kernel(cur_ptr, u0_ptr, o0_ptr, last0_ptr, spike_ptr, byte_ptr, pot_ptr, u_ptr, o_ptr, last_ptr,
-                    n, steps, t0, theta, leak, SAVE_POTENTIAL: tl.constexpr, BLOCK: tl.constexpr):
+                    n, steps, t0, theta, leak, SAVE_BYTES: tl.constexpr, SAVE_POTENTIAL: tl.constexpr,
+                    BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     u = tl.load(u0_ptr + offs, mask=mask, other=0.0)
@@ -46,7 +47,8 @@ def _forward_kernel(cur_ptr, u0_ptr, o0_ptr, last0_ptr, spike_ptr, byte_ptr, pot
         o = fired.to(tl.float32)
         last = tl.where(fired, t0 + k, last)
         tl.store(spike_ptr + at, o, mask=mask)
-        tl.store(byte_ptr + at, fired.to(tl.uint8), mask=mask)
+        if SAVE_BYTES:
+            tl.store(byte_ptr + at, fired.to(tl.uint8), mask=mask)
         if SAVE_POTENTIAL:
             tl.store(pot_ptr + at, u, mask=mask)
     tl.store(u_ptr + offs, u, mask=mask)
@@ -87,25 +89,32 @@ def _grid(n: int):
     return (triton.cdiv(n, BLOCK),)
 
 
+def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, save_bytes: bool,
+             save_potential: bool):
+    """Run the forward kernel: spikes, bytes (or an empty stand-in), potentials (same), new state."""
+    current = current.float().contiguous()
+    steps, n = current.shape[0], current[0].numel()
+    spikes = torch.empty_like(current)
+    fired = torch.empty(current.shape if save_bytes else 0, dtype=torch.uint8, device=current.device)
+    potentials = torch.empty_like(current) if save_potential else current[:0]
+    u, o = torch.empty_like(current[0]), torch.empty_like(current[0])
+    last = torch.empty(current.shape[1:], dtype=torch.int32, device=current.device)
+    _forward_kernel[_grid(n)](current, state.u.detach().float().contiguous(), state.o.detach().float().contiguous(),
+                              state.last.to(torch.int32).contiguous(), spikes, fired, potentials, u, o, last, n, steps,
+                              t0, float(theta), float(leak), SAVE_BYTES=save_bytes, SAVE_POTENTIAL=save_potential,
+                              BLOCK=BLOCK, **NO_FMA)
+    return spikes, fired, potentials, NeuronState(u, o, last)
+
+
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
-        current = current.float().contiguous()
-        steps, n = current.shape[0], current[0].numel()
-        spikes = torch.empty_like(current)
-        fired = torch.empty(current.shape, dtype=torch.uint8, device=current.device)
-        save_potential = surrogate.kind != "stdb"
-        potentials = torch.empty_like(current) if save_potential else current[:0]
-        u, o = torch.empty_like(current[0]), torch.empty_like(current[0])
-        last = torch.empty(current.shape[1:], dtype=torch.int32, device=current.device)
-        last0 = last0.to(torch.int32).contiguous()
-        _forward_kernel[_grid(n)](current, u0.float().contiguous(), o0.float().contiguous(), last0, spikes, fired,
-                                  potentials, u, o, last, n, steps, t0, float(theta), float(leak),
-                                  SAVE_POTENTIAL=save_potential, BLOCK=BLOCK, **NO_FMA)
-        ctx.save_for_backward(fired, last0, potentials, lut.float().contiguous())
+        state = NeuronState(u0, o0, last0)
+        spikes, fired, potentials, new = _forward(current, state, theta, leak, t0, True, surrogate.kind != "stdb")
+        ctx.save_for_backward(fired, last0.to(torch.int32).contiguous(), potentials, lut.float().contiguous())
         ctx.theta, ctx.leak, ctx.t0, ctx.surrogate = float(theta), float(leak), int(t0), surrogate
-        ctx.mark_non_differentiable(u, o, last)
-        return spikes, u, o, last
+        ctx.mark_non_differentiable(new.u, new.o, new.last)
+        return spikes, new.u, new.o, new.last
 
     @staticmethod
     def backward(ctx, grad_spikes, _gu, _go, _gl):
@@ -124,5 +133,8 @@ def lif_fused(current, state: NeuronState, theta: float, leak: float, t0: int, s
     if current.device.type != "cuda" and not INTERPRETED:
         raise ValueError("the fused backend runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1 set "
                          "before import, for tests); use --backend multistep on the CPU")
+    if not (torch.is_grad_enabled() and current.requires_grad):     # evaluation, balancing: keep nothing
+        spikes, _, _, state = _forward(current, state, theta, leak, t0, False, False)
+        return spikes, state
     spikes, u, o, last = _FusedLIF.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
     return spikes, NeuronState(u, o, last)

@@ -59,16 +59,19 @@ class SNN(nn.Module):
         self.neuron_counts[k] = math.prod(current.shape[2:])
         return spikes
 
-    def _propagate(self, spikes, states, masks, t0, lut, stop_at: int | None = None):
+    def _propagate(self, spikes, states, masks, t0, lut, stop_at: int | None = None, start: int = 0):
         """Push input spikes (steps, B, ...) through the layers; returns the classifier's summed input.
 
-        With ``stop_at=k`` it returns the input currents (steps, B, ...) of neuron layer k instead.
+        With ``stop_at=k`` it returns the input currents (steps, B, ...) of neuron layer k instead;
+        with ``start=i`` the spikes enter at layer index i (what the layers before i would pass on).
         """
         steps = spikes.shape[0]
         merged = lambda module, p: module(p.flatten(0, 1)).unflatten(0, (steps, -1))  # noqa: E731
         last = len(self.cfg.layers) - 1
-        k = 0
+        k = sum(1 for i, _ in self.neurons if i < start)
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.ann.layers)):
+            if i < start:
+                continue
             kind = spec["kind"]
             if kind in ("conv", "linear"):
                 current = merged(module, spikes)
@@ -108,7 +111,7 @@ class SNN(nn.Module):
                             ).to(x.dtype) / keep
         return masks
 
-    def _begin(self, timesteps: int, window: int | None, device):
+    def begin(self, timesteps: int, window: int | None, device):
         """Start a run: reset the spike counters; (window length, empty neuron states, surrogate table)."""
         self.spike_counts = [0.0] * len(self.neurons)
         self.neuron_counts = [0] * len(self.neurons)
@@ -128,7 +131,7 @@ class SNN(nn.Module):
         its slice, so N processes see what one would.
         """
         shard = shard or (lambda t, dim=0: t)
-        window, states, lut = self._begin(timesteps, window, x.device)
+        window, states, lut = self.begin(timesteps, window, x.device)
         masks = {i: shard(m) for i, m in self._dropout_masks(x, generator).items()}
         total = None
         for t0 in range(0, timesteps, window):
@@ -152,10 +155,23 @@ class SNN(nn.Module):
         return logits
 
     @torch.no_grad()
+    def layer_currents(self, spikes: torch.Tensor, layer: int, entry: int, states, t0: int, lut) -> torch.Tensor:
+        """Input currents (steps, B, ...) of neuron layer ``layer`` for spikes entering at layer index ``entry``.
+
+        ``states`` carries the neurons between the two (residual blocks) from window to window.
+        """
+        return self._propagate(spikes, states, {}, t0, lut, stop_at=layer, start=entry)
+
+    @torch.no_grad()
+    def fire(self, layer: int, current: torch.Tensor, states, t0: int, lut) -> torch.Tensor:
+        """Spikes of neuron layer ``layer`` for its input currents (steps, B, ...)."""
+        return self._neuron(layer, current, states, t0, lut)
+
+    @torch.no_grad()
     def input_currents(self, x: torch.Tensor, timesteps: int, layer: int, *, window: int | None = None,
                        generator: torch.Generator | None = None):
         """Yield the input currents (steps, B, ...) of neuron layer ``layer`` window by window."""
-        window, states, lut = self._begin(timesteps, window, x.device)
+        window, states, lut = self.begin(timesteps, window, x.device)
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
             yield self._propagate(poisson_spikes(x, steps, generator), states, {}, t0, lut, stop_at=layer)

@@ -1,0 +1,80 @@
+"""Threshold balancing's cost in ANN forward passes: one-pass (kept spikes) vs replay vs the ANN.
+
+    python benchmarks/balance_speed.py                       # VGG5, 3x32x32, T=16, 4 batches of 16
+    python benchmarks/balance_speed.py --arch vgg16 --timesteps 100 --device cuda
+
+The unit is one ANN forward over the same T x images (batch T*B, the same layers, no
+grad). The three are interleaved in one run, in a rotating order, ``--repeats`` times;
+min and median seconds and each balancing's ratio to the ANN pass are printed (target
+for the one-pass balancing: <= 1.5x). Random weights; the thresholds of both balancings
+are checked equal.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer.convert import balance_thresholds, balance_thresholds_by_replay  # noqa: E402
+from trainer.models import ANN, build_config  # noqa: E402
+
+
+def timed(fn, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", default="vgg5")
+    p.add_argument("--timesteps", type=int, default=16)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batches", type=int, default=4)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ann = ANN(build_config(args.arch, (3, 32, 32), 10)).to(device).eval()
+    # Lift the random net's weights so that spikes reach the last layer within T steps.
+    with torch.no_grad():
+        for param in ann.parameters():
+            param.mul_(2.0)
+    xs = [torch.rand(args.batch, 3, 32, 32, device=device) * 2 - 1 for _ in range(args.batches)]
+    steps = args.timesteps
+
+    def ann_pass():
+        with torch.no_grad():
+            for x in xs:
+                ann(x.repeat(steps, 1, 1, 1))
+
+    one_pass = lambda: balance_thresholds(ann, lambda: iter(xs), steps, progress=False)  # noqa: E731
+    replay = lambda: balance_thresholds_by_replay(ann, lambda: iter(xs), steps)  # noqa: E731
+    assert one_pass() == replay(), "the two balancings disagree"
+    methods = {"ANN forward (T*B)": ann_pass, "balancing, one pass": one_pass, "balancing, replay": replay}
+    seconds = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(args.repeats):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            seconds[name].append(timed(methods[name], device))
+    print(f"{args.arch}, 3x32x32, T={steps}, {args.batches} x {args.batch} images, device {device}, "
+          f"{torch.get_num_threads()} threads, {args.repeats} repeats (interleaved)")
+    base = statistics.median(seconds["ANN forward (T*B)"])
+    for name, values in seconds.items():
+        print(f"{name:<22} min {min(values):8.3f} s  median {statistics.median(values):8.3f} s  "
+              f"= {statistics.median(values) / base:5.2f}x the ANN pass")
+
+
+if __name__ == "__main__":
+    main()
