@@ -1,83 +1,181 @@
-"""STDB training speed: the multistep backend against the per-step reference, same run.
+"""Training speed of the LIF backends against SpikingJelly and a dense ANN, interleaved in one run.
 
-    python benchmarks/train_speed.py                         # GPU: VGG16, CIFAR-sized, T=100 and 32, batch 64
-    python benchmarks/train_speed.py --device cpu --arch vgg5 --timesteps 8 --batch 8
+    python benchmarks/train_speed.py                     # CUDA: VGG16, 3x32x32, T = 100 and 32, batch 64, bf16
+    python benchmarks/train_speed.py --device cpu        # CPU: VGG5, T = 16, batch 16, fp32
 
-Prints training images/s and peak memory of each backend and their ratio (targets:
-on one H100 >= 1,000 images/s at T = 100 with <= 6 GiB;
-on CPU at least 3x the reference backend). Random data, Adam, full BPTT.
+One training iteration = Poisson input, forward over T steps, cross-entropy, full BPTT,
+Adam. Methods: our backends (reference, multistep, and fused on CUDA), SpikingJelly's
+multi-step IFNode with subtractive reset on the same layers (when spikingjelly is
+installed: ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), and the dense
+ANN of the same layers at batch T*B (forward + backward + Adam, the limit a spiking
+network's synapses cannot beat). Every round times each method for ``--iters``
+iterations, in a rotating order so that a change in the machine's load spreads over all
+of them; after ``--repeats`` rounds it prints min and median images/s, peak memory (CUDA:
+allocated during the method's rounds; CPU: the peak RSS of a separate process running one
+iteration), and the medians' ratios to the dense ANN and to SpikingJelly.
+Targets (issue "fused LIF kernel"): on one H100 the fused backend >= 1,000 images/s at
+T = 100, batch 64, <= 6 GiB; on a CPU at least SpikingJelly's speed.
 """
 from __future__ import annotations
 
 import argparse
-import resource
+import importlib.util
+import json
+import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from records.encoding import poisson_spikes  # noqa: E402
 from trainer.models import ANN, build_config, neuron_layers  # noqa: E402
 from trainer.snn import SNN  # noqa: E402
 
-
-def peak_memory_gib(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20  # process peak RSS (KiB -> GiB)
+DENSE = "dense ANN (T*B)"
+SPIKINGJELLY = "spikingjelly"
 
 
-def measure(arch: str, backend: str, timesteps: int, batch: int, iters: int, device: torch.device,
-            window: int | None) -> tuple[float, float]:
+def spikingjelly_net(ann: ANN) -> nn.Module:
+    """The ANN's layers as a SpikingJelly multi-step SNN: IF neurons, subtractive reset, threshold 1."""
+    from spikingjelly.activation_based import layer, neuron
+
+    modules, last = [], len(ann.cfg.layers) - 1
+    for i, (spec, module) in enumerate(zip(ann.cfg.layers, ann.layers)):
+        kind = spec["kind"]
+        if kind in ("conv", "linear"):
+            modules.append(layer.SeqToANNContainer(module))
+            if i != last:
+                modules.append(neuron.IFNode(v_threshold=1.0, v_reset=None, detach_reset=True, step_mode="m"))
+        elif kind == "avgpool":
+            modules.append(layer.SeqToANNContainer(nn.AvgPool2d(int(spec.get("kernel", 2)))))
+        elif kind == "dropout":
+            modules.append(layer.Dropout(float(spec["p"]), step_mode="m"))
+        elif kind == "flatten":
+            modules.append(layer.SeqToANNContainer(nn.Flatten()))
+        else:
+            raise ValueError(f"no SpikingJelly counterpart for layer kind {kind!r}")
+    return nn.Sequential(*modules)
+
+
+def training_step(method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool):
+    """A closure that runs one training iteration of ``method`` (same weights and data for all)."""
     torch.manual_seed(0)
     cfg = build_config(arch, (3, 32, 32), 10)
-    ann = ANN(cfg).to(device)
-    snn = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=backend).train()
-    opt = torch.optim.Adam(ann.parameters(), lr=1e-4)
+    ann = ANN(cfg).to(device).train()
     x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
     y = torch.randint(0, 10, (batch,), device=device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    elapsed = 0.0
-    for i in range(iters + 1):          # the first iteration is warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
+    generator = torch.Generator(device=device).manual_seed(1)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    if method == DENSE:
+        model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1), y.repeat(timesteps)
+        loss = lambda: F.cross_entropy(model(xs), ys)  # noqa: E731
+    elif method == SPIKINGJELLY:
+        from spikingjelly.activation_based import functional
+
+        model = spikingjelly_net(ann)
+
+        def loss():
+            functional.reset_net(model)
+            return F.cross_entropy(model(poisson_spikes(x, timesteps, generator)).float().mean(0), y)
+    else:
+        model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method).train()
+        loss = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def step():
         opt.zero_grad(set_to_none=True)
-        for _, logits in snn.run(x, timesteps, window=window):
-            F.cross_entropy(logits, y).backward()
+        with autocast:
+            value = loss()
+        value.backward()
         opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i:
-            elapsed += time.perf_counter() - t
-    return iters * batch / elapsed, peak_memory_gib(device)
+    return step
+
+
+def peak_rss_gib(args, method: str) -> float:
+    """Peak RSS of a fresh process running one iteration of ``method`` (CPU memory per method)."""
+    cmd = [sys.executable, __file__, "--device", "cpu", "--arch", args.arch, "--batch", str(args.batch),
+           "--timesteps", str(args.timesteps[0]), "--peak-of", method]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare(args, timesteps: int, methods: list[str], device: torch.device) -> None:
+    steps = {m: training_step(m, args.arch, timesteps, args.batch, device, args.bf16) for m in methods}
+    for step in steps.values():          # warm-up: allocator, cuDNN's algorithms, Triton's compilation
+        step()
+    speeds = {m: [] for m in methods}
+    peaks = {m: 0.0 for m in methods}
+    for r in range(args.repeats):
+        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(args.iters):
+                steps[m]()
+            sync(device)
+            speeds[m].append(args.iters * args.batch / (time.perf_counter() - start))
+            if device.type == "cuda":
+                peaks[m] = max(peaks[m], torch.cuda.max_memory_allocated(device) / 2 ** 30)
+    if device.type == "cpu" and not args.no_memory:
+        peaks = {m: peak_rss_gib(args, m) for m in methods}
+    medians = {m: statistics.median(v) for m, v in speeds.items()}
+    print(f"\nT={timesteps}, batch {args.batch}, {args.iters} iterations x {args.repeats} rounds, interleaved")
+    print(f"{'method':<18} {'min img/s':>10} {'median img/s':>13} {'peak GiB':>9} {'vs dense':>9} {'vs SJ':>7}")
+    for m in methods:
+        vs_sj = f"{medians[m] / medians[SPIKINGJELLY]:6.2f}x" if SPIKINGJELLY in medians else "      -"
+        memory = f"{peaks[m]:9.2f}" if peaks[m] else "        -"
+        print(f"{m:<18} {min(speeds[m]):10.2f} {medians[m]:13.2f} {memory} {medians[m] / medians[DENSE]:8.2f}x "
+              f"{vs_sj}")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--arch", default="vgg16")
-    p.add_argument("--timesteps", type=int, nargs="+", default=[100, 32])
-    p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--iters", type=int, default=3)
-    p.add_argument("--window", type=int, default=None, help="truncated BPTT window (default: full BPTT)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--backends", nargs="+", default=["multistep", "reference"])
+    p.add_argument("--arch", default=None, help="default: vgg16 on CUDA, vgg5 on the CPU")
+    p.add_argument("--timesteps", type=int, nargs="+", default=None, help="default: 100 32 on CUDA, 16 on the CPU")
+    p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 16 on the CPU")
+    p.add_argument("--iters", type=int, default=None, help="iterations per method and round (CUDA 5, CPU 1)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--backends", nargs="+", default=None,
+                   help="our backends (default: multistep reference, and fused on CUDA)")
+    p.add_argument("--bf16", default=None, action=argparse.BooleanOptionalAction,
+                   help="synapses under bf16 autocast (default: on CUDA)")
+    p.add_argument("--no-memory", action="store_true", help="CPU: skip the per-method peak-RSS processes")
+    p.add_argument("--peak-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     device = torch.device(args.device)
-    print(f"{args.arch}, 3x32x32, batch {args.batch}, device {device}, torch {torch.__version__}")
-    for steps in args.timesteps:
-        speeds = {}
-        for backend in args.backends:
-            ips, mem = measure(args.arch, backend, steps, args.batch, args.iters, device, args.window)
-            speeds[backend] = ips
-            print(f"T={steps:<4} {backend:<10} {ips:9.2f} images/s  peak memory {mem:6.2f} GiB"
-                  + ("  (process RSS)" if device.type == "cpu" else ""))
-        if "multistep" in speeds and "reference" in speeds:
-            print(f"T={steps:<4} multistep / reference = {speeds['multistep'] / speeds['reference']:.2f}x")
+    cuda = device.type == "cuda"
+    args.arch = args.arch or ("vgg16" if cuda else "vgg5")
+    args.timesteps = args.timesteps or ([100, 32] if cuda else [16])
+    args.batch = args.batch or (64 if cuda else 16)
+    args.iters = args.iters or (5 if cuda else 1)
+    args.bf16 = cuda if args.bf16 is None else args.bf16
+    if args.peak_of:
+        training_step(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16)()
+        status = Path("/proc/self/status").read_text()      # VmHWM: this process's peak RSS since exec
+        peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 2 ** 20
+        print(json.dumps({"peak_rss_gib": peak}))
+        return
+    methods = args.backends or (["fused", "multistep", "reference"] if cuda else ["multistep", "reference"])
+    if importlib.util.find_spec("spikingjelly") is not None:
+        methods.append(SPIKINGJELLY)
+    methods.append(DENSE)
+    print(f"{args.arch}, 3x32x32, device {device}, {'bf16 synapses' if args.bf16 else 'fp32'}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    for timesteps in args.timesteps:
+        compare(args, timesteps, methods, device)
 
 
 if __name__ == "__main__":

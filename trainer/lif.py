@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 BACKENDS = ("auto", "multistep", "reference", "fused")
 
@@ -83,51 +84,54 @@ class NeuronState:
         return NeuronState(self.u.detach(), self.o.detach(), self.last)
 
 
-def _lif_forward(current, state, theta, leak, t0, keep: str | None):
+def _lif_forward(current, state, theta, leak, t0, keep: str | None, silent_age: int = 0):
     """Forward recurrence, in place on one potential; returns spikes, kept (steps, ...) tensor, new state.
 
-    ``keep``: "lasts" (the latest spike time at every step, for STDB), "potentials" (linear /
-    exp) or None (no gradient wanted). The arithmetic is Eq. 2's, in its order: leak * u,
-    + I_t, - theta * o_{t-1} (exact: o is 0 or 1).
+    ``keep``: "ages" (int32 spike age at every step, ``silent_age`` or more for a neuron that
+    has not spiked), "potentials" or None (no gradient wanted). The arithmetic is Eq. 2's, in
+    its order: leak * u, + I_t, - theta * o_{t-1} (exact: o is 0 or 1).
     """
     u, o, last = state.u.detach().clone(), state.o.detach(), state.last.clone()
     spikes = torch.empty_like(current)
     kept = None if keep is None else torch.empty(
-        current.shape, dtype=torch.int32 if keep == "lasts" else current.dtype, device=current.device)
+        current.shape, dtype=torch.int32 if keep == "ages" else current.dtype, device=current.device)
     fired = torch.empty(current.shape[1:], dtype=torch.bool, device=current.device)
+    if keep == "ages":
+        age = torch.where(last >= 0, t0 - last, silent_age).to(torch.int32)    # at step t0, if silent there
     for k in range(current.shape[0]):
         if leak != 1.0:
             u.mul_(leak)
         u.add_(current[k]).sub_(o, alpha=theta)
         torch.gt(u, theta, out=fired)
         o = spikes[k].copy_(fired)
-        last.masked_fill_(fired, t0 + k)
-        if kept is not None:
-            kept[k] = last if keep == "lasts" else u
+        if keep == "ages":
+            age = torch.add(age, 1 if k else 0, out=kept[k]).masked_fill_(fired, 0)
+        else:
+            last.masked_fill_(fired, t0 + k)
+            if kept is not None:
+                kept[k] = u
+    if keep == "ages":       # the latest spike time from the last step's age
+        last = torch.where(age < silent_age, t0 + current.shape[0] - 1 - age, NEVER).to(torch.int32)
     return spikes, kept, NeuronState(u, o.clone(), last)
-
-
-def spike_ages(lasts: torch.Tensor, t0: int) -> torch.Tensor:
-    """dt = t - t_s per step from the latest spike times (NEVER where none yet), as int16."""
-    steps = torch.arange(t0, t0 + lasts.shape[0], device=lasts.device, dtype=lasts.dtype)
-    steps = steps.view(-1, *([1] * (lasts.dim() - 1)))
-    return torch.where(lasts >= 0, steps - lasts, NEVER).to(torch.int16)
 
 
 class _LIFSequence(torch.autograd.Function):
     """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
 
     dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1};  dL/dI_t = dL/du_t.
-    Saved for backward: 16-bit spike ages (STDB) or the potentials (linear / exp).
+    Saved for backward: the int32 spike ages (STDB) or the potentials (linear / exp). The STDB
+    slopes are one look-up in the table g(dt) / theta followed by zeros, where the ages of
+    neurons that have not spiked (len(table) and up) land.
     """
 
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
         stdb = surrogate.kind == "stdb"
         spikes, kept, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0,
-                                           "lasts" if stdb else "potentials")
+                                           "ages" if stdb else "potentials", silent_age=lut.numel())
         if stdb:
-            ctx.save_for_backward(spike_ages(kept, t0), lut)
+            table = torch.cat([lut / theta, torch.zeros_like(lut)])
+            ctx.save_for_backward(kept, table)
         else:
             ctx.save_for_backward(kept)
         ctx.theta, ctx.leak, ctx.surrogate = theta, leak, surrogate
@@ -138,12 +142,11 @@ class _LIFSequence(torch.autograd.Function):
     def backward(ctx, grad_spikes, _gu, _go, _gl):
         theta, leak, surrogate = ctx.theta, ctx.leak, ctx.surrogate
         if surrogate.kind == "stdb":
-            ages, lut = ctx.saved_tensors
-            slopes = surrogate.stdb(ages, lut)
+            ages, table = ctx.saved_tensors
+            grad_current = F.embedding(ages, table.view(-1, 1)).view(ages.shape).mul_(grad_spikes)
         else:
             (potentials,) = ctx.saved_tensors
-            slopes = surrogate.of_potential(potentials / theta - 1.0)
-        grad_current = grad_spikes * (slopes / theta)
+            grad_current = grad_spikes * (surrogate.of_potential(potentials / theta - 1.0) / theta)
         for k in range(grad_spikes.shape[0] - 2, -1, -1):
             grad_current[k].add_(grad_current[k + 1], alpha=leak)
         return grad_current, None, None, None, None, None, None, None, None
