@@ -3,7 +3,7 @@
 Spikes and the carried state must be equal bit for bit; gradients may differ by the order
 of floating-point sums (the multistep backend's add is fused), within the stated tolerance.
 Without a GPU the fused backend's Triton kernels run in Triton's interpreter (conftest sets
-TRITON_INTERPRET=1 when there is no CUDA device).
+TRITON_INTERPRET=1 when there is no CUDA device); on a GPU machine every case runs on CUDA.
 """
 import pytest
 import torch
@@ -12,6 +12,7 @@ from trainer.lif import NeuronState, Surrogate, fused_available, lif_multistep, 
 from trainer.models import ANN, build_config
 from trainer.snn import SNN
 
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FAST = ["multistep", "fused"]
 GRAD_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}      # gradients here are of order 1
 SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate("exp", 0.3, 0.5)]
@@ -20,21 +21,22 @@ SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate(
 def lif_of(backend):
     if backend == "fused" and not fused_available():
         pytest.skip("triton is not installed")
-    return neuron_backend(backend, torch.device("cpu"))
+    return neuron_backend(backend, DEVICE)
 
 
 def run_windows(lif, current, surrogate, theta, leak, windows):
     """The recurrence over ``current`` in windows of the given lengths; spikes, gradient, final state."""
-    current = current.clone().requires_grad_()
-    state, lut, t0, out = NeuronState.zeros(current[0].detach()), surrogate.lut(current.shape[0] + 1), 0, []
+    current = current.to(DEVICE).clone().requires_grad_()
+    state, lut, t0, out = NeuronState.zeros(current[0].detach()), surrogate.lut(current.shape[0] + 1, DEVICE), 0, []
     for length in windows:
         spikes, state = lif(current[t0:t0 + length], state, theta, leak, t0, surrogate, lut)
         state, t0 = state.detached(), t0 + length
         out.append(spikes)
     spikes = torch.cat(out)
-    weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1))
-    (spikes * weights).sum().backward()
-    return spikes.detach(), current.grad, state
+    # bf16-representable, so that a bf16 spike tensor receives the same upstream gradient
+    weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1)).bfloat16().float()
+    (spikes * weights.to(DEVICE)).sum().backward()
+    return spikes.detach().cpu(), current.grad.cpu(), NeuronState(state.u.cpu(), state.o.cpu(), state.last.cpu())
 
 
 @pytest.mark.parametrize("backend", FAST)
@@ -60,21 +62,33 @@ def test_evaluation_path_matches_reference(backend, leak):
     current = torch.rand((9, 2, 4, 3, 3), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3
     surrogate = Surrogate()
     ref = run_windows(lif_reference, current, surrogate, 0.7, leak, [4, 5])
-    lif, state, out = lif_of(backend), NeuronState.zeros(current[0]), []
+    lif, state, out = lif_of(backend), NeuronState.zeros(current[0].to(DEVICE)), []
     with torch.no_grad():
         for t0, length in [(0, 4), (4, 5)]:
-            spikes, state = lif(current[t0:t0 + length], state, 0.7, leak, t0, surrogate, surrogate.lut(10))
-            out.append(spikes)
+            spikes, state = lif(current[t0:t0 + length].to(DEVICE), state, 0.7, leak, t0, surrogate,
+                                surrogate.lut(10, DEVICE))
+            out.append(spikes.cpu())
     assert torch.equal(torch.cat(out), ref[0])
-    assert torch.equal(state.u, ref[2].u.detach()) and torch.equal(state.last, ref[2].last)
+    assert torch.equal(state.u.cpu(), ref[2].u.detach()) and torch.equal(state.last.cpu(), ref[2].last)
+
+
+def test_fused_spikes_in_the_autocast_dtype():
+    """Under bf16 autocast the fused backend hands the next synapse bf16 spikes; values and gradients unchanged."""
+    lif = lif_of("fused")
+    current = torch.rand((9, 2, 4, 3, 3), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3
+    ref = run_windows(lif_reference, current, Surrogate(), 0.7, 0.9, [4, 5])
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        got = run_windows(lif, current, Surrogate(), 0.7, 0.9, [4, 5])
+    assert got[0].dtype == torch.bfloat16 and torch.equal(got[0].float(), ref[0])
+    assert torch.allclose(got[1], ref[1], **GRAD_TOLERANCE)
 
 
 @pytest.mark.parametrize("backend", ["reference", *FAST])
 def test_soft_reset_and_leak_two_neurons(backend):
     # theta = 1, leak 0.5, Eq. 2: u_t = 0.5 u_{t-1} + I_t - o_{t-1}
     lif = lif_reference if backend == "reference" else lif_of(backend)
-    current = torch.tensor([[0.6, 2.5], [0.6, 0.0], [1.5, 0.0], [0.0, 0.0]])
-    spikes, state = lif(current, NeuronState.zeros(current[0]), 1.0, 0.5, 0, Surrogate(), Surrogate().lut(5))
+    current = torch.tensor([[0.6, 2.5], [0.6, 0.0], [1.5, 0.0], [0.0, 0.0]], device=DEVICE)
+    spikes, state = lif(current, NeuronState.zeros(current[0]), 1.0, 0.5, 0, Surrogate(), Surrogate().lut(5, DEVICE))
     # neuron A: 0.6, 0.9, 1.95 (spike), 0.975 - 1 = -0.025
     # neuron B: 2.5 (spike), 1.25 - 1 = 0.25, 0.125, 0.0625
     assert spikes.detach()[:, 0].tolist() == [0, 0, 1, 0]
@@ -95,7 +109,7 @@ def test_stdb_gradient_by_hand():
         assert spikes.flatten().tolist() == [1, 0, 1, 0]
         expected[backend] = grad
     g = [0.3, 0.15, 0.3, 0.15]                          # ages 0, 1, 0, 1
-    w = torch.randn((4, 1), generator=torch.Generator().manual_seed(1)).flatten().tolist()
+    w = torch.randn((4, 1), generator=torch.Generator().manual_seed(1)).bfloat16().float().flatten().tolist()
     by_hand = [0.0] * 4
     for t in range(3, -1, -1):
         by_hand[t] = w[t] * g[t] + (0.5 * by_hand[t + 1] if t < 3 else 0.0)
@@ -107,14 +121,14 @@ def test_stdb_gradient_by_hand():
 def test_training_step_matches_reference(backend):
     lif_of(backend)
     torch.manual_seed(0)
-    ann = ANN(build_config("vgg_tiny", (1, 8, 8), 10))
-    x = torch.rand(6, 1, 8, 8)
+    ann = ANN(build_config("vgg_tiny", (1, 8, 8), 10)).to(DEVICE)
+    x = torch.rand(6, 1, 8, 8).to(DEVICE)
     results = []
     for name in ("reference", backend):
         snn = SNN(ann, [1.0, 1.0, 1.0], leak=0.9, backend=name).train()
         ann.zero_grad()
-        out = snn(x, 12, window=5, generator=torch.Generator().manual_seed(3))
-        torch.nn.functional.cross_entropy(out, torch.arange(6) % 10).backward()
+        out = snn(x, 12, window=5, generator=torch.Generator(device=DEVICE).manual_seed(3))
+        torch.nn.functional.cross_entropy(out, torch.arange(6, device=DEVICE) % 10).backward()
         results.append((out.detach(), list(snn.spike_counts), [p.grad.clone() for p in ann.parameters()]))
     (o1, c1, g1), (o2, c2, g2) = results
     assert c1 == c2 and all(c > 0 for c in c1)

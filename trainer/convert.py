@@ -8,9 +8,10 @@ As in the paper's code the search runs with the raw statistics and the scaling f
 multiplies all thresholds at the end. In residual nets only the layers outside residual
 blocks are balanced; neurons inside blocks keep threshold 1 (Section 4).
 
-``balance_thresholds`` keeps every balanced layer's output spikes (one byte per
-neuron-step) and its currents (while they fit in ``keep_bytes``), so each synapse runs
-about once: the whole balancing costs about one pass over T x images.
+``balance_thresholds`` keeps every balanced layer's output spikes (as floats while they fit
+in half of ``keep_bytes``, then one byte per neuron-step) and its currents (while they fit
+in ``keep_bytes``), so each synapse runs about once: the whole balancing costs about one
+pass over T x images.
 ``balance_thresholds_by_replay`` is Algorithm 1 as written - it replays the network from
 the input for every layer - and the reference the tests hold the fast path to.
 """
@@ -103,11 +104,15 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
             kept.append(found if keep else None)
             kept_bytes += size if keep else 0
         snn.thresholds[k] = _threshold(k, values, statistic, timesteps, images, upstream)
-        fired = []
+        fired, float_bytes = [], 0
         for b in range(len(inputs)):
             states = [None] * len(layers)
             found = kept[b] if kept[b] is not None else currents(b, [None] * len(layers))
-            fired.append([snn.fire(k, c, states, t0, lut).to(torch.int8) for (t0, _), c in zip(steps, found)])
+            spikes = [snn.fire(k, c, states, t0, lut) for (t0, _), c in zip(steps, found)]
+            size = sum(s.numel() * s.element_size() for s in spikes)
+            as_float = float_bytes + size <= keep_bytes // 2        # else one byte per neuron-step
+            fired.append(spikes if as_float else [s.to(torch.int8) for s in spikes])
+            float_bytes += size if as_float else 0
             kept[b] = None
         trains, entry = fired, layers[k][0] + 1
         upstream = f"neuron layer {k} fired {int(snn.spike_counts[k])} spikes"

@@ -4,8 +4,8 @@ The equations are trainer.lif's. Each program owns BLOCK neurons and walks the w
 steps in registers (potential, last spike, spike and age never leave the chip); memory
 traffic is one read of the currents and one write of the spikes per step.
 
-Forward writes the spikes for the next synapse (fp32), and one byte per neuron-step for
-the backward; the linear and exp surrogates also keep the fp32 potentials. Backward is one
+Forward writes the spikes for the next synapse (fp32, or bf16 under bf16 autocast, which
+the next conv then reads without a cast), and one byte per neuron-step for the backward; the linear and exp surrogates also keep the fp32 potentials. Backward is one
 kernel of two passes per neuron: forward in time to rebuild the spike ages from the bytes
 and write dL/do_t * g_t / theta, then backward in time to add leak * dL/du_{t+1}. The
 arithmetic and its order are the multistep backend's, and floating-point contraction is
@@ -46,7 +46,7 @@ def _forward_kernel(cur_ptr, u0_ptr, o0_ptr, last0_ptr, spike_ptr, byte_ptr, pot
         fired = u > theta
         o = fired.to(tl.float32)
         last = tl.where(fired, t0 + k, last)
-        tl.store(spike_ptr + at, o, mask=mask)
+        tl.store(spike_ptr + at, o.to(spike_ptr.dtype.element_ty), mask=mask)
         if SAVE_BYTES:
             tl.store(byte_ptr + at, fired.to(tl.uint8), mask=mask)
         if SAVE_POTENTIAL:
@@ -89,12 +89,18 @@ def _grid(n: int):
     return (triton.cdiv(n, BLOCK),)
 
 
+def _spike_dtype(current: torch.Tensor) -> torch.dtype:
+    """The synapses' dtype: under autocast the next conv/matmul reads the spikes as they are (0/1 is exact)."""
+    device = current.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else torch.float32
+
+
 def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, save_bytes: bool,
              save_potential: bool):
     """Run the forward kernel: spikes, bytes (or an empty stand-in), potentials (same), new state."""
     current = current.float().contiguous()
     steps, n = current.shape[0], current[0].numel()
-    spikes = torch.empty_like(current)
+    spikes = torch.empty(current.shape, dtype=_spike_dtype(current), device=current.device)
     fired = torch.empty(current.shape if save_bytes else 0, dtype=torch.uint8, device=current.device)
     potentials = torch.empty_like(current) if save_potential else current[:0]
     u, o = torch.empty_like(current[0]), torch.empty_like(current[0])

@@ -55,7 +55,7 @@ class SNN(nn.Module):
             states[k] = NeuronState.zeros(current[0])
         lif = neuron_backend(self.backend, current.device)
         spikes, states[k] = lif(current, states[k], self.thresholds[k], self.leak, t0, self.surrogate, lut)
-        self.spike_counts[k] += float(spikes.detach().sum())
+        self.spike_counts[k] += int(torch.count_nonzero(spikes.detach()))   # exact: spikes are 0 or 1
         self.neuron_counts[k] = math.prod(current.shape[2:])
         return spikes
 
