@@ -146,7 +146,7 @@ def main() -> None:
     p.add_argument("--arch", default=None, help="default: vgg16 on CUDA, vgg5 on the CPU")
     p.add_argument("--timesteps", type=int, nargs="+", default=None, help="default: 100 32 on CUDA, 16 on the CPU")
     p.add_argument("--batch", type=int, default=None, help="default: 64 on CUDA, 16 on the CPU")
-    p.add_argument("--iters", type=int, default=None, help="iterations per method and round (CUDA 5, CPU 1)")
+    p.add_argument("--iters", type=int, default=None, help="iterations per method and round (CUDA 5, CPU 3)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--backends", nargs="+", default=None,
                    help="our backends (default: multistep reference, and fused on CUDA)")
@@ -160,7 +160,7 @@ def main() -> None:
     args.arch = args.arch or ("vgg16" if cuda else "vgg5")
     args.timesteps = args.timesteps or ([100, 32] if cuda else [16])
     args.batch = args.batch or (64 if cuda else 16)
-    args.iters = args.iters or (5 if cuda else 1)
+    args.iters = args.iters or (5 if cuda else 3)
     args.bf16 = cuda if args.bf16 is None else args.bf16
     if args.peak_of:
         training_step(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16)()

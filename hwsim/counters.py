@@ -1,7 +1,7 @@
 """What hwsim counts: per-core event counts and the result of one simulation."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -76,3 +76,28 @@ class SimResult:
     @property
     def image_steps(self) -> int:
         return self.samples * self.timesteps
+
+    @classmethod
+    def merged(cls, parts: list["SimResult"]) -> "SimResult":
+        """The result of simulating the parts' samples one after the other (``hwsim.shard``)."""
+        first = parts[0]
+        if any(p.timesteps != first.timesteps or len(p.layers) != len(first.layers) for p in parts):
+            raise SimError("cannot merge simulations of different graphs or time steps")
+        cat = lambda arrays: np.concatenate(arrays, axis=0)  # noqa: E731
+        layers = []
+        for i, layer in enumerate(first.layers):
+            own = [p.layers[i] for p in parts]
+            layers.append(replace(
+                layer, spikes=sum(l.spikes for l in own), synaptic_events=sum(l.synaptic_events for l in own),
+                neuron_updates=sum(l.neuron_updates for l in own),
+                active_neuron_updates=sum(l.active_neuron_updates for l in own),
+                max_abs_input=max(l.max_abs_input for l in own),
+                spikes_per_sample=cat([l.spikes_per_sample for l in own])))
+        trains = None
+        if all(p.spike_trains is not None for p in parts):
+            trains = [np.concatenate(t, axis=1) for t in zip(*(p.spike_trains for p in parts))]
+        return replace(first, samples=sum(p.samples for p in parts), layers=layers,
+                       input_spikes=sum(p.input_spikes for p in parts),
+                       input_spikes_per_sample=cat([p.input_spikes_per_sample for p in parts]),
+                       output=cat([p.output for p in parts]), spike_trains=trains,
+                       seconds=max(p.seconds for p in parts))

@@ -6,6 +6,8 @@ Defaults: the newest run folder ``runs/<name>/`` holding both
 ``export/converted/coregraph.npz`` and ``export/stdb/coregraph.npz`` (``records.layout``);
 results go to ``runs/<name>/hwsim/`` (results.json, layers.csv, summary.csv, inputs.npz).
 Bad input: a one-line error on stderr, exit code 2, nothing written.
+``torchrun --nproc_per_node N -m hwsim.run ...`` shards the samples over N processes
+(CPU: gloo; GPUs: nccl, one per rank) and gives one process's results (``hwsim.shard``).
 The CLI is a thin layer over ``run_hwsim``, which the pipeline calls directly.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 
 from export import fixedpoint as fx
 from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
+from hwsim.shard import close as close_shards
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 
 MAX_DEFAULT_SAMPLES = 1500
@@ -142,6 +145,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     from export.graph import load_graph
     from hwsim.energy import DEFAULT_MODEL, load_energy_model
     from hwsim.results import NetworkRun, build_results, sweep_point
+    from hwsim.shard import setup as setup_shard
     from hwsim.simulate import simulate
     from records.hwsim_results import save_results
     from records.inputs import InputSet, inputs_to_bytes, load_inputs
@@ -191,19 +195,23 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
         wrote_inputs = inputs
         inputs_file = None
 
+    shard = setup_shard(cfg.device)        # one process, or this rank of torchrun's
+    first, end = shard.bounds(inputs.samples)
+
     def run_one(label, g, steps):
         bar = None
-        if cfg.progress:
+        if cfg.progress and shard.is_main:
             from tqdm import tqdm
-            bar = tqdm(total=inputs.samples, desc=f"hwsim {label} T={steps}", unit="img", leave=False,
-                       file=sys.stderr)
+            bar = tqdm(total=end - first, desc=f"hwsim {label} T={steps}" + (
+                f" (rank 0 of {shard.world})" if shard.world > 1 else ""), unit="img", leave=False, file=sys.stderr)
         try:
-            return simulate(g, (inputs.images, inputs.seed), timesteps=steps, device=cfg.device,
-                            chunk=cfg.chunk, threads=cfg.threads,
+            part = simulate(g, (inputs.images[first:end], inputs.seed), timesteps=steps, device=cfg.device,
+                            chunk=cfg.chunk, threads=cfg.threads, first_index=first,
                             progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()
+        return shard.gather(part)
 
     runs = [NetworkRun(label, str(path), g, run_one(label, g, inputs.timesteps), inputs.labels)
             for label, path, g in graphs]
@@ -222,6 +230,8 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     doc = build_results(runs, model, dataset=inputs.dataset or (g0.data.dataset if g0.data else ""),
                         arch=str(g0.provenance.get("arch", "")), seed=inputs.seed, inputs_file=inputs_file,
                         notes=notes, sweep=sweep)
+    if not shard.is_main:
+        return doc, {}
     extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
     return doc, save_results(out_dir, doc, extra=extra)
 
@@ -312,8 +322,14 @@ def main(argv: list[str] | None = None) -> int:
                           inputs=Path(args.inputs) if args.inputs else None,
                           out=Path(args.out) if args.out else None, progress=not args.no_progress)
         specs, default_out = graph_specs(args.graph, args.runs)
-        doc, paths = run_hwsim(specs, cfg, default_out)
-        print_report(doc, paths)
+        finished = False
+        try:
+            doc, paths = run_hwsim(specs, cfg, default_out)
+            if paths:                          # under torchrun: rank 0 writes and reports
+                print_report(doc, paths)
+            finished = True
+        finally:
+            close_shards(finished)
     return run_main("hwsim.run", body)
 
 

@@ -45,7 +45,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
              tf32: bool = True, encode_workers: int | None = None,
              recurrence_threads: int | None = 1, conv_impl: str = "auto",
              threads: int | None = None, plans: list[CorePlan] | None = None,
-             host_checks: bool | None = None) -> SimResult:
+             host_checks: bool | None = None, first_index: int = 0) -> SimResult:
     """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
 
     ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
@@ -64,6 +64,9 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     rewrites), to reuse across calls on an unchanged graph; built here when None.
     ``host_checks``: data-dependent shortcuts that need a device sync (skip a block's
     wrap24 / clip when its currents cannot need them, skip silent inputs); None: on the CPU.
+    ``first_index``: the index of ``images[0]`` in the whole input set: image j is encoded
+    with the generator ``[seed, first_index + j]``, so a shard of the images (``hwsim.shard``)
+    gets the spike trains the whole set would.
     """
     dev = resolve_device(device)
     if host_checks is None:
@@ -124,7 +127,8 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         def submit(k):
             a, b = chunks[k]
             step = max(1, (b - a + workers - 1) // workers)
-            futures[k] = [pool.submit(graph.input.encode, images[s:min(s + step, b)], steps, seed, s)
+            futures[k] = [pool.submit(graph.input.encode, images[s:min(s + step, b)], steps, seed,
+                                  first_index + s)
                           for s in range(a, b, step)]
 
         def fetch(k):
