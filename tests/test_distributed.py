@@ -16,13 +16,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def trainer(*args, cwd, procs=1):
+def run_module(module, *args, cwd, procs=1):
+    """``python -m module args`` in one process, or under torchrun in ``procs`` (gloo); must succeed."""
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
                  "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable])
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([*launcher, "-m", "trainer", *args], cwd=cwd, capture_output=True, text=True, env=env)
+    res = subprocess.run([*launcher, "-m", module, *args], cwd=cwd, capture_output=True, text=True, env=env)
     assert res.returncode == 0, res.stderr[-2000:]
     return res
+
+
+def trainer(*args, cwd, procs=1):
+    return run_module("trainer", *args, cwd=cwd, procs=procs)
 
 
 def assert_same_weights(a: Path, b: Path, atol=1e-6):

@@ -1,9 +1,5 @@
 """hwsim under torchrun (2 CPU processes, gloo) gives one process's results, counts and per-sample arrays alike."""
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -11,9 +7,8 @@ from export.graph import save_graph
 from hwsim.counters import SimResult
 from hwsim.simulate import simulate
 from records.inputs import InputSet, save_inputs
-from test_distributed import free_port
+from test_distributed import run_module
 
-REPO = Path(__file__).resolve().parents[1]
 MACHINE = {"created", "seconds"}       # when it ran and how long it took
 
 
@@ -27,12 +22,7 @@ def without_timing(value):
 
 
 def hwsim(*args, cwd, procs=1):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs),
-                 "--master_addr", "127.0.0.1", "--master_port", str(free_port())] if procs > 1 else [sys.executable])
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([*launcher, "-m", "hwsim.run", *args], cwd=cwd, capture_output=True, text=True, env=env)
-    assert res.returncode == 0, res.stderr[-2000:]
-    return res
+    return run_module("hwsim.run", *args, cwd=cwd, procs=procs)
 
 
 def test_two_processes_match_one(trained_digits, digits, tmp_path):
