@@ -7,6 +7,7 @@ one on the same cases against ``reference``:
 - ``reference``   ``export.fixedpoint.run_reference``: the slow, obviously-correct model
 - ``hwsim``       hwsim's fast core as it runs on the CPU (oneDNN conv, host-side shortcuts)
 - ``hwsim-gemm``  the same core on its CUDA code path (im2col + GEMM, no host-side checks)
+- ``hwsim-events`` the same core with every synaptic input event-driven (``hwsim.events``)
 - ``onnx``        the exported one-step ONNX model, stepped T times by onnxruntime
 - ``lava``        Lava's own Dense/Conv processes and the project's soft-reset LIF, fixed_pt
                   (imported only when asked for: nothing else in hwsim imports Lava)
@@ -14,6 +15,7 @@ one on the same cases against ``reference``:
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Callable
 
 import numpy as np
@@ -42,6 +44,7 @@ BACKENDS: dict[str, Backend] = {
     "reference": fx.run_reference,
     "hwsim": _hwsim(),
     "hwsim-gemm": _hwsim(conv_impl="gemm", host_checks=False),
+    "hwsim-events": _hwsim(event_density=math.inf),
     "onnx": _imported("export.onnx_export"),
     "lava": _imported("export.lava.builder"),
 }

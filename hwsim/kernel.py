@@ -15,9 +15,11 @@ of in-place elementwise ops on (samples, neurons). Exact on float values because
 * ``decay`` (rounding toward zero) is ``q*m + trunc(r*m/4096)`` with ``v = 4096*q + r``:
   every intermediate stays below 2**24.
 
-Event-driven where it pays: on the CPU a block whose input has silent channels (conv) /
-silent neurons (dense) is computed on the active ones only (``sparse``), a layer
-without input spikes is skipped, and when ``|v|`` provably cannot reach the 24-bit clip
+Event-driven where it pays: on the CPU a block whose input has at most
+``simulate.EVENT_DENSITY`` non-zero entries per input and image-step adds each input
+spike's fan-out and nothing else (``hwsim.events``, numba); a denser block whose input
+has silent channels (conv) / silent neurons (dense) is computed on the active ones only
+(``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot reach the 24-bit clip
 within a block the per-step clip is skipped. Every event is counted: spikes, synaptic
 events (input spikes x fan-out), neuron updates and active neuron updates.
 """
@@ -86,10 +88,12 @@ def _flat(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 
 def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
-               sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True) -> dict:
+               sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True,
+               event_density: float = 0.0) -> dict:
     """All steps of one chunk of samples, in blocks of ``block`` steps: per block and core,
     one batched synaptic computation, then the step-by-step neuron recurrence on flat
-    (samples, neurons) views in storage order."""
+    (samples, neurons) views in storage order. A core whose block input has at most
+    ``event_density`` non-zero entries (per input and image-step) runs event-driven."""
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
@@ -118,7 +122,8 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                     active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
                 else:
                     active = s_tot > 0
-            a = p.synaptic(x, active)
+            events = event_density > 0 and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel()
+            a = p.synaptic(x, active, events)
             if a is None:                                              # no input spike in the block
                 a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
                 if p.op == "conv":

@@ -67,6 +67,7 @@ class CorePlan:
         self.input_channels_last = input_channels_last
         self.weight_hwc = False          # dense: columns in (H, W, C) order, for channels-last inputs
         dt = self.dtype
+        self.dtype_np = np.float32 if dt == torch.float32 else np.float64
         if core.op == "conv":
             kh, kw = w.shape[2:]
             (sy, sx), (py, px) = core.stride, core.padding
@@ -82,6 +83,8 @@ class CorePlan:
                     self.padding = (0, 0)
                 self.stride = (sy // fy, sx // fx_)
             self.weight = torch.from_numpy(w).to(device=device, dtype=dt).contiguous(memory_format=CL)
+            if device.type == "cpu":         # (KH, KW, C, O): one contiguous fan-out vector per input event
+                self.event_weight = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(self.dtype_np)
         else:
             if len(self.in_shape) == 3:
                 c, h, wd = self.in_shape
@@ -105,16 +108,18 @@ class CorePlan:
                 "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs}
 
     # ---- synaptic current of a block of image-steps ------------------------------
-    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor | None:
+    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None, events: bool = False) -> torch.Tensor | None:
         """x (B, *in_shape) spikes (float); ``active``: which inputs spiked in this block --
         per channel (conv) or per input neuron in x's storage order (dense) -- or None for
-        "compute densely". Returns A (B, *out_shape) in self.dtype (conv: channels-last),
-        or None when no input spiked."""
+        "compute densely"; ``events``: event-driven (``hwsim.events``, CPU). Returns A
+        (B, *out_shape) in self.dtype (conv: channels-last), or None when no input spiked."""
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         b = x.shape[0]
         if self.op == "conv":
             w = self.weight
+            if events:
+                return self._conv_events(x)
             if active is not None:
                 idx = torch.nonzero(active).flatten()
                 if idx.numel() == 0:
@@ -140,6 +145,10 @@ class CorePlan:
             if x.dim() == 4 and not x.is_contiguous():
                 active = None                                 # x's storage order is not the weights' order
             xf = x.reshape(b, -1)
+        if events:
+            from hwsim.events import dense_events
+            a = dense_events(xf.contiguous().numpy(), self.weight.numpy())
+            return torch.from_numpy(a).view(b, *self.out_shape)
         if active is not None and self.pool is None:
             idx = torch.nonzero(active).flatten()
             if idx.numel() == 0:
@@ -148,6 +157,18 @@ class CorePlan:
                 xf = xf.index_select(1, idx)
                 wt = wt.index_select(0, idx)
         return (xf @ wt).view(b, *self.out_shape)
+
+
+    def _conv_events(self, x: torch.Tensor) -> torch.Tensor:
+        from hwsim.events import conv_events
+        if self.pool is not None:
+            if self.pool_pad_explicit:
+                py, px = self.core.padding
+                x = F.pad(x, (px, px, py, py))
+            x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)    # exact integer sum-pool
+        hwc = x.permute(0, 2, 3, 1).contiguous().numpy()                    # a view when x is channels-last
+        a = conv_events(hwc, self.event_weight, *self.stride, *self.padding, *self.out_shape[1:])
+        return torch.from_numpy(a).permute(0, 3, 1, 2)                       # (B, O, Ho, Wo), channels-last
 
 
 def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") -> list[CorePlan]:

@@ -19,6 +19,11 @@ from hwsim.device import _tf32, _threads, resolve_device, tf32_round
 from hwsim.kernel import _run_chunk
 from hwsim.plan import CorePlan, make_plans
 
+# At or below this fraction of non-zero inputs per image-step a core's block runs
+# event-driven on the CPU (benchmarks/hwsim_events.py: where the event kernels overtake
+# oneDNN's dense conv on VGG5's convs).
+EVENT_DENSITY = 0.04
+
 
 def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,
                    chunk: int | None, block: int | None) -> tuple[int, int]:
@@ -45,7 +50,8 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
              tf32: bool = True, encode_workers: int | None = None,
              recurrence_threads: int | None = 1, conv_impl: str = "auto",
              threads: int | None = None, plans: list[CorePlan] | None = None,
-             host_checks: bool | None = None, first_index: int = 0) -> SimResult:
+             host_checks: bool | None = None, first_index: int = 0,
+             event_density: float | None = None) -> SimResult:
     """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
 
     ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
@@ -54,6 +60,9 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     ``chunk``: samples per chunk; ``steps_per_block``: time steps per batched synaptic
     computation (defaults follow the device and a memory budget). ``sparse``: compute a
     block's synaptic input on its active input channels/neurons only ("auto": on CPU).
+    ``event_density``: a core whose block input has at most this fraction of non-zero
+    entries runs event-driven (``hwsim.events``; CPU only; None: ``EVENT_DENSITY`` on the
+    CPU, never on CUDA; ``math.inf``: always).
     ``progress(k)`` is called after each chunk with the number of samples it held.
     ``recurrence_threads``: CPU threads for the step-by-step neuron updates (None: torch's).
     ``conv_impl``: "native" (torch's conv: oneDNN's direct convolution on the CPU), "gemm"
@@ -73,6 +82,10 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         host_checks = dev.type == "cpu"
     if sparse == "auto":
         sparse = host_checks
+    if event_density is None:
+        event_density = EVENT_DENSITY if dev.type == "cpu" else 0.0
+    elif event_density > 0 and dev.type != "cpu":
+        raise SimError("the event-driven path runs on the CPU (event_density must be 0 on CUDA)")
     images = seed = spikes_in = None
     if isinstance(inputs, tuple):
         images, seed = inputs
@@ -146,7 +159,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                 else:
                     x_chunk = spikes_in[:, a:b]
                 res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, recurrence_threads,
-                                 host_checks)
+                                 host_checks, event_density)
                 spikes_ps[:, a:b] = res["spikes"]
                 syn_tot += res["syn"]
                 active_tot += res["active"]
