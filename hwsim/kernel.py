@@ -19,8 +19,8 @@ Event-driven where it pays: on the CPU a block whose input has at most
 ``simulate.EVENT_DENSITY`` non-zero entries per input and image-step adds each input
 spike's fan-out and nothing else (``hwsim.events``, numba); a denser block whose input
 has silent channels (conv) / silent neurons (dense) is computed on the active ones only
-(``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot reach the 24-bit clip
-within a block the per-step clip is skipped. Every event is counted: spikes, synaptic
+(``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot
+reach the 24-bit clip within a block the per-step clip is skipped. Every event is counted: spikes, synaptic
 events (input spikes x fan-out), neuron updates and active neuron updates.
 """
 from __future__ import annotations
@@ -115,14 +115,14 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
         for i, p in enumerate(plans):
             s_tot = s_sum.sum(0)                                      # (M,): the block's spikes per input
             syn_acc[i] += (s_tot.to(f64) * p.fan_out[hwc and len(p.in_shape) == 3]).sum()
+            events = event_density > 0 and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel()
             active = None
-            if sparse:
+            if sparse and not events:
                 if p.op == "conv":
                     c = p.in_shape[0]
                     active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
                 else:
                     active = s_tot > 0
-            events = event_density > 0 and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel()
             a = p.synaptic(x, active, events)
             if a is None:                                              # no input spike in the block
                 a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)

@@ -127,11 +127,7 @@ class CorePlan:
                 if idx.numel() <= SPARSE_FRACTION * x.shape[1]:     # compute on the active channels only
                     x = x.index_select(1, idx).contiguous(memory_format=CL)
                     w = w.index_select(1, idx).contiguous(memory_format=CL)
-            if self.pool is not None:
-                if self.pool_pad_explicit:
-                    py, px = self.core.padding
-                    x = F.pad(x, (px, px, py, py))
-                x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)    # exact integer sum-pool
+            x = self._sum_pool(x)
             if self.conv_impl == "gemm":
                 return conv2d_gemm(x, w, self.stride, self.padding)
             a = F.conv2d(x, w, stride=self.stride, padding=self.padding)
@@ -158,15 +154,18 @@ class CorePlan:
                 wt = wt.index_select(0, idx)
         return (xf @ wt).view(b, *self.out_shape)
 
+    def _sum_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """A conv core's folded q x q pool as an exact integer sum-pool of its input (no pool: x)."""
+        if self.pool is None:
+            return x
+        if self.pool_pad_explicit:
+            py, px = self.core.padding
+            x = F.pad(x, (px, px, py, py))
+        return F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
 
     def _conv_events(self, x: torch.Tensor) -> torch.Tensor:
         from hwsim.events import conv_events
-        if self.pool is not None:
-            if self.pool_pad_explicit:
-                py, px = self.core.padding
-                x = F.pad(x, (px, px, py, py))
-            x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)    # exact integer sum-pool
-        hwc = x.permute(0, 2, 3, 1).contiguous().numpy()                    # a view when x is channels-last
+        hwc = self._sum_pool(x).permute(0, 2, 3, 1).contiguous().numpy()    # a view when x is channels-last
         a = conv_events(hwc, self.event_weight, *self.stride, *self.padding, *self.out_shape[1:])
         return torch.from_numpy(a).permute(0, 3, 1, 2)                       # (B, O, Ho, Wo), channels-last
 

@@ -27,8 +27,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np
 
 from export import fixedpoint as fx
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
 from hwsim.shard import close as close_shards
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 
 MAX_DEFAULT_SAMPLES = 1500

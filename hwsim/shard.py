@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from hwsim.counters import SimResult
+from hwsim.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def setup(device: str) -> Shard:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard()
-    on_gpu = str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    on_gpu = resolve_device(device).type == "cuda"
     if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():

@@ -62,11 +62,6 @@ def _threshold(k: int, values: list[float], statistic: str, timesteps: int, imag
     return found
 
 
-def _windows(timesteps: int, window: int | None) -> list[tuple[int, int]]:
-    window = timesteps if window is None else max(1, min(int(window), timesteps))
-    return [(t0, min(window, timesteps - t0)) for t0 in range(0, timesteps, window)]
-
-
 def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
                        statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
                        leak: float = 1.0, window: int | None = None, seed: int = 0, progress: bool = True,
@@ -79,11 +74,11 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
     inputs = list(batches())
     if not inputs:
         raise ValueError("threshold balancing got no batches")
-    steps = _windows(timesteps, window)
     if keep_bytes is None:
         on_cuda = inputs[0].device.type == "cuda"
         keep_bytes = torch.cuda.mem_get_info(inputs[0].device)[0] // 4 if on_cuda else CPU_KEEP_BYTES
-    _, _, lut = snn.begin(timesteps, window, inputs[0].device)
+    window, _, lut = snn.begin(timesteps, window, inputs[0].device)
+    steps = [(t0, min(window, timesteps - t0)) for t0 in range(0, timesteps, window)]
     generator = torch.Generator(device=inputs[0].device).manual_seed(seed)  # on the inputs' device
     # trains[b][w]: the spikes entering at layer index `entry`, batch b, window w (int8: inputs are signed)
     trains = [[poisson_spikes(x, n, generator).to(torch.int8) for _, n in steps] for x in inputs]
@@ -106,8 +101,8 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
         snn.thresholds[k] = _threshold(k, values, statistic, timesteps, images, upstream)
         fired, float_bytes = [], 0
         for b in range(len(inputs)):
-            states = [None] * len(layers)
-            found = kept[b] if kept[b] is not None else currents(b, [None] * len(layers))
+            states = [None] * len(layers)       # neuron layer k and, when recomputing, the blocks before it
+            found = kept[b] if kept[b] is not None else currents(b, states)
             spikes = [snn.fire(k, c, states, t0, lut) for (t0, _), c in zip(steps, found)]
             size = sum(s.numel() * s.element_size() for s in spikes)
             as_float = float_bytes + size <= keep_bytes // 2        # else one byte per neuron-step

@@ -16,7 +16,7 @@ The reset path carries no gradient (the paper's code detaches it), so for the cu
 Backends (one signature: currents (steps, ...), state, theta, leak, t0, surrogate, table):
     "reference": Eq. 2-3 step by step under autograd - slow, obviously correct.
     "multistep": the recurrence in a hand-written forward/backward without a per-step
-                 graph, storing 16-bit spike ages (STDB) or the potentials.
+                 graph, storing int32 spike ages (STDB) or the potentials.
     "fused":     one Triton kernel per layer for the forward and one for the backward
                  (trainer.lif_fused); stores one byte per spike and recomputes the ages.
     "auto":      fused on CUDA where Triton imports, multistep elsewhere.

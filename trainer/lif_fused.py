@@ -5,11 +5,13 @@ steps in registers (potential, last spike, spike and age never leave the chip); 
 traffic is one read of the currents and one write of the spikes per step.
 
 Forward writes the spikes for the next synapse (fp32, or bf16 under bf16 autocast, which
-the next conv then reads without a cast), and one byte per neuron-step for the backward; the linear and exp surrogates also keep the fp32 potentials. Backward is one
-kernel of two passes per neuron: forward in time to rebuild the spike ages from the bytes
-and write dL/do_t * g_t / theta, then backward in time to add leak * dL/du_{t+1}. The
-arithmetic and its order are the multistep backend's, and floating-point contraction is
-off, so spikes are bit-exact and STDB gradients too (linear/exp: exp may differ by an ulp).
+the next conv then reads without a cast), and one byte per neuron-step for the backward;
+the linear and exp surrogates also keep the fp32 potentials. Backward is one kernel of two
+passes per neuron: forward in time to rebuild the spike ages from the bytes and write
+dL/do_t * g_t / theta, then backward in time to add leak * dL/du_{t+1}. The arithmetic and
+its order are the reference's, and floating-point contraction is off, so spikes are
+bit-exact; gradients agree to an ulp (exp may round differently, and the multistep
+backend's scan adds leak * next in one rounding).
 
 Runs on CUDA tensors; on the CPU only under Triton's interpreter (TRITON_INTERPRET=1 set
 before this module is imported), which is how the tests check it without a GPU.
