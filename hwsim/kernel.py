@@ -15,13 +15,15 @@ of in-place elementwise ops on (samples, neurons). Exact on float values because
 * ``decay`` (rounding toward zero) is ``q*m + trunc(r*m/4096)`` with ``v = 4096*q + r``:
   every intermediate stays below 2**24.
 
-Event-driven where it pays: on the CPU a block whose input has at most
-``simulate.EVENT_DENSITY`` non-zero entries per input and image-step adds each input
-spike's fan-out and nothing else (``hwsim.events``, numba); a denser block whose input
+Event-driven where it pays: on the CPU a core whose block input has at most
+``simulate.EVENT_DENSITY`` non-zero entries per input and image-step runs the whole block
+in one compiled kernel that gathers each output's current from the input events only and
+updates the neurons in the same pass (``hwsim.events``, numba); a denser block whose input
 has silent channels (conv) / silent neurons (dense) is computed on the active ones only
 (``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot
-reach the 24-bit clip within a block the per-step clip is skipped. Every event is counted: spikes, synaptic
-events (input spikes x fan-out), neuron updates and active neuron updates.
+reach the 24-bit clip within a block the per-step clip is skipped. Both paths share the
+state, so a core may switch between them from block to block. Every event is counted:
+spikes, synaptic events (input spikes x fan-out), neuron updates and active neuron updates.
 """
 from __future__ import annotations
 
@@ -104,6 +106,7 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
     v: list[torch.Tensor | None] = [None] * len(plans)      # flat (n, M), storage order of the core's output
     prev: list[torch.Tensor | None] = [None] * len(plans)
     out_hwc = [False] * len(plans)
+    buffers: list[np.ndarray | None] = [None] * len(plans)   # event-driven cores' spikes, reused per block
     trains = [[] for p in plans if p.spiking] if record else None
     for t0 in range(0, steps, block):
         tb = min(block, steps - t0)
@@ -115,23 +118,37 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
         for i, p in enumerate(plans):
             s_tot = s_sum.sum(0)                                      # (M,): the block's spikes per input
             syn_acc[i] += (s_tot.to(f64) * p.fan_out[hwc and len(p.in_shape) == 3]).sum()
-            events = event_density > 0 and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel()
+            if v[i] is None:
+                v[i] = torch.zeros((n, p.neurons), dtype=p.dtype, device=dev)
+                prev[i] = torch.zeros_like(v[i])
+            if event_density > 0 and p.events_ok and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel():
+                if buffers[i] is None:
+                    buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
+                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb])
+                out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
+                active_acc[i] += active
+                maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
+                if p.spiking:
+                    s_sum = counts
+                    spikes_acc[i] += s_sum.sum(1, dtype=f64)
+                    if record:
+                        trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().numpy())
+                        k += 1
+                    x, hwc = out, out_hwc[i]
+                continue
             active = None
-            if sparse and not events:
+            if sparse:
                 if p.op == "conv":
                     c = p.in_shape[0]
                     active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
                 else:
                     active = s_tot > 0
-            a = p.synaptic(x, active, events)
+            a = p.synaptic(x, active)
             if a is None:                                              # no input spike in the block
                 a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
                 if p.op == "conv":
                     a = a.contiguous(memory_format=CL)
             af, out_hwc[i] = _flat(a)
-            if v[i] is None:
-                v[i] = torch.zeros((n, af.shape[1]), dtype=p.dtype, device=dev)
-                prev[i] = torch.zeros_like(v[i])
             _prepare_current(p, af)
             active_acc[i] += torch.count_nonzero(af)
             lo, hi = torch.aminmax(af)

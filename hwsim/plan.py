@@ -84,7 +84,13 @@ class CorePlan:
                 self.stride = (sy // fy, sx // fx_)
             self.weight = torch.from_numpy(w).to(device=device, dtype=dt).contiguous(memory_format=CL)
             if device.type == "cpu":         # (KH, KW, C, O): one contiguous fan-out vector per input event
-                self.event_weight = np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(self.dtype_np)
+                ew = w.transpose(2, 3, 1, 0).astype(self.dtype_np)
+                pad = (-ew.shape[2]) % 8                     # input channels padded to whole int64 words
+                self.event_weight = np.ascontiguousarray(np.pad(ew, ((0, 0), (0, 0), (0, pad), (0, 0))))
+                fy, fx_ = self.pool or (1, 1)
+                ppy, ppx = core.padding if self.pool_pad_explicit else (0, 0)
+                self.event_geometry = np.array([*self.stride, *self.padding, fy, fx_, ppy, ppx, *self.out_shape[1:]],
+                                               dtype=np.int64)
         else:
             if len(self.in_shape) == 3:
                 c, h, wd = self.in_shape
@@ -97,6 +103,10 @@ class CorePlan:
                 else:
                     w = w4.reshape(o, -1)
             self.weight = torch.from_numpy(np.ascontiguousarray(w.T)).to(device=device, dtype=dt)  # (in, out)
+            if device.type == "cpu":
+                self.event_weight = self.weight.numpy()
+        # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool
+        self.events_ok = device.type == "cpu" and (self.pool is None or math.prod(self.pool) <= 127)
         fan = core.fan_out_per_input.astype(np.float64)
         self.fan_out = {False: torch.from_numpy(fan.reshape(-1)).to(device)}     # flat, (C, H, W) order
         if fan.ndim == 3:                                                          # flat, (H, W, C) order
@@ -108,18 +118,16 @@ class CorePlan:
                 "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs}
 
     # ---- synaptic current of a block of image-steps ------------------------------
-    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None, events: bool = False) -> torch.Tensor | None:
-        """x (B, *in_shape) spikes (float); ``active``: which inputs spiked in this block --
-        per channel (conv) or per input neuron in x's storage order (dense) -- or None for
-        "compute densely"; ``events``: event-driven (``hwsim.events``, CPU). Returns A
-        (B, *out_shape) in self.dtype (conv: channels-last), or None when no input spiked."""
+    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor | None:
+        """x (B, *in_shape) spikes; ``active``: which inputs spiked in this block -- per channel
+        (conv) or per input neuron in x's storage order (dense) -- or None for "compute
+        densely". Returns A (B, *out_shape) in self.dtype (conv: channels-last), or None when
+        no input spiked."""
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         b = x.shape[0]
         if self.op == "conv":
             w = self.weight
-            if events:
-                return self._conv_events(x)
             if active is not None:
                 idx = torch.nonzero(active).flatten()
                 if idx.numel() == 0:
@@ -133,18 +141,9 @@ class CorePlan:
             a = F.conv2d(x, w, stride=self.stride, padding=self.padding)
             return a if a.is_contiguous(memory_format=CL) else a.contiguous(memory_format=CL)
         wt = self.weight
-        if self.pool is not None:
-            x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
-        if x.dim() == 4 and self.weight_hwc:
-            xf = x.permute(0, 2, 3, 1).reshape(b, -1)       # a view of a channels-last tensor
-        else:
-            if x.dim() == 4 and not x.is_contiguous():
-                active = None                                 # x's storage order is not the weights' order
-            xf = x.reshape(b, -1)
-        if events:
-            from hwsim.events import dense_events
-            a = dense_events(xf.contiguous().numpy(), self.weight.numpy())
-            return torch.from_numpy(a).view(b, *self.out_shape)
+        xf = self._dense_input(x)
+        if x.dim() == 4 and not self.weight_hwc and not x.is_contiguous():
+            active = None                                     # x's storage order is not the weights' order
         if active is not None and self.pool is None:
             idx = torch.nonzero(active).flatten()
             if idx.numel() == 0:
@@ -163,11 +162,42 @@ class CorePlan:
             x = F.pad(x, (px, px, py, py))
         return F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
 
-    def _conv_events(self, x: torch.Tensor) -> torch.Tensor:
-        from hwsim.events import conv_events
-        hwc = self._sum_pool(x).permute(0, 2, 3, 1).contiguous().numpy()    # a view when x is channels-last
-        a = conv_events(hwc, self.event_weight, *self.stride, *self.padding, *self.out_shape[1:])
-        return torch.from_numpy(a).permute(0, 3, 1, 2)                       # (B, O, Ho, Wo), channels-last
+    def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A dense core's input (B, ...) as (B, in) in its weights' row order, the folded pool applied."""
+        if self.pool is not None:
+            x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
+        if x.dim() == 4 and self.weight_hwc:
+            return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)      # a view of a channels-last tensor
+        return x.reshape(x.shape[0], -1)
+
+    def run_events(self, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray) -> tuple:
+        """The whole core (synaptic input and neurons) over a block of steps, event-driven
+        (``hwsim.events``): x (steps*B, *in_shape) spikes, v and prev (B, neurons) in the
+        output's storage order, updated in place; ``out`` (steps, B, neurons) int8, overwritten
+        with the spikes (a buffer kept across blocks: fresh pages cost more than the kernel).
+        Returns (spikes (steps*B, *out_shape), a view of ``out``, channels-last for a conv;
+        spike counts (B, neurons) int32 (None for the output core); non-zero currents;
+        max |current|)."""
+        from hwsim.events import conv_core_events, dense_core_events
+        steps, n = out.shape[:2]
+        stats = np.zeros((n, 2), dtype=np.int64)
+        state = (v.numpy(), prev.numpy(), out, stats, int(self.vth64), self.dv, self.exp,
+                 self.need_conv_wrap, self.spiking)
+        if self.op == "conv":
+            xs = x.permute(0, 2, 3, 1).to(torch.int8).contiguous().numpy()        # (steps*B, H, W, C)
+            xs = xs.reshape(steps, n, *xs.shape[1:])
+            if xs.shape[-1] % 8:                                                  # whole int64 words of channels
+                xs = np.concatenate([xs, np.zeros((*xs.shape[:-1], -xs.shape[-1] % 8), np.int8)], axis=-1)
+            conv_core_events(xs, xs.view(np.int64), self.event_weight, self.event_geometry, *state)
+            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape[1:], self.out_shape[0]).permute(0, 3, 1, 2)
+        else:
+            if x.dim() == 4 and self.pool is not None:
+                x = x.to(self.dtype)                                            # avg_pool2d needs floats
+            xs = self._dense_input(x).to(torch.int8).contiguous().numpy()
+            dense_core_events(xs.reshape(steps, n, -1), self.event_weight, *state)
+            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
+        counts = torch.from_numpy(out.sum(0, dtype=np.float32)) if self.spiking else None
+        return spikes, counts, int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0))
 
 
 def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") -> list[CorePlan]:

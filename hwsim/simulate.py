@@ -20,9 +20,9 @@ from hwsim.kernel import _run_chunk
 from hwsim.plan import CorePlan, make_plans
 
 # At or below this fraction of non-zero inputs per image-step a core's block runs
-# event-driven on the CPU (benchmarks/hwsim_events.py: where the event kernels overtake
-# oneDNN's dense conv on VGG5's convs).
-EVENT_DENSITY = 0.04
+# event-driven on the CPU (benchmarks/hwsim_vs_lava.py: on VGG5's convs the event kernels
+# are 3x faster than the dense path at 2 % and break even near 14 %).
+EVENT_DENSITY = 0.10
 
 
 def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,

@@ -1,33 +1,57 @@
-"""hwsim's event-driven kernels against torch's conv / matmul, exactly, on integer inputs.
+"""hwsim's event-driven cores (``hwsim.events``) mixed with its dense path, block by block.
 
-(Whole graphs through the event path: backend ``hwsim-events`` in tests/test_conformance.py.)
+Every case of tests/fixedpoint_cases.py runs with one step per block and event thresholds
+between the blocks' input densities, so that cores switch between the event-driven and the
+dense path while their state (voltages, last spikes) carries over; the result must equal
+the reference bit for bit. (All blocks event-driven: backend ``hwsim-events`` in
+tests/test_conformance.py.)
 """
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from hwsim.events import conv_events, dense_events
-
-
-@pytest.mark.parametrize("shape,kernel,stride,padding", [((3, 7, 5), (3, 3), (1, 1), (1, 1)),
-                                                         ((4, 9, 8), (6, 6), (2, 2), (2, 2)),
-                                                         ((2, 5, 6), (2, 3), (2, 1), (0, 1))])
-@pytest.mark.parametrize("density", [0.0, 0.05, 0.5])
-def test_conv_events_equal_conv2d(shape, kernel, stride, padding, density):
-    rng = np.random.default_rng(0)
-    x = (rng.random((3, *shape)) < density) * rng.choice([-1, 1, 2], size=(3, *shape))
-    w = rng.integers(-127, 128, size=(5, shape[0], *kernel))
-    want = F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(), stride=stride, padding=padding)
-    got = conv_events(np.ascontiguousarray(x.transpose(0, 2, 3, 1)).astype(np.float32),
-                      np.ascontiguousarray(w.transpose(2, 3, 1, 0)).astype(np.float32), *stride, *padding,
-                      *want.shape[2:])
-    assert np.array_equal(got.transpose(0, 3, 1, 2), want.numpy())
+from export import fixedpoint as fx
+from fixedpoint_cases import CASES
+from hwsim.plan import CorePlan
+from hwsim.simulate import simulate
 
 
-@pytest.mark.parametrize("density", [0.0, 0.03, 1.0])
-def test_dense_events_equal_matmul(density):
-    rng = np.random.default_rng(1)
-    x = ((rng.random((4, 50)) < density) * rng.choice([-1, 1], size=(4, 50))).astype(np.float64)
-    w = rng.integers(-256, 256, size=(50, 7)).astype(np.float64)
-    assert np.array_equal(dense_events(x, w), x @ w)
+@pytest.fixture
+def path_counts(monkeypatch):
+    """How many (core, block) pairs ran event-driven and how many ran dense (in most cases
+    both within one run: deeper cores see sparser inputs than the first)."""
+    counts = {"events": 0, "dense": 0}
+    run_events, synaptic = CorePlan.run_events, CorePlan.synaptic
+
+    def spy_events(self, *args):
+        counts["events"] += 1
+        return run_events(self, *args)
+
+    def spy_dense(self, *args):
+        counts["dense"] += 1
+        return synaptic(self, *args)
+    monkeypatch.setattr(CorePlan, "run_events", spy_events)
+    monkeypatch.setattr(CorePlan, "synaptic", spy_dense)
+    return counts
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_event_and_dense_blocks_interleave_exactly(case, path_counts):
+    graph, spikes = CASES[case]()
+    ref = fx.run_reference(graph, spikes)
+    for density in (0.05, 0.2, 0.4, 0.7, 1.0):
+        got = simulate(graph, spikes, record_spikes=True, steps_per_block=1, event_density=density)
+        for core, a, b in zip(graph.spiking_cores, got.spike_trains, ref.spikes):
+            assert np.array_equal(a, b), (density, core.name)
+        np.testing.assert_array_equal(got.output, ref.output)
+        assert [l.max_abs_input for l in got.layers] == ref.max_abs_input
+    assert path_counts["events"] > 0 and path_counts["dense"] > 0, path_counts
+
+
+def test_event_path_counts_what_the_dense_path_counts():
+    graph, spikes = CASES["conv_nonsymmetric_nonsquare_leak"]()
+    dense = simulate(graph, spikes, event_density=0.0)
+    events = simulate(graph, spikes, event_density=np.inf)
+    for a, b in zip(dense.layers, events.layers):
+        assert (a.spikes, a.synaptic_events, a.neuron_updates, a.active_neuron_updates, a.max_abs_input) == \
+               (b.spikes, b.synaptic_events, b.neuron_updates, b.active_neuron_updates, b.max_abs_input), a.name
+        assert np.array_equal(a.spikes_per_sample, b.spikes_per_sample)
