@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -123,15 +124,25 @@ def _synapse(core: Core, in_shape: tuple[int, ...], num_message_bits: int):
     raise GraphError(f"core {core.name}: op {core.op!r} has no Lava process")
 
 
-def build_lava_network(graph: CoreGraph) -> LavaNetwork:
-    """Lava processes for the chain input -> core 0 -> ... -> output accumulator (nothing runs yet)."""
+def soft_reset_lif(core: Core):
+    """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``)."""
+    return SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
+                        spiking=core.spiking, name=core.name)
+
+
+def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core], object] = soft_reset_lif) -> LavaNetwork:
+    """Lava processes for the chain input -> core 0 -> ... -> output accumulator (nothing runs yet).
+
+    ``neuron_process(core)`` makes each core's neurons: by default the soft-reset LIF that
+    matches the graph bit for bit; another process with ``a_in`` and ``s_out`` ports of the
+    core's Lava shape may stand in (``benchmarks/hwsim_vs_lava.py`` times Lava's stock LIF,
+    which resets to zero, this way)."""
     graph.validate()
     synapses, neurons = [], []
     in_shape = graph.input.shape
     for i, core in enumerate(graph.cores):
         synapse = _synapse(core, in_shape, INPUT_MESSAGE_BITS if i == 0 else 0)
-        neuron = SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
-                              spiking=core.spiking, name=core.name)
+        neuron = neuron_process(core)
         if neurons:
             _connect(neurons[-1].s_out, synapse.s_in)
         _connect(synapse.a_out, neuron.a_in)
