@@ -227,7 +227,7 @@ def time_rate(args, rate: float, rng) -> dict:
 
 def lava_agrees(args) -> bool:
     """The project's Lava build and hwsim on one image, a few steps: bit for bit?"""
-    from export.lava.builder import run_lava
+    from export.lava.runner import run_lava
     g = build_vgg(VGG5_CONVS, [], timesteps=args.timesteps, seed=args.seed)
     spikes = (np.random.default_rng(args.seed).random((3, 1, *g.input.shape)) < 0.1).astype(np.int8)
     calibrate(g, spikes, target=0.1)

@@ -92,7 +92,7 @@ def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, labe
 
 
 def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: fx.CoreRun, labels: np.ndarray) -> dict:
-    from export.lava.builder import run_lava
+    from export.lava.runner import run_lava
     lava = run_lava(graph, spikes_in, progress=True)
     exact = all(np.array_equal(a, b) for a, b in zip(lava.spikes, ref.spikes)) and \
         np.array_equal(lava.output, ref.output)

@@ -46,7 +46,7 @@ BACKENDS: dict[str, Backend] = {
     "hwsim-gemm": _hwsim(conv_impl="gemm", host_checks=False),
     "hwsim-events": _hwsim(event_density=math.inf),
     "onnx": _imported("export.onnx_export"),
-    "lava": _imported("export.lava.builder"),
+    "lava": _imported("export.lava.runner"),
 }
 
 

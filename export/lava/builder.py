@@ -5,31 +5,24 @@ our (C, H, W) activations are (W, H, C) in Lava (x before y), everything else is
 dense weight rows/columns are permuted to match, conv kernels are transposed to
 (C_out, W, H, C_in) and flipped (Lava convolves, torch correlates). Every Dense/Conv
 delays by one step, so core k answers reference step t at Lava step t + k + 1 (0-based);
-``run_lava`` runs T + ``fixedpoint.latency_steps`` steps and shifts that delay out.
+``export.lava.runner`` runs T + ``fixedpoint.latency_steps`` steps and shifts that delay out.
 """
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from tqdm import tqdm
 
 from export.lava.compat import import_lava
 
 import_lava()
 
-from lava.magma.core.run_conditions import RunSteps  # noqa: E402
-from lava.magma.core.run_configs import Loihi2SimCfg  # noqa: E402
 from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.dense.process import Dense  # noqa: E402
-from lava.proc.io.sink import RingBuffer as SpikeSink  # noqa: E402
-from lava.proc.io.source import RingBuffer as SpikeSource  # noqa: E402
 from lava.utils.weightutils import SignMode  # noqa: E402
 
-from export import fixedpoint as fx  # noqa: E402
 from export.graph import Core, CoreGraph, GraphError  # noqa: E402
 from export.lava.procs.process import SoftResetLIF  # noqa: E402
 
@@ -79,11 +72,21 @@ def _connect(src_port, dst_port) -> None:
     src_port.connect(dst_port)
 
 
+# Vars that carry state from one step to the next: neurons' and synapses' (Dense: a_buff, Conv: a_buf)
+STATE_VARS = ("u", "v", "spiked", "a_buff", "a_buf")
+
+
 @dataclass
 class LavaNetwork:
-    """The Lava processes of one CoreGraph; ``input_port`` takes spikes in Lava's input layout."""
-    synapses: list          # Dense or Conv per core
-    neurons: list           # SoftResetLIF per core
+    """The connected Lava processes of one CoreGraph, for use with Lava's own calls.
+
+    Feed ``input_port`` spike trains from ``input_trains`` (e.g. through Lava's
+    ``RingBuffer`` source), run ``steps(T)`` steps (T plus one step of delay per core),
+    read the class scores from ``output.v``; between samples, with the network paused,
+    ``reset()`` zeroes every state. ``examples/lava_take_away.py`` does exactly that."""
+    graph: CoreGraph
+    synapses: list          # Lava's Dense or Conv per core
+    neurons: list           # SoftResetLIF (or the ``neuron_process`` given) per core
 
     @property
     def input_port(self):
@@ -92,6 +95,31 @@ class LavaNetwork:
     @property
     def output(self) -> SoftResetLIF:
         return self.neurons[-1]
+
+    def steps(self, timesteps: int) -> int:
+        """Lava steps that carry T input steps through every core (``fixedpoint.latency_steps``)."""
+        return int(timesteps) + len(self.synapses)
+
+    def input_trains(self, sample: np.ndarray, timesteps: int | None = None) -> np.ndarray:
+        """One sample's spikes (T, *input shape) in {-1, 0, 1} -> a source's data (*Lava shape,
+        ``steps(T)``) int32, zeros after T; ``timesteps`` (> T) pads with more zeros."""
+        sample = np.asarray(sample)
+        if sample.ndim != 1 + len(self.graph.input.shape) or sample.shape[1:] != self.graph.input.shape:
+            raise ValueError(f"a sample must be (T, *{self.graph.input.shape}), got {sample.shape}")
+        steps = self.steps(max(len(sample), timesteps or 0))
+        trains = np.zeros((*lava_shape(self.graph.input.shape), steps), dtype=np.int32)
+        trains[..., :len(sample)] = np.moveaxis(to_lava_layout(sample.astype(np.int32), self.graph.input.shape), 0, -1)
+        return trains
+
+    def state_vars(self) -> list:
+        return [var for proc in [*self.synapses, *self.neurons]
+                for name in STATE_VARS if (var := getattr(proc, name, None)) is not None]
+
+    def reset(self) -> None:
+        """Zero every state (voltages, currents, last spikes, the synapses' delayed outputs) of a
+        paused network, so that the next run starts as a fresh one."""
+        for var in self.state_vars():
+            var.set(np.zeros(var.shape, dtype=np.int32))
 
 
 def _check_lava_exact(core: Core) -> None:
@@ -149,61 +177,4 @@ def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core], object
         synapses.append(synapse)
         neurons.append(neuron)
         in_shape = core.output_shape
-    return LavaNetwork(synapses, neurons)
-
-
-@dataclass
-class LavaRun(fx.CoreRun):
-    """A ``CoreRun`` plus Lava's wall time per sample and Lava step (build and compile included)."""
-    seconds_per_image_step: float = 0.0
-
-
-def run_lava(graph: CoreGraph, input_spikes: np.ndarray, record_spikes: bool = True,
-             progress: bool = True) -> LavaRun:
-    """Run each sample of ``input_spikes`` (T, N, C, H, W) in {-1, 0, 1} through Lava's fixed_pt models.
-
-    Spikes are aligned to ``fixedpoint.run_reference``'s layer-synchronous steps (an empty
-    list unless ``record_spikes``). A fresh network runs per sample (Lava cannot rerun a
-    stopped one).
-    """
-    input_spikes = np.asarray(input_spikes)
-    if input_spikes.ndim != 5 or input_spikes.shape[2:] != graph.input.shape or 0 in input_spikes.shape[:2]:
-        raise ValueError(f"input spikes of shape {input_spikes.shape} are not (T >= 1, N >= 1, "
-                         f"*{graph.input.shape})")
-    if np.any(np.abs(input_spikes) > 1):
-        raise ValueError("input spikes must be in {-1, 0, 1}")
-    steps, n = input_spikes.shape[:2]
-    lava_steps = steps + fx.latency_steps(graph)
-    spiking = [(k, core) for k, core in enumerate(graph.cores) if core.spiking]
-    spikes = [np.zeros((steps, n, *core.output_shape), dtype=np.uint8) for _, core in spiking if record_spikes]
-    output = np.zeros((n, math.prod(graph.cores[-1].output_shape)), dtype=np.int64)
-    run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
-    started = time.perf_counter()
-    for j in tqdm(range(n), desc="lava", unit="sample", disable=not progress):
-        net = build_lava_network(graph)
-        trains = np.zeros((*lava_shape(graph.input.shape), lava_steps), dtype=np.int32)   # zeros after T
-        sample = to_lava_layout(input_spikes[:, j].astype(np.int32), graph.input.shape)
-        trains[..., :steps] = np.moveaxis(sample, 0, -1)
-        source = SpikeSource(data=trains)
-        _connect(source.s_out, net.input_port)
-        sinks = []
-        if record_spikes:
-            for k, _ in spiking:
-                sinks.append(SpikeSink(shape=net.neurons[k].s_out.shape, buffer=lava_steps))
-                net.neurons[k].s_out.connect(sinks[-1].a_in)
-        try:
-            source.run(condition=RunSteps(num_steps=lava_steps), run_cfg=run_cfg)
-            for (k, core), sink, record in zip(spiking, sinks, spikes):
-                recorded = np.moveaxis(sink.data.get()[..., k + 1:k + 1 + steps], -1, 0)
-                record[:, j] = from_lava_layout(recorded, core.output_shape).astype(np.uint8)
-            v_out = from_lava_layout(net.output.v.get(), graph.cores[-1].output_shape)
-            output[j] = v_out.reshape(-1).astype(np.int64)
-        finally:
-            source.stop()
-    seconds = time.perf_counter() - started
-    return LavaRun(spikes, output, seconds_per_image_step=seconds / (n * lava_steps))
-
-
-def run_graph(graph: CoreGraph, input_spikes: np.ndarray) -> LavaRun:
-    """The Lava backend: Lava's own Dense/Conv processes and the soft-reset LIF, fixed_pt."""
-    return run_lava(graph, input_spikes, progress=False)
+    return LavaNetwork(graph, synapses, neurons)
