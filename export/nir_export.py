@@ -21,7 +21,11 @@ models, integrated with forward Euler at dt = 1 time step (recorded as ``dt``):
   import use (tau = 1 / (1 - beta), r = tau).
 - the output core never spikes: an integrator ``I`` (``r = 2**weight_exp``) when dv = 0, else a
   leaky integrator ``LI`` (same tau/r as LIF); its voltage after T steps is the class score
-  (``Output`` follows it), what NIR importers (snnTorch, Norse) read as the readout.
+  (``Output`` follows it). ``nir.read`` loads the file, but the released importers do not run
+  it as written: snnTorch 1.0.0's ``import_from_nir`` has no mapping for ``I`` ("Unknown node
+  type nir.I"), and Norse 1.1.0 turns the ``Flatten`` (``start_dim=0`` over one sample) into a
+  flatten of the batch; with nirtorch 2.6 and hand-made IF/I modules the predictions agree
+  with hwsim up to the readout's per-step floor, which only the metadata states.
 - reset: the network resets by subtraction (Eq. 2: ``v -= vth`` the step after a spike), which
   nir 1.0.x cannot state (its IF/LIF reset to ``v_reset``). ``v_reset`` is written as 0 and every
   neuron node's metadata says ``reset = "subtract"``; importers that honour it (snnTorch
