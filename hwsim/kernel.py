@@ -89,6 +89,65 @@ def _flat(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
     return x.reshape(x.shape[0], -1), False
 
 
+def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v: torch.Tensor,
+                 prev: torch.Tensor, tb: int, dev: torch.device, sparse: bool, host_checks: bool,
+                 rec_threads: int | None) -> tuple:
+    """One core over a block on the dense path: the batched synaptic computation, then the
+    step-by-step recurrence on v and prev (B, neurons), in place. Returns (spikes (tb*B,
+    *out_shape) or None, spike counts (B, neurons) or None, whether v is in (H, W, C) order,
+    non-zero currents, max |current|)."""
+    n = v.shape[0]
+    active = None
+    if sparse:
+        if p.op == "conv":
+            c = p.in_shape[0]
+            active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
+        else:
+            active = s_tot > 0
+    a = p.synaptic(x, active)
+    if a is None:                                              # no input spike in the block
+        a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
+        if p.op == "conv":
+            a = a.contiguous(memory_format=CL)
+    af, out_hwc = _flat(a)
+    _prepare_current(p, af)
+    active = torch.count_nonzero(af)
+    lo, hi = torch.aminmax(af)
+    amax = torch.maximum(hi, -lo).to(torch.float64)
+    scale = float(2 ** fx.ACT_SHIFT)
+    wrap, clamp = p.need_wrap, True
+    if host_checks:
+        a64 = float(amax) * 2 ** fx.ACT_SHIFT
+        wrap = wrap and a64 >= _HALF          # this block's currents cannot wrap: skip wrap24
+        if not wrap:                          # |v| cannot reach the clip in this block: skip it
+            vlo, vhi = torch.aminmax(v)
+            clamp = max(float(vhi), -float(vlo)) + tb * (a64 + p.vth64) > _V_MAX
+    if wrap:
+        _wrap_(af)
+        scale = 1.0
+    out = torch.empty_like(a) if p.spiking else None
+    of = _flat(out)[0] if p.spiking else None
+    pv = prev
+    tmp = torch.empty_like(v) if p.dv else None
+    with _threads(dev, rec_threads):
+        for t in range(tb):
+            if p.dv:
+                _decay_(v, p.m, tmp)
+            if p.spiking:
+                v.sub_(pv, alpha=p.vth64)
+            v.add_(af[t * n:(t + 1) * n], alpha=scale)
+            if clamp:
+                v.clamp_(-_V_MAX, _V_MAX)
+            if p.spiking:
+                pv = torch.gt(v, p.vth64, out=of[t * n:(t + 1) * n])
+    del a, af
+    counts = None
+    if p.spiking:
+        prev.copy_(pv)
+        counts = of.view(tb, n, -1).sum(0)
+    return out, counts, out_hwc, active, amax
+
+
 def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
                sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True,
                event_density: float = 0.0) -> dict:
@@ -126,64 +185,13 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
                 out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb])
                 out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
-                active_acc[i] += active
-                maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
-                if p.spiking:
-                    s_sum = counts
-                    spikes_acc[i] += s_sum.sum(1, dtype=f64)
-                    if record:
-                        trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().numpy())
-                        k += 1
-                    x, hwc = out, out_hwc[i]
-                continue
-            active = None
-            if sparse:
-                if p.op == "conv":
-                    c = p.in_shape[0]
-                    active = (s_tot.view(-1, c).amax(0) if hwc else s_tot.view(c, -1).amax(1)) > 0
-                else:
-                    active = s_tot > 0
-            a = p.synaptic(x, active)
-            if a is None:                                              # no input spike in the block
-                a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
-                if p.op == "conv":
-                    a = a.contiguous(memory_format=CL)
-            af, out_hwc[i] = _flat(a)
-            _prepare_current(p, af)
-            active_acc[i] += torch.count_nonzero(af)
-            lo, hi = torch.aminmax(af)
-            amax = torch.maximum(hi, -lo).to(f64)
-            maxabs_acc[i] = torch.maximum(maxabs_acc[i], amax)
-            scale = float(2 ** fx.ACT_SHIFT)
-            wrap, clamp = p.need_wrap, True
-            if host_checks:
-                a64 = float(amax) * 2 ** fx.ACT_SHIFT
-                wrap = wrap and a64 >= _HALF          # this block's currents cannot wrap: skip wrap24
-                if not wrap:                          # |v| cannot reach the clip in this block: skip it
-                    vlo, vhi = torch.aminmax(v[i])
-                    clamp = max(float(vhi), -float(vlo)) + tb * (a64 + p.vth64) > _V_MAX
-            if wrap:
-                _wrap_(af)
-                scale = 1.0
-            out = torch.empty_like(a) if p.spiking else None
-            of = _flat(out)[0] if p.spiking else None
-            vi, pv = v[i], prev[i]
-            tmp = torch.empty_like(vi) if p.dv else None
-            with _threads(dev, rec_threads):
-                for t in range(tb):
-                    if p.dv:
-                        _decay_(vi, p.m, tmp)
-                    if p.spiking:
-                        vi.sub_(pv, alpha=p.vth64)
-                    vi.add_(af[t * n:(t + 1) * n], alpha=scale)
-                    if clamp:
-                        vi.clamp_(-_V_MAX, _V_MAX)
-                    if p.spiking:
-                        pv = torch.gt(vi, p.vth64, out=of[t * n:(t + 1) * n])
-            del a, af
+            else:
+                out, counts, out_hwc[i], active, amax = _dense_block(p, x, hwc, s_tot, v[i], prev[i], tb, dev,
+                                                                     sparse, host_checks, rec_threads)
+            active_acc[i] += active
+            maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
-                prev[i].copy_(pv)
-                s_sum = of.view(tb, n, -1).sum(0)
+                s_sum = counts
                 spikes_acc[i] += s_sum.sum(1, dtype=f64)
                 if record:
                     trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().cpu().numpy())

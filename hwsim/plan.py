@@ -176,7 +176,7 @@ class CorePlan:
         output's storage order, updated in place; ``out`` (steps, B, neurons) int8, overwritten
         with the spikes (a buffer kept across blocks: fresh pages cost more than the kernel).
         Returns (spikes (steps*B, *out_shape), a view of ``out``, channels-last for a conv;
-        spike counts (B, neurons) int32 (None for the output core); non-zero currents;
+        spike counts (B, neurons) float32 (None for the output core); non-zero currents;
         max |current|)."""
         from hwsim.events import conv_core_events, dense_core_events
         steps, n = out.shape[:2]
