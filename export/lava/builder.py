@@ -101,15 +101,16 @@ class LavaNetwork:
         return int(timesteps) + len(self.synapses)
 
     def input_trains(self, sample: np.ndarray, timesteps: int | None = None) -> np.ndarray:
-        """One sample's spikes (T, *input shape) in {-1, 0, 1} -> a source's data (*Lava shape,
-        ``steps(T)``) int32, zeros after T; ``timesteps`` (> T) pads with more zeros."""
+        """One sample's spikes (T, *input shape) in {-1, 0, 1} -> a source's data (*input_port's
+        shape, ``steps(T)``) int32 in Lava's layout, zeros after T, so that the source connects
+        to ``input_port`` as it is; ``timesteps`` (> T) pads with more zeros."""
         sample = np.asarray(sample)
         if sample.ndim != 1 + len(self.graph.input.shape) or sample.shape[1:] != self.graph.input.shape:
             raise ValueError(f"a sample must be (T, *{self.graph.input.shape}), got {sample.shape}")
         steps = self.steps(max(len(sample), timesteps or 0))
         trains = np.zeros((*lava_shape(self.graph.input.shape), steps), dtype=np.int32)
         trains[..., :len(sample)] = np.moveaxis(to_lava_layout(sample.astype(np.int32), self.graph.input.shape), 0, -1)
-        return trains
+        return trains.reshape(*self.input_port.shape, steps)      # a dense first core takes it flat
 
     def state_vars(self) -> list:
         return [var for proc in [*self.synapses, *self.neurons]

@@ -34,7 +34,7 @@ from lava.proc.io.source import RingBuffer as SpikeSource  # noqa: E402
 
 from export import fixedpoint as fx  # noqa: E402
 from export.graph import Core, CoreGraph  # noqa: E402
-from export.lava.builder import _connect, build_lava_network, from_lava_layout, soft_reset_lif  # noqa: E402
+from export.lava.builder import build_lava_network, from_lava_layout, soft_reset_lif  # noqa: E402
 
 class LavaRunner:
     """One Lava network for ``graph`` that runs many samples of ``timesteps`` steps each.
@@ -51,7 +51,7 @@ class LavaRunner:
         self.network = build_lava_network(graph, neuron_process)
         self.lava_steps = self.network.steps(self.timesteps)
         self.source = SpikeSource(data=self.network.input_trains(np.zeros((self.timesteps, *graph.input.shape))))
-        _connect(self.source.s_out, self.network.input_port)
+        self.source.s_out.connect(self.network.input_port)               # same shape: input_trains lays it out
         self.spiking = [(k, core) for k, core in enumerate(graph.cores) if core.spiking] if record_spikes else []
         self.sinks = []
         for k, _ in self.spiking:
