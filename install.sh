@@ -13,3 +13,7 @@ python -m pip install -q --upgrade pip
 python -m pip show lava-nc >/dev/null 2>&1 || \
     python -m pip install -q --no-deps --ignore-requires-python lava-nc==0.10.0
 python -m pip install -q -e '.[test]'
+# SpikingJelly (a NIR consumer of the tests) declares torchvision and torchaudio, which would
+# pull another torch; it runs without them.
+python -m pip show spikingjelly >/dev/null 2>&1 || \
+    python -m pip install -q --no-deps spikingjelly==2.0.0

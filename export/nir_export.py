@@ -1,40 +1,37 @@
 """The core graph as a NIR graph (Neuromorphic Intermediate Representation, nir 1.0.x).
 
 ``export_nir(graph, path)`` writes, with ``nir.write``, the chain
-``Input -> [Flatten] -> Conv2d | Linear -> IF | LIF -> ... -> Linear -> I | LI -> Output``:
-one synapse node and one neuron node per core (a ``Flatten`` where a dense core reads a
-multi-dimensional input; average pooling is already folded into the weights).
+``Input -> [Flatten] -> Conv2d | Linear -> IF | LIF -> ... -> Linear -> Output``:
+one synapse node and one neuron node per hidden core (a ``Flatten`` where a dense core reads
+a multi-dimensional input; average pooling is already folded into the weights), and the
+output core as its synapse alone. Nodes and parameters are chosen so that released NIR
+importers run the file as written (docs/interop.md has the figures):
 
-Mapping of the discrete fixed-point neuron (``export.fixedpoint``) onto NIR's continuous-time
-models, integrated with forward Euler at dt = 1 time step (recorded as ``dt``):
-
-- synapses carry the integer weights (as float32, exact), so ``I = W @ s`` is the integer
-  synaptic sum; the dense ``weight_exp`` goes into the neuron's input resistance,
-  ``r = 2**weight_exp`` (conv cores have weight_exp = 0).
-- voltage unit: the synaptic current ``a``. The hardware keeps ``v_hw = 64 * v`` (the << 6
-  alignment of input and threshold), so the threshold is the integer mantissa,
-  ``v_threshold = vth``, with hardware spike condition ``v > vth`` as in NIR.
-- dv = 0 (lambda = 1): ``IF`` with ``r = 2**weight_exp``: ``v += r * I`` per step.
-- dv > 0: ``LIF`` with ``tau = 4096 / dv``, ``v_leak = 0``, ``r = tau * 2**weight_exp``; Euler at
-  dt = 1 gives ``v <- (1 - dv/4096) * v + 2**weight_exp * I``, the hardware's
-  ``lambda = 1 - dv/4096``. With weight_exp = 0 this is the convention snnTorch's NIR export and
-  import use (tau = 1 / (1 - beta), r = tau).
-- the output core never spikes: an integrator ``I`` (``r = 2**weight_exp``) when dv = 0, else a
-  leaky integrator ``LI`` (same tau/r as LIF); its voltage after T steps is the class score
-  (``Output`` follows it). ``nir.read`` loads the file, but the released importers do not run
-  it as written: snnTorch 1.0.0's ``import_from_nir`` has no mapping for ``I`` ("Unknown node
-  type nir.I"), and Norse 1.1.0 turns the ``Flatten`` (``start_dim=0`` over one sample) into a
-  flatten of the batch; with nirtorch 2.6 and hand-made IF/I modules the predictions agree
-  with hwsim up to the readout's per-step floor, which only the metadata states.
-- reset: the network resets by subtraction (Eq. 2: ``v -= vth`` the step after a spike), which
-  nir 1.0.x cannot state (its IF/LIF reset to ``v_reset``). ``v_reset`` is written as 0 and every
-  neuron node's metadata says ``reset = "subtract"``; importers that honour it (snnTorch
-  ``reset_mechanism="subtract"``, SpikingJelly ``v_reset=None``) reproduce the network.
+- time step ``DT = 1e-4`` s, the step most NIR importers assume (SpikingJelly's default
+  ``dt``, snnTorch's fixed one); recorded as ``dt``. Forward Euler at that step gives the
+  discrete neuron of ``export.fixedpoint``.
+- synapses carry the integer weights times ``2**weight_exp`` (as float32: exact), so a
+  synapse's output is the core's synaptic current ``u = a * 2**weight_exp`` in units of the
+  threshold mantissa (hardware voltage = 64 * v, the << 6 alignment); ``Conv2d`` has a zero
+  bias (importers expect one).
+- dv = 0: ``IF`` with ``r = 1 / DT``, ``v_threshold = vth``: ``v += u`` per step.
+- dv > 0: ``LIF`` with ``tau = DT * 4096 / dv``, ``r = tau / DT``, ``v_leak = 0``: Euler gives
+  ``v <- (1 - dv/4096) * v + u``, the hardware's ``lambda = 1 - dv/4096``.
+- readout: the output core never spikes; its voltage after T steps, the class score, is
+  ``sum_t lambda**(T-1-t) * y_t`` over the outputs ``y_t`` of the graph (lambda from the
+  output core's dv, recorded as ``readout_leak``; 1 = a plain sum). No released importer maps
+  NIR's ``I``/``LI`` nodes (snnTorch 1.0.0, Norse 1.1.0, SpikingJelly 2.0.0), so the graph
+  ends at the synapse and the sum is the reader's, as it is for a rate-coded readout.
+- reset: the network resets by subtraction, outside the leak (Eq. 2: ``v -= vth`` at the
+  step after a spike), which nir 1.0.x cannot state (its IF/LIF reset to ``v_reset``).
+  ``v_reset`` is written as 0 and every neuron node's metadata, and the graph's, say
+  ``reset = "subtract"``; ``export.nir_consumers`` applies it in the importers.
 - what NIR's float semantics do not state (24-bit wrap and clip, decay rounding toward zero,
   the floor of negative ``weight_exp`` shifts) is the fixed point of ``export.fixedpoint``; the
   integers it needs are in the metadata of each node: core name/index, op, vth, vth_shifted,
   dv, du, leak, weight_exp, weight_bits, weight_scale (integer = float x scale),
-  float_threshold, act_shift, vth_shift, shapes, stride/padding, reset.
+  float_threshold, act_shift, vth_shift, shapes, stride/padding, reset, and the synapse's
+  integer weights are its weight over ``input_scale = 2**weight_exp``.
 nir 1.0.8 (and NIR's main branch) sizes a Conv2d's output with ``weight.shape[2]`` for both
 spatial dims, so a graph with a non-square kernel fails NIR's type check: such a graph is
 written with a warning and ``metadata["nir_type_check"] = False`` and must be read with
@@ -59,8 +56,8 @@ from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
 from records.atomic import atomic_path
 
 EXPORT_FORMAT = "hybrid-snn-nir"
-EXPORT_VERSION = 1
-DT = 1.0
+EXPORT_VERSION = 2       # 2: dt = 1e-4 s, weights carry 2**weight_exp, readout = the last synapse
+DT = 1e-4
 
 
 def _safe(name: str) -> str:
@@ -85,17 +82,18 @@ def _core_metadata(core, k: int, role: str) -> dict:
 
 
 def _neuron(core, shape: tuple[int, ...], meta: dict) -> nir.NIRNode:
+    """IF (dv = 0) or LIF (dv > 0) whose Euler step at DT is ``v <- lambda * v + u``."""
     full = lambda x: np.full(shape, x, dtype=np.float32)  # noqa: E731
-    scale = 2.0 ** core.weight_exp
     if core.dv:
-        tau = fx.DECAY_UNITY / core.dv
-        if core.spiking:
-            return nir.LIF(tau=full(tau), r=full(tau * scale), v_leak=full(0.0), v_threshold=full(core.vth),
-                           v_reset=full(0.0), metadata=meta)
-        return nir.LI(tau=full(tau), r=full(tau * scale), v_leak=full(0.0), metadata=meta)
-    if core.spiking:
-        return nir.IF(r=full(scale), v_threshold=full(core.vth), v_reset=full(0.0), metadata=meta)
-    return nir.I(r=full(scale), metadata=meta)
+        tau = DT * fx.DECAY_UNITY / core.dv
+        return nir.LIF(tau=full(tau), r=full(tau / DT), v_leak=full(0.0), v_threshold=full(core.vth),
+                       v_reset=full(0.0), metadata=meta)
+    return nir.IF(r=full(1.0 / DT), v_threshold=full(core.vth), v_reset=full(0.0), metadata=meta)
+
+
+def synapse_weights(core) -> np.ndarray:
+    """The core's weights in units of its current: integer x 2**weight_exp, exact in float32."""
+    return (core.weights * 2.0 ** core.weight_exp).astype(np.float32)
 
 
 def build_nir(graph: CoreGraph) -> nir.NIRGraph:
@@ -116,13 +114,14 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
         base = _safe(core.name)
         if base in nodes or f"{base}_neuron" in nodes:
             base = f"{base}_{k}"
+        role = "neuron" if core.spiking else "readout"
         if core.op == "conv":
             if prev_shape != tuple(core.input_shape):
                 raise GraphError(f"core {core.name}: NIR 1.0 has no reshape node to feed a conv with {prev_shape}")
-            syn = nir.Conv2d(input_shape=tuple(core.input_shape[1:]), weight=core.weights.astype(np.float32),
+            syn = nir.Conv2d(input_shape=tuple(core.input_shape[1:]), weight=synapse_weights(core),
                              stride=tuple(core.stride), padding=tuple(core.padding), dilation=(1, 1), groups=1,
                              bias=np.zeros(core.weights.shape[0], dtype=np.float32),
-                             metadata=_core_metadata(core, k, "synapse"))
+                             metadata=_core_metadata(core, k, "synapse" if core.spiking else role))
             syn.output_type = {"output": np.asarray(core.output_shape, dtype=np.int64)}   # see `square`
             shape = tuple(core.output_shape)
         else:
@@ -131,25 +130,31 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
                 nodes[flat] = nir.Flatten(input_type=np.asarray(prev_shape, dtype=np.int64), start_dim=0, end_dim=-1)
                 edges.append((prev, flat))
                 prev = flat
-            syn = nir.Linear(weight=core.weights.astype(np.float32), metadata=_core_metadata(core, k, "synapse"))
+            syn = nir.Linear(weight=synapse_weights(core),
+                             metadata=_core_metadata(core, k, "synapse" if core.spiking else role))
             shape = (math.prod(core.output_shape),)
         nodes[base] = syn
         edges.append((prev, base))
-        role = "neuron" if core.spiking else "readout"
-        neuron = f"{base}_{role}"
-        nodes[neuron] = _neuron(core, shape, _core_metadata(core, k, role))
-        edges.append((base, neuron))
-        prev, prev_shape = neuron, shape
+        prev, prev_shape = base, shape
+        if core.spiking:
+            neuron = f"{base}_neuron"
+            nodes[neuron] = _neuron(core, shape, _core_metadata(core, k, role))
+            edges.append((base, neuron))
+            prev = neuron
     nodes["output"] = nir.Output(output_type=np.asarray(prev_shape, dtype=np.int64))
     edges.append((prev, "output"))
+    readout = graph.cores[-1]
     meta = {
         "format": EXPORT_FORMAT, "export_version": EXPORT_VERSION, "nir_type_check": bool(square), "graph_format": FORMAT,
         "graph_version": GRAPH_VERSION, "timesteps": int(graph.timesteps), "dt": DT,
         "class_names": json.dumps(list(graph.class_names)), "input_encoding": json.dumps(enc),
         "provenance": json.dumps(graph.provenance, default=str), "reset": "subtract",
-        "neuron_mapping": "forward Euler, dt = 1 step: IF r=2**weight_exp; LIF tau=4096/dv, r=tau*2**weight_exp, "
-                          "v_leak=0; v_threshold = vth (voltage in units of the synaptic current; hardware "
-                          "v = 64 v); reset by subtraction (v_reset unused); fixed point: export.fixedpoint",
+        "readout": "score = sum over the T steps of lambda**(T-1-t) * output_t (the output core's voltage)",
+        "readout_leak": float(readout.leak) if not readout.spiking else 1.0,
+        "neuron_mapping": "forward Euler, dt = 1e-4 s per step: IF r=1/dt; LIF tau=dt*4096/dv, r=tau/dt, "
+                          "v_leak=0; synapse weights = integer x 2**weight_exp; v_threshold = vth (voltage in "
+                          "units of the synaptic current; hardware v = 64 v); reset by subtraction outside the "
+                          "leak (v_reset unused); fixed point: export.fixedpoint",
     }
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=square)
 

@@ -13,7 +13,7 @@ import pytest
 from export import fixedpoint as fx
 from export.graph import VERSION as GRAPH_VERSION, Core, CoreGraph
 from records.encoding import InputEncoding
-from export.nir_export import export_nir
+from export.nir_export import DT, export_nir
 from export.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx, fan_in_groups
 from fixedpoint_cases import CASES
 
@@ -123,10 +123,10 @@ def test_nir_round_trip(tmp_path, kw):
     assert bool(back.metadata["nir_type_check"]) == (kw == 3)
     assert {k: type(v).__name__ for k, v in back.nodes.items()} == {
         "input": "Input", "conv1": "Conv2d", "conv1_neuron": "IF", "conv2": "Conv2d", "conv2_neuron": "LIF",
-        "out_flatten": "Flatten", "out": "Linear", "out_readout": "I", "output": "Output"}
+        "out_flatten": "Flatten", "out": "Linear", "output": "Output"}
     assert sorted(back.edges) == sorted([
         ("input", "conv1"), ("conv1", "conv1_neuron"), ("conv1_neuron", "conv2"), ("conv2", "conv2_neuron"),
-        ("conv2_neuron", "out_flatten"), ("out_flatten", "out"), ("out", "out_readout"), ("out_readout", "output")])
+        ("conv2_neuron", "out_flatten"), ("out_flatten", "out"), ("out", "output")])
     c1, c2, out = graph.cores
     np.testing.assert_array_equal(back.nodes["conv1"].weight, c1.weights)
     np.testing.assert_array_equal(back.nodes["conv2"].weight, c2.weights)
@@ -135,12 +135,12 @@ def test_nir_round_trip(tmp_path, kw):
     assert tuple(back.nodes["conv1"].input_shape) == (7, 9)
     assert np.all(back.nodes["conv1_neuron"].v_threshold == c1.vth)
     assert back.nodes["conv1_neuron"].v_threshold.shape == c1.output_shape
-    assert np.all(back.nodes["conv1_neuron"].r == 1.0)
+    assert np.allclose(back.nodes["conv1_neuron"].r * DT, 1.0)                 # Euler at dt: v += u
     lif = back.nodes["conv2_neuron"]
-    assert np.all(lif.v_threshold == c2.vth) and np.allclose(lif.tau, 4096 / 512) and np.allclose(lif.r, lif.tau)
+    assert np.all(lif.v_threshold == c2.vth) and np.allclose(lif.tau / DT, 4096 / 512) and np.allclose(lif.r * DT, lif.tau)
     assert np.all(lif.v_leak == 0) and np.all(lif.v_reset == 0)
-    assert np.all(back.nodes["out_readout"].r == 1.0) and back.nodes["output"].output_type["output"].tolist() == [3]
-    for node_name, core in [("conv1", c1), ("conv2_neuron", c2), ("out", out), ("out_readout", out)]:
+    assert back.nodes["output"].output_type["output"].tolist() == [3]
+    for node_name, core in [("conv1", c1), ("conv2_neuron", c2), ("out", out)]:
         m = _plain(back.nodes[node_name].metadata)
         assert (m["core"], m["vth"], m["dv"], m["weight_exp"], m["weight_bits"], m["reset"]) == \
             (core.name, core.vth, core.dv, core.weight_exp, core.weight_bits, "subtract")
@@ -159,8 +159,8 @@ def test_nir_dense_leaky_output(tmp_path):
     graph.cores[0].dv = 100
     graph.cores[-1].dv = 4095
     back = nir.read(export_nir(graph, tmp_path / "d.nir"))
-    assert type(back.nodes["fc1_neuron"]).__name__ == "LIF" and type(back.nodes["out_readout"]).__name__ == "LI"
-    assert np.allclose(back.nodes["fc1_neuron"].r, back.nodes["fc1_neuron"].tau / 8)       # weight_exp = -3
-    assert np.all(back.nodes["fc2_neuron"].r == 2.0)                                       # IF, weight_exp = +1
-    np.testing.assert_array_equal(back.nodes["fc1"].weight, graph.cores[0].weights)
+    assert type(back.nodes["fc1_neuron"]).__name__ == "LIF" and "out_readout" not in back.nodes
+    assert np.isclose(float(back.metadata["readout_leak"]), 1 / 4096)                     # the output core's leak
+    np.testing.assert_array_equal(back.nodes["fc1"].weight, graph.cores[0].weights / 8)    # weight_exp = -3
+    np.testing.assert_array_equal(back.nodes["fc2"].weight, graph.cores[1].weights * 2)    # weight_exp = +1
     assert back.nodes["fc1_flatten"].output_type["output"].tolist() == [20]
