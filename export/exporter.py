@@ -1,5 +1,6 @@
-"""Export a converted or STDB checkpoint: quantize it into the core graph and write, into
-one folder (``records.layout``: ``<run>/export/<stage>/`` by default), all at once:
+"""Export a converted or STDB checkpoint, or a NIR graph from another framework
+(``export_nir_file``, ``export.nir_import``): quantize it into the core graph and write, into
+one folder (``records.layout``: ``<run>/export/<stage>/`` or ``<name>_core/`` by default), all at once:
 
     coregraph.npz             the core graph (hwsim's input)
     quantization_report.csv   per layer: scale, exponent, vth, clipped fraction, errors
@@ -26,7 +27,8 @@ from export.graph import CoreGraph, save_graph
 from export.quantize import QuantizationError, float_output_peak, quantize_checkpoint
 from records.atomic import write_together
 from records.cli import require, writable_dir
-from records.layout import EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout
+from records.layout import (EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout,
+                            nir_import_dir)
 from records.table import csv_text
 from trainer.checkpoint import load_checkpoint
 from trainer.stages import data_of
@@ -68,27 +70,17 @@ class Exported:
     summary: dict
     layers: list[dict]
 
-def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, labels: np.ndarray,
-                                timesteps: int, seed: int) -> dict:
-    """Both networks on the same spike trains: accuracy and spikes per neuron per layer."""
+def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndarray
+                                ) -> tuple[np.ndarray, list[float]]:
+    """The checkpoint's float SNN on the quantized graph's input spikes: (predictions, spikes
+    per neuron of each spiking layer)."""
     from trainer.snn import SNN
-    spikes_in = graph.input.encode(images, timesteps, seed)
-    ref = fx.run_reference(graph, spikes_in)
-    q_pred = ref.predictions
     snn = SNN(ckpt.model(), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
     with torch.no_grad():
         x = ckpt.normalisation.apply(torch.from_numpy(images))
-        logits = snn(x, timesteps, window=50, input_spikes=torch.from_numpy(spikes_in.astype(np.float32)))
-    n = len(labels)
-    return {
-        "samples": n, "timesteps": timesteps, "seed": seed,
-        "float_accuracy": 100.0 * float((logits.argmax(1).numpy() == labels).mean()),
-        "quantized_accuracy": 100.0 * float((q_pred == labels).mean()),
-        "prediction_agreement": 100.0 * float((q_pred == logits.argmax(1).numpy()).mean()),
-        "float_spikes_per_neuron": [s / (c * n) for s, c in zip(snn.spike_counts, snn.neuron_counts)],
-        "quantized_spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in ref.spikes],
-        "max_abs_input": ref.max_abs_input,
-    }, spikes_in, ref
+        logits = snn(x, graph.timesteps, window=50, input_spikes=torch.from_numpy(spikes_in.astype(np.float32)))
+    n = len(images)
+    return logits.argmax(1).numpy(), [s / (c * n) for s, c in zip(snn.spike_counts, snn.neuron_counts)]
 
 
 def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: fx.CoreRun, labels: np.ndarray) -> dict:
@@ -120,20 +112,83 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
                                  device=cfg.device)
     graph, layers = quantize_checkpoint(ckpt, timesteps=timesteps, weight_bits=cfg.weight_bits, output_peak=peak,
                                         source=str(path))
+    summary = {"checkpoint": str(path), "stage": ckpt.stage, "timesteps": timesteps,
+               "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
+               "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph)}
+
+    def float_model(images, spikes_in):
+        return compare_float_and_quantized(ckpt, graph, images, spikes_in)
+    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model)
+
+
+@dataclass(frozen=True)
+class NIRImportConfig:
+    """What a NIR file does not say: the data set it is deployed on, T, dt, the reset."""
+    dataset: str | None = None            # a trainer.data data set name (normalisation, classes, images)
+    dt: float | None = None               # the time step (default: the file's metadata, else 1e-4 s)
+    subtract_reset: bool = False          # IF/LIF nodes reset by subtraction (NIR 1.0 cannot state it)
+
+
+def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
+                    nir_cfg: NIRImportConfig = NIRImportConfig()) -> Exported:
+    """Import the NIR graph at ``path`` (``export.nir_import``), quantize it by the checkpoint's
+    rules and write the same export folder a checkpoint gets (default ``<name>_core/``)."""
+    from export.nir_import import read_nir, quantize_nir
+    from records.dataref import DataRef
+    from records.encoding import InputEncoding
+    from trainer.data import load_dataset
+    net = read_nir(path, dt=nir_cfg.dt, subtract_reset=nir_cfg.subtract_reset)
+    timesteps = cfg.timesteps or (int(np.asarray(net.metadata["timesteps"])) if "timesteps" in net.metadata else None)
+    require(timesteps is not None, "timesteps", None, "given: the NIR file does not record T")
+    require(nir_cfg.dataset is not None, "dataset", None,
+            "the data set the graph is deployed on (its normalisation, classes and test images)")
+    calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
+    out = writable_dir(cfg.out or nir_import_dir(path), "--out")
+    bundle = load_dataset(nir_cfg.dataset, cfg.data_root)
+    encoding = InputEncoding(bundle.input_shape, bundle.normalisation)
+    peak = None
+    if cfg.calibration_samples > 0:
+        spikes = encoding.encode(bundle.train_x[:cfg.calibration_samples].numpy(), calibration_t, cfg.seed)
+        peak = net.run_float(spikes)[1]
+    graph, layers = quantize_nir(net, encoding, bundle.class_names, timesteps, weight_bits=cfg.weight_bits,
+                                 output_peak=peak, data=DataRef(bundle.name, cfg.data_root))
+    summary = {"nir": str(path), "dataset": bundle.name, "dt": net.dt, "timesteps": timesteps,
+               "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
+               "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph),
+               "nir_nodes": graph.provenance["nir_nodes"]}
+
+    def float_model(images, spikes_in):
+        scores, _, per_neuron = net.run_float(spikes_in)
+        return scores.argmax(1), per_neuron
+    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model)
+
+
+def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out: Path, cfg: ExportConfig, bundle,
+                        float_model) -> Exported:
+    """Float vs quantized on the same test spikes, the optional Lava check, then every file
+    of the export folder at once. ``float_model(images, spikes) -> (predictions, spikes per
+    neuron per spiking layer)``."""
     for row in layers:
         if row["exceeds_hw_16bit_input"]:
             log.warning("layer %s: input current can reach %s, beyond the %s-bit input of real Loihi hardware "
                         "(Lava does not enforce it)", row["layer"], row["max_possible_input"], fx.HW_INPUT_BITS)
-    summary = {"checkpoint": str(path), "stage": ckpt.stage, "timesteps": timesteps,
-               "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
-               "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph)}
+    timesteps = graph.timesteps
     if cfg.eval_samples > 0 or cfg.lava_samples > 0:
         count = max(cfg.eval_samples, cfg.lava_samples)
         images, labels = bundle.test_x[:count].numpy(), bundle.test_y[:count].numpy()
         t = time.time()
-        summary["evaluation"], spikes_in, ref = compare_float_and_quantized(ckpt, graph, images, labels, timesteps,
-                                                                            cfg.seed)
-        summary["evaluation"]["reference_seconds"] = time.time() - t
+        spikes_in = graph.input.encode(images, timesteps, cfg.seed)
+        ref = fx.run_reference(graph, spikes_in)
+        float_pred, float_spikes = float_model(images, spikes_in)
+        n = len(labels)
+        summary["evaluation"] = {
+            "samples": n, "timesteps": timesteps, "seed": cfg.seed,
+            "float_accuracy": 100.0 * float((float_pred == labels).mean()),
+            "quantized_accuracy": 100.0 * float((ref.predictions == labels).mean()),
+            "prediction_agreement": 100.0 * float((ref.predictions == float_pred).mean()),
+            "float_spikes_per_neuron": [float(v) for v in float_spikes],
+            "quantized_spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in ref.spikes],
+            "max_abs_input": ref.max_abs_input, "reference_seconds": time.time() - t}
         if cfg.lava_samples > 0:
             n = cfg.lava_samples
             summary["lava"] = run_lava_check(graph, spikes_in[:, :n], fx.CoreRun(

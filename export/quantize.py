@@ -16,6 +16,7 @@
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,20 +67,33 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
         elif kind == "conv":
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
             s, p = int(spec.get("stride", 1)), int(spec.get("padding", 1))
-            if pool > 1:
-                w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3) / pool ** 2
-            folded.append(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s * pool, s * pool),
-                                     (p * pool, p * pool), pool, next(macs)))
+            folded.append(fold_pool(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s, s), (p, p),
+                                               ann_macs=next(macs)), pool))
             pool, prev_shape = 1, shape
         elif kind == "linear":
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
-            if pool > 1:
-                c, h, wd = prev_shape
-                w = w.reshape(w.shape[0], c, h // pool, wd // pool)
-                w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3).reshape(w.shape[0], -1) / pool ** 2
-            folded.append(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, pool=pool, ann_macs=next(macs)))
+            folded.append(fold_pool(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, ann_macs=next(macs)), pool))
             pool, prev_shape = 1, shape
     return folded
+
+
+def fold_pool(layer: FloatLayer, pool: int, divisor: int | None = None) -> FloatLayer:
+    """``layer`` preceded by a pool x pool average pool (stride pool), as one layer on the
+    un-pooled input: ``layer.input_shape`` is the un-pooled (C, H, W); ``divisor`` (default
+    pool**2) is what the pool divides its sum by (1 for a sum pool)."""
+    if pool == 1:
+        return layer
+    w, div = layer.weights, pool ** 2 if divisor is None else divisor
+    if layer.op == "conv":
+        w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3) / div
+        return FloatLayer(layer.name, "conv", w, layer.input_shape, layer.output_shape,
+                          tuple(s * pool for s in layer.stride), tuple(p * pool for p in layer.padding), pool,
+                          layer.ann_macs)
+    c, h, wd = layer.input_shape
+    w = w.reshape(w.shape[0], c, h // pool, wd // pool)
+    w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3).reshape(w.shape[0], -1) / div
+    return FloatLayer(layer.name, "dense", w, layer.input_shape, layer.output_shape, pool=pool,
+                      ann_macs=layer.ann_macs)
 
 
 def _mantissa_scale(w: np.ndarray, bits: int) -> float:
@@ -90,26 +104,25 @@ def _mantissa_scale(w: np.ndarray, bits: int) -> float:
     return min(candidates) if candidates else 1.0
 
 
-def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weight_bits: int = fx.WEIGHT_BITS,
-                        output_peak: float | None = None, source: str = "") -> tuple[CoreGraph, list[dict]]:
-    """(core graph, per-layer quantization report rows).
+def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list[int], *,
+                    weight_bits: int = fx.WEIGHT_BITS, output_peak: float | None = None,
+                    source: str = "") -> tuple[list[Core], list[dict]]:
+    """Cores and report rows for float layers (the last one the output accumulator) with the
+    hidden layers' float ``thresholds`` and every layer's ``dvs`` (the module docstring's rules).
 
-    ``timesteps``: the graph's T (default: the checkpoint's). ``output_peak``: the largest
-    |accumulated output| of the float SNN over its T steps (in float units), from
-    calibration; None assumes no saturation risk.
+    ``output_peak``: the largest |accumulated output| of the float SNN over its T steps (in
+    float units), from calibration; None assumes no saturation risk.
     """
-    if ckpt.snn is None:
-        raise QuantizationError(f"{source}: stage {ckpt.stage!r} has no thresholds; convert it first")
     if not 2 <= weight_bits <= 8:
         raise QuantizationError(f"weight bits must be in 2..8, got {weight_bits}")
-    layers = fold_layers(ckpt)
-    thresholds = ckpt.snn.thresholds
-    if len(neuron_layers(ckpt.arch)) != len(layers) - 1:
-        raise QuantizationError(f"{source}: neuron layers do not match weighted layers")
-    dv = fx.leak_to_dv(ckpt.snn.leak)
+    if len(thresholds) != len(layers) - 1 or len(dvs) != len(layers):
+        raise QuantizationError(f"{source}: {len(layers)} layers need {len(layers) - 1} thresholds and "
+                                f"{len(layers)} decays, got {len(thresholds)} and {len(dvs)}")
     cores, report = [], []
     for k, layer in enumerate(layers):
         is_output = k == len(layers) - 1
+        if not np.all(np.isfinite(layer.weights)):
+            raise QuantizationError(f"{source}: layer {layer.name}: weights are not all finite")
         scale = _mantissa_scale(layer.weights, weight_bits)
         mant = np.round(layer.weights * scale).astype(np.int64)
         step = fx.dense_weight_step(weight_bits) if layer.op == "dense" else 1
@@ -123,6 +136,8 @@ def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weigh
                     weight_exp -= 1
             vth = 0
         else:
+            if not (math.isfinite(theta) and theta > 0):
+                raise QuantizationError(f"{source}: layer {layer.name}: threshold {theta} must be finite and > 0")
             vth = int(round(theta * scale_eff))
             if layer.op == "dense":
                 while vth > fx.VTH_MAX and weight_exp > -7:
@@ -140,7 +155,7 @@ def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weigh
         max_input = max_input >> -weight_exp if weight_exp < 0 else max_input
         try:
             cores.append(Core(name=layer.name, op=layer.op, weights=stored, input_shape=layer.input_shape,
-                              output_shape=layer.output_shape, vth=vth, dv=0 if is_output else dv,
+                              output_shape=layer.output_shape, vth=vth, dv=dvs[k],
                               spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
                               stride=layer.stride, padding=layer.padding, float_threshold=theta,
                               weight_scale=scale_eff * 2.0 ** weight_exp, pool=(layer.pool, layer.pool),
@@ -157,6 +172,24 @@ def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weigh
             "max_abs_weight_error_steps": float(error.max() * scale_eff / step),
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
         })
+    return cores, report
+
+
+def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weight_bits: int = fx.WEIGHT_BITS,
+                        output_peak: float | None = None, source: str = "") -> tuple[CoreGraph, list[dict]]:
+    """(core graph, per-layer quantization report rows).
+
+    ``timesteps``: the graph's T (default: the checkpoint's). ``output_peak``: see ``quantize_layers``.
+    """
+    if ckpt.snn is None:
+        raise QuantizationError(f"{source}: stage {ckpt.stage!r} has no thresholds; convert it first")
+    layers = fold_layers(ckpt)
+    thresholds = ckpt.snn.thresholds
+    if len(neuron_layers(ckpt.arch)) != len(layers) - 1:
+        raise QuantizationError(f"{source}: neuron layers do not match weighted layers")
+    dv = fx.leak_to_dv(ckpt.snn.leak)
+    cores, report = quantize_layers(layers, list(thresholds), [dv] * (len(layers) - 1) + [0],
+                                    weight_bits=weight_bits, output_peak=output_peak, source=source)
     norm = ckpt.normalisation
     graph = CoreGraph(
         input=InputEncoding(tuple(ckpt.arch.input_shape), norm), cores=cores, timesteps=timesteps or ckpt.snn.timesteps,

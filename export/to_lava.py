@@ -1,9 +1,13 @@
 """``python -m export.to_lava model.pt [--out DIR] [--samples N]``
+``python -m export.to_lava model.nir --dataset NAME [--timesteps T] [--subtract-reset] ...``
 
-Quantizes a converted or STDB checkpoint into the fixed-point core graph and writes,
-into DIR (default ``<checkpoint folder>/export/<stage>/``): coregraph.npz (hwsim's
-input), quantization_report.csv, export_summary.json, model.onnx and model.nir, all at
-once or none (``export.exporter``). With ``--samples N`` it also builds the Lava process
+Quantizes a converted or STDB checkpoint, or a NIR graph written by another framework
+(snnTorch, Norse, SpikingJelly, ...; ``export.nir_import`` says what maps), into the
+fixed-point core graph and writes, into DIR (default ``<checkpoint folder>/export/<stage>/``,
+or ``<name>_core/`` beside a NIR file): coregraph.npz (hwsim's input),
+quantization_report.csv, export_summary.json, model.onnx and model.nir, all at once or none
+(``export.exporter``). A NIR file needs the data set it is deployed on (normalisation,
+classes, calibration and test images) and T where the file does not record them. With ``--samples N`` it also builds the Lava process
 graph, runs it with ``Loihi2SimCfg(select_tag='fixed_pt')`` on N test images, prints
 accuracy and spikes per layer, and checks Lava's spikes against the integer reference
 bit for bit.
@@ -16,8 +20,8 @@ import sys
 from pathlib import Path
 
 from export import fixedpoint as fx
-from export.exporter import ExportConfig, export_checkpoint
-from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, Parser, integer, run_main
+from export.exporter import ExportConfig, NIRImportConfig, export_checkpoint, export_nir_file
+from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, Parser, integer, number, require, run_main
 
 
 def print_summary(summary: dict, report: list[dict], out: Path) -> None:
@@ -44,7 +48,8 @@ def print_summary(summary: dict, report: list[dict], out: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m export.to_lava", description=__doc__,
                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="converted or STDB checkpoint from `python -m trainer`")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="converted or STDB checkpoint from `python -m trainer`, or a NIR file (.nir)")
     p.add_argument("--out", type=OUTPUT_DIR, default=None,
                    help="output folder (default <checkpoint folder>/export/<stage>)")
     p.add_argument("--samples", type=COUNT, default=0, help="also run Lava fixed_pt on this many test images")
@@ -61,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-onnx", action="store_true")
     p.add_argument("--no-nir", action="store_true")
+    g = p.add_argument_group("NIR files")
+    g.add_argument("--dataset", default=None, help="the data set a NIR graph is deployed on (digits, mnist, cifar10)")
+    g.add_argument("--dt", type=number(0, lo_open=True), default=None,
+                   help="the NIR graph's time step in s (default: its metadata, else 1e-4)")
+    g.add_argument("--subtract-reset", action="store_true",
+                   help="IF/LIF nodes reset by subtraction (snnTorch's Leaky, SpikingJelly's v_reset=None); "
+                        "NIR 1.0 cannot state it")
     return p
 
 
@@ -77,7 +89,14 @@ def main(argv=None) -> int:
     logging.basicConfig(format="%(levelname)s: %(message)s")
 
     def body():
-        done = export_checkpoint(args.checkpoint, config_from(args))
+        if Path(args.checkpoint).suffix == ".nir":
+            done = export_nir_file(args.checkpoint, config_from(args),
+                                   NIRImportConfig(args.dataset, args.dt, args.subtract_reset))
+        else:
+            for name in ("dataset", "dt", "subtract_reset"):
+                require(getattr(args, name) in (None, False), name, getattr(args, name),
+                        "left out for a checkpoint (it records its data set, T and reset; the option is a NIR file's)")
+            done = export_checkpoint(args.checkpoint, config_from(args))
         print_summary(done.summary, done.layers, done.out)
     return run_main("export.to_lava", body)
 

@@ -11,6 +11,8 @@
         report.md, report/*.png *.csv                    report, report_dir
         stage_times.csv                                  STAGE_TIMES_FILE (python -m pipeline)
 
+    <folder>/<name>.nir -> <folder>/<name>_core/coregraph.npz ...   nir_import_dir (export.to_lava x.nir)
+
 A checkpoint's run folder is the folder it lies in; a graph's is found by
 ``RunLayout.of_graph``. Nothing outside this module builds or parses a run path.
 """
@@ -39,6 +41,12 @@ def check_stage(stage: str) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r} (one of {', '.join(STAGES)})")
     return stage
+
+
+def nir_import_dir(nir_file: str | os.PathLike) -> Path:
+    """Where ``python -m export.to_lava model.nir`` writes by default: ``<folder>/model_core/``."""
+    nir_file = Path(nir_file)
+    return nir_file.with_name(f"{nir_file.stem}_core")
 
 
 def metrics_path(checkpoint: str | os.PathLike) -> Path:

@@ -102,8 +102,11 @@ def test_quantized_matches_float_closely(converted, digits):
     from trainer.checkpoint import load_checkpoint
     ckpt = load_checkpoint(converted)
     graph, _ = quantize_checkpoint(ckpt)
-    result, _, _ = compare_float_and_quantized(ckpt, graph, digits.test_x[:40].numpy(), digits.test_y[:40].numpy(),
-                                               6, seed=0)
-    assert result["prediction_agreement"] >= 60.0
-    for f, q in zip(result["float_spikes_per_neuron"], result["quantized_spikes_per_neuron"]):
+    images = digits.test_x[:40].numpy()
+    spikes = graph.input.encode(images, graph.timesteps, 0)
+    ref = fx.run_reference(graph, spikes)
+    float_pred, float_spikes = compare_float_and_quantized(ckpt, graph, images, spikes)
+    assert (float_pred == ref.predictions).mean() >= 0.6
+    quantized_spikes = [float(s.sum()) / (np.prod(s.shape[2:]) * len(images)) for s in ref.spikes]
+    for f, q in zip(float_spikes, quantized_spikes):
         assert q == pytest.approx(f, rel=0.1, abs=0.02)

@@ -1,0 +1,178 @@
+"""NIR graphs from other frameworks deployed through the core (export/nir_import.py,
+``python -m export.to_lava model.nir``).
+
+The foreign network is trained and exported by SpikingJelly 2.0.0 inside the test (its
+``export_to_nir``; snnTorch 1.0.0's and Norse 1.1.0's exporters fail on a conv net, see
+docs/interop.md), imported, quantized by the checkpoint's rules and run on the integer core."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from export import fixedpoint as fx
+from export.nir_export import build_nir, export_nir
+from export.nir_import import NIRImportError, quantize_nir, read_nir
+from records.encoding import InputEncoding
+
+ROOT = Path(__file__).resolve().parents[1]
+T = 6
+
+
+@pytest.fixture(scope="module")
+def spikingjelly_net(digits):
+    """(SpikingJelly network trained with soft reset, its NIR graph, test spikes, its predictions)."""
+    pytest.importorskip("spikingjelly.activation_based")
+    from spikingjelly.activation_based import functional, layer, neuron, surrogate
+    from spikingjelly.activation_based.nir_exchange import export_to_nir
+
+    def build(v_reset):
+        return torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1, bias=False),
+                                   neuron.IFNode(v_reset=v_reset, surrogate_function=surrogate.ATan()),
+                                   layer.AvgPool2d(2), layer.Flatten(), layer.Linear(128, 10, bias=False))
+    torch.manual_seed(0)
+    enc = InputEncoding(digits.input_shape, digits.normalisation)
+    net = build(None)                                      # v_reset=None: reset by subtraction, as the core
+    xs = torch.from_numpy(enc.encode(digits.train_x.numpy(), T, 1).astype(np.float32))
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(8):
+        perm = torch.randperm(xs.shape[1])
+        for i in range(0, len(perm), 50):
+            idx = perm[i:i + 50]
+            functional.reset_net(net)
+            loss = torch.nn.functional.cross_entropy(sum(net(xs[t, idx]) for t in range(T)), digits.train_y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    test = enc.encode(digits.test_x.numpy(), T, 2)
+    with torch.no_grad():
+        functional.reset_net(net)
+        xt = torch.from_numpy(test.astype(np.float32))
+        pred = sum(net(xt[t]) for t in range(T)).argmax(1).numpy()
+    hard = build(0.0)                                      # SpikingJelly exports hard reset only
+    hard.load_state_dict(net.state_dict())
+    return net, export_to_nir(hard, torch.zeros(1, 1, 8, 8)), test, pred
+
+
+def test_spikingjelly_network_deploys_on_the_core(spikingjelly_net, digits):
+    _, graph, spikes, sj_pred = spikingjelly_net
+    labels = digits.test_y.numpy()
+    assert (sj_pred == labels).mean() > 0.6                 # it learned (chance: 0.1)
+    net = read_nir(graph, subtract_reset=True)
+    scores, peak, float_spikes = net.run_float(spikes)
+    assert (scores.argmax(1) == sj_pred).mean() == 1.0      # the import's float model is SpikingJelly's network
+    core, report = quantize_nir(net, InputEncoding(digits.input_shape, digits.normalisation), digits.class_names, T,
+                                output_peak=peak)
+    assert [c.op for c in core.cores] == ["conv", "dense"] and core.cores[1].pool == (2, 2)
+    ref = fx.run_reference(core, spikes)
+    assert (ref.predictions == scores.argmax(1)).mean() >= 0.95
+    quantized = [float(s.sum()) / (np.prod(s.shape[2:]) * spikes.shape[1]) for s in ref.spikes]
+    assert quantized == pytest.approx(float_spikes, rel=0.05)
+
+
+def test_hard_reset_needs_the_users_word(spikingjelly_net):
+    with pytest.raises(NIRImportError, match=r"node _1: NIR's IF resets to v_reset.*--subtract-reset"):
+        read_nir(spikingjelly_net[1])
+
+
+def test_own_export_reads_back_to_the_same_integers(trained_digits):
+    for graph, spikes in trained_digits:
+        net = read_nir(build_nir(graph))
+        back, _ = quantize_nir(net, graph.input, graph.class_names, graph.timesteps)
+        for a, b in zip(graph.cores, back.cores):
+            np.testing.assert_array_equal(a.weights * 2.0 ** a.weight_exp, b.weights * 2.0 ** b.weight_exp)
+            assert (a.vth, a.dv, a.op, a.stride, a.padding) == (b.vth, b.dv, b.op, b.stride, b.padding)
+        np.testing.assert_array_equal(fx.run_reference(back, spikes).spikes[-1], fx.run_reference(graph, spikes).spikes[-1])
+
+
+def _chain(*nodes) -> nir.NIRGraph:
+    names = ["input"] + [f"n{i}" for i in range(len(nodes))] + ["output"]
+    shapes = {"input": nir.Input(input_type=np.array([1, 4, 4]))}
+    out = nir.Output(output_type=np.array([3]))
+    return nir.NIRGraph(nodes={**shapes, **{f"n{i}": n for i, n in enumerate(nodes)}, "output": out},
+                        edges=list(zip(names[:-1], names[1:])), type_check=False)
+
+
+def _conv(**kw):
+    args = dict(input_shape=(4, 4), weight=np.ones((2, 1, 3, 3), np.float32), stride=1, padding=1, dilation=1,
+                groups=1, bias=np.zeros(2, np.float32))
+    return nir.Conv2d(**{**args, **kw})
+
+
+def _if(shape=(2, 4, 4), **kw):
+    args = dict(r=np.full(shape, 1e4), v_threshold=np.full(shape, 1.0), v_reset=np.zeros(shape))
+    return nir.IF(**{**args, **kw})
+
+
+def _tail():
+    return [nir.Flatten(input_type=np.array([2, 4, 4]), start_dim=0), nir.Linear(weight=np.ones((3, 32), np.float32))]
+
+
+BAD = {
+    "bias": (lambda: _chain(_conv(bias=np.ones(2, np.float32)), _if(), *_tail()), "node n0: a nonzero bias"),
+    "threshold per neuron": (lambda: _chain(_conv(), _if(v_threshold=np.arange(32.0).reshape(2, 4, 4) + 1),
+                                            *_tail()), "node n1: v_threshold differs between neurons"),
+    "delay": (lambda: _chain(_conv(), _if(), nir.Delay(delay=np.ones((2, 4, 4))), *_tail()),
+              "node n2: Delay has no counterpart"),
+    "two synapses": (lambda: _chain(_conv(), _conv(weight=np.ones((2, 2, 3, 3), np.float32)), _if(), *_tail()),
+                     "node n1: follows synapse n0 with no neuron"),
+    "pool padding": (lambda: _chain(_conv(), _if(), nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]),
+                                                                   padding=np.array([1, 1])), *_tail()),
+                     "node n2: pool kernel"),
+    "synaptic current": (lambda: _chain(_conv(), nir.CubaLIF(tau_syn=np.full((2, 4, 4), 5e-3),
+                                                            tau_mem=np.full((2, 4, 4), 1e-2),
+                                                            r=np.full((2, 4, 4), 100.0), v_leak=np.zeros((2, 4, 4)),
+                                                            v_threshold=np.ones((2, 4, 4)), w_in=np.ones((2, 4, 4))),
+                                         *_tail()), "node n1: tau_syn = 0.005 keeps the synaptic current"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_what_the_core_cannot_represent_names_the_node(case):
+    make, message = BAD[case]
+    with pytest.raises(NIRImportError, match=message):
+        read_nir(make(), subtract_reset=True)
+
+
+def test_branches_are_named():
+    g = _chain(_conv(), _if(), *_tail())
+    g.edges.append(("n1", "output"))
+    with pytest.raises(NIRImportError, match="node n1: 2 outgoing edges"):
+        read_nir(g, subtract_reset=True)
+
+
+def test_cli_imports_and_hwsim_runs_it(tmp_path, spikingjelly_net):
+    """``python -m export.to_lava net.nir --dataset digits --subtract-reset``, then hwsim on the result;
+    a bad file is one line and exit code 2."""
+    nir.write(tmp_path / "sj.nir", spikingjelly_net[1])
+    run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
+                                    timeout=300)
+    done = run("export.to_lava", str(tmp_path / "sj.nir"), "--dataset", "digits", "--timesteps", str(T),
+               "--subtract-reset", "--eval-samples", "50", "--calibration-samples", "64")
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "sj_core"
+    assert sorted(p.name for p in out.iterdir()) == ["coregraph.npz", "export_summary.json", "model.nir",
+                                                     "model.onnx", "quantization_report.csv"]
+    assert "predictions agree on" in done.stdout
+    hw = run("hwsim.run", "--graph", f"sj={out / 'coregraph.npz'}", "--samples", "20", "--out", str(tmp_path / "hw"),
+             "--no-progress")
+    assert hw.returncode == 0, hw.stderr[-2000:]
+    assert (tmp_path / "hw" / "results.json").is_file()
+    bad = run("export.to_lava", str(tmp_path / "sj.nir"), "--dataset", "digits", "--timesteps", "6")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--subtract-reset" in bad.stderr
+    (tmp_path / "junk.nir").write_bytes(b"not hdf5")
+    junk = run("export.to_lava", str(tmp_path / "junk.nir"), "--dataset", "digits", "--timesteps", "6")
+    assert junk.returncode == 2 and junk.stderr.count("\n") == 1 and "junk.nir" in junk.stderr
+    assert not (tmp_path / "junk_core").exists() or not any((tmp_path / "junk_core").iterdir())
+
+
+def test_export_writes_an_importable_file(tmp_path, trained_digits):
+    graph = trained_digits[0][0]
+    path = export_nir(graph, tmp_path / "net.nir")
+    net = read_nir(path)
+    assert net.dt == pytest.approx(1e-4) and len(net.layers) == len(graph.cores)
