@@ -6,6 +6,7 @@ The foreign network is trained and exported by SpikingJelly 2.0.0 inside the tes
 docs/interop.md), imported, quantized by the checkpoint's rules and run on the integer core."""
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,6 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
-import torch
 
 from export import fixedpoint as fx
 from export.nir_export import build_nir, export_nir
@@ -26,37 +26,13 @@ T = 6
 
 @pytest.fixture(scope="module")
 def spikingjelly_net(digits):
-    """(SpikingJelly network trained with soft reset, its NIR graph, test spikes, its predictions)."""
+    """(SpikingJelly net trained with soft reset, the NIR graph SpikingJelly writes of it, test
+    spikes, its test predictions): examples/nir_from_spikingjelly.py's training."""
     pytest.importorskip("spikingjelly.activation_based")
-    from spikingjelly.activation_based import functional, layer, neuron, surrogate
-    from spikingjelly.activation_based.nir_exchange import export_to_nir
-
-    def build(v_reset):
-        return torch.nn.Sequential(layer.Conv2d(1, 8, 3, padding=1, bias=False),
-                                   neuron.IFNode(v_reset=v_reset, surrogate_function=surrogate.ATan()),
-                                   layer.AvgPool2d(2), layer.Flatten(), layer.Linear(128, 10, bias=False))
-    torch.manual_seed(0)
-    enc = InputEncoding(digits.input_shape, digits.normalisation)
-    net = build(None)                                      # v_reset=None: reset by subtraction, as the core
-    xs = torch.from_numpy(enc.encode(digits.train_x.numpy(), T, 1).astype(np.float32))
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(8):
-        perm = torch.randperm(xs.shape[1])
-        for i in range(0, len(perm), 50):
-            idx = perm[i:i + 50]
-            functional.reset_net(net)
-            loss = torch.nn.functional.cross_entropy(sum(net(xs[t, idx]) for t in range(T)), digits.train_y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    test = enc.encode(digits.test_x.numpy(), T, 2)
-    with torch.no_grad():
-        functional.reset_net(net)
-        xt = torch.from_numpy(test.astype(np.float32))
-        pred = sum(net(xt[t]) for t in range(T)).argmax(1).numpy()
-    hard = build(0.0)                                      # SpikingJelly exports hard reset only
-    hard.load_state_dict(net.state_dict())
-    return net, export_to_nir(hard, torch.zeros(1, 1, 8, 8)), test, pred
+    spec = importlib.util.spec_from_file_location("nir_from_spikingjelly", ROOT / "examples" / "nir_from_spikingjelly.py")
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example.train(digits, T, epochs=8)
 
 
 def test_spikingjelly_network_deploys_on_the_core(spikingjelly_net, digits):
