@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from trainer.convert import balance_thresholds, balance_thresholds_by_replay
-from trainer.models import ANN, ArchConfig, build_config
+from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from records.encoding import poisson_spikes
 from trainer.lif import Surrogate
 from trainer.snn import SNN
@@ -125,3 +125,31 @@ def test_silent_layer_is_named():
     with pytest.raises(ValueError, match=r"neuron layer 0 receives no positive input current in 6 steps over 4 "
                                          r"images \(the input\).*larger T"):
         balance_thresholds(ann, lambda: [torch.ones(4, 1, 1, 3)], 6, progress=False)
+
+
+@pytest.mark.parametrize("arch", ["resnet8", "resnet_tiny"])
+def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits):
+    """Section 4.2: threshold balancing on the three pre-processing convs; every neuron of
+    the basic blocks keeps threshold 1; STDB then fine-tunes all of them."""
+    from trainer.checkpoint import Checkpoint, SNNParams
+    from trainer.data import batches
+    from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn
+    torch.manual_seed(0)
+    cfg = build_config(arch, digits.input_shape, digits.num_classes)
+    ann = ANN(cfg)
+    calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
+    thresholds = balance_thresholds(ann, calib, 6, progress=False)
+    kinds = [cfg.layers[i]["kind"] for i, _ in neuron_layers(cfg)]
+    assert kinds[:3] == ["conv"] * 3 and set(kinds[3:]) == {"resblock"}
+    assert all(t > 0 and t != 1.0 for t in thresholds[:3]) and thresholds[3:] == [1.0] * (len(thresholds) - 3)
+    data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
+            "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
+    ckpt = Checkpoint("converted", cfg, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6))
+    if arch == "resnet_tiny":                     # one STDB epoch on a small net: same checkpoint format
+        import tempfile
+        from pathlib import Path
+        with tempfile.TemporaryDirectory() as tmp:
+            done = train_snn(digits, ckpt, "stdb", 6, SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")),
+                             Path(tmp) / "stdb.pt", Runtime(progress=False))
+            assert done.stage == "stdb" and done.arch.name == "resnet_tiny"
+            assert len(done.snn.thresholds) == len(thresholds)

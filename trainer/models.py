@@ -50,7 +50,17 @@ VGG_CLASSIFIER = {
     "vgg16": [4096, 4096],
     "vgg_tiny": [128],
 }
-ARCHITECTURES = tuple(VGG_FEATURES) + ("resnet20",)
+# Residual nets (Section 4.2): a pre-processing block of three 3x3 convs (with dropout)
+# replaces the wide first conv, a 2x2 average pool, then basic blocks (width, stride).
+# ResNet20 = 3 + 8 blocks x 2 + the classifier; ResNet8 = 3 + 2 x 2 + 1 (the paper gives
+# its depth, not its widths: these follow ResNet20's first and third stage).
+RESNETS = {
+    "resnet20": ((64, 64, 64), ((128, 1), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 2), (512, 1))),
+    "resnet8": ((64, 64, 64), ((128, 1), (256, 2))),
+    # A small residual net for digits and MNIST that trains in seconds on a CPU.
+    "resnet_tiny": ((16, 16, 16), ((32, 1), (32, 2))),
+}
+ARCHITECTURES = tuple(VGG_FEATURES) + tuple(RESNETS)
 
 
 @dataclass
@@ -97,16 +107,15 @@ def build_config(name: str, input_shape, num_classes: int, *,
             if fc_dropout > 0:
                 layers.append({"kind": "dropout", "p": fc_dropout})
         layers.append({"kind": "linear", "out_features": num_classes})
-    elif name == "resnet20":
-        # The paper's ResNet20: a pre-processing block of three 3x3 convs with
-        # dropout, then basic blocks (docs/method.md).
+    elif name in RESNETS:
+        pre, blocks = RESNETS[name]
         layers = []
-        for width in (64, 64, 64):
+        for width in pre:
             layers.append({"kind": "conv", "out_channels": width, "kernel": 3, "stride": 1, "padding": 1})
             if conv_dropout > 0:
                 layers.append({"kind": "dropout", "p": conv_dropout})
         layers.append({"kind": "avgpool", "kernel": 2})
-        for width, stride in ((128, 1), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 2), (512, 1)):
+        for width, stride in blocks:
             layers.append({"kind": "resblock", "out_channels": width, "stride": stride})
         layers.append({"kind": "flatten"})
         layers.append({"kind": "linear", "out_features": num_classes})
