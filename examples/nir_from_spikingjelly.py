@@ -30,7 +30,8 @@ def build(input_shape, classes: int, v_reset):
     c, h, w = input_shape
     return torch.nn.Sequential(layer.Conv2d(c, 8, 3, padding=1, bias=False),
                                neuron.IFNode(v_reset=v_reset, surrogate_function=surrogate.ATan()),
-                               layer.AvgPool2d(2), layer.Flatten(), layer.Linear(8 * (h // 2) * (w // 2), classes, bias=False))
+                               layer.AvgPool2d(2), layer.Flatten(),
+                               layer.Linear(8 * (h // 2) * (w // 2), classes, bias=False))
 
 
 def train(bundle, timesteps: int, epochs: int, seed: int = 0):

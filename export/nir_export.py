@@ -145,7 +145,8 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
     edges.append((prev, "output"))
     readout = graph.cores[-1]
     meta = {
-        "format": EXPORT_FORMAT, "export_version": EXPORT_VERSION, "nir_type_check": bool(square), "graph_format": FORMAT,
+        "format": EXPORT_FORMAT, "export_version": EXPORT_VERSION, "nir_type_check": bool(square),
+        "graph_format": FORMAT,
         "graph_version": GRAPH_VERSION, "timesteps": int(graph.timesteps), "dt": DT,
         "class_names": json.dumps(list(graph.class_names)), "input_encoding": json.dumps(enc),
         "provenance": json.dumps(graph.provenance, default=str), "reset": "subtract",

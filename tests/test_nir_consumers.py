@@ -102,8 +102,8 @@ def test_example_script(tmp_path, trained_digits, digits, capsys):
     graph = trained_digits[0][0]
     save_graph(graph, tmp_path / "coregraph.npz")
     export_nir(graph, tmp_path / "model.nir")
-    save_inputs(tmp_path / "inputs.npz", InputSet(digits.test_x[:20].numpy(), digits.test_y[:20].numpy().astype(np.int64),
-                                                  seed=5, timesteps=graph.timesteps))
+    labels = digits.test_y[:20].numpy().astype(np.int64)
+    save_inputs(tmp_path / "inputs.npz", InputSet(digits.test_x[:20].numpy(), labels, seed=5, timesteps=graph.timesteps))
     spec = importlib.util.spec_from_file_location(
         "nir_consumers_example", Path(__file__).resolve().parents[1] / "examples" / "nir_consumers.py")
     example = importlib.util.module_from_spec(spec)

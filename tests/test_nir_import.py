@@ -29,7 +29,8 @@ def spikingjelly_net(digits):
     """(SpikingJelly net trained with soft reset, the NIR graph SpikingJelly writes of it, test
     spikes, its test predictions): examples/nir_from_spikingjelly.py's training."""
     pytest.importorskip("spikingjelly.activation_based")
-    spec = importlib.util.spec_from_file_location("nir_from_spikingjelly", ROOT / "examples" / "nir_from_spikingjelly.py")
+    spec = importlib.util.spec_from_file_location("nir_from_spikingjelly",
+                                                  ROOT / "examples" / "nir_from_spikingjelly.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
     return example.train(digits, T, epochs=8)
@@ -63,7 +64,8 @@ def test_own_export_reads_back_to_the_same_integers(trained_digits):
         for a, b in zip(graph.cores, back.cores):
             np.testing.assert_array_equal(a.weights * 2.0 ** a.weight_exp, b.weights * 2.0 ** b.weight_exp)
             assert (a.vth, a.dv, a.op, a.stride, a.padding) == (b.vth, b.dv, b.op, b.stride, b.padding)
-        np.testing.assert_array_equal(fx.run_reference(back, spikes).spikes[-1], fx.run_reference(graph, spikes).spikes[-1])
+        np.testing.assert_array_equal(fx.run_reference(back, spikes).spikes[-1],
+                                      fx.run_reference(graph, spikes).spikes[-1])
 
 
 def _chain(*nodes) -> nir.NIRGraph:
