@@ -21,8 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from export.graph import load_graph  # noqa: E402
-from export.nir_consumers import CONSUMERS, load_spikingjelly  # noqa: E402
-from export.nir_export import synapse_weights  # noqa: E402
+from export.nir_consumers import CONSUMERS, load_spikingjelly, readout_currents  # noqa: E402
 from hwsim.backends import run_graph  # noqa: E402
 from records.inputs import load_inputs  # noqa: E402
 
@@ -38,8 +37,7 @@ def main(argv=None) -> int:
     n = args.samples or len(inputs.images)
     spikes = graph.input.encode(inputs.images[:n], inputs.timesteps, inputs.seed)
     hw = run_graph("hwsim", graph, spikes)
-    last = hw.spikes[-1].reshape(spikes.shape[0], n, -1).astype(np.float64)
-    exact = last @ synapse_weights(graph.cores[-1]).astype(np.float64).T
+    exact = readout_currents(graph, hw)
     labels = inputs.labels[:n]
     print(f"{n} images, T = {inputs.timesteps}: hwsim accuracy {100 * np.mean(hw.predictions == labels):.2f} %")
     models = {name: load(args.nir) for name, load in CONSUMERS.items()}

@@ -70,8 +70,8 @@ class Exported:
     summary: dict
     layers: list[dict]
 
-def compare_float_and_quantized(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndarray
-                                ) -> tuple[np.ndarray, list[float]]:
+def float_snn_run(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndarray
+                  ) -> tuple[np.ndarray, list[float]]:
     """The checkpoint's float SNN on the quantized graph's input spikes: (predictions, spikes
     per neuron of each spiking layer)."""
     from trainer.snn import SNN
@@ -90,7 +90,7 @@ def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: fx.CoreRun, lab
         np.array_equal(lava.output, ref.output)
     n = len(labels)
     return {"samples": n, "accuracy": 100.0 * float((lava.predictions == labels).mean()),
-            "spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in lava.spikes],
+            "spikes_per_neuron": lava.spikes_per_neuron,
             "bit_exact_vs_reference": bool(exact), "seconds_per_image_step": lava.seconds_per_image_step}
 
 
@@ -117,7 +117,7 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
                "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph)}
 
     def float_model(images, spikes_in):
-        return compare_float_and_quantized(ckpt, graph, images, spikes_in)
+        return float_snn_run(ckpt, graph, images, spikes_in)
     return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model)
 
 
@@ -187,7 +187,7 @@ def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out
             "quantized_accuracy": 100.0 * float((ref.predictions == labels).mean()),
             "prediction_agreement": 100.0 * float((ref.predictions == float_pred).mean()),
             "float_spikes_per_neuron": [float(v) for v in float_spikes],
-            "quantized_spikes_per_neuron": [float(s.sum()) / (np.prod(s.shape[2:]) * n) for s in ref.spikes],
+            "quantized_spikes_per_neuron": ref.spikes_per_neuron,
             "max_abs_input": ref.max_abs_input, "reference_seconds": time.time() - t}
         if cfg.lava_samples > 0:
             n = cfg.lava_samples

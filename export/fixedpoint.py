@@ -141,6 +141,11 @@ class CoreRun:
     max_abs_input: list[int] | None = None  # per core: the largest |synaptic input| seen (None: not measured)
 
     @property
+    def spikes_per_neuron(self) -> list[float]:
+        """Per spiking core: its spikes over all steps per neuron, the mean over samples."""
+        return [float(s.sum()) / (np.prod(s.shape[2:]) * s.shape[1]) for s in self.spikes]
+
+    @property
     def predictions(self) -> np.ndarray:
         """argmax of the output voltage (ties: the lowest class index)."""
         return self.output.argmax(1)

@@ -36,7 +36,10 @@ import nir
 import numpy as np
 import torch
 
-from export.graph import GraphError
+from export import fixedpoint as fx
+from export.graph import CoreGraph, GraphError
+from export.nir_export import DT, readout_leak, says_subtract_reset, synapse_weights
+from export.nir_import import uniform
 
 
 @dataclass
@@ -63,24 +66,18 @@ def scores(outputs: np.ndarray, readout_leak: float = 1.0) -> np.ndarray:
     return np.tensordot(weights, outputs.astype(np.float64), axes=1)
 
 
+def readout_currents(graph: CoreGraph, run: fx.CoreRun) -> np.ndarray:
+    """(T, B, classes) float64: the current the output core of ``graph`` receives at each step
+    of ``run`` (any backend's), which a consumer's output must equal where NIR's float
+    semantics are exact."""
+    last = run.spikes[-1]
+    last = last.reshape(last.shape[0], last.shape[1], -1).astype(np.float64)
+    return last @ synapse_weights(graph.cores[-1]).astype(np.float64).T
+
+
 def _read(path: str | os.PathLike) -> nir.NIRGraph:
     """Our files with a non-square kernel fail nir's own type check (export.nir_export)."""
     return nir.read(str(path), type_check=False)
-
-
-def _readout_leak(graph: nir.NIRGraph) -> float:
-    return float(np.asarray(graph.metadata.get("readout_leak", 1.0)))
-
-
-def _subtract_reset(node: nir.NIRNode) -> bool:
-    return str(np.asarray((node.metadata or {}).get("reset", ""))) == "subtract"
-
-
-def _uniform(values, what: str) -> float:
-    u = np.unique(np.asarray(values))
-    if u.size != 1:
-        raise GraphError(f"{what} must be the same for every neuron, got {u.size} values")
-    return float(u[0])
 
 
 class _StrictStep(torch.nn.Module):
@@ -93,7 +90,6 @@ class _StrictStep(torch.nn.Module):
 def load_spikingjelly(path: str | os.PathLike, as_written: bool = False) -> NIRModel:
     from spikingjelly.activation_based import neuron
     from spikingjelly.activation_based.nir_exchange import import_from_nir
-    from export.nir_export import DT
 
     graph = _read(path)
     module = import_from_nir(graph, dt=DT)
@@ -104,7 +100,7 @@ def load_spikingjelly(path: str | os.PathLike, as_written: bool = False) -> NIRM
                 if not isinstance(cell, neuron.BaseNode):
                     raise GraphError(f"node {name}: SpikingJelly imported it as {type(cell).__name__}, not a neuron")
                 cell.surrogate_function = _StrictStep()
-                if _subtract_reset(node):
+                if says_subtract_reset(node):
                     cell.v_reset = None
 
     def step(m, x):
@@ -113,27 +109,27 @@ def load_spikingjelly(path: str | os.PathLike, as_written: bool = False) -> NIRM
             y, state = m(x[t], state)
             out.append(y)
         return torch.stack(out)
-    return NIRModel("spikingjelly", module, step, _readout_leak(graph))
+    return NIRModel("spikingjelly", module, step, readout_leak(graph))
 
 
 def load_snntorch(path: str | os.PathLike) -> NIRModel:
     import nirtorch
     import snntorch as snn
     from snntorch import utils as snn_utils
-    from export.nir_export import DT
 
     def leaky(node, beta: float) -> torch.nn.Module:
-        return snn.Leaky(beta=beta, threshold=_uniform(node.v_threshold, "v_threshold"), init_hidden=True,
-                         reset_mechanism="subtract" if _subtract_reset(node) else "zero")
+        return snn.Leaky(beta=beta, threshold=uniform(type(node).__name__, "v_threshold", node.v_threshold),
+                         init_hidden=True,
+                         reset_mechanism="subtract" if says_subtract_reset(node) else "zero")
 
     def if_cell(node: nir.IF):
-        r = _uniform(node.r, "IF r")
+        r = uniform("IF", "r", node.r)
         if not np.isclose(r * DT, 1.0):
             raise GraphError(f"IF node with r = {r}: snn.Leaky adds its input unscaled, so r must be 1/dt = {1 / DT:g}")
         return leaky(node, 1.0)
 
     def lif_cell(node: nir.LIF):
-        tau, r = _uniform(node.tau, "LIF tau"), _uniform(node.r, "LIF r")
+        tau, r = uniform("LIF", "tau", node.tau), uniform("LIF", "r", node.r)
         if not (np.isclose(r * DT, tau) and np.allclose(node.v_leak, 0)):
             raise GraphError(f"LIF node with tau = {tau:g}, r = {r:g}: snn.Leaky needs r = tau/dt and v_leak = 0")
         return leaky(node, 1.0 - DT / tau)
@@ -154,7 +150,7 @@ def load_snntorch(path: str | os.PathLike) -> NIRModel:
             y, _ = m(x[t])
             out.append(y)
         return torch.stack(out)
-    return NIRModel("snntorch", module, step, _readout_leak(graph))
+    return NIRModel("snntorch", module, step, readout_leak(graph))
 
 
 CONSUMERS: dict[str, Callable[[str | os.PathLike], NIRModel]] = {

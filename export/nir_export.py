@@ -160,6 +160,16 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta, type_check=square)
 
 
+def says_subtract_reset(node: nir.NIRNode) -> bool:
+    """Whether a node's metadata state reset by subtraction (as ``build_nir`` writes it)."""
+    return str(np.asarray((node.metadata or {}).get("reset", ""))) == "subtract"
+
+
+def readout_leak(graph: nir.NIRGraph) -> float:
+    """The readout's per-step leak the graph's metadata state (1, a plain sum, when absent)."""
+    return float(np.asarray((graph.metadata or {}).get("readout_leak", 1.0)))
+
+
 def export_nir(graph: CoreGraph, path: str | os.PathLike) -> Path:
     """Write ``graph`` as a NIR file atomically (nir.write to a temp file in the same folder, then rename)."""
     g = build_nir(graph)

@@ -41,7 +41,7 @@ import torch
 
 from export import fixedpoint as fx
 from export.graph import CoreGraph
-from export.nir_export import DT
+from export.nir_export import DT, readout_leak, says_subtract_reset
 from export.quantize import FloatLayer, fold_pool, quantize_layers
 from records.dataref import DataRef
 from records.encoding import InputEncoding
@@ -83,6 +83,7 @@ class NIRNetwork:
         """(scores (B, classes), the largest |output voltage| over the steps, spikes per neuron of
         each spiking layer) for input spikes (T, B, ...): v <- lambda v + u - theta * s_prev."""
         x = torch.as_tensor(np.asarray(spikes), dtype=torch.float64)
+        weights = [torch.as_tensor(item.layer.weights) for item in self.layers]
         steps, n = x.shape[:2]
         v = [None] * len(self.layers)
         prev = [None] * len(self.layers)
@@ -91,8 +92,7 @@ class NIRNetwork:
         for t in range(steps):
             s = x[t]
             for k, item in enumerate(self.layers):
-                lay = item.layer
-                w = torch.as_tensor(lay.weights)
+                lay, w = item.layer, weights[k]
                 if lay.op == "conv":
                     u = torch.nn.functional.conv2d(s.reshape(n, *lay.input_shape), w, stride=lay.stride,
                                                    padding=lay.padding)
@@ -111,7 +111,8 @@ class NIRNetwork:
         return v[-1].reshape(n, -1).numpy(), peak, [c / (m * n) for c, m in zip(counts, neurons)]
 
 
-def _uniform(node_name: str, what: str, values) -> float:
+def uniform(node_name: str, what: str, values) -> float:
+    """The one value a per-neuron parameter array holds (a core has one per layer)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0 or not np.all(np.isfinite(a)):
         raise NIRImportError(f"node {node_name}: {what} must be finite numbers")
@@ -161,20 +162,21 @@ def _chain(graph: nir.NIRGraph, where: str) -> list[str]:
 class _Reader:
     """Walks the chain, keeping the synapse that waits for its neuron and any pool before it."""
 
-    def __init__(self, graph: nir.NIRGraph, dt: float, subtract_reset: bool):
-        self.graph, self.dt, self.subtract_reset = graph, dt, subtract_reset
+    def __init__(self, dt: float, subtract_reset: bool):
+        self.dt, self.subtract_reset = dt, subtract_reset
         self.layers: list[NIRLayer] = []
         self.synapse: FloatLayer | None = None
         self.synapse_nodes: list[str] = []
         self.pool, self.pool_divisor, self.pool_nodes = 1, 1, []
+        self.input_shape: tuple[int, ...] = ()
         self.shape: tuple[int, ...] = ()          # the tensor shape flowing along the chain
-        self.unpooled: tuple[int, ...] = ()       # the (C, H, W) before pools and flatten
+        self.unpooled: tuple[int, ...] = ()       # while pools wait for their synapse: the (C, H, W) before them
 
     def input(self, name: str, node: nir.Input) -> None:
         shape = tuple(int(v) for v in np.asarray(node.input_type["input"]).ravel())
         if len(shape) not in (1, 3) or min(shape, default=0) < 1:
             raise NIRImportError(f"node {name}: input shape {shape} is neither (C, H, W) nor (N,)")
-        self.shape = self.unpooled = shape
+        self.input_shape = self.shape = shape
 
     def _need_no_synapse(self, name: str) -> None:
         if self.synapse is not None:
@@ -206,8 +208,6 @@ class _Reader:
         if node.start_dim != 0 or node.end_dim not in (-1, len(self.shape) - 1):
             raise NIRImportError(f"node {name}: Flatten(start_dim={node.start_dim}, end_dim={node.end_dim}); "
                                  "the core reads a dense layer's input flattened as a whole")
-        if self.pool == 1 and len(self.shape) == 3:
-            self.unpooled = self.shape
         self.shape = (math.prod(self.shape),)
 
     def synapse_node(self, name: str, node) -> None:
@@ -240,11 +240,10 @@ class _Reader:
                               self.pool_divisor)
         self.synapse, self.synapse_nodes = layer, self.pool_nodes + [name]
         self.pool, self.pool_divisor, self.pool_nodes = 1, 1, []
-        self.shape = self.unpooled = out
+        self.shape = out
 
     def _reset_ok(self, name: str, node) -> None:
-        said = str(np.asarray((node.metadata or {}).get("reset", "")))
-        if said != "subtract" and not self.subtract_reset:
+        if not (says_subtract_reset(node) or self.subtract_reset):
             raise NIRImportError(f"node {name}: NIR's {type(node).__name__} resets to v_reset; the core resets by "
                                  "subtraction. If the network was trained that way (snnTorch's Leaky, SpikingJelly's "
                                  "v_reset=None), say so: --subtract-reset")
@@ -254,23 +253,23 @@ class _Reader:
             raise NIRImportError(f"node {name}: a neuron with no synapse before it")
         dt = self.dt
         if isinstance(node, nir.IF):
-            leak, gain = 1.0, dt * _uniform(name, "r", node.r)
+            leak, gain = 1.0, dt * uniform(name, "r", node.r)
         elif isinstance(node, (nir.LIF, nir.LI)):
-            tau = _uniform(name, "tau", node.tau)
-            if _uniform(name, "v_leak", node.v_leak) != 0:
+            tau = uniform(name, "tau", node.tau)
+            if uniform(name, "v_leak", node.v_leak) != 0:
                 raise NIRImportError(f"node {name}: v_leak != 0; the core's neurons leak toward 0")
-            leak, gain = 1.0 - dt / tau, dt * _uniform(name, "r", node.r) / tau
+            leak, gain = 1.0 - dt / tau, dt * uniform(name, "r", node.r) / tau
         elif isinstance(node, nir.CubaLIF):
-            tau_syn, tau_mem = _uniform(name, "tau_syn", node.tau_syn), _uniform(name, "tau_mem", node.tau_mem)
+            tau_syn, tau_mem = uniform(name, "tau_syn", node.tau_syn), uniform(name, "tau_mem", node.tau_mem)
             if not np.isclose(tau_syn, dt, rtol=1e-6):
                 raise NIRImportError(f"node {name}: tau_syn = {tau_syn:g} keeps the synaptic current beyond one step "
                                      f"of dt = {dt:g}; the core's current is instantaneous (du = 4095)")
-            if _uniform(name, "v_leak", node.v_leak) != 0:
+            if uniform(name, "v_leak", node.v_leak) != 0:
                 raise NIRImportError(f"node {name}: v_leak != 0; the core's neurons leak toward 0")
             leak = 1.0 - dt / tau_mem
-            gain = _uniform(name, "w_in", node.w_in) * dt * _uniform(name, "r", node.r) / tau_mem
+            gain = uniform(name, "w_in", node.w_in) * dt * uniform(name, "r", node.r) / tau_mem
         else:   # nir.I
-            leak, gain = 1.0, dt * _uniform(name, "r", node.r)
+            leak, gain = 1.0, dt * uniform(name, "r", node.r)
         if not (0.0 <= leak <= 1.0):
             raise NIRImportError(f"node {name}: a per-step decay of {leak:g} at dt = {dt:g} is outside [0, 1]")
         if gain <= 0:
@@ -278,7 +277,7 @@ class _Reader:
         threshold = None
         if isinstance(node, NEURONS):
             self._reset_ok(name, node)
-            threshold = _uniform(name, "v_threshold", node.v_threshold)
+            threshold = uniform(name, "v_threshold", node.v_threshold)
             if threshold <= 0:
                 raise NIRImportError(f"node {name}: v_threshold {threshold:g} must be > 0")
         lay = self.synapse
@@ -317,14 +316,13 @@ def read_nir(source: str | os.PathLike | nir.NIRGraph, *, dt: float | None = Non
         dt = float(np.asarray(meta.get("dt", DT)))
     if not (math.isfinite(dt) and dt > 0):
         raise NIRImportError(f"{where}: time step dt = {dt!r} must be a finite number > 0")
-    readout_leak = float(np.asarray(meta.get("readout_leak", 1.0)))
-    reader = _Reader(graph, dt, subtract_reset)
+    reader = _Reader(dt, subtract_reset)
     for name in _chain(graph, where):
         node = graph.nodes[name]
         if isinstance(node, nir.Input):
             reader.input(name, node)
         elif isinstance(node, nir.Output):
-            reader.output(name, readout_leak)
+            reader.output(name, readout_leak(graph))
         elif isinstance(node, SYNAPSES):
             reader.synapse_node(name, node)
         elif isinstance(node, (nir.AvgPool2d, nir.SumPool2d)):
@@ -336,14 +334,11 @@ def read_nir(source: str | os.PathLike | nir.NIRGraph, *, dt: float | None = Non
         else:
             raise NIRImportError(f"node {name}: {type(node).__name__} has no counterpart on the core (it maps "
                                  "Conv2d, Linear, Affine, AvgPool2d, SumPool2d, Flatten, IF, LIF, CubaLIF, LI, I)")
-    layers = reader.layers
-    if any(lay.threshold is None for lay in layers[:-1]):
-        bad = next(lay for lay in layers[:-1] if lay.threshold is None)
-        raise NIRImportError(f"node {bad.nodes[-1]}: a non-spiking neuron before the end; only the output "
-                             "layer may be non-spiking")
-    input_node = next(v for v in graph.nodes.values() if isinstance(v, nir.Input))
-    shape = tuple(int(v) for v in np.asarray(input_node.input_type["input"]).ravel())
-    return NIRNetwork(shape, layers, dt, where, meta)
+    for lay in reader.layers[:-1]:
+        if lay.threshold is None:
+            raise NIRImportError(f"node {lay.nodes[-1]}: a non-spiking neuron before the end; only the output "
+                                 "layer may be non-spiking")
+    return NIRNetwork(reader.input_shape, reader.layers, dt, where, meta)
 
 
 def quantize_nir(net: NIRNetwork, encoding: InputEncoding, class_names: list[str], timesteps: int, *,

@@ -7,10 +7,10 @@ fixed-point core graph and writes, into DIR (default ``<checkpoint folder>/expor
 or ``<name>_core/`` beside a NIR file): coregraph.npz (hwsim's input),
 quantization_report.csv, export_summary.json, model.onnx and model.nir, all at once or none
 (``export.exporter``). A NIR file needs the data set it is deployed on (normalisation,
-classes, calibration and test images) and T where the file does not record them. With ``--samples N`` it also builds the Lava process
-graph, runs it with ``Loihi2SimCfg(select_tag='fixed_pt')`` on N test images, prints
-accuracy and spikes per layer, and checks Lava's spikes against the integer reference
-bit for bit.
+classes, calibration and test images) and T where the file does not record them. With
+``--samples N`` it also builds the Lava process graph, runs it with
+``Loihi2SimCfg(select_tag='fixed_pt')`` on N test images, prints accuracy and spikes per
+layer, and checks Lava's spikes against the integer reference bit for bit.
 """
 from __future__ import annotations
 

@@ -98,15 +98,14 @@ def test_quantized_matches_float_closely(converted, digits):
 
     (The fixture's weights are random, so its class scores are nearly tied and predictions
     flip easily; on the trained digits chain they agree on 95 % of 200 test images.)"""
-    from export.exporter import compare_float_and_quantized
+    from export.exporter import float_snn_run
     from trainer.checkpoint import load_checkpoint
     ckpt = load_checkpoint(converted)
     graph, _ = quantize_checkpoint(ckpt)
     images = digits.test_x[:40].numpy()
     spikes = graph.input.encode(images, graph.timesteps, 0)
     ref = fx.run_reference(graph, spikes)
-    float_pred, float_spikes = compare_float_and_quantized(ckpt, graph, images, spikes)
+    float_pred, float_spikes = float_snn_run(ckpt, graph, images, spikes)
     assert (float_pred == ref.predictions).mean() >= 0.6
-    quantized_spikes = [float(s.sum()) / (np.prod(s.shape[2:]) * len(images)) for s in ref.spikes]
-    for f, q in zip(float_spikes, quantized_spikes):
+    for f, q in zip(float_spikes, ref.spikes_per_neuron):
         assert q == pytest.approx(f, rel=0.1, abs=0.02)

@@ -12,8 +12,8 @@ import pytest
 
 from export import fixedpoint as fx
 from export.graph import Core
-from export.nir_consumers import CONSUMERS, load_spikingjelly, scores
-from export.nir_export import export_nir, synapse_weights
+from export.nir_consumers import CONSUMERS, load_spikingjelly, readout_currents, scores
+from export.nir_export import export_nir
 from fixedpoint_cases import conv_core, dense_flat_after_conv, folded_pool_odd_input, folded_pools, graph_of, \
     out_core, random_spikes
 
@@ -21,11 +21,9 @@ pytest.importorskip("spikingjelly")
 pytest.importorskip("snntorch")
 
 
-def readout_currents(graph, spikes) -> np.ndarray:
-    """(T, B, classes): the exact float current the output core receives at each step."""
-    ref = fx.run_reference(graph, spikes)
-    last = ref.spikes[-1].reshape(spikes.shape[0], spikes.shape[1], -1).astype(np.float64)
-    return last @ synapse_weights(graph.cores[-1]).astype(np.float64).T
+def reference_currents(graph, spikes) -> np.ndarray:
+    """(T, B, classes): the exact float current the integer reference's output core receives."""
+    return readout_currents(graph, fx.run_reference(graph, spikes))
 
 
 def nonsquare_stride_padding():
@@ -57,7 +55,7 @@ EXACT = {f.__name__: f for f in (folded_pools, folded_pool_odd_input, dense_flat
 def test_consumer_outputs_equal_the_core(tmp_path, consumer, case):
     graph, spikes = EXACT[case]()
     model = CONSUMERS[consumer](export_nir(graph, tmp_path / "g.nir"))
-    np.testing.assert_array_equal(model.run(spikes), readout_currents(graph, spikes))
+    np.testing.assert_array_equal(model.run(spikes), reference_currents(graph, spikes))
 
 
 def test_snntorch_reset_outside_the_leak_is_the_cores(tmp_path):
@@ -65,7 +63,7 @@ def test_snntorch_reset_outside_the_leak_is_the_cores(tmp_path):
     too; SpikingJelly resets before its leak, so there it only comes close."""
     graph, spikes = leak_exact()
     path = export_nir(graph, tmp_path / "leak.nir")
-    exact = readout_currents(graph, spikes)
+    exact = reference_currents(graph, spikes)
     np.testing.assert_array_equal(CONSUMERS["snntorch"](path).run(spikes), exact)
     assert not np.array_equal(CONSUMERS["spikingjelly"](path).run(spikes), exact)
 
@@ -75,7 +73,7 @@ def test_spikingjelly_as_written_resets_to_zero(tmp_path):
     file runs, but not as the core; the adapter is what makes it exact."""
     graph, spikes = folded_pools()
     path = export_nir(graph, tmp_path / "g.nir")
-    assert not np.array_equal(load_spikingjelly(path, as_written=True).run(spikes), readout_currents(graph, spikes))
+    assert not np.array_equal(load_spikingjelly(path, as_written=True).run(spikes), reference_currents(graph, spikes))
 
 
 def test_trained_networks_agree_with_hwsim(tmp_path, trained_digits, digits):
@@ -84,7 +82,7 @@ def test_trained_networks_agree_with_hwsim(tmp_path, trained_digits, digits):
         spikes = graph.input.encode(digits.test_x.numpy(), graph.timesteps, seed=5)
         path = export_nir(graph, tmp_path / f"net{k}.nir")
         ref = fx.run_reference(graph, spikes)
-        exact = readout_currents(graph, spikes)
+        exact = readout_currents(graph, ref)
         for name, load in CONSUMERS.items():
             model = load(path)
             out = model.run(spikes)
@@ -103,7 +101,8 @@ def test_example_script(tmp_path, trained_digits, digits, capsys):
     save_graph(graph, tmp_path / "coregraph.npz")
     export_nir(graph, tmp_path / "model.nir")
     labels = digits.test_y[:20].numpy().astype(np.int64)
-    save_inputs(tmp_path / "inputs.npz", InputSet(digits.test_x[:20].numpy(), labels, seed=5, timesteps=graph.timesteps))
+    save_inputs(tmp_path / "inputs.npz",
+                InputSet(digits.test_x[:20].numpy(), labels, seed=5, timesteps=graph.timesteps))
     spec = importlib.util.spec_from_file_location(
         "nir_consumers_example", Path(__file__).resolve().parents[1] / "examples" / "nir_consumers.py")
     example = importlib.util.module_from_spec(spec)
