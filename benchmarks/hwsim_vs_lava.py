@@ -166,7 +166,7 @@ class LavaStepper:
         net = build_lava_network(graph, stock_lif) if stock else build_lava_network(graph)
         trains = to_lava_layout(spikes[:, 0].astype(np.int32), graph.input.shape)     # one image, T steps
         self.source = RingBuffer(data=np.ascontiguousarray(np.moveaxis(trains, 0, -1)))
-        self.source.s_out.connect(net.input_port)
+        net.connect_input(self.source.s_out)
         self.cfg = Loihi2SimCfg(select_tag="fixed_pt")
         t = time.perf_counter()
         self(1)

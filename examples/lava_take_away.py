@@ -42,7 +42,7 @@ def main(argv=None) -> int:
 
     network = build_lava_network(graph)
     source = RingBuffer(data=network.input_trains(spikes[:, 0]))
-    source.s_out.connect(network.input_port)
+    network.connect_input(source.s_out)
     steps = network.steps(inputs.timesteps)                       # T + one step of delay per core
     run_cfg = Loihi2SimCfg(select_tag="fixed_pt")
     predictions = []

@@ -18,13 +18,20 @@ Bit widths and rounding (docs/fixedpoint.md, checked against lava-nc's sources):
   spike, outside the leak (identical to an immediate soft reset when dv = 0).
 - output layer: the same voltage update with no spikes and no reset; its ``v``
   after all steps is the class score.
+- shortcuts (``export.graph.Shortcut``, residual nets): a shortcut's current is
+  ``shift(W s, weight_exp)`` of its source's spikes of the same step (a conv or a
+  one-to-one map, no wrap: it runs as Lava's Sparse), added to the core's own current
+  ``a`` (after the conv's 24-bit wrap) before ``<< 6``: Lava's neuron input port sums
+  what arrives on it.
 - ``wrap24`` is Lava's single wrap of the current: x > 2**23 -> x - 2**24,
   then x <= -2**23 -> (the unwrapped) x + 2**24.
 
 Timing: this reference steps every layer in the same step (layer-synchronous).
 Lava delays each Dense/Conv output by one step, so Lava's spikes of core k
 (0-based) at step t + k + 1 equal these at step t; running Lava T + len(cores)
-steps gives the same output voltage. ``latency_steps`` states it.
+steps gives the same output voltage. ``latency_steps`` states it. A shortcut from a
+population d synapses further back on the chain carries a synaptic delay of d - 1
+steps on Lava (Loihi 2's DelaySparse), so that both currents of a step arrive together.
 
 ``run_reference`` is the slow, obviously-correct model. Every other way of running a
 graph (hwsim's fast core, the ONNX step model, Lava's process models) is a backend with
@@ -116,6 +123,16 @@ def synaptic_input(core, spikes: np.ndarray) -> np.ndarray:
     return wrap_signed(conv2d_int(s, core.weights, core.stride, core.padding), CONV_OUT_BITS)
 
 
+def shortcut_input(sc, spikes: np.ndarray) -> np.ndarray:
+    """Integer current of one step through a shortcut; spikes (N, *sc.input_shape) in {-1, 0, 1}."""
+    s = spikes.astype(np.int64)
+    if sc.op == "identity":
+        a = s * np.int64(sc.weights[0])
+    else:
+        a = conv2d_int(s, sc.weights, sc.stride, sc.padding)
+    return shift_by_exp(a, sc.weight_exp)
+
+
 def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):
     """One step of the soft-reset fixed-point LIF (or the non-spiking output): returns (v, spikes)."""
     u = wrap24(a.astype(np.int64) << ACT_SHIFT)
@@ -161,13 +178,16 @@ def run_reference(graph, input_spikes: np.ndarray) -> CoreRun:
     max_abs = [0] * len(graph.cores)
     for t in range(steps):
         s = input_spikes[t]
+        step_spikes = {"input": s}         # this step's spikes of every population so far
         k = 0
         for i, core in enumerate(graph.cores):
             a = synaptic_input(core, s).reshape(n, *core.output_shape)
+            for sc in core.shortcuts:
+                a = a + shortcut_input(sc, step_spikes[sc.source])
             max_abs[i] = max(max_abs[i], int(np.abs(a).max(initial=0)))
             v[i], prev[i] = neuron_step(core, v[i], prev[i], a)
             if core.spiking:
                 spikes_out[k][t] = prev[i]
                 k += 1
-            s = prev[i]
+            s = step_spikes[core.name] = prev[i]
     return CoreRun(spikes_out, v[-1].reshape(n, -1), max_abs)

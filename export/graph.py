@@ -1,7 +1,11 @@
 """The core graph: the one format between export and hwsim (and anything after them).
 
 A ``CoreGraph`` is a chain of ``Core`` nodes fed by an ``InputEncoding``
-(``records.encoding``). Each node is a small dataclass of numpy arrays and integers,
+(``records.encoding``), the backbone, plus ``Shortcut`` synapse groups that reach back
+to an earlier population: a directed acyclic graph in which a neuron population may
+receive synaptic input from several populations (a residual block's sum is its conv
+and its shortcut into one population, as on Loihi: no extra "add" neurons). Each node is
+a small dataclass of numpy arrays and integers,
 validated in ``__post_init__`` (after NIR's IR). The graph records what the trainer
 knew: the stage it came from, the average pool folded into each core and the MACs of
 the ANN layer each core implements, and the data set to test it on. The file is a
@@ -27,8 +31,8 @@ from records.header import RecordError, header, npz_header, read_npz_record
 from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
-VERSION = 2              # 2: stage, data reference, per-core folded pool and ANN MACs
-OLDEST_READABLE = 2
+VERSION = 3              # 3: shortcut synapse groups (a DAG); 2: stage, data, folded pool, ANN MACs
+OLDEST_READABLE = 2      # a version-2 file is a graph without shortcuts
 
 
 class GraphError(RecordError):
@@ -37,6 +41,102 @@ class GraphError(RecordError):
 
 def _shape(v) -> tuple[int, ...]:
     return tuple(int(x) for x in v)
+
+
+def _fan_out(op: str, weights: np.ndarray, input_shape, output_shape, stride, padding) -> np.ndarray:
+    """Synapses leaving each input neuron of a dense, conv or one-to-one map."""
+    if op == "dense":
+        return np.full(input_shape, weights.shape[0], dtype=np.int64)
+    if op == "identity":
+        return np.ones(input_shape, dtype=np.int64)
+    o, _, kh, kw = weights.shape
+    (h, w), (ho, wo) = input_shape[1:], output_shape[1:]
+    (sy, sx), (py, px) = stride, padding
+    cover = np.zeros((h + 2 * py, w + 2 * px), dtype=np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            cover[i:i + sy * ho:sy, j:j + sx * wo:sx] += 1
+    return np.broadcast_to(cover[py:py + h, px:px + w] * o, input_shape).copy()
+
+
+def _conv_maps(where: str, weights: np.ndarray, input_shape, output_shape, stride, padding) -> None:
+    if weights.ndim != 4 or len(input_shape) != 3 or len(output_shape) != 3:
+        raise GraphError(f"{where}: conv needs 4-d weights and (C, H, W) shapes")
+    o, c, kh, kw = weights.shape
+    ho = (input_shape[1] + 2 * padding[0] - kh) // stride[0] + 1
+    wo = (input_shape[2] + 2 * padding[1] - kw) // stride[1] + 1
+    if c != input_shape[0] or (o, ho, wo) != tuple(output_shape):
+        raise GraphError(f"{where}: conv weights {weights.shape} with stride {stride}, "
+                         f"padding {padding} do not map {input_shape} -> {output_shape}")
+
+
+def _dense_grid(where: str, weights: np.ndarray, weight_bits: int, weight_exp: int) -> None:
+    """Weights as Lava's mixed-sign Dense/Sparse applies them, and an exponent it accepts."""
+    lo, hi = fx.DENSE_WEIGHT_RANGE
+    step = fx.dense_weight_step(weight_bits)
+    if weights.size and (weights.min() < lo or weights.max() > hi or np.any(weights % step)):
+        raise GraphError(f"{where}: weights must be multiples of {step} in [{lo}, {hi}] "
+                         f"({weight_bits}-bit mixed-sign Lava weights)")
+    if abs(weight_exp) > 7:
+        raise GraphError(f"{where}: weight_exp={weight_exp} outside -7..7")
+
+
+@dataclass
+class Shortcut:
+    """A synapse group from an earlier population (``source``: a core's name, or "input")
+    into a core's neurons, beside the core's own synapse: a residual block's shortcut.
+
+    op "conv": ``weights`` (C_out, C_in, kh, kw) in torch's layout, with ``stride`` and zero
+    ``padding`` (a 1x1 projection; a folded pool makes it q x q with stride q);
+    op "identity": one-to-one, ``weights`` one integer (shape (1,)) for every synapse.
+    Its current ``a_s = shift(W s, weight_exp)`` (``fixedpoint.shortcut_input``) is added to
+    the core's own current before the neuron: the core's threshold and both weight sets are
+    in the same units (one scale per population). A shortcut runs on Lava as a sparse
+    synapse with a delay (``export.lava.builder``), so its weights follow Dense's rules:
+    Lava's mixed-sign grid and a ``weight_exp`` in -7..7; no 24-bit wrap.
+    """
+    source: str
+    op: str
+    weights: np.ndarray
+    input_shape: tuple[int, ...]
+    weight_exp: int = 0
+    weight_bits: int = fx.WEIGHT_BITS
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self):
+        self.source = str(self.source)
+        self.input_shape = _shape(self.input_shape)
+        self.stride, self.padding = _shape(self.stride), _shape(self.padding)
+        self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
+        w = np.asarray(self.weights)
+        if not np.issubdtype(w.dtype, np.integer):
+            raise GraphError(f"shortcut from {self.source}: weights must be integers, got {w.dtype}")
+        self.weights = w.astype(np.int32)
+        if self.op not in ("conv", "identity"):
+            raise GraphError(f"shortcut from {self.source}: unsupported op {self.op!r} (conv or identity)")
+        if self.op == "identity" and self.weights.shape != (1,):
+            raise GraphError(f"shortcut from {self.source}: an identity shortcut has one weight, "
+                             f"got shape {self.weights.shape}")
+        if not 2 <= self.weight_bits <= 8:
+            raise GraphError(f"shortcut from {self.source}: weight_bits={self.weight_bits} outside 2..8")
+        _dense_grid(f"shortcut from {self.source}", self.weights, self.weight_bits, self.weight_exp)
+
+    def check_maps(self, where: str, output_shape: tuple[int, ...]) -> None:
+        if self.op == "identity":
+            if self.input_shape != tuple(output_shape):
+                raise GraphError(f"{where}: an identity shortcut maps {self.input_shape} onto "
+                                 f"{tuple(output_shape)}; the shapes must be equal")
+        else:
+            _conv_maps(where, self.weights, self.input_shape, output_shape, self.stride, self.padding)
+
+    def fan_out_per_input(self, output_shape: tuple[int, ...]) -> np.ndarray:
+        return _fan_out(self.op, self.weights, self.input_shape, output_shape, self.stride, self.padding)
+
+    def header(self) -> dict:
+        return {"source": self.source, "op": self.op, "input_shape": list(self.input_shape),
+                "weight_exp": self.weight_exp, "weight_bits": self.weight_bits,
+                "stride": list(self.stride), "padding": list(self.padding)}
 
 
 @dataclass
@@ -53,6 +153,7 @@ class Core:
     pool export folded into this core (its weights are constant over fy x fx blocks of
     the kernel, or of a dense core's (C, H, W) input), ``ann_macs`` the multiply-accumulates
     per step of the ANN layer the core implements (None: not made from an ANN).
+    ``shortcuts``: further synapse groups into these neurons from earlier populations.
     """
     name: str
     op: str
@@ -72,6 +173,7 @@ class Core:
     weight_scale: float = 1.0
     pool: tuple[int, int] = (1, 1)
     ann_macs: int | None = None
+    shortcuts: list[Shortcut] = field(default_factory=list)
 
     def __post_init__(self):
         self.input_shape, self.output_shape = _shape(self.input_shape), _shape(self.output_shape)
@@ -106,23 +208,9 @@ class Core:
             if self.weights.shape != (math.prod(self.output_shape), math.prod(self.input_shape)):
                 raise GraphError(f"{where}: dense weights {self.weights.shape} do not map "
                                  f"{self.input_shape} -> {self.output_shape}")
-            lo, hi = fx.DENSE_WEIGHT_RANGE
-            step = fx.dense_weight_step(self.weight_bits)
-            if self.weights.size and (self.weights.min() < lo or self.weights.max() > hi
-                                      or np.any(self.weights % step)):
-                raise GraphError(f"{where}: dense weights must be multiples of {step} in [{lo}, {hi}] "
-                                 f"({self.weight_bits}-bit mixed-sign Lava weights)")
-            if abs(self.weight_exp) > 7:
-                raise GraphError(f"{where}: weight_exp={self.weight_exp} outside -7..7")
+            _dense_grid(where, self.weights, self.weight_bits, self.weight_exp)
         elif self.op == "conv":
-            if self.weights.ndim != 4 or len(self.input_shape) != 3 or len(self.output_shape) != 3:
-                raise GraphError(f"{where}: conv needs 4-d weights and (C, H, W) shapes")
-            o, c, kh, kw = self.weights.shape
-            ho = (self.input_shape[1] + 2 * self.padding[0] - kh) // self.stride[0] + 1
-            wo = (self.input_shape[2] + 2 * self.padding[1] - kw) // self.stride[1] + 1
-            if c != self.input_shape[0] or (o, ho, wo) != self.output_shape:
-                raise GraphError(f"{where}: conv weights {self.weights.shape} with stride {self.stride}, "
-                                 f"padding {self.padding} do not map {self.input_shape} -> {self.output_shape}")
+            _conv_maps(where, self.weights, self.input_shape, self.output_shape, self.stride, self.padding)
             lo, hi = fx.conv_weight_range(self.weight_bits)
             if self.weights.size and (self.weights.min() < lo or self.weights.max() > hi):
                 raise GraphError(f"{where}: conv weights outside [{lo}, {hi}] ({self.weight_bits}-bit)")
@@ -133,6 +221,11 @@ class Core:
         self._check_pool(where)
         if self.ann_macs is not None and self.ann_macs < 0:
             raise GraphError(f"{where}: ann_macs={self.ann_macs} is negative")
+        self.shortcuts = list(self.shortcuts)
+        for sc in self.shortcuts:
+            if not isinstance(sc, Shortcut):
+                raise GraphError(f"{where}: shortcuts must be Shortcut objects, got {type(sc).__name__}")
+            sc.check_maps(f"{where}, shortcut from {sc.source}", self.output_shape)
 
     def _check_pool(self, where: str) -> None:
         """A recorded folded pool must be what the weights say: constant over its blocks."""
@@ -163,17 +256,9 @@ class Core:
 
     @property
     def fan_out_per_input(self) -> np.ndarray:
-        """Synapses leaving each input neuron (a spike there is that many synaptic events)."""
-        if self.op == "dense":
-            return np.full(self.input_shape, self.weights.shape[0], dtype=np.int64)
-        o, _, kh, kw = self.weights.shape
-        (h, w), (ho, wo) = self.input_shape[1:], self.output_shape[1:]
-        (sy, sx), (py, px) = self.stride, self.padding
-        cover = np.zeros((h + 2 * py, w + 2 * px), dtype=np.int64)
-        for i in range(kh):
-            for j in range(kw):
-                cover[i:i + sy * ho:sy, j:j + sx * wo:sx] += 1
-        return np.broadcast_to(cover[py:py + h, px:px + w] * o, self.input_shape).copy()
+        """Synapses of the core's own synapse leaving each input neuron (a spike there is that
+        many synaptic events); a shortcut's: ``Shortcut.fan_out_per_input``."""
+        return _fan_out(self.op, self.weights, self.input_shape, self.output_shape, self.stride, self.padding)
 
     def header(self) -> dict:
         return {"name": self.name, "op": self.op, "input_shape": list(self.input_shape),
@@ -181,15 +266,18 @@ class Core:
                 "spiking": self.spiking, "weight_exp": self.weight_exp, "weight_bits": self.weight_bits,
                 "stride": list(self.stride), "padding": list(self.padding), "reset": self.reset,
                 "float_threshold": float(self.float_threshold), "weight_scale": float(self.weight_scale),
-                "pool": list(self.pool), "ann_macs": self.ann_macs}
+                "pool": list(self.pool), "ann_macs": self.ann_macs,
+                "shortcuts": [sc.header() for sc in self.shortcuts]}
 
 
 @dataclass
 class CoreGraph:
-    """A chain input -> cores[0] -> ... -> cores[-1] (the non-spiking output accumulator).
+    """A chain input -> cores[0] -> ... -> cores[-1] (the non-spiking output accumulator),
+    the backbone, plus each core's shortcuts from earlier spiking populations (or the input).
 
     ``timesteps`` is the T the network was trained/quantized for; ``edges`` name the
-    connections ("input" then core names) and must form that chain. ``stage`` is the
+    connections ("input" then core names): the chain, then each shortcut as (source, core)
+    in core order (``dag_edges``). ``stage`` is the
     trainer stage it came from (None for a graph made by hand), ``data`` the data set
     to test it on (None: bring your own inputs).
     """
@@ -206,8 +294,7 @@ class CoreGraph:
         if not self.cores:
             raise GraphError("graph has no cores")
         if not self.edges:
-            names = ["input"] + [c.name for c in self.cores]
-            self.edges = list(zip(names[:-1], names[1:]))
+            self.edges = self.dag_edges()
         self.edges = [(str(a), str(b)) for a, b in self.edges]
         self.validate()
 
@@ -220,21 +307,36 @@ class CoreGraph:
         names = [c.name for c in self.cores]
         if len(set(names)) != len(names) or "input" in names:
             raise GraphError(f"core names must be unique and not 'input': {names}")
-        chain = list(zip(["input"] + names[:-1], names))
-        if self.edges != chain:
-            raise GraphError(f"edges {self.edges} are not the chain {chain} (only feed-forward chains "
-                             "are supported)")
+        if self.edges != self.dag_edges():
+            raise GraphError(f"edges {self.edges} are not the chain and shortcuts {self.dag_edges()}")
         prev = self.input.shape
+        shapes = {"input": self.input.shape}
         for core in self.cores:
             if math.prod(core.input_shape) != math.prod(prev) or (core.op == "conv" and core.input_shape != prev):
                 raise GraphError(f"core {core.name}: input shape {core.input_shape} does not chain "
                                  f"with the previous output {prev}")
-            prev = core.output_shape
+            for sc in core.shortcuts:
+                if sc.source not in shapes:
+                    raise GraphError(f"core {core.name}: shortcut source {sc.source!r} is not the input or a "
+                                     "spiking core before it")
+                if sc.input_shape != shapes[sc.source]:
+                    raise GraphError(f"core {core.name}: shortcut input shape {sc.input_shape} is not "
+                                     f"{sc.source}'s output {shapes[sc.source]}")
+            prev = shapes[core.name] = core.output_shape
         if any(not c.spiking for c in self.cores[:-1]) or self.cores[-1].spiking:
             raise GraphError("only the last core may be (and must be) the non-spiking output")
         if len(self.class_names) != math.prod(self.cores[-1].output_shape):
             raise GraphError(f"{len(self.class_names)} class names for "
                              f"{math.prod(self.cores[-1].output_shape)} outputs")
+
+    def dag_edges(self) -> list[tuple[str, str]]:
+        """The chain's edges, then every shortcut's (source, core), in core order."""
+        names = ["input"] + [c.name for c in self.cores]
+        return list(zip(names[:-1], names[1:])) + [(sc.source, c.name) for c in self.cores for sc in c.shortcuts]
+
+    def depth(self, name: str) -> int:
+        """Synapses on the chain from the input to population ``name`` (input 0, cores[k] k + 1)."""
+        return 0 if name == "input" else 1 + [c.name for c in self.cores].index(name)
 
     @property
     def spiking_cores(self) -> list[Core]:
@@ -258,6 +360,8 @@ def save_graph(graph: CoreGraph, path: str | os.PathLike) -> Path:
             "cores": [c.header() for c in graph.cores]}
     arrays = {"__graph__": np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)}
     arrays.update({f"weights_{i}": c.weights for i, c in enumerate(graph.cores)})
+    arrays.update({f"weights_{i}_shortcut_{j}": sc.weights for i, c in enumerate(graph.cores)
+                   for j, sc in enumerate(c.shortcuts)})
     with atomic_file(path) as f:
         np.savez_compressed(f, **arrays)
     return path
@@ -268,7 +372,11 @@ def load_graph(path: str | os.PathLike) -> CoreGraph:
     def parse(data) -> CoreGraph:
         head = npz_header(data, "__graph__", FORMAT, VERSION, OLDEST_READABLE, GraphError, "a core graph",
                           "re-export it")
-        cores = [Core(weights=data[f"weights_{i}"], **h) for i, h in enumerate(head["cores"])]
+        cores = []
+        for i, h in enumerate(head["cores"]):
+            shortcuts = [Shortcut(weights=data[f"weights_{i}_shortcut_{j}"], **sh)
+                         for j, sh in enumerate(h.pop("shortcuts", []))]
+            cores.append(Core(weights=data[f"weights_{i}"], shortcuts=shortcuts, **h))
         return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
                          timesteps=head["timesteps"], class_names=head["class_names"],
                          edges=[tuple(e) for e in head["edges"]], stage=head["stage"],

@@ -28,6 +28,9 @@ compared with is ``vth << 6``) and uint8 (spikes). Arithmetic:
 - Dense ``weight_exp``: multiply by 2**weight_exp in float64 (exact: a power of two), and
   ``Floor`` for negative exponents (= the arithmetic right shift). Conv: wrap to signed
   24 bit (``Mod``), as Lava's Conv does. Then ``Cast`` to int64.
+- shortcuts (residual nets): the same float32 ``Conv`` (or a ``Mul`` for an identity) on
+  the source's spikes of this step, the shift in float64, ``Cast`` to int64, ``Add`` to
+  the core's own current, before the neuron.
 - neuron, all int64: ``u = a * 64``; Lava's single 24-bit wrap (two ``Where``);
   decay ``Sign(y) * (Abs(y) / 4096)`` with ``y = v * (4096 - dv)`` (integer ``Div`` only on a
   non-negative operand, where truncation and floor agree; skipped when dv = 0, where it is
@@ -54,7 +57,7 @@ from records.atomic import atomic_file
 OPSET = 17
 IR_VERSION = 8
 EXPORT_FORMAT = "hybrid-snn-onnx-step"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2           # 2: shortcuts (each core's metadata lists them)
 F32_EXACT = 2 ** 24          # float32 holds every integer of magnitude <= 2**24 exactly
 
 INPUT_NAME = "input_spikes"
@@ -174,6 +177,35 @@ def _synaptic_input(b: _Builder, k: int, core, x_f32: str) -> str:
     return b.op("Cast", [a], f"{hint}_a", to=TensorProto.INT64)
 
 
+def _shortcut_input(b: _Builder, k: int, j: int, sc, x_f32: str) -> str:
+    """int64 current (N, *output_shape) of core k's shortcut j from its source's float32 spikes:
+    ``shift(W s, weight_exp)`` in float64 (``fixedpoint.shortcut_input``), no wrap."""
+    hint = f"core{k}_shortcut{j}"
+    w = sc.weights.astype(np.int64)
+    if sc.op == "identity":
+        a = b.op("Cast", [b.op("Mul", [x_f32, b.const(float(w[0]), np.float32, f"{hint}_weight")], f"{hint}_mul")],
+                 f"{hint}_f64", to=TensorProto.DOUBLE)
+    else:
+        o, c, kh, kw = w.shape
+        attrs = dict(kernel_shape=[kh, kw], strides=list(sc.stride), dilations=[1, 1], group=1,
+                     pads=[sc.padding[0], sc.padding[1], sc.padding[0], sc.padding[1]])
+        parts, groups = [], fan_in_groups(np.abs(w).sum(axis=(2, 3)))
+        for lo, hi in groups:
+            xg = x_f32 if len(groups) == 1 else b.op("Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
+                                b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
+            wt = b.const(w[:, lo:hi].astype(np.float32), np.float32, f"{hint}_weight")
+            parts.append(b.op("Cast", [b.op("Conv", [xg, wt], f"{hint}_conv", **attrs)], f"{hint}_f64",
+                              to=TensorProto.DOUBLE))
+        a = parts[0]
+        for part in parts[1:]:
+            a = b.op("Add", [a, part], f"{hint}_sum")
+    if sc.weight_exp:
+        a = b.op("Mul", [a, b.const(2.0 ** sc.weight_exp, np.float64, f"{hint}_scale")], f"{hint}_shift")
+        if sc.weight_exp < 0:
+            a = b.op("Floor", [a], f"{hint}_floor")
+    return b.op("Cast", [a], f"{hint}_a", to=TensorProto.INT64)
+
+
 def _neuron(b: _Builder, k: int, core, a: str) -> tuple[str, str | None]:
     """Append the fixed-point neuron update of core k; returns (v_next, spikes or None)."""
     hint = f"core{k}"
@@ -253,6 +285,7 @@ def build_model(graph: CoreGraph) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.INT8, [batch, *graph.input.shape])]
     spike_outs, v_outs = [], []
     x = b.op("Cast", [INPUT_NAME], "input_f32", to=TensorProto.FLOAT)
+    spikes_f32 = {"input": x}                # each population's spikes of this step, for shortcuts
     groups = []
     for k, core in enumerate(graph.cores):
         shape = [batch, *core.output_shape]
@@ -262,11 +295,13 @@ def build_model(graph: CoreGraph) -> onnx.ModelProto:
         n_before = len(b.nodes)
         a = _synaptic_input(b, k, core, x)
         groups.append(sum(n.op_type in ("Conv", "MatMul") for n in b.nodes[n_before:]))
+        for j, sc in enumerate(core.shortcuts):
+            a = b.op("Add", [a, _shortcut_input(b, k, j, sc, spikes_f32[sc.source])], f"core{k}_residual")
         v, s = _neuron(b, k, core, a)
         v_outs.append(helper.make_tensor_value_info(v, TensorProto.INT64, shape))
         if s is not None:
             spike_outs.append(helper.make_tensor_value_info(s, TensorProto.UINT8, shape))
-            x = b.op("Cast", [s], f"core{k}_spikes_f32", to=TensorProto.FLOAT)
+            x = spikes_f32[core.name] = b.op("Cast", [s], f"core{k}_spikes_f32", to=TensorProto.FLOAT)
     last = graph.cores[-1]
     b.op("Identity", [v_next_name(len(graph.cores) - 1)], "output", out=OUTPUT_NAME)
     outputs = [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.INT64, [batch, *last.output_shape])]

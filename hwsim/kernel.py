@@ -1,9 +1,9 @@
 """The neuron recurrence of a chunk of samples, bit-exact to ``export.fixedpoint``.
 
-The graph is a feed-forward chain and the reference is layer-synchronous, so the
-synaptic input of a layer for a whole *block* of time steps is one batched conv /
-matmul over ``steps x samples`` once the previous layer's spikes of those steps are
-known (``hwsim.plan``); only the neuron recurrence then runs step by step, as a handful
+The graph is a feed-forward chain (plus shortcuts to earlier populations) and the
+reference is layer-synchronous, so the synaptic input of a layer for a whole *block* of
+time steps is one batched conv / matmul over ``steps x samples`` once the previous
+layer's spikes of those steps are known (``hwsim.plan``); only the neuron recurrence then runs step by step, as a handful
 of in-place elementwise ops on (samples, neurons). Exact on float values because:
 
 * conv sums wrap modulo 2**24 (``fixedpoint.wrap_signed``) and the current ``a << 6``
@@ -21,7 +21,10 @@ in one compiled kernel that gathers each output's current from the input events 
 updates the neurons in the same pass (``hwsim.events``, numba); a denser block whose input
 has silent channels (conv) / silent neurons (dense) is computed on the active ones only
 (``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot
-reach the 24-bit clip within a block the per-step clip is skipped. Both paths share the
+reach the 24-bit clip within a block the per-step clip is skipped. A core with shortcuts
+(``export.graph.Shortcut``) adds each shortcut's current, one batched conv / product over
+its source's spikes of the block, kept until the block ends; it runs on the dense path.
+Both paths share the
 state, so a core may switch between them from block to block. Every event is counted:
 spikes, synaptic events (input spikes x fan-out), neuron updates and active neuron updates.
 """
@@ -91,8 +94,9 @@ def _flat(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v: torch.Tensor,
                  prev: torch.Tensor, tb: int, dev: torch.device, sparse: bool, host_checks: bool,
-                 rec_threads: int | None) -> tuple:
-    """One core over a block on the dense path: the batched synaptic computation, then the
+                 rec_threads: int | None, sources: Sequence[torch.Tensor] = ()) -> tuple:
+    """One core over a block on the dense path: the batched synaptic computation (plus each
+    shortcut's current from its source's spikes of the block, ``sources``), then the
     step-by-step recurrence on v and prev (B, neurons), in place. Returns (spikes (tb*B,
     *out_shape) or None, spike counts (B, neurons) or None, whether v is in (H, W, C) order,
     non-zero currents, max |current|)."""
@@ -111,6 +115,8 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
             a = a.contiguous(memory_format=CL)
     af, out_hwc = _flat(a)
     _prepare_current(p, af)
+    for sc, src in zip(p.shortcuts, sources):
+        a.add_(sc.current(src).view(a.shape))           # af is a view of a: it sees the sum
     active = torch.count_nonzero(af)
     lo, hi = torch.aminmax(af)
     amax = torch.maximum(hi, -lo).to(torch.float64)
@@ -167,16 +173,21 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
     out_hwc = [False] * len(plans)
     buffers: list[np.ndarray | None] = [None] * len(plans)   # event-driven cores' spikes, reused per block
     trains = [[] for p in plans if p.spiking] if record else None
+    sources = {sc.source for p in plans for sc in p.shortcuts}      # populations a shortcut reads
     for t0 in range(0, steps, block):
         tb = min(block, steps - t0)
         x = _to_input(x_chunk[t0:t0 + tb], dev)                       # (tb*n, C, H, W) channels-last
         xf, hwc = _flat(x)
         s_sum = xf.abs().view(tb, n, -1).sum(0)                       # (n, M): |spikes| per sample and input
         in_acc += s_sum.sum(1, dtype=f64)
+        kept = {"input": (x, s_sum, hwc)} if "input" in sources else {}   # a shortcut source's block
         k = 0
         for i, p in enumerate(plans):
             s_tot = s_sum.sum(0)                                      # (M,): the block's spikes per input
             syn_acc[i] += (s_tot.to(f64) * p.fan_out[hwc and len(p.in_shape) == 3]).sum()
+            for sc in p.shortcuts:                                    # events arriving through the shortcuts
+                _, src_sum, src_hwc = kept[sc.source]
+                syn_acc[i] += (src_sum.sum(0).to(f64) * sc.fan_out[src_hwc]).sum()
             if v[i] is None:
                 v[i] = torch.zeros((n, p.neurons), dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
@@ -186,8 +197,9 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                 out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb])
                 out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
             else:
-                out, counts, out_hwc[i], active, amax = _dense_block(p, x, hwc, s_tot, v[i], prev[i], tb, dev,
-                                                                     sparse, host_checks, rec_threads)
+                out, counts, out_hwc[i], active, amax = _dense_block(
+                    p, x, hwc, s_tot, v[i], prev[i], tb, dev, sparse, host_checks, rec_threads,
+                    [kept[sc.source][0] for sc in p.shortcuts])
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
@@ -197,6 +209,8 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                     trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().cpu().numpy())
                     k += 1
                 x, hwc = out, out_hwc[i]
+                if p.name in sources:
+                    kept[p.name] = (out, s_sum, hwc)
     p = plans[-1]
     out_v = v[-1]
     if out_hwc[-1]:                                                    # back to (C, H, W) order

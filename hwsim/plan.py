@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph
+from export.graph import Core, CoreGraph, Shortcut
 from hwsim.counters import SimError
 
 CL = torch.channels_last
@@ -34,6 +34,46 @@ FLOAT32_EXACT = 2 ** 24          # integers of magnitude <= 2**24 are exact in f
 SPARSE_FRACTION = 0.5            # compact a block's input when at most this fraction of it is active
 GEMM_COLS_BUDGET = 1 << 30       # bytes of im2col columns per GEMM
 _HALF = float(2 ** (fx.STATE_BITS - 1))
+
+
+def _fan_out_orders(fan: np.ndarray, device: torch.device) -> dict[bool, torch.Tensor]:
+    """Fan-out per input neuron, flat in (C, H, W) order (False) and, for maps, (H, W, C) order (True)."""
+    fan = fan.astype(np.float64)
+    orders = {False: torch.from_numpy(fan.reshape(-1)).to(device)}
+    if fan.ndim == 3:
+        orders[True] = torch.from_numpy(np.ascontiguousarray(fan.transpose(1, 2, 0)).reshape(-1)).to(device)
+    return orders
+
+
+class ShortcutPlan:
+    """A core's shortcut (``export.graph.Shortcut``) on the device: its current over a block
+    of steps from its source's spikes, ``shift(W s, weight_exp)`` with no wrap."""
+
+    def __init__(self, sc: Shortcut, out_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
+                 conv_impl: str):
+        self.source, self.op, self.exp, self.conv_impl = sc.source, sc.op, sc.weight_exp, conv_impl
+        self.stride, self.padding = sc.stride, sc.padding
+        w = sc.weights.astype(np.int64)
+        self.bound = int(np.abs(w.reshape(len(w), -1)).sum(axis=1).max(initial=0)) * 2 ** max(self.exp, 0)
+        self.weight = torch.from_numpy(w).to(device=device, dtype=dtype)
+        if sc.op == "conv":
+            self.weight = self.weight.contiguous(memory_format=CL)
+        self.fan_out = _fan_out_orders(sc.fan_out_per_input(out_shape), device)
+
+    def current(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, *source shape) spikes -> the current (B, *out_shape), exact integers."""
+        x = x.to(self.weight.dtype)
+        if self.op == "identity":
+            a = x * self.weight[0]
+        elif self.conv_impl == "gemm":
+            a = conv2d_gemm(x, self.weight, self.stride, self.padding)
+        else:
+            a = F.conv2d(x, self.weight, stride=self.stride, padding=self.padding)
+        if self.exp > 0:
+            a = a * float(2 ** self.exp)
+        elif self.exp < 0:
+            a = torch.floor(a * 2.0 ** self.exp)
+        return a
 
 
 class CorePlan:
@@ -51,13 +91,19 @@ class CorePlan:
         o = w.shape[0]
         # the exactness guard: |any partial sum| <= sum of |w| over the fan-in (|input| <= 1)
         self.bound = int(np.abs(w.reshape(o, -1)).sum(axis=1, dtype=np.int64).max(initial=0))
-        self.dtype = torch.float32 if self.bound < FLOAT32_EXACT else torch.float64
         self.exp = core.weight_exp if core.op == "dense" else 0
         a_bound = self.bound * 2 ** max(self.exp, 0)
         # Lava's Conv wraps its sums modulo 2**24 (fixedpoint.wrap_signed): only possible at |sum| >= 2**23
         self.need_conv_wrap = core.op == "conv" and self.bound >= 2 ** (fx.CONV_OUT_BITS - 1)
         if self.need_conv_wrap:
             a_bound = min(a_bound, 2 ** (fx.CONV_OUT_BITS - 1))
+        # shortcut currents are added to the core's own: their sum must be exact as well
+        shortcut_bound = sum(int(np.abs(sc.weights.astype(np.int64).reshape(len(sc.weights), -1)).sum(1).max())
+                             * 2 ** max(sc.weight_exp, 0) for sc in core.shortcuts)
+        exact = self.bound < FLOAT32_EXACT and (not core.shortcuts or a_bound + shortcut_bound < FLOAT32_EXACT)
+        self.dtype = torch.float32 if exact else torch.float64
+        a_bound += shortcut_bound
+        self.shortcuts = [ShortcutPlan(sc, self.out_shape, device, self.dtype, conv_impl) for sc in core.shortcuts]
         self.need_wrap = a_bound * 2 ** fx.ACT_SHIFT >= _HALF
         self.vth64 = float(core.vth << fx.VTH_SHIFT)
         self.dv = core.dv
@@ -105,17 +151,17 @@ class CorePlan:
             self.weight = torch.from_numpy(np.ascontiguousarray(w.T)).to(device=device, dtype=dt)  # (in, out)
             if device.type == "cpu":
                 self.event_weight = self.weight.numpy()
-        # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool
-        self.events_ok = device.type == "cpu" and (self.pool is None or math.prod(self.pool) <= 127)
-        fan = core.fan_out_per_input.astype(np.float64)
-        self.fan_out = {False: torch.from_numpy(fan.reshape(-1)).to(device)}     # flat, (C, H, W) order
-        if fan.ndim == 3:                                                          # flat, (H, W, C) order
-            self.fan_out[True] = torch.from_numpy(np.ascontiguousarray(fan.transpose(1, 2, 0)).reshape(-1)).to(device)
+        # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool;
+        # the event kernels know one synapse per core, so a core with shortcuts runs on the dense path
+        self.events_ok = (device.type == "cpu" and not core.shortcuts
+                          and (self.pool is None or math.prod(self.pool) <= 127))
+        self.fan_out = _fan_out_orders(core.fan_out_per_input, device)
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),
                 "sum_abs_w_bound": self.bound, "pool_rewrite": list(self.pool) if self.pool else None,
-                "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs}
+                "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs,
+                "shortcuts": [{"source": sc.source, "op": sc.op, "sum_abs_w_bound": sc.bound} for sc in self.shortcuts]}
 
     # ---- synaptic current of a block of image-steps ------------------------------
     def synaptic(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor | None:

@@ -116,7 +116,8 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     if dev.type == "cuda" and tf32:
         # TF32 keeps 11 significant bits: exact for <= 8-bit weights (all the graph format allows)
         # and spike counts; checked anyway, the check is cheap
-        tf32 = all(np.array_equal(tf32_round(c.weights.astype(np.float32)), c.weights) for c in graph.cores)
+        tf32 = all(np.array_equal(tf32_round(w.astype(np.float32)), w) for c in graph.cores
+                   for w in [c.weights, *(sc.weights for sc in c.shortcuts)])
     chunk, block = _default_sizes(graph, dev, n, steps, chunk, steps_per_block)
     ncores = len(plans)
     in_neurons = math.prod(graph.input.shape)

@@ -2,7 +2,8 @@
 (``tests/test_conformance.py``): each a small core graph and its input spikes, chosen to
 exercise one trap -- layouts and kernel flips, folded pools, weight exponents, leak,
 signed inputs, the 24-bit current wrap, the conv sum wrap, voltage saturation, Lava's
-mixed-sign dense weights, float32 exactness limits."""
+mixed-sign dense weights, float32 exactness limits, residual shortcuts (identity and
+conv, from the input, across stride 2 and a folded pool, with negative exponents)."""
 from __future__ import annotations
 
 import math
@@ -10,7 +11,7 @@ import math
 import numpy as np
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph
+from export.graph import Core, CoreGraph, Shortcut
 from records.encoding import InputEncoding
 
 
@@ -170,7 +171,51 @@ def wide_conv_beyond_float32():
     return graph_of([c, out_core(rng, (1, 1, 1))], (8200, 4, 4), timesteps=2), spikes
 
 
+def shortcut_w(rng, *shape, lo=-40, hi=40):
+    """Shortcut weights: Lava's mixed-sign grid (even values), as a Sparse synapse applies them."""
+    return rng.integers(lo, hi + 1, size=shape) * 2
+
+
+def residual_identity_and_projection():
+    """Two residual blocks on a non-square map with leak: an identity shortcut (weight x 2**2)
+    and a 1x1 stride-2 projection (weight_exp -1, floor), plus a shortcut from the signed input."""
+    rng = np.random.default_rng(10)
+    shape = (2, 6, 5)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 5), pad=(1, 1), vth=25, dv=300)
+    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=30)
+    c2.shortcuts = [Shortcut("input", "conv", shortcut_w(rng, 4, 2, 1, 1), shape, weight_exp=1)]
+    c3 = conv_core(rng, "c3", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=50, dv=200)
+    c3.shortcuts = [Shortcut("c1", "identity", [36], c1.output_shape, weight_exp=2)]
+    c4 = conv_core(rng, "c4", 4, 6, (3, 3), (6, 5), stride=(2, 2), pad=(1, 1), vth=20)
+    c5 = conv_core(rng, "c5", 6, 6, (3, 3), c4.output_shape[1:], pad=(1, 1), vth=40, dv=100)
+    c5.shortcuts = [Shortcut("c3", "conv", shortcut_w(rng, 6, 4, 1, 1), c3.output_shape, weight_exp=-1,
+                             stride=(2, 2))]
+    cores = [c1, c2, c3, c4, c5, out_core(rng, c5.output_shape)]
+    for c in cores:
+        c.__post_init__()                            # check the shortcuts added after construction
+    return graph_of(cores, shape), random_spikes(rng, 7, 3, shape)
+
+
+def residual_after_pool_dense():
+    """A block after a folded 2x2 pool: the projection is 2x2 with stride 2 (the pool folded
+    into a 1x1 conv); a dense population with an identity shortcut from a dense one."""
+    rng = np.random.default_rng(11)
+    shape = (3, 8, 6)
+    c1 = conv_core(rng, "c1", 3, 4, (3, 3), (8, 6), pad=(1, 1), vth=20)
+    w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
+    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 6), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
+    c2.shortcuts = [Shortcut("c1", "conv", np.repeat(np.repeat(shortcut_w(rng, 5, 4, 1, 1), 2, 2), 2, 3),
+                             c1.output_shape, stride=(2, 2))]
+    c2.__post_init__()
+    h1 = Core("h1", "dense", dense_w(rng, 8, math.prod(c2.output_shape)), c2.output_shape, (8,), vth=40,
+              weight_exp=-1)
+    h2 = Core("h2", "dense", dense_w(rng, 8, 8), (8,), (8,), vth=30, dv=500,
+              shortcuts=[Shortcut("h1", "identity", [-50], (8,), weight_exp=1)])
+    return graph_of([c1, c2, h1, h2, out_core(rng, (8,))], shape), random_spikes(rng, 6, 2, shape, p=0.6)
+
+
 CASES = {f.__name__: f for f in (dense_exp_and_leak, conv_nonsymmetric_nonsquare_leak, folded_pools,
                                  folded_pool_odd_input, current_wrap_and_saturation, largest_threshold,
                                  leak_signed_input_24bit_overflow, all_negative_dense, dense_flat_after_conv,
-                                 conv_sum_wraps_24bit, wide_conv_beyond_float32)}
+                                 conv_sum_wraps_24bit, wide_conv_beyond_float32,
+                                 residual_identity_and_projection, residual_after_pool_dense)}

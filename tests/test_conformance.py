@@ -52,6 +52,18 @@ def test_cases_exercise_what_they_claim(references):
     assert out.max() == fx.V_MAX and out.min() == -fx.V_MAX             # and saturated
     _, _, ref = references["conv_sum_wraps_24bit"]
     assert ref.max_abs_input[0] == 2 ** 24 - 127 * 4200 * 16
+    residual = ("residual_identity_and_projection", "residual_after_pool_dense")
+    shortcuts = [sc for name in residual for c in references[name][0].cores for sc in c.shortcuts]
+    assert {sc.op for sc in shortcuts} == {"conv", "identity"}
+    assert any(sc.source == "input" for sc in shortcuts) and any(sc.weight_exp < 0 for sc in shortcuts)
+    for name in residual:
+        graph, spikes, ref = references[name]
+        for core in graph.cores:                      # each shortcut changes what its core does
+            for k in range(len(core.shortcuts)):
+                kept = core.shortcuts.pop(k)
+                alone = fx.run_reference(graph, spikes)
+                core.shortcuts.insert(k, kept)
+                assert not np.array_equal(alone.output, ref.output), f"{name}: {core.name}'s shortcut is idle"
 
 
 @pytest.mark.parametrize("backend", OTHERS)

@@ -1,6 +1,8 @@
 """Build a CoreGraph as Lava processes and run it bit-accurately (lava-nc 0.10.0, ``fixed_pt``).
 
-Each core becomes Lava's own ``Dense`` or ``Conv`` feeding a ``SoftResetLIF``. Layouts:
+Each core becomes Lava's own ``Dense`` or ``Conv`` feeding a ``SoftResetLIF``; each
+shortcut a ``Sparse`` (``DelaySparse`` with a delay of d - 1 steps for a source d synapses
+back on the chain) into the same neuron port, where Lava adds what arrives. Layouts:
 our (C, H, W) activations are (W, H, C) in Lava (x before y), everything else is flat;
 dense weight rows/columns are permuted to match, conv kernels are transposed to
 (C_out, W, H, C_in) and flipped (Lava convolves, torch correlates). Every Dense/Conv
@@ -21,9 +23,13 @@ import_lava()
 
 from lava.proc.conv.process import Conv  # noqa: E402
 from lava.proc.dense.process import Dense  # noqa: E402
+from lava.proc.sparse.process import DelaySparse, Sparse  # noqa: E402
 from lava.utils.weightutils import SignMode  # noqa: E402
 
-from export.graph import Core, CoreGraph, GraphError  # noqa: E402
+from scipy.sparse import csr_matrix  # noqa: E402
+
+from export import fixedpoint as fx  # noqa: E402
+from export.graph import Core, CoreGraph, GraphError, Shortcut  # noqa: E402
 from export.lava.procs.process import SoftResetLIF  # noqa: E402
 
 # Signed input spikes must travel as graded messages: binary (0-bit) spikes cannot be -1.
@@ -80,17 +86,24 @@ STATE_VARS = ("u", "v", "spiked", "a_buff", "a_buf")
 class LavaNetwork:
     """The connected Lava processes of one CoreGraph, for use with Lava's own calls.
 
-    Feed ``input_port`` spike trains from ``input_trains`` (e.g. through Lava's
-    ``RingBuffer`` source), run ``steps(T)`` steps (T plus one step of delay per core),
-    read the class scores from ``output.v``; between samples, with the network paused,
-    ``reset()`` zeroes every state. ``examples/lava_take_away.py`` does exactly that."""
+    Feed spike trains from ``input_trains`` (e.g. through Lava's ``RingBuffer`` source,
+    joined with ``connect_input``), run ``steps(T)`` steps (T plus one step of delay per
+    core), read the class scores from ``output.v``; between samples, with the network
+    paused, ``reset()`` zeroes every state. ``examples/lava_take_away.py`` does exactly that."""
     graph: CoreGraph
     synapses: list          # Lava's Dense or Conv per core
     neurons: list           # SoftResetLIF (or the ``neuron_process`` given) per core
+    shortcuts: list         # Lava's Sparse or DelaySparse per shortcut, in core order
+    input_ports: list       # the first core's synapse's s_in, then those of shortcuts from the input
 
     @property
     def input_port(self):
-        return self.synapses[0].s_in
+        return self.input_ports[0]
+
+    def connect_input(self, out_port) -> None:
+        """Connect a source of ``input_trains``' shape to every synapse the input feeds."""
+        for port in self.input_ports:
+            _connect(out_port, port)
 
     @property
     def output(self) -> SoftResetLIF:
@@ -98,7 +111,7 @@ class LavaNetwork:
 
     def steps(self, timesteps: int) -> int:
         """Lava steps that carry T input steps through every core (``fixedpoint.latency_steps``)."""
-        return int(timesteps) + len(self.synapses)
+        return int(timesteps) + fx.latency_steps(self.graph)
 
     def input_trains(self, sample: np.ndarray, timesteps: int | None = None) -> np.ndarray:
         """One sample's spikes (T, *input shape) in {-1, 0, 1} -> a source's data (*input_port's
@@ -113,7 +126,7 @@ class LavaNetwork:
         return trains.reshape(*self.input_port.shape, steps)      # a dense first core takes it flat
 
     def state_vars(self) -> list:
-        return [var for proc in [*self.synapses, *self.neurons]
+        return [var for proc in [*self.synapses, *self.shortcuts, *self.neurons]
                 for name in STATE_VARS if (var := getattr(proc, name, None)) is not None]
 
     def reset(self) -> None:
@@ -153,6 +166,45 @@ def _synapse(core: Core, in_shape: tuple[int, ...], num_message_bits: int):
     raise GraphError(f"core {core.name}: op {core.op!r} has no Lava process")
 
 
+def shortcut_matrix(sc: Shortcut, out_shape: tuple[int, ...]) -> csr_matrix:
+    """The shortcut as a (neurons, source neurons) matrix in Lava's layouts (rows and columns)."""
+    n_out, n_in = math.prod(out_shape), math.prod(sc.input_shape)
+    if sc.op == "identity":
+        rows, cols = np.arange(n_out), np.arange(n_in)
+        vals = np.full(n_out, int(sc.weights[0]), dtype=np.int64)
+    else:
+        o, c, kh, kw = sc.weights.shape
+        (_, h, w), (_, ho, wo) = sc.input_shape, out_shape
+        oo, cc, ii, jj, yy, xx = np.meshgrid(np.arange(o), np.arange(c), np.arange(kh), np.arange(kw),
+                                             np.arange(ho), np.arange(wo), indexing="ij")
+        y = yy * sc.stride[0] - sc.padding[0] + ii
+        x = xx * sc.stride[1] - sc.padding[1] + jj
+        keep = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        rows = ((oo * ho + yy) * wo + xx)[keep]
+        cols = ((cc * h + np.clip(y, 0, h - 1)) * w + np.clip(x, 0, w - 1))[keep]
+        vals = sc.weights.astype(np.int64)[oo, cc, ii, jj][keep]
+    m = csr_matrix((vals, (rows, cols)), shape=(n_out, n_in))        # duplicates (none here) would add
+    m.eliminate_zeros()
+    lava_rows, lava_cols = _lava_order(out_shape), _lava_order(sc.input_shape)
+    return m[lava_rows][:, lava_cols].tocsr()
+
+
+def _shortcut_synapse(graph: CoreGraph, core: Core, sc: Shortcut):
+    """Lava's Sparse (or DelaySparse, to wait for the chain) for one shortcut of ``core``."""
+    weights = shortcut_matrix(sc, core.output_shape)
+    if int(abs(weights).sum(axis=1).max()) << max(sc.weight_exp, 0) >= INT32_LIMIT:
+        raise GraphError(f"core {core.name}: a shortcut sum can reach 2**31, beyond Lava's int32 messages")
+    delay = graph.depth(core.name) - graph.depth(sc.source) - 1
+    args = dict(weights=weights, weight_exp=sc.weight_exp, num_weight_bits=sc.weight_bits, sign_mode=SignMode.MIXED,
+                num_message_bits=INPUT_MESSAGE_BITS if sc.source == "input" else 0,
+                name=f"{core.name}.shortcut_from_{sc.source}")
+    if delay == 0:
+        return Sparse(**args)
+    delays = weights.copy()
+    delays.data[:] = delay
+    return DelaySparse(delays=delays.astype(int), **args)
+
+
 def soft_reset_lif(core: Core):
     """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``)."""
     return SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
@@ -167,15 +219,27 @@ def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core], object
     core's Lava shape may stand in (``benchmarks/hwsim_vs_lava.py`` times Lava's stock LIF,
     which resets to zero, this way)."""
     graph.validate()
-    synapses, neurons = [], []
+    synapses, neurons, shortcuts, input_ports = [], [], [], []
     in_shape = graph.input.shape
+    outputs = {}                                           # spiking population -> its s_out
     for i, core in enumerate(graph.cores):
         synapse = _synapse(core, in_shape, INPUT_MESSAGE_BITS if i == 0 else 0)
         neuron = neuron_process(core)
         if neurons:
             _connect(neurons[-1].s_out, synapse.s_in)
+        else:
+            input_ports.append(synapse.s_in)
         _connect(synapse.a_out, neuron.a_in)
+        for sc in core.shortcuts:
+            extra = _shortcut_synapse(graph, core, sc)
+            if sc.source == "input":
+                input_ports.append(extra.s_in)
+            else:
+                _connect(outputs[sc.source], extra.s_in)
+            _connect(extra.a_out, neuron.a_in)
+            shortcuts.append(extra)
         synapses.append(synapse)
         neurons.append(neuron)
+        outputs[core.name] = neuron.s_out
         in_shape = core.output_shape
-    return LavaNetwork(graph, synapses, neurons)
+    return LavaNetwork(graph, synapses, neurons, shortcuts, input_ports)

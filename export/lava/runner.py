@@ -51,7 +51,7 @@ class LavaRunner:
         self.network = build_lava_network(graph, neuron_process)
         self.lava_steps = self.network.steps(self.timesteps)
         self.source = SpikeSource(data=self.network.input_trains(np.zeros((self.timesteps, *graph.input.shape))))
-        self.source.s_out.connect(self.network.input_port)               # same shape: input_trains lays it out
+        self.network.connect_input(self.source.s_out)                   # input_trains lays it out
         self.spiking = [(k, core) for k, core in enumerate(graph.cores) if core.spiking] if record_spikes else []
         self.sinks = []
         for k, _ in self.spiking:
