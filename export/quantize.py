@@ -13,6 +13,14 @@
 3. The output accumulator's voltage must not saturate over T steps: its scale is set
    from the largest accumulated output of the float SNN on calibration images, with 2x
    headroom, through ``weight_exp``.
+4. Residual blocks: a block is two cores, its first conv and its second conv with the
+   shortcut (``export.graph.Shortcut``: a 1x1 projection, or an identity) from the
+   population before the block, one population summing both. The shortcut's integers are
+   in the population's units (its scale, as step 2 set it from the conv): the float
+   weights times that scale, on Lava's mixed-sign grid with the exponent that fills the
+   mantissa; a shortcut that needs an exponent above 7 is an error naming the block. A
+   pool before a block folds into its first conv and into the shortcut (an identity
+   becomes a q x q, stride-q conv).
 """
 from __future__ import annotations
 
@@ -23,13 +31,13 @@ import numpy as np
 import torch
 
 from export import fixedpoint as fx
-from export.graph import Core, CoreGraph, GraphError
+from export.graph import Core, CoreGraph, GraphError, Shortcut
 from records.encoding import InputEncoding
 from records.header import RecordError
 from trainer.checkpoint import Checkpoint
 from trainer.models import count_macs, layer_shapes, neuron_layers
 
-EXPORTABLE_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear")
+EXPORTABLE_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear", "resblock")
 
 
 class QuantizationError(RecordError):
@@ -48,6 +56,18 @@ class FloatLayer:
     padding: tuple = (0, 0)
     pool: int = 1              # the q x q average pool folded in
     ann_macs: int = 0          # MACs per step of the ANN layer (trainer.models.count_macs)
+    shortcut: "FloatShortcut | None" = None
+
+
+@dataclass
+class FloatShortcut:
+    """A residual block's shortcut into a layer, still in float64: from layer ``source``
+    (an index into the folded layers; -1: the input), a conv or an identity (weights [1.0])."""
+    source: int
+    op: str
+    weights: np.ndarray
+    input_shape: tuple
+    stride: tuple = (1, 1)
 
 
 def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
@@ -62,7 +82,11 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
     folded, pool, prev_shape = [], 1, tuple(cfg.input_shape)   # prev_shape: un-pooled spike shape
     for i, (spec, shape) in enumerate(zip(cfg.layers, shapes)):
         kind = spec["kind"]
-        if kind == "avgpool":
+        if kind == "resblock":
+            next(macs)
+            folded += _fold_block(ckpt, i, int(spec.get("stride", 1)), prev_shape, shape, pool, len(folded) - 1)
+            pool, prev_shape = 1, shape
+        elif kind == "avgpool":
             pool *= int(spec.get("kernel", 2))
         elif kind == "conv":
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
@@ -75,6 +99,43 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
             folded.append(fold_pool(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, ann_macs=next(macs)), pool))
             pool, prev_shape = 1, shape
     return folded
+
+
+def _fold_block(ckpt: Checkpoint, i: int, stride: int, in_shape: tuple, out_shape: tuple, pool: int,
+                source: int) -> list[FloatLayer]:
+    """Residual block ``i`` as two layers: conv1, and conv2 with the shortcut from layer
+    ``source`` (whose un-pooled output is ``in_shape``; a pending ``pool`` folds into conv1
+    and the shortcut)."""
+    weight = lambda part: ckpt.state_dict[f"layers.{i}.{part}.weight"].double().numpy()  # noqa: E731
+    c_in, c_out = in_shape[0], out_shape[0]
+    conv1 = fold_pool(FloatLayer(f"block{i}_conv1", "conv", weight("conv1"), in_shape, out_shape, (stride, stride),
+                                 (1, 1), ann_macs=math.prod(out_shape) * c_in * 9), pool)
+    projection = f"layers.{i}.shortcut.weight" in ckpt.state_dict
+    if projection or pool > 1:          # a conv: the 1x1 projection, or the identity after a pool
+        ws = weight("shortcut") if projection else np.eye(c_in)[:, :, None, None]
+        folded = fold_pool(FloatLayer("shortcut", "conv", ws, in_shape, out_shape, (stride, stride)), pool)
+        short = FloatShortcut(source, "conv", folded.weights, in_shape, folded.stride)
+    else:
+        short = FloatShortcut(source, "identity", np.ones(1), in_shape)
+    macs = math.prod(out_shape) * (c_out * 9 + (c_in if projection else 0))
+    conv2 = FloatLayer(f"block{i}_conv2", "conv", weight("conv2"), out_shape, out_shape, padding=(1, 1),
+                       ann_macs=macs, shortcut=short)
+    return [conv1, conv2]
+
+
+def _quantize_shortcut(fs: FloatShortcut, units: float, weight_bits: int, block: str,
+                       sources: list[str]) -> Shortcut:
+    """The shortcut's integers in its population's ``units`` (integer current per float current)."""
+    target = fs.weights * units
+    step = fx.dense_weight_step(weight_bits)
+    exp = math.ceil(math.log2(1.0 / (_mantissa_scale(target, weight_bits) * step))) if np.any(target) else 0
+    if exp > 7:
+        raise QuantizationError(f"block {block}: its shortcut needs weight_exp {exp} in the population's units "
+                                f"(scale {units:.6g}), more than 7")
+    exp = max(exp, -7)
+    mant = np.round(target / (2.0 ** exp * step)).astype(np.int64) * step
+    source = "input" if fs.source < 0 else sources[fs.source]
+    return Shortcut(source, fs.op, mant, fs.input_shape, weight_exp=exp, weight_bits=weight_bits, stride=fs.stride)
 
 
 def fold_pool(layer: FloatLayer, pool: int, divisor: int | None = None) -> FloatLayer:
@@ -150,16 +211,21 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
             if vth < 1:
                 raise QuantizationError(f"{source}: layer {layer.name}: threshold {theta:.6g} rounds to vth=0")
         stored = mant * step
+        shortcuts = [_quantize_shortcut(layer.shortcut, scale_eff * 2.0 ** weight_exp, weight_bits, layer.name,
+                                        [l.name for l in layers])] if layer.shortcut is not None else []
         error = np.abs(layer.weights - stored / scale_eff)
         max_input = int(np.abs(stored).reshape(stored.shape[0], -1).sum(1).max())
         max_input = max_input >> -weight_exp if weight_exp < 0 else max_input
+        for sc in shortcuts:
+            sc_sum = int(np.abs(sc.weights.astype(np.int64)).reshape(len(sc.weights), -1).sum(1).max())
+            max_input += sc_sum >> -sc.weight_exp if sc.weight_exp < 0 else sc_sum << sc.weight_exp
         try:
             cores.append(Core(name=layer.name, op=layer.op, weights=stored, input_shape=layer.input_shape,
                               output_shape=layer.output_shape, vth=vth, dv=dvs[k],
                               spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
                               stride=layer.stride, padding=layer.padding, float_threshold=theta,
                               weight_scale=scale_eff * 2.0 ** weight_exp, pool=(layer.pool, layer.pool),
-                              ann_macs=layer.ann_macs))
+                              ann_macs=layer.ann_macs, shortcuts=shortcuts))
         except GraphError as exc:
             raise QuantizationError(f"{source}: {exc}") from None
         report.append({
@@ -171,6 +237,8 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
             "clipped_fraction": 0.0, "max_abs_weight_error": float(error.max()),
             "max_abs_weight_error_steps": float(error.max() * scale_eff / step),
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
+            "shortcut": (f"{shortcuts[0].op} from {shortcuts[0].source}, weight_exp {shortcuts[0].weight_exp}"
+                         if shortcuts else "-"),
         })
     return cores, report
 

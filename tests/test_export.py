@@ -66,12 +66,76 @@ def test_threshold_overflow_is_an_error(converted):
         quantize_checkpoint(ckpt)
 
 
-def test_residual_nets_are_refused():
-    arch = build_config("resnet20", (3, 32, 32), 10)
-    data = {"dataset": "x", "normalisation": {"mean": [0] * 3, "std": [1] * 3}, "class_names": list("0123456789")}
-    ckpt = Checkpoint("converted", arch, ANN(arch).state_dict(), data,
-                      SNNParams([1.0] * len(neuron_layers(arch)), 1.0, 4))
-    with pytest.raises(QuantizationError, match="resblock"):
+def _random_checkpoint(name, shape, threshold, seed=0):
+    arch = build_config(name, shape, 10)
+    torch.manual_seed(seed)
+    data = {"dataset": "x", "normalisation": {"mean": [0.5] * shape[0], "std": [0.5] * shape[0]},
+            "class_names": list("0123456789")}
+    return Checkpoint("converted", arch, ANN(arch).state_dict(), data,
+                      SNNParams([threshold] * len(neuron_layers(arch)), 1.0, 4))
+
+
+def test_residual_block_folds_exactly_in_float():
+    """Block currents from the folded layers equal the torch block's: a 1x1 projection after a
+    2x2 pool (folded to 2x2, stride 2) and an identity (a one-to-one shortcut of weight 1)."""
+    layers = [{"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1}, {"kind": "avgpool", "kernel": 2},
+              {"kind": "resblock", "out_channels": 6, "stride": 2}, {"kind": "resblock", "out_channels": 6},
+              {"kind": "flatten"}, {"kind": "linear", "out_features": 3}]
+    cfg = ArchConfig("res", (2, 8, 12), 3, layers)
+    ann = ANN(cfg).double()
+    data = {"dataset": "x", "normalisation": {"mean": [0, 0], "std": [1, 1]}, "class_names": list("abc")}
+    ckpt = Checkpoint("converted", cfg, ann.state_dict(), data, SNNParams([1.0] * 5, 1.0, 4))
+    folded = fold_layers(ckpt)
+    assert [l.name for l in folded] == ["conv0", "block2_conv1", "block2_conv2", "block3_conv1", "block3_conv2",
+                                        "fc5"]
+    torch.manual_seed(1)
+    conv = lambda x, l: F.conv2d(x, torch.from_numpy(l.weights), stride=l.stride, padding=l.padding)  # noqa: E731
+    x = (torch.rand(3, 4, 8, 12) < 0.4).double()                     # conv0's spikes, before the pool
+    inner = (torch.rand(3, 6, 2, 3) < 0.4).double()                  # the block's conv1 spikes
+    block = ann.layers[2]
+    with torch.no_grad():
+        np.testing.assert_allclose(conv(x, folded[1]), block.conv1(F.avg_pool2d(x, 2)), atol=1e-12)
+        sc = folded[2].shortcut
+        assert sc.source == 0 and sc.op == "conv" and sc.weights.shape == (6, 4, 2, 2) and sc.stride == (4, 4)
+        short = F.conv2d(x, torch.from_numpy(sc.weights), stride=sc.stride)
+        np.testing.assert_allclose(conv(inner, folded[2]) + short, block.conv2(inner) + block.skip(F.avg_pool2d(x, 2)),
+                                   atol=1e-12)
+    sc = folded[4].shortcut
+    assert sc.source == 2 and sc.op == "identity" and sc.weights.tolist() == [1.0]
+    assert folded[4].ann_macs == 6 * 2 * 3 * 6 * 9 and folded[2].ann_macs == 6 * 2 * 3 * (6 * 9 + 4)
+
+
+def test_resnet20_exports_and_every_backend_agrees():
+    """ResNet20 at CIFAR size (random weights, low thresholds so that the deep blocks fire):
+    identity and 1x1 shortcuts, the pool folded into the first block; hwsim and ONNX equal the
+    reference bit for bit (Lava: ``examples/residual_lava_check.py``, minutes per sample)."""
+    from hwsim.backends import run_graph
+    graph, report = quantize_checkpoint(_random_checkpoint("resnet20", (3, 32, 32), 0.3))
+    ops = [sc.op for c in graph.cores for sc in c.shortcuts]
+    assert ops.count("identity") == 4 and ops.count("conv") == 4
+    assert len(graph.cores) == 3 + 16 + 1 and len(graph.edges) == len(graph.cores) + 8
+    for core, row in zip(graph.cores, report):
+        for sc in core.shortcuts:                                     # the population's units
+            assert row["shortcut"].startswith(f"{sc.op} from {sc.source}")
+            if sc.op == "identity":
+                assert abs(int(sc.weights[0]) * 2.0 ** sc.weight_exp - core.weight_scale) <= 2 ** sc.weight_exp
+    images = np.random.default_rng(0).integers(0, 256, (2, 3, 32, 32), dtype=np.uint8)
+    spikes = graph.input.encode(images, 3, seed=0)
+    ref = fx.run_reference(graph, spikes)
+    assert all(s.sum() > 0 for s in ref.spikes)
+    for backend in ("hwsim", "onnx"):
+        got = run_graph(backend, graph, spikes)
+        for core, a, b in zip(graph.spiking_cores, got.spikes, ref.spikes):
+            np.testing.assert_array_equal(a, b, err_msg=f"{backend}: {core.name}")
+        np.testing.assert_array_equal(got.output, ref.output)
+
+
+def test_shortcut_beyond_the_exponent_range_is_an_error_naming_the_block():
+    ckpt = _random_checkpoint("resnet_tiny", (1, 8, 8), 1.0)
+    conv2, short = (ckpt.state_dict[f"layers.8.{part}.weight"] for part in ("conv2", "shortcut"))
+    conv2 *= 127 / 60000 / conv2.abs().max()          # the population's scale: 60,000 per unit (vth fits)
+    short /= short.abs().max()                        # a shortcut weight of 1: 60,000 > 254 x 2**7
+    with pytest.raises(QuantizationError, match=r"block block8_conv2: its shortcut needs weight_exp \d+"):
         quantize_checkpoint(ckpt)
 
 
