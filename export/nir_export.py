@@ -4,8 +4,12 @@
 ``Input -> [Flatten] -> Conv2d | Linear -> IF | LIF -> ... -> Linear -> Output``:
 one synapse node and one neuron node per hidden core (a ``Flatten`` where a dense core reads
 a multi-dimensional input; average pooling is already folded into the weights), and the
-output core as its synapse alone. Nodes and parameters are chosen so that released NIR
-importers run the file as written (docs/interop.md has the figures):
+output core as its synapse alone. A shortcut (residual nets) is one more synapse node, a
+``Conv2d`` (an identity: a diagonal 1x1 ``Conv2d``, or ``Linear`` on a flat population, as
+released importers map no ``Scale``), from its source's neuron node (or the input)
+into the core's neuron node: NIR sums a node's inputs, as Lava's neuron port does (NIR has
+no delays, and needs none: its graphs are layer-synchronous like ``export.fixedpoint``).
+Nodes and parameters are chosen so that released NIR importers run the file as written (docs/interop.md has the figures):
 
 - time step ``DT = 1e-4`` s, the step most NIR importers assume (SpikingJelly's default
   ``dt``, snnTorch's fixed one); recorded as ``dt``. Forward Euler at that step gives the
@@ -56,7 +60,7 @@ from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
 from records.atomic import atomic_path
 
 EXPORT_FORMAT = "hybrid-snn-nir"
-EXPORT_VERSION = 2       # 2: dt = 1e-4 s, weights carry 2**weight_exp, readout = the last synapse
+EXPORT_VERSION = 3       # 3: shortcut nodes; 2: dt = 1e-4 s, weights x 2**weight_exp, readout = last synapse
 DT = 1e-4
 
 
@@ -96,10 +100,32 @@ def synapse_weights(core) -> np.ndarray:
     return (core.weights * 2.0 ** core.weight_exp).astype(np.float32)
 
 
+def _shortcut_node(graph: CoreGraph, core, k: int, j: int) -> nir.NIRNode:
+    """Core k's shortcut j: weights x 2**weight_exp (exact in float32), zero bias."""
+    sc = core.shortcuts[j]
+    meta = {"core": core.name, "index": k, "role": "shortcut", "shortcut": j, "source": sc.source, "op": sc.op,
+            "weight_exp": int(sc.weight_exp), "input_scale": float(2.0 ** sc.weight_exp),
+            "weight_bits": int(sc.weight_bits), "reset": core.reset, "dt": DT,
+            "input_shape": np.asarray(sc.input_shape, dtype=np.int64),
+            "stride": np.asarray(sc.stride, dtype=np.int64), "padding": np.asarray(sc.padding, dtype=np.int64)}
+    w = (sc.weights * 2.0 ** sc.weight_exp).astype(np.float32)
+    if sc.op == "identity":                # a diagonal Linear / 1x1 Conv2d: importers map no Scale node
+        eye = np.eye(sc.input_shape[0], dtype=np.float32) * w[0]
+        if len(sc.input_shape) == 1:
+            return nir.Linear(weight=eye, metadata=meta)
+        w = eye[:, :, None, None]
+    node = nir.Conv2d(input_shape=tuple(sc.input_shape[1:]), weight=w, stride=tuple(sc.stride),
+                      padding=tuple(sc.padding), dilation=(1, 1), groups=1,
+                      bias=np.zeros(w.shape[0], dtype=np.float32), metadata=meta)
+    node.output_type = {"output": np.asarray(core.output_shape, dtype=np.int64)}
+    return node
+
+
 def build_nir(graph: CoreGraph) -> nir.NIRGraph:
     """The NIRGraph of ``graph`` (not written; see ``export_nir``)."""
     graph.validate()
-    square = all(c.weights.shape[2] == c.weights.shape[3] for c in graph.cores if c.op == "conv")
+    square = all(w.shape[2] == w.shape[3] for c in graph.cores
+                 for w in [c.weights] * (c.op == "conv") + [sc.weights for sc in c.shortcuts if sc.op == "conv"])
     if not square:
         warnings.warn("nir's shape inference assumes square conv kernels (it sizes both spatial dims with "
                       "weight.shape[2]); this graph has a non-square one, so it is written without NIR's type "
@@ -110,6 +136,7 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
     nodes["input"] = nir.Input(input_type=np.asarray(graph.input.shape, dtype=np.int64),
                                metadata={"encoding": json.dumps(enc), "values": "signed spikes in {-1, 0, 1}"})
     prev, prev_shape = "input", tuple(graph.input.shape)
+    spikes_of = {"input": "input"}                 # population -> the node that emits its spikes
     for k, core in enumerate(graph.cores):
         base = _safe(core.name)
         if base in nodes or f"{base}_neuron" in nodes:
@@ -136,11 +163,17 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
         nodes[base] = syn
         edges.append((prev, base))
         prev, prev_shape = base, shape
+        if core.shortcuts and not core.spiking:
+            raise GraphError(f"core {core.name}: NIR export has no node to sum a shortcut into the readout")
         if core.spiking:
             neuron = f"{base}_neuron"
             nodes[neuron] = _neuron(core, shape, _core_metadata(core, k, role))
             edges.append((base, neuron))
-            prev = neuron
+            for j, sc in enumerate(core.shortcuts):
+                name = f"{base}_shortcut{j}"
+                nodes[name] = _shortcut_node(graph, core, k, j)
+                edges += [(spikes_of[sc.source], name), (name, neuron)]
+            prev = spikes_of[core.name] = neuron
     nodes["output"] = nir.Output(output_type=np.asarray(prev_shape, dtype=np.int64))
     edges.append((prev, "output"))
     readout = graph.cores[-1]

@@ -149,10 +149,12 @@ def _chain(graph: nir.NIRGraph, where: str) -> list[str]:
         if isinstance(graph.nodes[name], nir.Output):
             break
         if len(succ[name]) != 1:
-            raise NIRImportError(f"node {name}: {len(succ[name])} outgoing edges; the core graph holds chains only")
+            raise NIRImportError(f"node {name}: {len(succ[name])} outgoing edges; the NIR importer reads "
+                                 "chains only")
         name = succ[name][0]
         if len(pred[name]) != 1:
-            raise NIRImportError(f"node {name}: {len(pred[name])} incoming edges; the core graph holds chains only")
+            raise NIRImportError(f"node {name}: {len(pred[name])} incoming edges; the NIR importer reads "
+                                 "chains only")
     if len(order) != len(graph.nodes):
         extra = sorted(set(graph.nodes) - set(order))
         raise NIRImportError(f"node {extra[0]}: not on the chain from {inputs[0]} to the Output")

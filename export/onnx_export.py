@@ -191,8 +191,9 @@ def _shortcut_input(b: _Builder, k: int, j: int, sc, x_f32: str) -> str:
                      pads=[sc.padding[0], sc.padding[1], sc.padding[0], sc.padding[1]])
         parts, groups = [], fan_in_groups(np.abs(w).sum(axis=(2, 3)))
         for lo, hi in groups:
-            xg = x_f32 if len(groups) == 1 else b.op("Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
-                                b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
+            xg = x_f32 if len(groups) == 1 else b.op(
+                "Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
+                          b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
             wt = b.const(w[:, lo:hi].astype(np.float32), np.float32, f"{hint}_weight")
             parts.append(b.op("Cast", [b.op("Conv", [xg, wt], f"{hint}_conv", **attrs)], f"{hint}_f64",
                               to=TensorProto.DOUBLE))

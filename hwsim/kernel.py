@@ -3,8 +3,8 @@
 The graph is a feed-forward chain (plus shortcuts to earlier populations) and the
 reference is layer-synchronous, so the synaptic input of a layer for a whole *block* of
 time steps is one batched conv / matmul over ``steps x samples`` once the previous
-layer's spikes of those steps are known (``hwsim.plan``); only the neuron recurrence then runs step by step, as a handful
-of in-place elementwise ops on (samples, neurons). Exact on float values because:
+layer's spikes of those steps are known (``hwsim.plan``); only the neuron recurrence
+then runs step by step, as a handful of in-place elementwise ops on (samples, neurons). Exact on float values because:
 
 * conv sums wrap modulo 2**24 (``fixedpoint.wrap_signed``) and the current ``a << 6``
   wraps once (``wrap24``): both are exact float add/subtracts of 2**24 on exact values;

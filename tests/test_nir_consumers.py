@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from export import fixedpoint as fx
-from export.graph import Core
+from export.graph import Core, Shortcut
 from export.nir_consumers import CONSUMERS, load_spikingjelly, readout_currents, scores
 from export.nir_export import export_nir
 from fixedpoint_cases import conv_core, dense_flat_after_conv, folded_pool_odd_input, folded_pools, graph_of, \
-    out_core, random_spikes
+    out_core, random_spikes, shortcut_w
 
 pytest.importorskip("spikingjelly")
 pytest.importorskip("snntorch")
@@ -45,8 +45,28 @@ def leak_exact():
     return graph_of([c1, h, out_core(rng, (6,))], shape, timesteps=5), random_spikes(rng, 5, 4, shape)
 
 
+def residual_blocks():
+    """A DAG: an identity shortcut (NIR Scale), a 1x1 stride-2 projection and one from the
+    signed input (NIR Conv2d), each summed into a neuron node with its conv; IF neurons and
+    non-negative exponents, where NIR's float semantics are exact."""
+    rng = np.random.default_rng(15)
+    shape = (2, 6, 6)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=25)
+    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 6), pad=(1, 1), vth=40)
+    c2.shortcuts = [Shortcut("c1", "identity", [40], c1.output_shape, weight_exp=1),
+                    Shortcut("input", "conv", shortcut_w(rng, 4, 2, 1, 1), shape)]
+    c3 = conv_core(rng, "c3", 4, 6, (3, 3), (6, 6), stride=(2, 2), pad=(1, 1), vth=30)
+    c4 = conv_core(rng, "c4", 6, 6, (3, 3), (3, 3), pad=(1, 1), vth=40)
+    c4.shortcuts = [Shortcut("c2", "conv", shortcut_w(rng, 6, 4, 1, 1), c2.output_shape, weight_exp=2,
+                             stride=(2, 2))]
+    cores = [c1, c2, c3, c4, out_core(rng, c4.output_shape)]
+    for c in cores:
+        c.__post_init__()
+    return graph_of(cores, shape), random_spikes(rng, 6, 3, shape)
+
+
 EXACT = {f.__name__: f for f in (folded_pools, folded_pool_odd_input, dense_flat_after_conv,
-                                 nonsquare_stride_padding)}
+                                 nonsquare_stride_padding, residual_blocks)}
 
 
 @pytest.mark.filterwarnings("ignore:nir.s shape inference")
