@@ -57,3 +57,27 @@ def trained_digits(converted, stdb, digits):
         graph, _ = quantize_checkpoint(load_checkpoint(path))
         out.append((graph, graph.input.encode(digits.test_x[:2].numpy(), graph.timesteps, seed=3)))
     return out
+
+
+@pytest.fixture(scope="session")
+def trained_residual(digits, tmp_path_factory):
+    """(graph, input spikes of six test images over 12 steps, where every block fires) of a
+    converted resnet_tiny (balanced thresholds on its pre-processing convs, Section 4.2) and of
+    it after one STDB epoch, quantized."""
+    torch.manual_seed(0)
+    arch = build_config("resnet_tiny", digits.input_shape, digits.num_classes)
+    ann = ANN(arch)
+    calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
+    thresholds = balance_thresholds(ann, calib, 6, progress=False)
+    data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
+            "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
+    converted = save_checkpoint(Checkpoint("converted", arch, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6)),
+                                tmp_path_factory.mktemp("res") / "converted.pt")
+    stdb = converted.with_name("stdb.pt")
+    train_snn(digits, load_checkpoint(converted), "stdb", 6,
+              SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), stdb, Runtime(progress=False))
+    out = []
+    for path in (converted, stdb):
+        graph, _ = quantize_checkpoint(load_checkpoint(path))
+        out.append((graph, graph.input.encode(digits.test_x[:6].numpy(), 12, seed=3)))
+    return out

@@ -88,3 +88,16 @@ def test_backend_matches_reference_on_trained_digits(backend, trained_digits):
         ref = fx.run_reference(graph, spikes)
         assert all(s.sum() > 0 for s in ref.spikes)
         assert_same(run_graph(backend, graph, spikes), ref, graph)
+
+
+@pytest.mark.parametrize("backend", OTHERS)
+def test_backend_matches_reference_on_a_trained_residual_net(backend, trained_residual):
+    """resnet_tiny, converted and fine-tuned: 1x1 projections (one with the pool folded in)
+    summed with the blocks' second convs."""
+    if backend == "lava" and not HAS_LAVA:
+        pytest.skip("lava-nc is not installed")
+    for graph, spikes in trained_residual:
+        assert sum(len(c.shortcuts) for c in graph.cores) == 2
+        ref = fx.run_reference(graph, spikes)
+        assert all(s.sum() > 0 for s in ref.spikes)
+        assert_same(run_graph(backend, graph, spikes), ref, graph)

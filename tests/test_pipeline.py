@@ -23,3 +23,20 @@ def test_pipeline_reduced(tmp_path, capsys):
     assert any(l.endswith("fig3_spikes_per_layer.png") for l in links)
     for link in links:
         assert (run / link).is_file(), link
+
+
+def test_pipeline_residual(tmp_path, capsys):
+    """The small residual net through the whole chain: its blocks are named in the report."""
+    code = main(["--runs", str(tmp_path), "--name", "res", "--arch", "resnet_tiny", "--epochs", "3",
+                 "--snn-epochs", "1", "--timesteps-large", "32", "--samples", "60", "--sweep", "4",
+                 "--no-scratch", "--quiet"])
+    assert code == 0
+    run = tmp_path / "res"
+    from export.graph import load_graph
+    graph = load_graph(run / "export" / "stdb" / "coregraph.npz")
+    assert [(sc.source, c.name) for c in graph.cores for sc in c.shortcuts] == [
+        ("conv4", "block7_conv2"), ("block7_conv2", "block8_conv2")]
+    results = json.loads((run / "hwsim" / "results.json").read_text())
+    names = [l["name"] for l in results["networks"][1]["layers"]]
+    assert "block7_conv2" in names and "block8_conv2" in names
+    assert "| block8_conv2 |" in (run / "report.md").read_text()
