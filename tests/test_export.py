@@ -108,7 +108,7 @@ def test_residual_block_folds_exactly_in_float():
 def test_resnet20_exports_and_every_backend_agrees():
     """ResNet20 at CIFAR size (random weights, low thresholds so that the deep blocks fire):
     identity and 1x1 shortcuts, the pool folded into the first block; hwsim and ONNX equal the
-    reference bit for bit (Lava: ``examples/residual_lava_check.py``, minutes per sample)."""
+    reference bit for bit (Lava: ``examples/residual_backends.py``, minutes per sample)."""
     from hwsim.backends import run_graph
     graph, report = quantize_checkpoint(_random_checkpoint("resnet20", (3, 32, 32), 0.3))
     ops = [sc.op for c in graph.cores for sc in c.shortcuts]
