@@ -125,6 +125,37 @@ class _Builder:
         return out
 
 
+def _conv_f64(b: _Builder, hint: str, w: np.ndarray, stride, padding, x_f32: str) -> str:
+    """float64 cross-correlation (torch layout, as ONNX Conv) of float32 spikes with integer
+    weights ``w``: float32 ``Conv`` per fan-in group (``fan_in_groups``), the groups added in float64."""
+    o, c, kh, kw = w.shape
+    attrs = dict(kernel_shape=[kh, kw], strides=list(stride), dilations=[1, 1], group=1,
+                 pads=[padding[0], padding[1], padding[0], padding[1]])
+    groups = fan_in_groups(np.abs(w).sum(axis=(2, 3)))
+    parts = []
+    for lo, hi in groups:
+        xg = x_f32 if len(groups) == 1 else b.op(
+            "Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
+                      b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
+        wt = b.const(w[:, lo:hi].astype(np.float32), np.float32, f"{hint}_weight")
+        parts.append(b.op("Cast", [b.op("Conv", [xg, wt], f"{hint}_conv", **attrs)], f"{hint}_f64",
+                          to=TensorProto.DOUBLE))
+    a = parts[0]
+    for part in parts[1:]:
+        a = b.op("Add", [a, part], f"{hint}_sum")
+    return a
+
+
+def _shift_f64(b: _Builder, hint: str, a: str, weight_exp: int) -> str:
+    """a x 2**weight_exp in float64 (exact: a power of two), floored for a negative exponent
+    (the arithmetic right shift)."""
+    if weight_exp:
+        a = b.op("Mul", [a, b.const(2.0 ** weight_exp, np.float64, f"{hint}_scale")], f"{hint}_shift")
+        if weight_exp < 0:
+            a = b.op("Floor", [a], f"{hint}_floor")
+    return a
+
+
 def _synaptic_input(b: _Builder, k: int, core, x_f32: str) -> str:
     """int64 synaptic current a (N, *output_shape) of core k from float32 spikes x_f32."""
     hint = f"core{k}"
@@ -144,30 +175,13 @@ def _synaptic_input(b: _Builder, k: int, core, x_f32: str) -> str:
         a = parts[0]
         for p in parts[1:]:
             a = b.op("Add", [a, p], f"{hint}_sum")
-        if core.weight_exp:
-            a = b.op("Mul", [a, b.const(2.0 ** core.weight_exp, np.float64, f"{hint}_scale")], f"{hint}_shift")
-            if core.weight_exp < 0:
-                a = b.op("Floor", [a], f"{hint}_floor")
+        a = _shift_f64(b, hint, a, core.weight_exp)
         a = b.op("Cast", [a], f"{hint}_a", to=TensorProto.INT64)
         if len(core.output_shape) != 1:
             a = b.op("Reshape", [a, b.const([-1, *core.output_shape], np.int64, f"{hint}_shape")], f"{hint}_unflat")
         return a
     # conv: cross-correlation in torch layout, as ONNX Conv
-    groups = fan_in_groups(np.abs(w).sum(axis=(2, 3)))
-    o, c, kh, kw = w.shape
-    attrs = dict(kernel_shape=[kh, kw], strides=list(core.stride), dilations=[1, 1], group=1,
-                 pads=[core.padding[0], core.padding[1], core.padding[0], core.padding[1]])
-    parts = []
-    for lo, hi in groups:
-        xg = x_f32 if len(groups) == 1 else b.op(
-            "Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
-                      b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
-        wt = b.const(w[:, lo:hi].astype(np.float32), np.float32, f"{hint}_weight")
-        parts.append(b.op("Cast", [b.op("Conv", [xg, wt], f"{hint}_conv", **attrs)], f"{hint}_f64",
-                          to=TensorProto.DOUBLE))
-    a = parts[0]
-    for p in parts[1:]:
-        a = b.op("Add", [a, p], f"{hint}_sum")
+    a = _conv_f64(b, hint, w, core.stride, core.padding, x_f32)
     half = 2 ** (fx.CONV_OUT_BITS - 1)
     # Lava's Conv wraps its sum to signed 24 bit: (a + 2**23) mod 2**24 - 2**23 (exact integers in float64)
     shifted = b.op("Add", [a, b.const(float(half), np.float64, f"{hint}_wh")], f"{hint}_wadd")
@@ -186,24 +200,8 @@ def _shortcut_input(b: _Builder, k: int, j: int, sc, x_f32: str) -> str:
         a = b.op("Cast", [b.op("Mul", [x_f32, b.const(float(w[0]), np.float32, f"{hint}_weight")], f"{hint}_mul")],
                  f"{hint}_f64", to=TensorProto.DOUBLE)
     else:
-        o, c, kh, kw = w.shape
-        attrs = dict(kernel_shape=[kh, kw], strides=list(sc.stride), dilations=[1, 1], group=1,
-                     pads=[sc.padding[0], sc.padding[1], sc.padding[0], sc.padding[1]])
-        parts, groups = [], fan_in_groups(np.abs(w).sum(axis=(2, 3)))
-        for lo, hi in groups:
-            xg = x_f32 if len(groups) == 1 else b.op(
-                "Slice", [x_f32, b.const([lo], np.int64, f"{hint}_lo"), b.const([hi], np.int64, f"{hint}_hi"),
-                          b.const([1], np.int64, f"{hint}_ax")], f"{hint}_slice")
-            wt = b.const(w[:, lo:hi].astype(np.float32), np.float32, f"{hint}_weight")
-            parts.append(b.op("Cast", [b.op("Conv", [xg, wt], f"{hint}_conv", **attrs)], f"{hint}_f64",
-                              to=TensorProto.DOUBLE))
-        a = parts[0]
-        for part in parts[1:]:
-            a = b.op("Add", [a, part], f"{hint}_sum")
-    if sc.weight_exp:
-        a = b.op("Mul", [a, b.const(2.0 ** sc.weight_exp, np.float64, f"{hint}_scale")], f"{hint}_shift")
-        if sc.weight_exp < 0:
-            a = b.op("Floor", [a], f"{hint}_floor")
+        a = _conv_f64(b, hint, w, sc.stride, sc.padding, x_f32)
+    a = _shift_f64(b, hint, a, sc.weight_exp)
     return b.op("Cast", [a], f"{hint}_a", to=TensorProto.INT64)
 
 
