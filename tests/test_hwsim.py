@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -210,6 +211,60 @@ def test_counts_are_consistent():
             assert layer.avg_spikes_per_neuron * layer.neurons * res.samples == pytest.approx(layer.spikes)
     assert res.input_spikes == int(np.abs(spikes).sum())
     assert res.spikes == sum(int(t.sum()) for t in res.spike_trains)
+
+
+@pytest.mark.parametrize("event_density", [0.0, math.inf])
+def test_shortcut_events_are_counted_per_synapse_group(event_density):
+    """A core with shortcuts receives its own synapse's events plus, per shortcut, its
+    source's spikes times the shortcut's fan-out (the synaptic-operation energy)."""
+    graph, spikes = CASES["residual_identity_and_projection"]()
+    res = simulate(graph, spikes, record_spikes=True, event_density=event_density)
+    trains = {"input": np.abs(spikes).astype(np.int64)}
+    trains.update({c.name: t.astype(np.int64) for c, t in zip(graph.spiking_cores, res.spike_trains)})
+    prev = "input"
+    for core, layer in zip(graph.cores, res.layers):
+        want = int((trains[prev].sum(axis=(0, 1)) * core.fan_out_per_input).sum())
+        for sc in core.shortcuts:
+            want += int((trains[sc.source].sum(axis=(0, 1)) * sc.fan_out_per_input(core.output_shape)).sum())
+        assert layer.synaptic_events == want, core.name
+        prev = core.name
+    assert sum(len(c.shortcuts) for c in graph.cores) == 3
+
+
+def test_graph_file_round_trip_with_shortcuts_and_version_2_files_load(tmp_path):
+    graph, _ = CASES["residual_identity_and_projection"]()
+    back = load_graph(save_graph(graph, tmp_path / "g.npz"))
+    assert back.edges == graph.edges and ("c1", "c3") in back.edges and ("input", "c2") in back.edges
+    for a, b in zip(graph.cores, back.cores):
+        assert [sc.header() for sc in a.shortcuts] == [sc.header() for sc in b.shortcuts]
+        for x, y in zip(a.shortcuts, b.shortcuts):
+            np.testing.assert_array_equal(x.weights, y.weights)
+    chain, _ = CASES["folded_pools"]()                      # a chain written as version 2 wrote it
+    path = save_graph(chain, tmp_path / "v2.npz")
+    with np.load(path) as data:
+        arrays = dict(data)
+    head = json.loads(bytes(arrays["__graph__"]))
+    head["version"] = 2
+    for core in head["cores"]:
+        del core["shortcuts"]
+    arrays["__graph__"] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    assert [c.name for c in load_graph(path).cores] == [c.name for c in chain.cores]
+
+
+def test_shortcuts_that_do_not_fit_are_refused():
+    graph, _ = CASES["residual_identity_and_projection"]()
+    c3 = graph.cores[2]
+    with pytest.raises(GraphError, match="shortcut source 'c4' is not the input or a spiking core before it"):
+        c3.shortcuts[0].source = "c4"
+        graph.edges = graph.dag_edges()
+        graph.validate()
+    from export.graph import Shortcut
+    with pytest.raises(GraphError, match="multiples of 2"):
+        Shortcut("c1", "identity", [35], (4, 6, 5))
+    with pytest.raises(GraphError, match="identity shortcut maps"):
+        Core("x", "conv", np.ones((4, 4, 1, 1), int), (4, 6, 5), (4, 6, 5), vth=1,
+             shortcuts=[Shortcut("c1", "identity", [36], (4, 3, 5))])
 
 
 def test_same_seed_same_numbers_and_encoding_is_graph_input_encode():
