@@ -27,26 +27,35 @@ def digits():
     return load_dataset("digits", train_subset=300, test_subset=60)
 
 
-@pytest.fixture(scope="session")
-def converted(digits, tmp_path_factory) -> Path:
+def _convert_random(digits, arch_name: str, folder: Path) -> Path:
     """A converted checkpoint made by the trainer's own functions (random weights, balanced thresholds)."""
     torch.manual_seed(0)
-    arch = build_config("vgg_tiny", digits.input_shape, digits.num_classes)
+    arch = build_config(arch_name, digits.input_shape, digits.num_classes)
     ann = ANN(arch)
     calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
     thresholds = balance_thresholds(ann, calib, 6, progress=False)
     data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
             "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
     ckpt = Checkpoint("converted", arch, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6))
-    return save_checkpoint(ckpt, tmp_path_factory.mktemp("ck") / "converted.pt")
+    return save_checkpoint(ckpt, folder / "converted.pt")
 
 
-@pytest.fixture(scope="session")
-def stdb(converted, digits) -> Path:
+def _fine_tune(converted: Path, digits) -> Path:
+    """One STDB epoch on ``converted``, saved beside it as stdb.pt."""
     out = converted.with_name("stdb.pt")
     train_snn(digits, load_checkpoint(converted), "stdb", 6,
               SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), out, Runtime(progress=False))
     return out
+
+
+@pytest.fixture(scope="session")
+def converted(digits, tmp_path_factory) -> Path:
+    return _convert_random(digits, "vgg_tiny", tmp_path_factory.mktemp("ck"))
+
+
+@pytest.fixture(scope="session")
+def stdb(converted, digits) -> Path:
+    return _fine_tune(converted, digits)
 
 
 @pytest.fixture(scope="session")
@@ -64,18 +73,8 @@ def trained_residual(digits, tmp_path_factory):
     """(graph, input spikes of six test images over 12 steps, where every block fires) of a
     converted resnet_tiny (balanced thresholds on its pre-processing convs, Section 4.2) and of
     it after one STDB epoch, quantized."""
-    torch.manual_seed(0)
-    arch = build_config("resnet_tiny", digits.input_shape, digits.num_classes)
-    ann = ANN(arch)
-    calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
-    thresholds = balance_thresholds(ann, calib, 6, progress=False)
-    data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),
-            "class_names": digits.class_names, "input_shape": list(digits.input_shape)}
-    converted = save_checkpoint(Checkpoint("converted", arch, ann.state_dict(), data, SNNParams(thresholds, 1.0, 6)),
-                                tmp_path_factory.mktemp("res") / "converted.pt")
-    stdb = converted.with_name("stdb.pt")
-    train_snn(digits, load_checkpoint(converted), "stdb", 6,
-              SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")), stdb, Runtime(progress=False))
+    converted = _convert_random(digits, "resnet_tiny", tmp_path_factory.mktemp("res"))
+    stdb = _fine_tune(converted, digits)
     out = []
     for path in (converted, stdb):
         graph, _ = quantize_checkpoint(load_checkpoint(path))
