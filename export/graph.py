@@ -70,6 +70,13 @@ def _conv_maps(where: str, weights: np.ndarray, input_shape, output_shape, strid
                          f"padding {padding} do not map {input_shape} -> {output_shape}")
 
 
+def _integer_weights(where: str, weights) -> np.ndarray:
+    w = np.asarray(weights)
+    if not np.issubdtype(w.dtype, np.integer):
+        raise GraphError(f"{where}: weights must be integers, got {w.dtype}")
+    return w.astype(np.int32)
+
+
 def _dense_grid(where: str, weights: np.ndarray, weight_bits: int, weight_exp: int) -> None:
     """Weights as Lava's mixed-sign Dense/Sparse applies them, and an exponent it accepts."""
     lo, hi = fx.DENSE_WEIGHT_RANGE
@@ -109,10 +116,7 @@ class Shortcut:
         self.input_shape = _shape(self.input_shape)
         self.stride, self.padding = _shape(self.stride), _shape(self.padding)
         self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
-        w = np.asarray(self.weights)
-        if not np.issubdtype(w.dtype, np.integer):
-            raise GraphError(f"shortcut from {self.source}: weights must be integers, got {w.dtype}")
-        self.weights = w.astype(np.int32)
+        self.weights = _integer_weights(f"shortcut from {self.source}", self.weights)
         if self.op not in ("conv", "identity"):
             raise GraphError(f"shortcut from {self.source}: unsupported op {self.op!r} (conv or identity)")
         if self.op == "identity" and self.weights.shape != (1,):
@@ -183,10 +187,7 @@ class Core:
         self.vth, self.dv, self.du = int(self.vth), int(self.dv), int(self.du)
         self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
         self.spiking = bool(self.spiking)
-        w = np.asarray(self.weights)
-        if not np.issubdtype(w.dtype, np.integer):
-            raise GraphError(f"core {self.name}: weights must be integers, got {w.dtype}")
-        self.weights = w.astype(np.int32)
+        self.weights = _integer_weights(f"core {self.name}", self.weights)
         where = f"core {self.name}"
         if not (math.isfinite(self.float_threshold) and math.isfinite(self.weight_scale)):
             raise GraphError(f"{where}: float_threshold and weight_scale must be finite")

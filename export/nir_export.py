@@ -9,7 +9,8 @@ output core as its synapse alone. A shortcut (residual nets) is one more synapse
 released importers map no ``Scale``), from its source's neuron node (or the input)
 into the core's neuron node: NIR sums a node's inputs, as Lava's neuron port does (NIR has
 no delays, and needs none: its graphs are layer-synchronous like ``export.fixedpoint``).
-Nodes and parameters are chosen so that released NIR importers run the file as written (docs/interop.md has the figures):
+Nodes and parameters are chosen so that released NIR importers run the file as written
+(docs/interop.md has the figures):
 
 - time step ``DT = 1e-4`` s, the step most NIR importers assume (SpikingJelly's default
   ``dt``, snnTorch's fixed one); recorded as ``dt``. Forward Euler at that step gives the
@@ -100,7 +101,7 @@ def synapse_weights(core) -> np.ndarray:
     return (core.weights * 2.0 ** core.weight_exp).astype(np.float32)
 
 
-def _shortcut_node(graph: CoreGraph, core, k: int, j: int) -> nir.NIRNode:
+def _shortcut_node(core, k: int, j: int) -> nir.NIRNode:
     """Core k's shortcut j: weights x 2**weight_exp (exact in float32), zero bias."""
     sc = core.shortcuts[j]
     meta = {"core": core.name, "index": k, "role": "shortcut", "shortcut": j, "source": sc.source, "op": sc.op,
@@ -171,7 +172,7 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
             edges.append((base, neuron))
             for j, sc in enumerate(core.shortcuts):
                 name = f"{base}_shortcut{j}"
-                nodes[name] = _shortcut_node(graph, core, k, j)
+                nodes[name] = _shortcut_node(core, k, j)
                 edges += [(spikes_of[sc.source], name), (name, neuron)]
             prev = spikes_of[core.name] = neuron
     nodes["output"] = nir.Output(output_type=np.asarray(prev_shape, dtype=np.int64))

@@ -138,6 +138,12 @@ def _quantize_shortcut(fs: FloatShortcut, units: float, weight_bits: int, block:
     return Shortcut(source, fs.op, mant, fs.input_shape, weight_exp=exp, weight_bits=weight_bits, stride=fs.stride)
 
 
+def _max_input(weights: np.ndarray, weight_exp: int) -> int:
+    """The largest |current| +-1 spikes can make through integer ``weights``, shifted by ``weight_exp``."""
+    worst = int(np.abs(weights.astype(np.int64)).reshape(len(weights), -1).sum(1).max())
+    return worst >> -weight_exp if weight_exp < 0 else worst << weight_exp
+
+
 def fold_pool(layer: FloatLayer, pool: int, divisor: int | None = None) -> FloatLayer:
     """``layer`` preceded by a pool x pool average pool (stride pool), as one layer on the
     un-pooled input: ``layer.input_shape`` is the un-pooled (C, H, W); ``divisor`` (default
@@ -179,7 +185,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
     if len(thresholds) != len(layers) - 1 or len(dvs) != len(layers):
         raise QuantizationError(f"{source}: {len(layers)} layers need {len(layers) - 1} thresholds and "
                                 f"{len(layers)} decays, got {len(thresholds)} and {len(dvs)}")
-    cores, report = [], []
+    cores, report, names = [], [], [layer.name for layer in layers]
     for k, layer in enumerate(layers):
         is_output = k == len(layers) - 1
         if not np.all(np.isfinite(layer.weights)):
@@ -212,13 +218,9 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
                 raise QuantizationError(f"{source}: layer {layer.name}: threshold {theta:.6g} rounds to vth=0")
         stored = mant * step
         shortcuts = [_quantize_shortcut(layer.shortcut, scale_eff * 2.0 ** weight_exp, weight_bits, layer.name,
-                                        [l.name for l in layers])] if layer.shortcut is not None else []
+                                        names)] if layer.shortcut is not None else []
         error = np.abs(layer.weights - stored / scale_eff)
-        max_input = int(np.abs(stored).reshape(stored.shape[0], -1).sum(1).max())
-        max_input = max_input >> -weight_exp if weight_exp < 0 else max_input
-        for sc in shortcuts:
-            sc_sum = int(np.abs(sc.weights.astype(np.int64)).reshape(len(sc.weights), -1).sum(1).max())
-            max_input += sc_sum >> -sc.weight_exp if sc.weight_exp < 0 else sc_sum << sc.weight_exp
+        max_input = _max_input(stored, weight_exp) + sum(_max_input(sc.weights, sc.weight_exp) for sc in shortcuts)
         try:
             cores.append(Core(name=layer.name, op=layer.op, weights=stored, input_shape=layer.input_shape,
                               output_shape=layer.output_shape, vth=vth, dv=dvs[k],

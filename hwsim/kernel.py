@@ -4,7 +4,8 @@ The graph is a feed-forward chain (plus shortcuts to earlier populations) and th
 reference is layer-synchronous, so the synaptic input of a layer for a whole *block* of
 time steps is one batched conv / matmul over ``steps x samples`` once the previous
 layer's spikes of those steps are known (``hwsim.plan``); only the neuron recurrence
-then runs step by step, as a handful of in-place elementwise ops on (samples, neurons). Exact on float values because:
+then runs step by step, as a handful of in-place elementwise ops on (samples, neurons).
+Exact on float values because:
 
 * conv sums wrap modulo 2**24 (``fixedpoint.wrap_signed``) and the current ``a << 6``
   wraps once (``wrap24``): both are exact float add/subtracts of 2**24 on exact values;
@@ -24,8 +25,7 @@ has silent channels (conv) / silent neurons (dense) is computed on the active on
 reach the 24-bit clip within a block the per-step clip is skipped. A core with shortcuts
 (``export.graph.Shortcut``) adds each shortcut's current, one batched conv / product over
 its source's spikes of the block, kept until the block ends; it runs on the dense path.
-Both paths share the
-state, so a core may switch between them from block to block. Every event is counted:
+Both paths share the state, so a core may switch between them from block to block. Every event is counted:
 spikes, synaptic events (input spikes x fan-out), neuron updates and active neuron updates.
 """
 from __future__ import annotations

@@ -31,13 +31,14 @@ def dense_w(rng, n_out, n_in, lo=-60, hi=60):
     return rng.integers(lo, hi + 1, size=(n_out, n_in)) * 2
 
 
-def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None, pool=(1, 1)):
+def conv_core(rng, name, cin, cout, k, hw, stride=(1, 1), pad=(0, 0), vth=60, dv=0, wmax=30, w=None, pool=(1, 1),
+              shortcuts=()):
     (kh, kw), (h, wd) = k, hw
     ho, wo = (h + 2 * pad[0] - kh) // stride[0] + 1, (wd + 2 * pad[1] - kw) // stride[1] + 1
     if w is None:
         w = rng.integers(-wmax, wmax + 1, size=(cout, cin, kh, kw))
     return Core(name, "conv", w, (cin, h, wd), (cout, ho, wo), vth=vth, dv=dv, stride=stride, padding=pad,
-                pool=pool)
+                pool=pool, shortcuts=list(shortcuts))
 
 
 def out_core(rng, in_shape, classes=3, dv=0, exp=0):
@@ -182,17 +183,16 @@ def residual_identity_and_projection():
     rng = np.random.default_rng(10)
     shape = (2, 6, 5)
     c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 5), pad=(1, 1), vth=25, dv=300)
-    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=30)
-    c2.shortcuts = [Shortcut("input", "conv", shortcut_w(rng, 4, 2, 1, 1), shape, weight_exp=1)]
-    c3 = conv_core(rng, "c3", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=50, dv=200)
-    c3.shortcuts = [Shortcut("c1", "identity", [36], c1.output_shape, weight_exp=2)]
+    w2, from_input = rng.integers(-30, 31, size=(4, 4, 3, 3)), shortcut_w(rng, 4, 2, 1, 1)
+    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=30, w=w2,
+                   shortcuts=[Shortcut("input", "conv", from_input, shape, weight_exp=1)])
+    c3 = conv_core(rng, "c3", 4, 4, (3, 3), (6, 5), pad=(1, 1), vth=50, dv=200,
+                   shortcuts=[Shortcut("c1", "identity", [36], c1.output_shape, weight_exp=2)])
     c4 = conv_core(rng, "c4", 4, 6, (3, 3), (6, 5), stride=(2, 2), pad=(1, 1), vth=20)
-    c5 = conv_core(rng, "c5", 6, 6, (3, 3), c4.output_shape[1:], pad=(1, 1), vth=40, dv=100)
-    c5.shortcuts = [Shortcut("c3", "conv", shortcut_w(rng, 6, 4, 1, 1), c3.output_shape, weight_exp=-1,
-                             stride=(2, 2))]
+    w5, projection = rng.integers(-30, 31, size=(6, 6, 3, 3)), shortcut_w(rng, 6, 4, 1, 1)
+    c5 = conv_core(rng, "c5", 6, 6, (3, 3), c4.output_shape[1:], pad=(1, 1), vth=40, dv=100, w=w5,
+                   shortcuts=[Shortcut("c3", "conv", projection, c3.output_shape, weight_exp=-1, stride=(2, 2))])
     cores = [c1, c2, c3, c4, c5, out_core(rng, c5.output_shape)]
-    for c in cores:
-        c.__post_init__()                            # check the shortcuts added after construction
     return graph_of(cores, shape), random_spikes(rng, 7, 3, shape)
 
 
@@ -203,10 +203,9 @@ def residual_after_pool_dense():
     shape = (3, 8, 6)
     c1 = conv_core(rng, "c1", 3, 4, (3, 3), (8, 6), pad=(1, 1), vth=20)
     w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
-    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 6), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
-    c2.shortcuts = [Shortcut("c1", "conv", np.repeat(np.repeat(shortcut_w(rng, 5, 4, 1, 1), 2, 2), 2, 3),
-                             c1.output_shape, stride=(2, 2))]
-    c2.__post_init__()
+    projection = np.repeat(np.repeat(shortcut_w(rng, 5, 4, 1, 1), 2, 2), 2, 3)     # a 1x1 conv after the pool
+    c2 = conv_core(rng, "c2", 4, 5, (6, 6), (8, 6), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2),
+                   shortcuts=[Shortcut("c1", "conv", projection, c1.output_shape, stride=(2, 2))])
     h1 = Core("h1", "dense", dense_w(rng, 8, math.prod(c2.output_shape)), c2.output_shape, (8,), vth=40,
               weight_exp=-1)
     h2 = Core("h2", "dense", dense_w(rng, 8, 8), (8,), (8,), vth=30, dv=500,

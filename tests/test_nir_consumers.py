@@ -52,16 +52,15 @@ def residual_blocks():
     rng = np.random.default_rng(15)
     shape = (2, 6, 6)
     c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=25)
-    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 6), pad=(1, 1), vth=40)
-    c2.shortcuts = [Shortcut("c1", "identity", [40], c1.output_shape, weight_exp=1),
-                    Shortcut("input", "conv", shortcut_w(rng, 4, 2, 1, 1), shape)]
+    w2, from_input = rng.integers(-30, 31, size=(4, 4, 3, 3)), shortcut_w(rng, 4, 2, 1, 1)
+    c2 = conv_core(rng, "c2", 4, 4, (3, 3), (6, 6), pad=(1, 1), vth=40, w=w2,
+                   shortcuts=[Shortcut("c1", "identity", [40], c1.output_shape, weight_exp=1),
+                              Shortcut("input", "conv", from_input, shape)])
     c3 = conv_core(rng, "c3", 4, 6, (3, 3), (6, 6), stride=(2, 2), pad=(1, 1), vth=30)
-    c4 = conv_core(rng, "c4", 6, 6, (3, 3), (3, 3), pad=(1, 1), vth=40)
-    c4.shortcuts = [Shortcut("c2", "conv", shortcut_w(rng, 6, 4, 1, 1), c2.output_shape, weight_exp=2,
-                             stride=(2, 2))]
+    w4, projection = rng.integers(-30, 31, size=(6, 6, 3, 3)), shortcut_w(rng, 6, 4, 1, 1)
+    c4 = conv_core(rng, "c4", 6, 6, (3, 3), (3, 3), pad=(1, 1), vth=40, w=w4,
+                   shortcuts=[Shortcut("c2", "conv", projection, c2.output_shape, weight_exp=2, stride=(2, 2))])
     cores = [c1, c2, c3, c4, out_core(rng, c4.output_shape)]
-    for c in cores:
-        c.__post_init__()
     return graph_of(cores, shape), random_spikes(rng, 6, 3, shape)
 
 
