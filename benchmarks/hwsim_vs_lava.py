@@ -160,7 +160,7 @@ class LavaStepper:
         from lava.proc.lif.process import LIF
         from export import fixedpoint as fx
 
-        def stock_lif(core):
+        def stock_lif(core, latency):
             vth = core.vth if core.spiking else fx.VTH_MAX
             return LIF(shape=lava_shape(core.output_shape), vth=vth, dv=core.dv, du=core.du, name=core.name)
         net = build_lava_network(graph, stock_lif) if stock else build_lava_network(graph)

@@ -11,9 +11,11 @@ Bit widths and rounding (docs/fixedpoint.md, checked against lava-nc's sources):
   name); Lava's Conv never applies ``weight_exp``: it must be 0.
 - neuron (du = 4095, so the current is instantaneous):
   ``u_t = wrap24(a_t << 6)``
-  ``v_t = clip(decay(v_{t-1}) + u_t - (vth << 6) * o_{t-1}, -(2**23 - 1), 2**23 - 1)``
+  ``v_t = clip(decay(v_{t-1}) + u_t + b - (vth << 6) * o_{t-1}, -(2**23 - 1), 2**23 - 1)``
   ``decay(v) = sign(y) * (|y| >> 12)``, ``y = v * (4096 - dv)`` (rounds toward zero)
-  ``o_t = v_t > (vth << 6)`` (strictly greater), vth a 17-bit unsigned mantissa.
+  ``o_t = v_t > (vth << 6)`` (strictly greater), vth a 17-bit unsigned mantissa;
+  ``b = bias << bias_exp`` (13-bit signed mantissa, exponent 0..7, none: 0), Loihi's
+  LIF bias, in the voltage's units (not shifted by 6).
   The reset is the paper's Eq. 2: the threshold is subtracted at the step after the
   spike, outside the leak (identical to an immediate soft reset when dv = 0).
 - output layer: the same voltage update with no spikes and no reset; its ``v``
@@ -57,6 +59,9 @@ DU_INSTANT = 4095          # du that makes the current instantaneous
 ACT_SHIFT = 6              # synaptic input is MSB-aligned by << 6
 VTH_SHIFT = 6              # threshold is MSB-aligned by << 6
 HW_INPUT_BITS = 16         # LIF input port width on real hardware (Lava does not enforce it)
+BIAS_BITS = 13             # signed bias mantissa (Lava's LIF bias_mant)
+BIAS_RANGE = (-(2 ** (BIAS_BITS - 1)), 2 ** (BIAS_BITS - 1) - 1)
+BIAS_EXP_MAX = 7           # unsigned 3-bit bias exponent: effective bias = bias_mant << bias_exp
 
 
 def dense_weight_step(weight_bits: int) -> int:
@@ -133,11 +138,21 @@ def shortcut_input(sc, spikes: np.ndarray) -> np.ndarray:
     return shift_by_exp(a, sc.weight_exp)
 
 
+def neuron_bias(core) -> np.ndarray | int:
+    """The bias added to each neuron's voltage per step, ``bias << bias_exp`` broadcast over
+    the core's output shape (int64), or 0 for a core without one."""
+    if core.bias is None:
+        return 0
+    b = core.bias.astype(np.int64) << core.bias_exp
+    shape = (len(b),) + (1,) * (len(core.output_shape) - 1)
+    return np.broadcast_to(b.reshape(shape), core.output_shape)
+
+
 def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):
     """One step of the soft-reset fixed-point LIF (or the non-spiking output): returns (v, spikes)."""
     u = wrap24(a.astype(np.int64) << ACT_SHIFT)
     vth = np.int64(core.vth) << VTH_SHIFT
-    v = decay(v, core.dv) + u
+    v = decay(v, core.dv) + u + neuron_bias(core)
     if core.spiking:
         v = v - vth * prev_spikes
     v = np.clip(v, -V_MAX, V_MAX)

@@ -31,8 +31,8 @@ from records.header import RecordError, header, npz_header, read_npz_record
 from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
-VERSION = 3              # 3: shortcut synapse groups (a DAG); 2: stage, data, folded pool, ANN MACs
-OLDEST_READABLE = 2      # a version-2 file is a graph without shortcuts
+VERSION = 4              # 4: neuron bias; 3: shortcut synapse groups (a DAG); 2: stage, data, pool, ANN MACs
+OLDEST_READABLE = 2      # a version-2 file is a graph without shortcuts, a version-3 one without biases
 
 
 class GraphError(RecordError):
@@ -158,6 +158,9 @@ class Core:
     the kernel, or of a dense core's (C, H, W) input), ``ann_macs`` the multiply-accumulates
     per step of the ANN layer the core implements (None: not made from an ANN).
     ``shortcuts``: further synapse groups into these neurons from earlier populations.
+    ``bias``: None, or a 13-bit signed mantissa per output channel (conv: (C_out,)) or
+    neuron (dense: (N_out,)), added to the voltage every step as ``bias << bias_exp``
+    (``bias_exp`` 0..7) in the voltage's units, Loihi's LIF bias (a folded batch norm).
     """
     name: str
     op: str
@@ -178,6 +181,8 @@ class Core:
     pool: tuple[int, int] = (1, 1)
     ann_macs: int | None = None
     shortcuts: list[Shortcut] = field(default_factory=list)
+    bias: np.ndarray | None = None
+    bias_exp: int = 0
 
     def __post_init__(self):
         self.input_shape, self.output_shape = _shape(self.input_shape), _shape(self.output_shape)
@@ -227,6 +232,21 @@ class Core:
             if not isinstance(sc, Shortcut):
                 raise GraphError(f"{where}: shortcuts must be Shortcut objects, got {type(sc).__name__}")
             sc.check_maps(f"{where}, shortcut from {sc.source}", self.output_shape)
+        self._check_bias(where)
+
+    def _check_bias(self, where: str) -> None:
+        self.bias_exp = int(self.bias_exp)
+        if not 0 <= self.bias_exp <= fx.BIAS_EXP_MAX:
+            raise GraphError(f"{where}: bias_exp={self.bias_exp} outside 0..{fx.BIAS_EXP_MAX}")
+        if self.bias is None:
+            return
+        self.bias = _integer_weights(f"{where} (bias)", self.bias)
+        if self.bias.shape != (self.output_shape[0],):
+            raise GraphError(f"{where}: bias shape {self.bias.shape}, the core needs one per output "
+                             f"{'channel' if self.op == 'conv' else 'neuron'}: ({self.output_shape[0]},)")
+        lo, hi = fx.BIAS_RANGE
+        if self.bias.size and (self.bias.min() < lo or self.bias.max() > hi):
+            raise GraphError(f"{where}: bias mantissas outside [{lo}, {hi}] ({fx.BIAS_BITS}-bit signed)")
 
     def _check_pool(self, where: str) -> None:
         """A recorded folded pool must be what the weights say: constant over its blocks."""
@@ -268,7 +288,7 @@ class Core:
                 "stride": list(self.stride), "padding": list(self.padding), "reset": self.reset,
                 "float_threshold": float(self.float_threshold), "weight_scale": float(self.weight_scale),
                 "pool": list(self.pool), "ann_macs": self.ann_macs,
-                "shortcuts": [sc.header() for sc in self.shortcuts]}
+                "shortcuts": [sc.header() for sc in self.shortcuts], "bias_exp": self.bias_exp}
 
 
 @dataclass
@@ -363,6 +383,7 @@ def save_graph(graph: CoreGraph, path: str | os.PathLike) -> Path:
     arrays.update({f"weights_{i}": c.weights for i, c in enumerate(graph.cores)})
     arrays.update({f"weights_{i}_shortcut_{j}": sc.weights for i, c in enumerate(graph.cores)
                    for j, sc in enumerate(c.shortcuts)})
+    arrays.update({f"bias_{i}": c.bias for i, c in enumerate(graph.cores) if c.bias is not None})
     with atomic_file(path) as f:
         np.savez_compressed(f, **arrays)
     return path
@@ -377,7 +398,8 @@ def load_graph(path: str | os.PathLike) -> CoreGraph:
         for i, h in enumerate(head["cores"]):
             shortcuts = [Shortcut(weights=data[f"weights_{i}_shortcut_{j}"], **sh)
                          for j, sh in enumerate(h.pop("shortcuts", []))]
-            cores.append(Core(weights=data[f"weights_{i}"], shortcuts=shortcuts, **h))
+            bias = data[f"bias_{i}"] if f"bias_{i}" in data.files else None
+            cores.append(Core(weights=data[f"weights_{i}"], shortcuts=shortcuts, bias=bias, **h))
         return CoreGraph(input=InputEncoding.from_json(head["input"]), cores=cores,
                          timesteps=head["timesteps"], class_names=head["class_names"],
                          edges=[tuple(e) for e in head["edges"]], stage=head["stage"],

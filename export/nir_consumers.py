@@ -38,7 +38,7 @@ import torch
 
 from export import fixedpoint as fx
 from export.graph import CoreGraph, GraphError
-from export.nir_export import DT, readout_leak, says_subtract_reset, synapse_weights
+from export.nir_export import DT, readout_leak, says_subtract_reset, synapse_bias, synapse_weights
 from export.nir_import import uniform
 
 
@@ -69,10 +69,11 @@ def scores(outputs: np.ndarray, readout_leak: float = 1.0) -> np.ndarray:
 def readout_currents(graph: CoreGraph, run: fx.CoreRun) -> np.ndarray:
     """(T, B, classes) float64: the current the output core of ``graph`` receives at each step
     of ``run`` (any backend's), which a consumer's output must equal where NIR's float
-    semantics are exact."""
+    semantics are exact (the output core's bias included)."""
     last = run.spikes[-1]
     last = last.reshape(last.shape[0], last.shape[1], -1).astype(np.float64)
-    return last @ synapse_weights(graph.cores[-1]).astype(np.float64).T
+    out = graph.cores[-1]
+    return last @ synapse_weights(out).astype(np.float64).T + synapse_bias(out).astype(np.float64)
 
 
 def _read(path: str | os.PathLike) -> nir.NIRGraph:
@@ -134,9 +135,15 @@ def load_snntorch(path: str | os.PathLike) -> NIRModel:
             raise GraphError(f"LIF node with tau = {tau:g}, r = {r:g}: snn.Leaky needs r = tau/dt and v_leak = 0")
         return leaky(node, 1.0 - DT / tau)
 
+    def affine(node: nir.Affine) -> torch.nn.Module:   # nirtorch 2.6 sets weight.bias: the bias is lost
+        lin = torch.nn.Linear(*node.weight.shape[::-1])
+        lin.weight.data, lin.bias.data = torch.as_tensor(node.weight), torch.as_tensor(node.bias)
+        return lin
+
     node_map = {
         nir.IF: if_cell,
         nir.LIF: lif_cell,
+        nir.Affine: affine,
         nir.Flatten: lambda n: torch.nn.Flatten(n.start_dim + 1 if n.start_dim >= 0 else n.start_dim,
                                                 n.end_dim + 1 if n.end_dim >= 0 else n.end_dim),
     }

@@ -17,8 +17,9 @@ Nodes and parameters are chosen so that released NIR importers run the file as w
   discrete neuron of ``export.fixedpoint``.
 - synapses carry the integer weights times ``2**weight_exp`` (as float32: exact), so a
   synapse's output is the core's synaptic current ``u = a * 2**weight_exp`` in units of the
-  threshold mantissa (hardware voltage = 64 * v, the << 6 alignment); ``Conv2d`` has a zero
-  bias (importers expect one).
+  threshold mantissa (hardware voltage = 64 * v, the << 6 alignment); ``Conv2d``'s bias is
+  the core's neuron bias ``(bias << bias_exp) / 64`` (zero without one; importers expect a
+  bias), a dense core with a bias is an ``Affine``, without one a ``Linear``.
 - dv = 0: ``IF`` with ``r = 1 / DT``, ``v_threshold = vth``: ``v += u`` per step.
 - dv > 0: ``LIF`` with ``tau = DT * 4096 / dv``, ``r = tau / DT``, ``v_leak = 0``: Euler gives
   ``v <- (1 - dv/4096) * v + u``, the hardware's ``lambda = 1 - dv/4096``.
@@ -61,7 +62,7 @@ from export.graph import FORMAT, VERSION as GRAPH_VERSION, CoreGraph, GraphError
 from records.atomic import atomic_path
 
 EXPORT_FORMAT = "hybrid-snn-nir"
-EXPORT_VERSION = 3       # 3: shortcut nodes; 2: dt = 1e-4 s, weights x 2**weight_exp, readout = last synapse
+EXPORT_VERSION = 4       # 4: neuron bias; 3: shortcut nodes; 2: dt = 1e-4 s, weights x 2**weight_exp, readout
 DT = 1e-4
 
 
@@ -99,6 +100,14 @@ def _neuron(core, shape: tuple[int, ...], meta: dict) -> nir.NIRNode:
 def synapse_weights(core) -> np.ndarray:
     """The core's weights in units of its current: integer x 2**weight_exp, exact in float32."""
     return (core.weights * 2.0 ** core.weight_exp).astype(np.float32)
+
+
+def synapse_bias(core) -> np.ndarray:
+    """The core's bias in units of its current (voltage bias / 64: exact in float32), one per
+    output channel (conv) or neuron (dense); zeros for a core without one."""
+    if core.bias is None:
+        return np.zeros(core.output_shape[0], dtype=np.float32)
+    return ((core.bias.astype(np.int64) << core.bias_exp) / 2.0 ** fx.ACT_SHIFT).astype(np.float32)
 
 
 def _shortcut_node(core, k: int, j: int) -> nir.NIRNode:
@@ -148,7 +157,7 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
                 raise GraphError(f"core {core.name}: NIR 1.0 has no reshape node to feed a conv with {prev_shape}")
             syn = nir.Conv2d(input_shape=tuple(core.input_shape[1:]), weight=synapse_weights(core),
                              stride=tuple(core.stride), padding=tuple(core.padding), dilation=(1, 1), groups=1,
-                             bias=np.zeros(core.weights.shape[0], dtype=np.float32),
+                             bias=synapse_bias(core),
                              metadata=_core_metadata(core, k, "synapse" if core.spiking else role))
             syn.output_type = {"output": np.asarray(core.output_shape, dtype=np.int64)}   # see `square`
             shape = tuple(core.output_shape)
@@ -158,8 +167,9 @@ def build_nir(graph: CoreGraph) -> nir.NIRGraph:
                 nodes[flat] = nir.Flatten(input_type=np.asarray(prev_shape, dtype=np.int64), start_dim=0, end_dim=-1)
                 edges.append((prev, flat))
                 prev = flat
-            syn = nir.Linear(weight=synapse_weights(core),
-                             metadata=_core_metadata(core, k, "synapse" if core.spiking else role))
+            meta = _core_metadata(core, k, "synapse" if core.spiking else role)
+            syn = (nir.Linear(weight=synapse_weights(core), metadata=meta) if core.bias is None else
+                   nir.Affine(weight=synapse_weights(core), bias=synapse_bias(core), metadata=meta))
             shape = (math.prod(core.output_shape),)
         nodes[base] = syn
         edges.append((prev, base))

@@ -34,7 +34,8 @@ compared with is ``vth << 6``) and uint8 (spikes). Arithmetic:
 - neuron, all int64: ``u = a * 64``; Lava's single 24-bit wrap (two ``Where``);
   decay ``Sign(y) * (Abs(y) / 4096)`` with ``y = v * (4096 - dv)`` (integer ``Div`` only on a
   non-negative operand, where truncation and floor agree; skipped when dv = 0, where it is
-  the identity); ``v - (vth << 6) * o_prev``; ``Clip`` to +-(2**23 - 1);
+  the identity); ``+ bias << bias_exp`` (a constant per neuron, where the core has a
+  bias); ``v - (vth << 6) * o_prev``; ``Clip`` to +-(2**23 - 1);
   ``spikes = v > vth << 6``.
 
 ``metadata_props`` hold the neuromorphic parameters, each value a JSON document.
@@ -57,7 +58,7 @@ from records.atomic import atomic_file
 OPSET = 17
 IR_VERSION = 8
 EXPORT_FORMAT = "hybrid-snn-onnx-step"
-EXPORT_VERSION = 2           # 2: shortcuts (each core's metadata lists them)
+EXPORT_VERSION = 3           # 3: neuron bias; 2: shortcuts (each core's metadata lists them)
 F32_EXACT = 2 ** 24          # float32 holds every integer of magnitude <= 2**24 exactly
 
 INPUT_NAME = "input_spikes"
@@ -224,6 +225,8 @@ def _neuron(b: _Builder, k: int, core, a: str) -> tuple[str, str | None]:
                    f"{hint}_shr")
         v = b.op("Mul", [b.op("Sign", [y], f"{hint}_sign"), mag], f"{hint}_decay")
     v = b.op("Add", [v, u], f"{hint}_vu")
+    if core.bias is not None:
+        v = b.op("Add", [v, b.const(np.ascontiguousarray(fx.neuron_bias(core)), i64, f"{hint}_bias")], f"{hint}_vb")
     vth = b.const(int(core.vth) << fx.VTH_SHIFT, i64, f"{hint}_vth")
     if core.spiking:
         reset = b.op("Mul", [b.op("Cast", [o_name(k)], f"{hint}_o64", to=TensorProto.INT64), vth], f"{hint}_reset")

@@ -32,19 +32,20 @@ _HALF = 2 ** (fx.STATE_BITS - 1)
 
 
 @numba.njit(inline="always")
-def _update_neurons(acc, v, prev, out, n_active, a_max, t, b, first, vth, dv, exp, conv_wrap, spiking):
+def _update_neurons(acc, v, prev, out, bias, n_active, a_max, t, b, first, vth, dv, exp, conv_wrap, spiking):
     """Step ``t`` of sample ``b``'s neurons ``first`` to ``first + len(acc)`` from their
     synaptic sums ``acc`` (then cleared): the weight-exp shift (floor for negative exponents),
-    the conv's wrap to signed 24 bit, ``u = wrap24(a << 6)``, decay, reset by subtraction,
-    clip, ``v > vth``; per neuron of the row, ``n_active`` counts non-zero currents and
+    the conv's wrap to signed 24 bit, ``u = wrap24(a << 6)``, decay, + the neurons' ``bias``
+    (in v's units, |bias| < 2**19), reset by subtraction, clip, ``v > vth``; per neuron of the row, ``n_active`` counts non-zero currents and
     ``a_max`` keeps the largest |current|.
 
     Every step is exact on float values: shifts are multiplications by powers of two; the
     wraps add or subtract 2**24 to multiples of 1 (conv) or 64 (``u``) of magnitude below
     2**30, which need at most 24 significant bits; decay is ``q*m + trunc(r*m/4096)`` with
     ``v = 4096*q + r`` (every intermediate below 2**24, rounding toward zero like
-    ``fixedpoint.decay``); ``v - vth*prev`` is exact and ``+ u`` is correctly rounded, so it
-    is exact unless the true sum lies beyond 2**24, where the clip gives the same result."""
+    ``fixedpoint.decay``); ``v - vth*prev`` is exact and ``+ u``, ``+ bias`` are correctly
+    rounded, so each is exact unless a sum lies beyond 2**24 (the bias cannot bring such a sum
+    back below 2**23), where the clip gives the same result."""
     f = v.dtype.type                                   # constants in v's float type: no float64 detour
     vth_f, v_max, half, full, zero = f(vth), f(fx.V_MAX), f(_HALF), f(2 * _HALF), f(0)
     act, unity, m = f(2 ** fx.ACT_SHIFT), f(fx.DECAY_UNITY), f(fx.DECAY_UNITY - dv)
@@ -65,6 +66,7 @@ def _update_neurons(acc, v, prev, out, n_active, a_max, t, b, first, vth, dv, ex
         n_active[i] += acc[i] != zero
         a_max[i] = max(a_max[i], abs(acc[i]))
     vr, pr, orow = v[b, first:first + n], prev[b, first:first + n], out[t, b, first:first + n]
+    br = bias[first:first + n]
     if dv != 0:
         for i in range(n):
             q = np.trunc(vr[i] / unity)
@@ -74,7 +76,7 @@ def _update_neurons(acc, v, prev, out, n_active, a_max, t, b, first, vth, dv, ex
             u = acc[i] * act
             u = u - full if u > half else u           # wrap24: Lava's single wrap
             u = u + full if u <= -half else u
-            vv = min(max(vr[i] - vth_f * pr[i] + u, -v_max), v_max)
+            vv = min(max(vr[i] - vth_f * pr[i] + u + br[i], -v_max), v_max)
             vr[i] = vv
             fired = vv > vth_f
             pr[i] = fired
@@ -84,18 +86,18 @@ def _update_neurons(acc, v, prev, out, n_active, a_max, t, b, first, vth, dv, ex
             u = acc[i] * act
             u = u - full if u > half else u
             u = u + full if u <= -half else u
-            vr[i] = min(max(vr[i] + u, -v_max), v_max)
+            vr[i] = min(max(vr[i] + u + br[i], -v_max), v_max)
     acc[:] = zero
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def conv_core_events(x, xw, w, geometry, v, prev, out, stats, vth, dv, exp, conv_wrap, spiking):
+def conv_core_events(x, xw, w, geometry, v, prev, out, bias, stats, vth, dv, exp, conv_wrap, spiking):
     """One conv core over a block. x (T, B, H, W, C) int8 inputs, C a multiple of 8 (padded
     with zeros), and xw the same memory as int64 words (one per eight channels); w (KH, KW, C, O)
     weights (pooled kernel); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
     on the pooled input, the folded pool and the padding applied before it; v, prev (B, Ho*Wo*O)
     state in (H, W, C) order, updated in place; out (T, B, Ho*Wo*O) int8 spikes (written);
-    stats (B, 2): non-zero currents, max |current|.
+    bias (Ho*Wo*O,) per neuron, in v's units and order; stats (B, 2): non-zero currents, max |current|.
 
     Per step, the input's events are listed per (pooled) position; then each output position
     gathers the events under its kernel window into one row of O currents (a vector add per
@@ -153,14 +155,14 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, stats, vth, dv, exp, conv
                                     s = val[e]
                                     for o in range(o_n):
                                         row[o] += s * w[ky, kx, c, o]
-                    _update_neurons(row, v, prev, out, n_active, a_max, t, b, (oy * wo + ox) * o_n,
+                    _update_neurons(row, v, prev, out, bias, n_active, a_max, t, b, (oy * wo + ox) * o_n,
                                     vth, dv, exp, conv_wrap, spiking)
         stats[b, 0] = n_active.sum()
         stats[b, 1] = np.int64(a_max.max())
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def dense_core_events(x, w, v, prev, out, stats, vth, dv, exp, conv_wrap, spiking):
+def dense_core_events(x, w, v, prev, out, bias, stats, vth, dv, exp, conv_wrap, spiking):
     """One dense core over a block: x (T, B, M) inputs, w (M, O) weights; the rest as for
     ``conv_core_events``."""
     tb, b_n, m_n = x.shape
@@ -176,6 +178,6 @@ def dense_core_events(x, w, v, prev, out, stats, vth, dv, exp, conv_wrap, spikin
                     continue
                 for o in range(o_n):
                     acc[o] += s * w[i, o]
-            _update_neurons(acc, v, prev, out, n_active, a_max, t, b, 0, vth, dv, exp, conv_wrap, spiking)
+            _update_neurons(acc, v, prev, out, bias, n_active, a_max, t, b, 0, vth, dv, exp, conv_wrap, spiking)
         stats[b, 0] = n_active.sum()
         stats[b, 1] = np.int64(a_max.max())

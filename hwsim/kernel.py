@@ -9,7 +9,7 @@ Exact on float values because:
 
 * conv sums wrap modulo 2**24 (``fixedpoint.wrap_signed``) and the current ``a << 6``
   wraps once (``wrap24``): both are exact float add/subtracts of 2**24 on exact values;
-* the update ``clip(decay(v) - vth*o + u)`` adds exactly representable operands; IEEE
+* the update ``clip(decay(v) - vth*o + u + bias)`` adds exactly representable operands; IEEE
   addition is correctly rounded, so the result is exact whenever the true result is
   representable, and otherwise it lies beyond 2**24, where the clip to +-(2**23 - 1)
   gives the same answer (rounding is monotone);
@@ -127,7 +127,7 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
         wrap = wrap and a64 >= _HALF          # this block's currents cannot wrap: skip wrap24
         if not wrap:                          # |v| cannot reach the clip in this block: skip it
             vlo, vhi = torch.aminmax(v)
-            clamp = max(float(vhi), -float(vlo)) + tb * (a64 + p.vth64) > _V_MAX
+            clamp = max(float(vhi), -float(vlo)) + tb * (a64 + p.vth64 + p.bias_max) > _V_MAX
     if wrap:
         _wrap_(af)
         scale = 1.0
@@ -135,6 +135,7 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
     of = _flat(out)[0] if p.spiking else None
     pv = prev
     tmp = torch.empty_like(v) if p.dv else None
+    bias = None if p.bias is None else p.bias[out_hwc]
     with _threads(dev, rec_threads):
         for t in range(tb):
             if p.dv:
@@ -142,6 +143,8 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
             if p.spiking:
                 v.sub_(pv, alpha=p.vth64)
             v.add_(af[t * n:(t + 1) * n], alpha=scale)
+            if bias is not None:
+                v.add_(bias)
             if clamp:
                 v.clamp_(-_V_MAX, _V_MAX)
             if p.spiking:

@@ -111,6 +111,12 @@ class CorePlan:
         self.shortcuts = [ShortcutPlan(sc, self.out_shape, device, self.dtype, conv_impl) for sc in core.shortcuts]
         self.need_wrap = a_bound * 2 ** fx.ACT_SHIFT >= _HALF
         self.vth64 = float(core.vth << fx.VTH_SHIFT)
+        bias = fx.neuron_bias(core)      # |bias| < 2**19: exact in float32, like the threshold
+        self.bias_max = float(np.abs(bias).max()) if core.bias is not None else 0.0
+        self.bias = None if core.bias is None else {      # per neuron, in (C, H, W) and in (H, W, C) order
+            hwc: torch.from_numpy(np.ascontiguousarray(
+                np.moveaxis(bias, 0, -1) if hwc else bias).reshape(-1).astype(np.float64)).to(device, self.dtype)
+            for hwc in ((False, True) if len(self.out_shape) == 3 else (False,))}
         self.dv = core.dv
         self.m = fx.DECAY_UNITY - core.dv
         self.pool = core.pool if core.pool != (1, 1) else None
@@ -232,7 +238,9 @@ class CorePlan:
         from hwsim.events import conv_core_events, dense_core_events
         steps, n = out.shape[:2]
         stats = np.zeros((n, 2), dtype=np.int64)
-        state = (v.numpy(), prev.numpy(), out, stats, int(self.vth64), self.dv, self.exp,
+        bias = (np.zeros(self.neurons, self.dtype_np) if self.bias is None      # in the kernels' neuron order
+                else self.bias[self.op == "conv"].numpy())
+        state = (v.numpy(), prev.numpy(), out, bias, stats, int(self.vth64), self.dv, self.exp,
                  self.need_conv_wrap, self.spiking)
         if self.op == "conv":
             xs = x.permute(0, 2, 3, 1).to(torch.int8).contiguous().numpy()        # (steps*B, H, W, C)

@@ -3,7 +3,8 @@
 exercise one trap -- layouts and kernel flips, folded pools, weight exponents, leak,
 signed inputs, the 24-bit current wrap, the conv sum wrap, voltage saturation, Lava's
 mixed-sign dense weights, float32 exactness limits, residual shortcuts (identity and
-conv, from the input, across stride 2 and a folded pool, with negative exponents)."""
+conv, from the input, across stride 2 and a folded pool, with negative exponents), neuron
+biases (per channel and per neuron, both signs, exponents, saturating, beside a shortcut)."""
 from __future__ import annotations
 
 import math
@@ -213,8 +214,31 @@ def residual_after_pool_dense():
     return graph_of([c1, c2, h1, h2, out_core(rng, (8,))], shape), random_spikes(rng, 6, 2, shape, p=0.6)
 
 
+def neuron_biases():
+    """Biases (Loihi's ``bias << bias_exp`` added to v each step): per channel on convs with
+    leak, the most negative one (-4096 << 7) and one that fires its channel at every step,
+    per neuron on a dense core beside an identity shortcut, and on the output accumulator."""
+    rng = np.random.default_rng(12)
+    shape = (2, 6, 5)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 5), pad=(1, 1), vth=40, dv=300)
+    c1.bias, c1.bias_exp = np.array([700, -900, 4095, 0]), 2
+    c1.__post_init__()
+    c2 = conv_core(rng, "c2", 4, 3, (3, 3), (6, 5), stride=(2, 1), pad=(1, 0), vth=50)
+    c2.bias, c2.bias_exp = np.array([-4096, 1500, -35]), 7
+    c2.__post_init__()
+    n2 = math.prod(c2.output_shape)
+    h1 = Core("h1", "dense", dense_w(rng, 6, n2), c2.output_shape, (6,), vth=30, weight_exp=-1,
+              bias=rng.integers(-3000, 3001, size=6), bias_exp=1)
+    h2 = Core("h2", "dense", dense_w(rng, 6, 6), (6,), (6,), vth=25, dv=900, bias=rng.integers(-2000, 2001, size=6),
+              shortcuts=[Shortcut("h1", "identity", [30], (6,))])
+    out = out_core(rng, (6,), dv=50)
+    out.bias = np.array([-300, 0, 2200])
+    out.__post_init__()
+    return graph_of([c1, c2, h1, h2, out], shape), random_spikes(rng, 8, 3, shape, p=0.3)
+
+
 CASES = {f.__name__: f for f in (dense_exp_and_leak, conv_nonsymmetric_nonsquare_leak, folded_pools,
                                  folded_pool_odd_input, current_wrap_and_saturation, largest_threshold,
                                  leak_signed_input_24bit_overflow, all_negative_dense, dense_flat_after_conv,
                                  conv_sum_wraps_24bit, wide_conv_beyond_float32,
-                                 residual_identity_and_projection, residual_after_pool_dense)}
+                                 residual_identity_and_projection, residual_after_pool_dense, neuron_biases)}

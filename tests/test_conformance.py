@@ -64,6 +64,14 @@ def test_cases_exercise_what_they_claim(references):
                 alone = fx.run_reference(graph, spikes)
                 core.shortcuts.insert(k, kept)
                 assert not np.array_equal(alone.output, ref.output), f"{name}: {core.name}'s shortcut is idle"
+    graph, spikes, ref = references["neuron_biases"]
+    assert graph.cores[1].bias.min() << graph.cores[1].bias_exp == -2 ** 19     # the most negative bias
+    for core in graph.cores:                          # each bias changes what its core does
+        kept, core.bias = core.bias, None
+        alone = fx.run_reference(graph, spikes)
+        core.bias = kept
+        assert not np.array_equal(alone.output, ref.output), f"neuron_biases: {core.name}'s bias is idle"
+    assert ref.spikes[0][:, :, 2].all()               # bias 4095 << 2 > vth << 6: fires at every step
 
 
 @pytest.mark.parametrize("backend", OTHERS)

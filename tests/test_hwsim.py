@@ -252,6 +252,21 @@ def test_graph_file_round_trip_with_shortcuts_and_version_2_files_load(tmp_path)
     assert [c.name for c in load_graph(path).cores] == [c.name for c in chain.cores]
 
 
+def test_graph_file_round_trip_with_biases_and_biases_that_do_not_fit_are_refused(tmp_path):
+    graph, _ = CASES["neuron_biases"]()
+    back = load_graph(save_graph(graph, tmp_path / "g.npz"))
+    for a, b in zip(graph.cores, back.cores):
+        assert a.bias_exp == b.bias_exp and (a.bias is None) == (b.bias is None), a.name
+        if a.bias is not None:
+            np.testing.assert_array_equal(a.bias, b.bias)
+    core = graph.cores[0]
+    for bias, exp, match in (([4096, 0, 0, 0], 0, "outside \\[-4096, 4095\\]"), ([1, 2], 0, "one per output channel"),
+                             ([1, 2, 3, 4], 8, "bias_exp=8 outside 0..7"), ([0.5, 0, 0, 0], 0, "must be integers")):
+        with pytest.raises(GraphError, match=match):
+            Core(core.name, "conv", core.weights, core.input_shape, core.output_shape, vth=core.vth,
+                 padding=core.padding, bias=np.array(bias), bias_exp=exp)
+
+
 def test_shortcuts_that_do_not_fit_are_refused():
     graph, _ = CASES["residual_identity_and_projection"]()
     c3 = graph.cores[2]

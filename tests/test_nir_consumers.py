@@ -64,8 +64,24 @@ def residual_blocks():
     return graph_of(cores, shape), random_spikes(rng, 6, 3, shape)
 
 
+def neuron_biases_exact():
+    """Biases on a conv (per channel, one that fires at every step), on a dense core
+    (NIR Affine), both signs and exponents, and on the readout: bias / 64 is exact in float."""
+    rng = np.random.default_rng(16)
+    shape = (2, 5, 5)
+    c1 = conv_core(rng, "c1", 2, 3, (3, 3), (5, 5), pad=(1, 1), vth=20)
+    c1.bias, c1.bias_exp = np.array([300, -700, 4095]), 1
+    h = Core("h", "dense", rng.integers(-30, 31, (6, 75)) * 2, c1.output_shape, (6,), vth=40,
+             bias=rng.integers(-4096, 4096, size=6), bias_exp=3)
+    out = out_core(rng, (6,))
+    out.bias = np.array([-64, 5, 1000])
+    for core in (c1, out):
+        core.__post_init__()
+    return graph_of([c1, h, out], shape), random_spikes(rng, 6, 3, shape)
+
+
 EXACT = {f.__name__: f for f in (folded_pools, folded_pool_odd_input, dense_flat_after_conv,
-                                 nonsquare_stride_padding, residual_blocks)}
+                                 nonsquare_stride_padding, residual_blocks, neuron_biases_exact)}
 
 
 @pytest.mark.filterwarnings("ignore:nir.s shape inference")

@@ -79,7 +79,7 @@ def _connect(src_port, dst_port) -> None:
 
 
 # Vars that carry state from one step to the next: neurons' and synapses' (Dense: a_buff, Conv: a_buf)
-STATE_VARS = ("u", "v", "spiked", "a_buff", "a_buf")
+STATE_VARS = ("u", "v", "spiked", "steps_run", "a_buff", "a_buf")
 
 
 @dataclass
@@ -205,16 +205,26 @@ def _shortcut_synapse(graph: CoreGraph, core: Core, sc: Shortcut):
     return DelaySparse(delays=delays.astype(int), **args)
 
 
-def soft_reset_lif(core: Core):
-    """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``)."""
+def soft_reset_lif(core: Core, latency: int = 0):
+    """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``);
+    ``latency``: the Lava steps before the core's first input arrives, in which its bias
+    is held back (the reference's neurons start with their input, at step 0)."""
+    bias = 0
+    if core.bias is not None:        # one mantissa per channel (conv) or neuron (dense), per neuron in Lava's layout
+        per_neuron = np.broadcast_to(core.bias.reshape((-1,) + (1,) * (len(core.output_shape) - 1)),
+                                     core.output_shape)
+        bias = np.ascontiguousarray(to_lava_layout(per_neuron, core.output_shape))
     return SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
-                        spiking=core.spiking, name=core.name)
+                        spiking=core.spiking, bias_mant=bias, bias_exp=core.bias_exp, bias_delay=latency,
+                        name=core.name)
 
 
-def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core], object] = soft_reset_lif) -> LavaNetwork:
+def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core, int], object] = soft_reset_lif
+                       ) -> LavaNetwork:
     """Lava processes for the chain input -> core 0 -> ... -> output accumulator (nothing runs yet).
 
-    ``neuron_process(core)`` makes each core's neurons: by default the soft-reset LIF that
+    ``neuron_process(core, latency)`` makes each core's neurons (``latency``: the Lava steps
+    before the core's first input arrives, one per synapse on the chain): by default the soft-reset LIF that
     matches the graph bit for bit; another process with ``a_in`` and ``s_out`` ports of the
     core's Lava shape may stand in (``benchmarks/hwsim_vs_lava.py`` times Lava's stock LIF,
     which resets to zero, this way)."""
@@ -224,7 +234,7 @@ def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core], object
     outputs = {}                                           # spiking population -> its s_out
     for i, core in enumerate(graph.cores):
         synapse = _synapse(core, in_shape, INPUT_MESSAGE_BITS if i == 0 else 0)
-        neuron = neuron_process(core)
+        neuron = neuron_process(core, graph.depth(core.name))
         if neurons:
             _connect(neurons[-1].s_out, synapse.s_in)
         else:

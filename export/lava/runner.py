@@ -44,7 +44,7 @@ class LavaRunner:
     compiled at the first ``run``; ``close()`` (or leaving a ``with`` block) stops it."""
 
     def __init__(self, graph: CoreGraph, timesteps: int, record_spikes: bool = True,
-                 neuron_process: Callable[[Core], object] = soft_reset_lif, run_cfg=None):
+                 neuron_process: Callable[[Core, int], object] = soft_reset_lif, run_cfg=None):
         if timesteps < 1:
             raise ValueError(f"timesteps must be >= 1, got {timesteps}")
         self.graph, self.timesteps = graph, int(timesteps)

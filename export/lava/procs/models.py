@@ -45,6 +45,10 @@ class PySoftResetLIFModelFixed(PyLoihiProcessModel):
     vth: int = LavaPyType(int, np.int32, precision=17)
     dv: int = LavaPyType(int, np.uint16, precision=12)
     du: int = LavaPyType(int, np.uint16, precision=12)
+    bias_mant: np.ndarray = LavaPyType(np.ndarray, np.int16, precision=13)
+    bias_exp: int = LavaPyType(int, np.int16, precision=3)
+    bias_delay: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
+    steps_run: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=32)
 
     def __init__(self, proc_params):
         super().__init__(proc_params)
@@ -57,9 +61,12 @@ class PySoftResetLIFModelFixed(PyLoihiProcessModel):
         wrapped = np.where(current > STATE_HALF_RANGE, current - 2 * STATE_HALF_RANGE, current)
         wrapped = np.where(wrapped <= -STATE_HALF_RANGE, current + 2 * STATE_HALF_RANGE, wrapped)
         self.u[:] = wrapped
-        # voltage: leak, add the current, subtract the threshold of last step's spikes, clip
+        # voltage: leak, add the current and the bias, subtract the threshold of last step's spikes, clip
         vth = np.int64(self.vth) << VTH_SHIFT
-        voltage = _decay(self.v.astype(np.int64), self.dv) + wrapped - vth * self.spiked
+        started = self.steps_run[0] >= self.bias_delay[0]
+        bias = self.bias_mant.astype(np.int64) << np.int64(self.bias_exp) if started else 0
+        self.steps_run[:] += 1
+        voltage = _decay(self.v.astype(np.int64), self.dv) + wrapped + bias - vth * self.spiked
         self.v[:] = np.clip(voltage, -(STATE_HALF_RANGE - 1), STATE_HALF_RANGE - 1)
         if self.spiking:
             self.spiked[:] = self.v > vth

@@ -18,10 +18,16 @@ class SoftResetLIF(AbstractProcess):
     Loihi's fixed-point units (stock LIF): ``vth`` a 17-bit mantissa (compared as
     ``vth << 6``), ``du``/``dv`` 12-bit decays. ``spiking=False`` makes the output
     accumulator of Eq. 4: same update, never spikes, never resets; read ``v`` after a run.
+    ``bias_mant`` (13-bit signed, per neuron or one for all) and ``bias_exp`` (0..7) are
+    stock LIF's bias: ``bias_mant << bias_exp`` is added to ``v`` every step from step
+    ``bias_delay`` on (``steps_run`` counts the steps since the last reset): Lava delays each
+    synapse by a step, so a core d synapses down the chain gets its first input at step d,
+    and a bias that started before would run ahead of the layer-synchronous reference.
     """
 
     def __init__(self, *, shape: tuple[int, ...], vth: int, dv: int = 0, du: int = DU_INSTANT,
-                 spiking: bool = True, name: str | None = None) -> None:
+                 spiking: bool = True, bias_mant=0, bias_exp: int = 0, bias_delay: int = 0,
+                 name: str | None = None) -> None:
         super().__init__(shape=shape, vth=vth, dv=dv, du=du, spiking=spiking, name=name)
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
@@ -31,3 +37,7 @@ class SoftResetLIF(AbstractProcess):
         self.vth = Var(shape=(1,), init=int(vth))
         self.dv = Var(shape=(1,), init=int(dv))
         self.du = Var(shape=(1,), init=int(du))
+        self.bias_mant = Var(shape=shape, init=bias_mant)
+        self.bias_exp = Var(shape=(1,), init=int(bias_exp))
+        self.bias_delay = Var(shape=(1,), init=int(bias_delay))
+        self.steps_run = Var(shape=(1,), init=0)
