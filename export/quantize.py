@@ -13,7 +13,10 @@
 3. The output accumulator's voltage must not saturate over T steps: its scale is set
    from the largest accumulated output of the float SNN on calibration images, with 2x
    headroom, through ``weight_exp``.
-4. Residual blocks: a block is two cores, its first conv and its second conv with the
+4. A layer's bias (a folded batch norm) is the neuron's bias, in the voltage's units:
+   ``bias * scale << 6`` per step as a 13-bit mantissa and the smallest exponent 0..7 that
+   holds it (rounded to nearest); one that needs more is an error naming the layer.
+5. Residual blocks: a block is two cores, its first conv and its second conv with the
    shortcut (``export.graph.Shortcut``: a 1x1 projection, or an identity) from the
    population before the block, one population summing both. The shortcut's integers are
    in the population's units (its scale, as step 2 set it from the conv): the float
@@ -57,6 +60,7 @@ class FloatLayer:
     pool: int = 1              # the q x q average pool folded in
     ann_macs: int = 0          # MACs per step of the ANN layer (trainer.models.count_macs)
     shortcut: "FloatShortcut | None" = None
+    bias: np.ndarray | None = None   # per output channel / neuron, in the layer's current units
 
 
 @dataclass
@@ -92,13 +96,19 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
             s, p = int(spec.get("stride", 1)), int(spec.get("padding", 1))
             folded.append(fold_pool(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s, s), (p, p),
-                                               ann_macs=next(macs)), pool))
+                                               ann_macs=next(macs), bias=_bias(ckpt, i)), pool))
             pool, prev_shape = 1, shape
         elif kind == "linear":
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
-            folded.append(fold_pool(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, ann_macs=next(macs)), pool))
+            folded.append(fold_pool(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, ann_macs=next(macs),
+                                               bias=_bias(ckpt, i)), pool))
             pool, prev_shape = 1, shape
     return folded
+
+
+def _bias(ckpt: Checkpoint, i: int) -> np.ndarray | None:
+    b = ckpt.state_dict.get(f"layers.{i}.bias")
+    return None if b is None else b.double().numpy()
 
 
 def _fold_block(ckpt: Checkpoint, i: int, stride: int, in_shape: tuple, out_shape: tuple, pool: int,
@@ -155,12 +165,28 @@ def fold_pool(layer: FloatLayer, pool: int, divisor: int | None = None) -> Float
         w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3) / div
         return FloatLayer(layer.name, "conv", w, layer.input_shape, layer.output_shape,
                           tuple(s * pool for s in layer.stride), tuple(p * pool for p in layer.padding), pool,
-                          layer.ann_macs)
+                          layer.ann_macs, bias=layer.bias)
     c, h, wd = layer.input_shape
     w = w.reshape(w.shape[0], c, h // pool, wd // pool)
     w = np.repeat(np.repeat(w, pool, axis=2), pool, axis=3).reshape(w.shape[0], -1) / div
     return FloatLayer(layer.name, "dense", w, layer.input_shape, layer.output_shape, pool=pool,
-                      ann_macs=layer.ann_macs)
+                      ann_macs=layer.ann_macs, bias=layer.bias)
+
+
+def _quantize_bias(bias: np.ndarray, units: float, where: str) -> tuple[np.ndarray, int]:
+    """(13-bit mantissas, exponent 0..7) of a float bias in a population of ``units``
+    (integer current per float current): the voltage gains ``bias * units << 6`` per step."""
+    if not np.all(np.isfinite(bias)):
+        raise QuantizationError(f"{where}: bias is not all finite")
+    target = bias * units * 2 ** fx.ACT_SHIFT
+    hi = fx.BIAS_RANGE[1]
+    exp = next((e for e in range(fx.BIAS_EXP_MAX + 1) if np.abs(np.round(target / 2 ** e)).max(initial=0) <= hi),
+               None)
+    if exp is None:
+        raise QuantizationError(f"{where}: bias up to {np.abs(bias).max():.6g} needs more than "
+                                f"{fx.BIAS_BITS}-bit mantissas << {fx.BIAS_EXP_MAX} in the layer's units "
+                                f"(scale {units:.6g})")
+    return np.round(target / 2 ** exp).astype(np.int64), exp
 
 
 def _mantissa_scale(w: np.ndarray, bits: int) -> float:
@@ -219,6 +245,8 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
         stored = mant * step
         shortcuts = [_quantize_shortcut(layer.shortcut, scale_eff * 2.0 ** weight_exp, weight_bits, layer.name,
                                         names)] if layer.shortcut is not None else []
+        bias, bias_exp = (None, 0) if layer.bias is None else _quantize_bias(
+            layer.bias, scale_eff * 2.0 ** weight_exp, f"{source}: layer {layer.name}")
         error = np.abs(layer.weights - stored / scale_eff)
         max_input = _max_input(stored, weight_exp) + sum(_max_input(sc.weights, sc.weight_exp) for sc in shortcuts)
         try:
@@ -227,7 +255,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
                               spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
                               stride=layer.stride, padding=layer.padding, float_threshold=theta,
                               weight_scale=scale_eff * 2.0 ** weight_exp, pool=(layer.pool, layer.pool),
-                              ann_macs=layer.ann_macs, shortcuts=shortcuts))
+                              ann_macs=layer.ann_macs, shortcuts=shortcuts, bias=bias, bias_exp=bias_exp))
         except GraphError as exc:
             raise QuantizationError(f"{source}: {exc}") from None
         report.append({
@@ -241,6 +269,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
             "shortcut": (f"{shortcuts[0].op} from {shortcuts[0].source}, weight_exp {shortcuts[0].weight_exp}"
                          if shortcuts else "-"),
+            "bias_exp": "-" if bias is None else bias_exp,
         })
     return cores, report
 

@@ -36,8 +36,8 @@ def _update_neurons(acc, v, prev, out, bias, n_active, a_max, t, b, first, vth, 
     """Step ``t`` of sample ``b``'s neurons ``first`` to ``first + len(acc)`` from their
     synaptic sums ``acc`` (then cleared): the weight-exp shift (floor for negative exponents),
     the conv's wrap to signed 24 bit, ``u = wrap24(a << 6)``, decay, + the neurons' ``bias``
-    (in v's units, |bias| < 2**19), reset by subtraction, clip, ``v > vth``; per neuron of the row, ``n_active`` counts non-zero currents and
-    ``a_max`` keeps the largest |current|.
+    (in v's units, |bias| < 2**19), reset by subtraction, clip, ``v > vth``; per neuron of the
+    row, ``n_active`` counts non-zero currents and ``a_max`` keeps the largest |current|.
 
     Every step is exact on float values: shifts are multiplications by powers of two; the
     wraps add or subtract 2**24 to multiples of 1 (conv) or 64 (``u``) of magnitude below

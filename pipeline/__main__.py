@@ -1,6 +1,8 @@
 """The whole chain in one command: ``python -m pipeline [--dataset digits] ...``.
 
 trainer (ANN -> conversion -> STDB, + from-scratch baseline) writes runs/<name>/*.pt;
+``--methods hybrid,spikebp,bncurrent`` trains the hybrid's baselines too (trainer.methods:
+Lee 2020's spike-based BP, batch norm on input currents), exported and simulated beside it;
 export quantizes the converted and STDB networks into core graphs (runs/<name>/export/);
 hwsim replays the same Poisson inputs through both (runs/<name>/hwsim/, --edp);
 reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.md).
@@ -27,10 +29,11 @@ from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
 from records.atomic import atomic_file
 from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, number, run_main, run_name
-from records.layout import COMPARED_STAGES, STAGE_TIMES_FILE
+from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
 from trainer.data import DATASETS
+from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES
 from pipeline.budget import StageClock
 from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps, fast_recipe,
@@ -61,16 +64,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--restart", action="store_true",
                    help="retrain where the run folder holds runs of another configuration (default: refuse)")
+    p.add_argument("--methods", type=methods_list, default=("hybrid",),
+                   help=f"training methods to compare at the reduced T, comma-separated from {', '.join(METHODS)} "
+                        "(hybrid always among them): each is trained, exported and run through hwsim on the same "
+                        "inputs, and the report compares them")
+    p.add_argument("--method-epochs", type=POSITIVE, default=None,
+                   help="epochs of each baseline of --methods (default: the ANN's)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
                    help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
+
+
+def methods_list(text: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    unknown = [n for n in names if n not in METHODS]
+    if unknown or "hybrid" not in names:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: " + (f"unknown method {unknown[0]!r}" if unknown else "the hybrid must be among them "
+                             "(the chain is built around it)") + f"; choose from {', '.join(METHODS)}")
+    return names
+
+
+def compared_stages(args) -> list[str]:
+    """The stages exported and simulated: converted and STDB, then each baseline of --methods."""
+    return list(COMPARED_STAGES) + [METHOD_STAGES[m] for m in args.methods if m != "hybrid"]
 
 
 def chain_config(args, timesteps) -> ChainConfig:
     budget = args.budget_minutes is not None
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
-                      runs=args.runs, name=args.name)
+                      runs=args.runs, name=args.name, baselines=tuple(m for m in args.methods if m != "hybrid"),
+                      baseline_epochs=args.method_epochs)
     if budget:
         cfg.ann_optim = fast_recipe(args.dataset)
         cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim))
@@ -112,8 +137,9 @@ def run_pipeline(args) -> None:
         f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
         for a in summary.accuracies) + f"; run folder: {run.root}")
 
-    print("== 2/4 export: quantize the converted and the STDB network", flush=True)
-    for stage in COMPARED_STAGES:
+    stages = compared_stages(args)
+    print(f"== 2/4 export: quantize the {', '.join(stages)} networks", flush=True)
+    for stage in stages:
         # The output accumulator is sized for the largest T of the accuracy-vs-T sweep.
         # Under a budget the integer reference (about 1 s per image-step for VGG16) is left
         # out: hwsim, bit-exact with it (tests/test_conformance.py), tests the fixed point.
@@ -123,8 +149,8 @@ def run_pipeline(args) -> None:
         print_summary(done.summary, done.layers, done.out)
     clock.done("export")
 
-    print("== 3/4 hwsim: same inputs through both networks, --edp", flush=True)
-    doc, paths = run_hwsim([(s, run.graph(s)) for s in COMPARED_STAGES], HwsimConfig(
+    print(f"== 3/4 hwsim: same inputs through the {len(stages)} networks, --edp", flush=True)
+    doc, paths = run_hwsim([(s, run.graph(s)) for s in stages], HwsimConfig(
         timesteps=steps.reduced, sweep=steps.sweep, samples=args.samples, seed=args.seed,
         energy_model=args.energy_model, device=args.device, data_root=args.data_root,
         progress=not args.quiet), run.hwsim_dir)

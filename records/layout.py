@@ -4,6 +4,7 @@
 
     runs/<name>/                       RunLayout(root)
         ann.pt converted.pt stdb.pt scratch.pt          checkpoint(stage)
+        spikebp.pt bncurrent.pt                          (the baselines of --methods)
         metrics_<stage>.csv                              metrics(checkpoint path)
         trainer_summary.json                             trainer_summary
         export/<stage>/coregraph.npz ...                 export_dir(stage), graph(stage)
@@ -22,8 +23,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("ann", "converted", "stdb", "scratch")
-SNN_STAGES = ("converted", "stdb", "scratch")
+STAGES = ("ann", "converted", "stdb", "scratch", "spikebp", "bncurrent")
+SNN_STAGES = ("converted", "stdb", "scratch", "spikebp", "bncurrent")
+# The training methods ``python -m pipeline --methods`` compares, and the stage each one's network comes from:
+# the hybrid (conversion + STDB), Lee 2020's spike-based BP, batch norm on input currents (trainer.methods).
+METHOD_STAGES = {"hybrid": "stdb", "spikebp": "spikebp", "bncurrent": "bncurrent"}
 COMPARED_STAGES = ("converted", "stdb")        # what hwsim compares by default (converted / STDB)
 
 GRAPH_FILE = "coregraph.npz"

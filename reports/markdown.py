@@ -7,7 +7,8 @@ from __future__ import annotations
 from reports.common import (ann_comparison, dataset_arch, edp_ratio, fmt, layer_names, model_name,
                             network_accuracy, norm_name, ratio, spike_ratio, units)
 from reports.figures import ENERGY_CSV, ENERGY_PNG, FIG3_CSV, FIG3_PNG, SWEEP_CSV, SWEEP_PNG
-from reports.tables import markdown_table, paper_row, paper_rows_text, table1_markdown
+from reports.methods import METHODS_CSV, METHODS_PNG, methods_markdown
+from reports.tables import KIND_NAMES, markdown_table, paper_row, paper_rows_text, table1_markdown
 
 TABLE1_CSV = "table1.csv"
 PAPER_FIG3 = ("the paper reports ~1.5x fewer spikes for STDB than for the converted network at higher "
@@ -74,9 +75,10 @@ def _fig3_table(results: dict) -> str:
 
 
 def report_markdown(results: dict, summary: dict | None, files: dict[str, str], inputs: dict[str, str],
-                    table1_rows: list[dict]) -> str:
+                    table1_rows: list[dict], method_rows: list[dict] = ()) -> str:
     """``files``: file name -> link relative to report.md (only files that exist);
-    ``inputs``: 'results' / 'summary' -> path as shown."""
+    ``inputs``: 'results' / 'summary' -> path as shown; ``method_rows``: the training
+    methods compared (``reports.methods``), none: no such section."""
     nets = results["networks"]
     dataset, arch = dataset_arch(results, summary)
     em = results.get("energy_model") or {}
@@ -91,8 +93,9 @@ def report_markdown(results: dict, summary: dict | None, files: dict[str, str], 
         t_small, t_large = summary.timesteps.reduced, summary.timesteps.large
         t_txt = f"SNNs evaluated at T = {t_large} and T = {t_small} (STDB fine-tuning at T = {t_small})"
         sec_txt = ", ".join(f"{k} {v:.1f} s" for k, v in summary.seconds.items())
-        out.append("- Trainer (float): ANN, converted, STDB" + (", from scratch" if any(
-            a.stage == "scratch" for a in summary.accuracies) else "")
+        extra = [KIND_NAMES[s] for s in ("scratch", "spikebp", "bncurrent")
+                 if any(a.stage == s for a in summary.accuracies)]
+        out.append("- Trainer (float): ANN, converted, STDB" + "".join(f", {e}" for e in extra)
                    + (f"; {t_txt}" if t_txt else "") + (f"; wall time: {sec_txt}" if sec_txt else "") + ".")
     else:
         out.append("- Trainer summary: none found, so the table has no float accuracies.")
@@ -128,6 +131,18 @@ def report_markdown(results: dict, summary: dict | None, files: dict[str, str], 
     out += [" ".join(notes), ""]
     if TABLE1_CSV in files:
         out += [f"Data: {_link(TABLE1_CSV, files[TABLE1_CSV])}", ""]
+
+    # ---- training methods -----------------------------------------------------------
+    if method_rows:
+        out += ["## Training methods compared", "",
+                f"Each method's network at T = {results['timesteps']} on the same {results['samples']:,} test "
+                "samples and Poisson trains (hwsim); training time is the trainer's wall time for all the steps "
+                "that make the network (the hybrid: ANN, conversion and STDB).", "",
+                methods_markdown(method_rows, results), ""]
+        if METHODS_PNG in files:
+            out += [f"![Training methods compared]({files[METHODS_PNG]})", ""]
+        if METHODS_CSV in files:
+            out += [f"Data: {_link(METHODS_CSV, files[METHODS_CSV])}", ""]
 
     # ---- fig 3 ----------------------------------------------------------------------
     out += ["## Spikes per neuron per layer (Fig. 3)", ""]

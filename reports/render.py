@@ -8,6 +8,7 @@ from pathlib import Path
 from records.atomic import write_together
 from records.layout import REPORT_DIR as FIGURE_DIR, REPORT_FILE as REPORT_NAME
 from reports import figures
+from reports.methods import METHODS_COLUMNS, METHODS_CSV, methods_figure, methods_rows
 from reports.common import Inputs, load_inputs
 from reports.markdown import TABLE1_CSV, report_markdown
 from records.table import csv_text
@@ -34,12 +35,15 @@ def build_report(inputs: Inputs, out: Path) -> dict[Path, str | bytes]:
     contents.update(figures.fig3_spikes_per_layer(res, summ))
     contents.update(figures.energy_figure(res, summ))
     contents.update(figures.accuracy_vs_timesteps(res, summ) or {})
-    rows = table1_rows(res, summ)
+    contents.update(methods_figure(res, summ))
+    rows, compared = table1_rows(res, summ), methods_rows(res, summ)
     contents[TABLE1_CSV] = csv_text(rows, TABLE1_COLUMNS)
+    if compared:
+        contents[METHODS_CSV] = csv_text(compared, METHODS_COLUMNS)
     links = {name: f"{FIGURE_DIR}/{name}" for name in contents}
     md = report_markdown(res, summ, links,
                          {"results": _shown(inputs.results_path, out), "summary": _shown(inputs.summary_path, out)},
-                         rows)
+                         rows, compared)
     files: dict[Path, str | bytes] = {fig_dir / name: c for name, c in contents.items()}
     files[out / REPORT_NAME] = md
     return files

@@ -23,8 +23,9 @@ PAPER_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "vgg5": "VGG5", "
 
 TABLE1_COLUMNS = ["row", "network", "timesteps", "float_accuracy", "fixed_point_accuracy", "fixed_point_samples",
                   "hwsim_network", "paper_accuracy", "paper_timesteps"]
-KIND_NAMES = {"ann": "ANN", "converted": "converted", "stdb": "hybrid (STDB)", "scratch": "from scratch"}
-_KIND_ORDER = {"ann": 0, "converted": 1, "stdb": 2, "scratch": 3}
+KIND_NAMES = {"ann": "ANN", "converted": "converted", "stdb": "hybrid (STDB)", "scratch": "from scratch",
+              "spikebp": "spike-based BP (Lee 2020)", "bncurrent": "BN on input currents"}
+_KIND_ORDER = {"ann": 0, "converted": 1, "stdb": 2, "scratch": 3, "spikebp": 4, "bncurrent": 5}
 
 
 def paper_rows_text() -> str:

@@ -5,6 +5,8 @@ of floating-point sums (the multistep backend's add is fused), within the stated
 Without a GPU the fused backend's Triton kernels run in Triton's interpreter (conftest sets
 TRITON_INTERPRET=1 when there is no CUDA device); on a GPU machine every case runs on CUDA.
 """
+import math
+
 import pytest
 import torch
 
@@ -141,3 +143,35 @@ def test_backend_choice():
     assert neuron_backend("auto", torch.device("cpu")) is lif_multistep
     with pytest.raises(ValueError, match="unknown backend 'cupy'"):
         neuron_backend("cupy", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("backend", ["reference", "multistep"])
+def test_spikebp_gradient_by_hand_on_two_neurons(backend):
+    """Lee 2020's derivative on two LIF neurons (theta 1, leak 0.9), dL/do_t = 1, 2, 3, 4.
+    A: u = 0.6, 1.14 (fires), 0.226, 1.7034 (fires); c = 1 + ln 0.9 * (0.9**2 + 1) / 2;
+    its gradient reaches a current only through the next spike: dL/dI = 2c, 2c, 4c, 4c.
+    B never fires: no gradient at all."""
+    current = torch.tensor([[0.6, 0.2], [0.6, 0.2], [0.2, 0.2], [1.5, 0.2]], dtype=torch.float64,
+                           requires_grad=True)
+    lif = neuron_backend(backend, torch.device("cpu"), "spikebp")
+    spikes, _ = lif(current, NeuronState.zeros(current[0].detach()), 1.0, 0.9, 0, Surrogate("spikebp"),
+                    torch.zeros(5))
+    assert spikes.detach().tolist() == [[0, 0], [1, 0], [0, 0], [1, 0]]
+    (spikes * torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)[:, None]).sum().backward()
+    c = 1 + math.log(0.9) * (0.81 + 1) / 2
+    expected = torch.tensor([[2 * c, 0], [2 * c, 0], [4 * c, 0], [4 * c, 0]], dtype=torch.float64)
+    assert torch.allclose(current.grad, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("leak", [1.0, 0.9])
+@pytest.mark.parametrize("shape,windows", [((9, 3, 5), [9]), ((9, 2, 4, 3, 3), [4, 5])])
+def test_spikebp_multistep_matches_reference_and_fused_refuses_it(leak, shape, windows):
+    current = torch.rand(shape, generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3
+    spikebp = Surrogate("spikebp")
+    ref = run_windows(lif_reference, current, spikebp, 0.7, leak, windows)
+    got = run_windows(neuron_backend("multistep", DEVICE, "spikebp"), current, spikebp, 0.7, leak, windows)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[2].u, ref[2].u.detach())
+    assert torch.allclose(got[1], ref[1], **GRAD_TOLERANCE) and got[1].abs().sum() > 0
+    assert neuron_backend("auto", torch.device("cuda"), "spikebp") is lif_multistep
+    with pytest.raises(ValueError, match="fused backend has no spikebp"):
+        neuron_backend("fused", DEVICE, "spikebp")

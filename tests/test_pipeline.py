@@ -40,3 +40,28 @@ def test_pipeline_residual(tmp_path, capsys):
     names = [l["name"] for l in results["networks"][1]["layers"]]
     assert "block7_conv2" in names and "block8_conv2" in names
     assert "| block8_conv2 |" in (run / "report.md").read_text()
+
+
+def test_pipeline_methods(tmp_path, capsys):
+    """--methods: both baselines trained, exported with biases where batch norm was folded,
+    simulated on the same inputs, and compared in the report."""
+    code = main(["--runs", str(tmp_path), "--name", "m", "--epochs", "2", "--snn-epochs", "1", "--method-epochs", "1",
+                 "--timesteps-large", "16", "--samples", "40", "--sweep", "4", "--no-scratch", "--quiet",
+                 "--methods", "hybrid,spikebp,bncurrent"])
+    assert code == 0
+    run = tmp_path / "m"
+    from export.graph import load_graph
+    from trainer.checkpoint import load_checkpoint
+    assert load_checkpoint(run / "spikebp.pt").snn.surrogate["kind"] == "spikebp"
+    bn = load_checkpoint(run / "bncurrent.pt")
+    assert all(l.get("bias") for l in bn.arch.layers[:-1] if l["kind"] in ("conv", "linear"))
+    graph = load_graph(run / "export" / "bncurrent" / "coregraph.npz")
+    assert all(c.bias is not None for c in graph.spiking_cores) and graph.cores[-1].bias is None
+    assert all(c.bias is None for c in load_graph(run / "export" / "spikebp" / "coregraph.npz").cores)
+    results = json.loads((run / "hwsim" / "results.json").read_text())
+    assert [n["label"] for n in results["networks"]] == ["converted", "stdb", "spikebp", "bncurrent"]
+    report = (run / "report.md").read_text()
+    assert "## Training methods compared" in report and "spike-based BP (Lee 2020)" in report
+    assert (run / "report" / "methods.png").is_file()
+    rows = (run / "report" / "methods.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["hybrid", "spikebp", "bncurrent"]

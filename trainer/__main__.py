@@ -1,4 +1,4 @@
-"""Command line: ``python -m trainer {ann,convert,stdb,scratch,eval,chain} ...``.
+"""Command line: ``python -m trainer {ann,convert,stdb,scratch,spikebp,bncurrent,eval,chain} ...``.
 
 ``chain`` runs ANN -> conversion -> STDB (and the from-scratch baseline) into
 ``runs/<name>/`` with defaults that finish in a few minutes on ``digits`` on 2 CPU cores.
@@ -22,7 +22,7 @@ from trainer.models import ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
-                            resolve_device, scratch_init)
+                            resolve_device, scratch_init, train_baseline)
 from trainer.train import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
@@ -49,6 +49,8 @@ def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: st
     p.add_argument(f"--{prefix}epochs", type=POSITIVE, default=default("epochs"))
     p.add_argument(f"--{prefix}lr", type=number(0, lo_open=True), default=default("lr"))
     p.add_argument(f"--{prefix}optimizer", default=default("optimizer"), choices=("sgd", "adam"))
+    p.add_argument(f"--{prefix}momentum", type=number(0, 1, hi_open=True), default=default("momentum"),
+                   help="SGD's momentum")
     p.add_argument(f"--{prefix}batch-size", type=POSITIVE, default=default("batch_size"))
     p.add_argument(f"--{prefix}weight-decay", type=number(0), default=default("weight_decay"))
     p.add_argument(f"--{prefix}schedule", default=default("schedule"), choices=SCHEDULES)
@@ -171,6 +173,16 @@ def cmd_scratch(args) -> None:
         print(f"from-scratch test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {args.out}")
 
 
+def cmd_baseline(args) -> None:
+    rt = runtime_from(args)
+    bundle = load_data(data_from(args), rt.seed)
+    arch = arch_from(args).config(bundle)
+    result = train_baseline(args.command, arch, bundle, args.timesteps, args.epochs, Path(args.out), rt, args.leak,
+                            args.eval_samples)
+    if result is not None:
+        print(f"{args.command} test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {args.out}")
+
+
 def cmd_eval(args) -> None:
     rt = runtime_from(args)
     ckpt = load_checkpoint(args.checkpoint)
@@ -240,6 +252,19 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--timesteps", type=POSITIVE, required=True)
         add_optim_args(p, SNN_OPTIM)
 
+    for name, help_ in (("spikebp", "Lee 2020's spike-based BP from scratch, its recipe (trainer.methods)"),
+                        ("bncurrent", "surrogate-gradient training with batch norm on input currents, folded "
+                                      "into weights and neuron biases (trainer.methods)")):
+        p = sub.add_parser(name, help=help_)
+        add_data_args(p), common(p), restart(p)
+        p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+        p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
+        p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+        p.add_argument("--out", type=OUTPUT_FILE, required=True)
+        p.add_argument("--timesteps", type=POSITIVE, required=True)
+        p.add_argument("--epochs", type=POSITIVE, default=30)
+        p.add_argument("--leak", type=LEAK, default=1.0, help="bncurrent's leak (spikebp uses its recipe's, 0.99)")
+
     p = sub.add_parser("eval", help="accuracy and spikes per layer of any checkpoint at any T")
     p.add_argument("checkpoint"), common(p)
     p.add_argument("--data-root", default=None)
@@ -261,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"ann": cmd_ann, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch, "eval": cmd_eval,
-            "chain": cmd_chain}
+            "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline}
 
 
 def main(argv=None) -> int:

@@ -149,9 +149,11 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def _validate(ckpt: Checkpoint, where: str) -> None:
     if ckpt.stage not in STAGES:
         raise CheckpointError(f"{where}: unknown stage {ckpt.stage!r} (one of {', '.join(STAGES)})")
-    biases = sorted(k for k in ckpt.state_dict if k.endswith(".bias"))
+    declared = ANN(ckpt.arch).state_dict()
+    biases = sorted(k for k in ckpt.state_dict if k.endswith(".bias") and k not in declared)
     if biases:
-        raise CheckpointError(f"{where}: {biases[0]} is a bias; SNN-friendly layers are bias-free")
+        raise CheckpointError(f"{where}: {biases[0]} is a bias its layer does not declare; SNN-friendly layers "
+                              "are bias-free (only a folded batch norm gives a layer \"bias\": true)")
     norms = sorted(k for k in ckpt.state_dict if "running_mean" in k or "running_var" in k)
     if norms:
         raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use")
@@ -163,7 +165,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
         if not bool(torch.isfinite(v).all()):
             bad = int((~torch.isfinite(v)).sum())
             raise CheckpointError(f"{where}: {k} holds {bad} non-finite value(s) (a diverged run?)")
-    expected = {k: tuple(v.shape) for k, v in ANN(ckpt.arch).state_dict().items()}
+    expected = {k: tuple(v.shape) for k, v in declared.items()}
     got = {k: tuple(v.shape) for k, v in ckpt.state_dict.items()}
     if expected != got:
         missing = sorted(set(expected) - set(got))

@@ -13,6 +13,14 @@ the paper's code, so d o / d u = g / theta ("scaled by the threshold"):
 The reset path carries no gradient (the paper's code detaches it), so for the currents
     dL/dI_t = dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1}.
 
+"spikebp" is instead the approximate derivative of Lee et al. 2020 (spike-based
+backpropagation, its public code): a neuron passes gradient only at the steps it fires,
+d o_t / d u_t = o_t * c / theta, with the leak correction of the window
+    c = 1 + ln(leak) * (sum_s leak**(T-1-s) o_s) / (sum_s o_s)       (1 for IF neurons),
+and the membrane carries it back through silent steps unattenuated and not across a spike
+(the leak counts as noise; a spike ends an integration period):
+    dL/du_t = dL/do_t * o_t * c / theta + (1 - o_t) * dL/du_{t+1}.
+
 Backends (one signature: currents (steps, ...), state, theta, leak, t0, surrogate, table):
     "reference": Eq. 2-3 step by step under autograd - slow, obviously correct.
     "multistep": the recurrence in a hand-written forward/backward without a per-step
@@ -33,7 +41,7 @@ from torch.nn import functional as F
 
 BACKENDS = ("auto", "multistep", "reference", "fused")
 
-SURROGATES = ("stdb", "linear", "exp")
+SURROGATES = ("stdb", "linear", "exp", "spikebp")
 NEVER = -1  # last-spike marker of a neuron that has not spiked yet
 
 
@@ -62,6 +70,14 @@ class Surrogate:
     def stdb(self, dt: torch.Tensor, lut: torch.Tensor) -> torch.Tensor:
         """Surrogate for spike ages dt (NEVER for silent neurons -> 0)."""
         return torch.where(dt >= 0, lut[dt.clamp(min=0).long()], torch.zeros((), device=dt.device))
+
+    @staticmethod
+    def spikebp_gain(fired: torch.Tensor, leak: float, theta: float) -> torch.Tensor:
+        """Lee 2020's d o / d u per neuron of a window, c / theta, from its spikes (steps, ...)."""
+        steps = fired.shape[0]
+        decay = leak ** torch.arange(steps - 1, -1, -1, dtype=fired.dtype, device=fired.device)
+        decayed = torch.tensordot(decay, fired, dims=1)                  # sum_s leak**(T-1-s) o_s
+        return (1.0 + math.log(leak) * decayed / fired.sum(0).clamp(min=1.0)) / theta
 
     def of_potential(self, z: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
@@ -128,8 +144,11 @@ class _LIFSequence(torch.autograd.Function):
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
         stdb = surrogate.kind == "stdb"
         spikes, kept, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0,
-                                           "ages" if stdb else "potentials", silent_age=lut.numel())
-        if stdb:
+                                           "potentials" if surrogate.kind in ("linear", "exp") else "ages",
+                                           silent_age=lut.numel())
+        if surrogate.kind == "spikebp":
+            ctx.save_for_backward(spikes)
+        elif stdb:
             table = torch.cat([lut / theta, torch.zeros_like(lut)])
             ctx.save_for_backward(kept, table)
         else:
@@ -141,6 +160,12 @@ class _LIFSequence(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_spikes, _gu, _go, _gl):
         theta, leak, surrogate = ctx.theta, ctx.leak, ctx.surrogate
+        if surrogate.kind == "spikebp":
+            (fired,) = ctx.saved_tensors
+            grad_u = grad_spikes * fired * Surrogate.spikebp_gain(fired, leak, theta)
+            for k in range(grad_u.shape[0] - 2, -1, -1):
+                grad_u[k].addcmul_(1.0 - fired[k], grad_u[k + 1])
+            return grad_u, None, None, None, None, None, None, None, None
         if surrogate.kind == "stdb":
             ages, table = ctx.saved_tensors
             grad_current = F.embedding(ages, table.view(-1, 1)).view(ages.shape).mul_(grad_spikes)
@@ -161,7 +186,11 @@ def lif_multistep(current, state: NeuronState, theta: float, leak: float, t0: in
 
 
 def lif_reference(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
-    """Eq. 2-3 step by step with autograd; the spike's gradient is the surrogate (straight-through)."""
+    """Eq. 2-3 step by step with autograd; the spike's gradient is the surrogate (straight-through).
+    For "spikebp", the membrane's gradient path is gated by the spikes and each step's spike
+    gradient is scaled, by hooks, with the window's leak correction once the window is known."""
+    if surrogate.kind == "spikebp":
+        return _spikebp_reference(current, state, theta, leak, t0)
     u, o, last = state.u, state.o, state.last
     out = []
     for k in range(current.shape[0]):
@@ -179,14 +208,36 @@ def lif_reference(current, state: NeuronState, theta: float, leak: float, t0: in
     return torch.stack(out), NeuronState(u, o, last)
 
 
+def _spikebp_reference(current, state: NeuronState, theta: float, leak: float, t0: int):
+    u, o, last = state.u, state.o, state.last
+    carry = leak * u.detach()
+    out, gain = [], []
+    for k in range(current.shape[0]):
+        u = carry + current[k] - theta * o.detach()
+        fired = (u > theta).to(current.dtype)
+        last = torch.where(fired > 0, torch.full_like(last, t0 + k), last)
+        o = fired + (u - u.detach()) * fired / theta
+        if o.requires_grad:
+            o.register_hook(lambda g: g * gain[0])
+        carry = leak * u.detach() + (u - u.detach()) * (1.0 - fired)      # value leak*u, gradient 1 - o
+        out.append(o)
+    spikes = torch.stack(out)
+    gain.append(theta * Surrogate.spikebp_gain(spikes.detach(), leak, theta))    # c, set before any backward
+    return spikes, NeuronState(u, o, last)
+
+
 def fused_available() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def neuron_backend(name: str, device: torch.device):
-    """The LIF function of backend ``name`` for tensors on ``device``."""
+def neuron_backend(name: str, device: torch.device, surrogate: str = "stdb"):
+    """The LIF function of backend ``name`` for tensors on ``device`` and a ``surrogate`` kind
+    (the fused kernels have no "spikebp": "auto" takes multistep for it)."""
     if name == "auto":
-        name = "fused" if device.type == "cuda" and fused_available() else "multistep"
+        fused = device.type == "cuda" and fused_available() and surrogate != "spikebp"
+        name = "fused" if fused else "multistep"
+    if name == "fused" and surrogate == "spikebp":
+        raise ValueError("the fused backend has no spikebp derivative; use --backend multistep")
     if name == "fused":
         if not fused_available():
             raise ValueError("the fused backend needs Triton (pip install triton); use --backend multistep")

@@ -7,17 +7,19 @@ average pooling only, ReLU, dropout.
 
 ``ArchConfig.layers`` is a flat list of layer specs, each a dict with a ``kind``:
 
-- ``conv``     {out_channels, kernel, stride, padding}  3x3/stride 1/pad 1 by default
+- ``conv``     {out_channels, kernel, stride, padding, bias}  3x3/stride 1/pad 1 by default
 - ``avgpool``  {kernel}                                   stride = kernel
 - ``dropout``  {p}
 - ``flatten``  {}
-- ``linear``   {out_features}
+- ``linear``   {out_features, bias}
 - ``resblock`` {out_channels, stride}                     basic block, 1x1 conv shortcut
                                                           when the shape changes
 
 Every ``conv``/``linear``/``resblock`` except the final ``linear`` is followed by a
 ReLU in the ANN and by a spiking neuron layer in the SNN; the final ``linear`` is
-the classifier (the SNN's non-spiking accumulator).
+the classifier (the SNN's non-spiking accumulator). ``bias`` (default false) is only set
+by a batch norm folded into the layer (the BN-on-currents method, ``trainer.norms``): the
+neuron's per-channel bias on the core.
 """
 from __future__ import annotations
 
@@ -210,11 +212,11 @@ def build_layers(cfg: ArchConfig) -> nn.ModuleList:
         kind = layer["kind"]
         if kind == "conv":
             modules.append(nn.Conv2d(prev[0], shape[0], int(layer.get("kernel", 3)), int(layer.get("stride", 1)),
-                                     int(layer.get("padding", 1)), bias=False))
+                                     int(layer.get("padding", 1)), bias=bool(layer.get("bias", False))))
         elif kind == "resblock":
             modules.append(ResBlock(prev[0], shape[0], int(layer.get("stride", 1))))
         elif kind == "linear":
-            modules.append(nn.Linear(prev[0], shape[0], bias=False))
+            modules.append(nn.Linear(prev[0], shape[0], bias=bool(layer.get("bias", False))))
         else:
             modules.append(nn.Identity())
         prev = shape

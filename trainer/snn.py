@@ -1,7 +1,8 @@
 """The spiking network of the paper (Eq. 2-4) on the ANN's own modules.
 
 Hidden neurons are the LIF of Eq. 2-3 with soft reset (trainer.lif: the equations, the
-surrogate gradients and the backends that run them). The output layer accumulates I_t over
+surrogate gradients and the backends that run them); in the BN-on-currents method a batch
+norm of their input current comes first (``trainer.norms``). The output layer accumulates I_t over
 all steps and never spikes (Eq. 4); its potential divided by the steps so far is the logit
 (so the loss does not scale with T).
 
@@ -26,13 +27,14 @@ from torch.nn import functional as F
 from records.encoding import poisson_spikes
 from trainer.lif import BACKENDS, NeuronState, Surrogate, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_layers
+from trainer.norms import CurrentNorms
 
 
 class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
     def __init__(self, ann: ANN, thresholds, leak: float = 1.0, surrogate: Surrogate | None = None,
-                 backend: str = "auto"):
+                 backend: str = "auto", norms: CurrentNorms | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -45,6 +47,7 @@ class SNN(nn.Module):
         self.leak = float(leak)
         self.surrogate = surrogate or Surrogate()
         self.backend = backend
+        self.norms = norms                    # batch norm on input currents (trainer.norms), None: none
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
 
@@ -53,7 +56,7 @@ class SNN(nn.Module):
         current = current.float()      # under bf16 autocast the synapses are bf16, the neurons fp32
         if states[k] is None:
             states[k] = NeuronState.zeros(current[0])
-        lif = neuron_backend(self.backend, current.device)
+        lif = neuron_backend(self.backend, current.device, self.surrogate.kind)
         spikes, states[k] = lif(current, states[k], self.thresholds[k], self.leak, t0, self.surrogate, lut)
         self.spike_counts[k] += int(torch.count_nonzero(spikes.detach()))   # exact: spikes are 0 or 1
         self.neuron_counts[k] = math.prod(current.shape[2:])
@@ -77,6 +80,8 @@ class SNN(nn.Module):
                 current = merged(module, spikes)
                 if i == last:
                     return current.float().sum(0)
+                if self.norms is not None:
+                    current = self.norms(k, current)
                 if stop_at == k:
                     return current
                 spikes = self._neuron(k, current, states, t0, lut)

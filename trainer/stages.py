@@ -24,6 +24,7 @@ from trainer.convert import STATISTICS, balance_thresholds
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
+from trainer.methods import baseline_config
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.snn import SNN
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
@@ -151,6 +152,8 @@ class ChainConfig:
     runs: str = "runs"
     name: str | None = None
     eval_samples: int | None = None
+    baselines: tuple[str, ...] = ()               # trainer.methods.BASELINES to train beside the hybrid
+    baseline_epochs: int | None = None            # None: as many as the ANN's
 
 
 def resolve_device(device: str) -> str:
@@ -231,11 +234,27 @@ def fine_tune(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: in
     return result
 
 
-def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps: int, seed: int) -> Checkpoint:
-    """Random weights and unit thresholds: the from-scratch baseline's starting point."""
+def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps: int, seed: int,
+                 stage: str = "scratch") -> Checkpoint:
+    """Random weights (He-normal) and unit thresholds: where the from-scratch runs start."""
     torch.manual_seed(seed)
-    return Checkpoint(stage="scratch", arch=arch, state_dict=ANN(arch).state_dict(), data=data_record(bundle, seed),
+    return Checkpoint(stage=stage, arch=arch, state_dict=ANN(arch).state_dict(), data=data_record(bundle, seed),
                       snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=leak, timesteps=timesteps))
+
+
+def train_baseline(method: str, arch: ArchConfig, bundle: DatasetBundle, timesteps: int, epochs: int, out,
+                   rt: Runtime, leak: float = 1.0, eval_samples: int | None = None) -> dict | None:
+    """One of the hybrid's baselines (``trainer.methods``) from scratch at T, then (main
+    process) its test at T, recorded in the checkpoint."""
+    rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
+    cfg = baseline_config(method, epochs, leak)
+    init = scratch_init(arch, bundle, cfg.leak if cfg.leak is not None else leak, timesteps, rt.seed, stage=method)
+    train_snn(bundle, init, method, timesteps, cfg, out, rt)
+    if not rt.ranks.is_main:
+        return None
+    result = evaluate(load_checkpoint(out), bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)
+    record_eval(out, timesteps, result)
+    return result
 
 
 def check_converted(init: Checkpoint, path) -> None:
@@ -273,7 +292,8 @@ def train_ann_in_time(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig,
 
 
 def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[RunLayout, TrainerSummary]:
-    """ANN -> conversion -> STDB, and the from-scratch baseline, into ``runs/<name>/``.
+    """ANN -> conversion -> STDB, the from-scratch baseline and the ``baselines`` of
+    ``trainer.methods``, into ``runs/<name>/``.
     ``clock`` times the stages and, under a budget, gives each one its deadline."""
     clock = clock or _NoClock()
     bundle = load_data(cfg.data, rt.seed)
@@ -325,6 +345,13 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
                            stage_rt, at_reduced["samples"])
         seconds[stage] = time.time() - t
         accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"]))
+    for method in cfg.baselines:          # under a budget, within the fine-tuning's deadline as well
+        t = time.time()
+        stage_rt = dataclasses.replace(rt, deadline=None if end is None else end - eval_seconds)
+        result = train_baseline(method, arch, bundle, steps.reduced, cfg.baseline_epochs or ann_optim.epochs,
+                                run.checkpoint(method), stage_rt, cfg.convert.leak, at_reduced["samples"])
+        seconds[method] = time.time() - t
+        accuracies.append(StageAccuracy(method, steps.reduced, result["accuracy"]))
     clock.done("stdb")
     summary = TrainerSummary(dataset=bundle.name, arch=arch.name, timesteps=steps,
                              surrogate=cfg.surrogate.for_dataset(bundle.name).kind, accuracies=accuracies,

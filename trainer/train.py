@@ -28,17 +28,19 @@ from tqdm import tqdm
 
 from records.atomic import atomic_file
 from records.cli import require
-from records.layout import metrics_path
+from records.layout import SNN_STAGES, metrics_path
 from records.table import csv_text
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, data_record, num_batches
 from trainer.distributed import Group
 from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
+from trainer.norms import CurrentNorms, fold_norms
 from trainer.snn import SNN
 
 
-SCHEDULES = ("cosine", "step", "onecycle", "none")
+SCHEDULES = ("cosine", "step", "step0.2", "onecycle", "none")
+LOSSES = ("ce", "mse")
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -46,10 +48,12 @@ PRECISIONS = ("fp32", "bf16")
 class OptimConfig:
     epochs: int = 30
     batch_size: int = 64
-    optimizer: str = "sgd"          # sgd (momentum 0.9) or adam
+    optimizer: str = "sgd"          # sgd or adam
     lr: float = 0.01
+    momentum: float = 0.9           # sgd's
     weight_decay: float = 5e-4
-    schedule: str = "cosine"        # cosine, step (x0.1 at 50 % and 75 %), onecycle (linear to 0), none
+    schedule: str = "cosine"        # cosine, step (x0.1 at 50 % and 75 %), step0.2 (x0.2 at 70, 100 and 125
+    #                                 of 150 epochs: Lee 2020), onecycle (linear to 0), none
     warmup_epochs: float = 0.0      # linear warm-up from 10 % of lr
     grad_clip: float = 0.0          # max gradient norm, 0 = off
     label_smoothing: float = 0.0
@@ -60,7 +64,7 @@ class OptimConfig:
         require(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(math.isfinite(self.lr) and self.lr > 0, "lr", self.lr, "a finite number > 0")
-        for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing"):
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "label_smoothing", "momentum"):
             v = getattr(self, name)
             require(math.isfinite(v) and v >= 0, name, v, "a finite number >= 0")
         require(self.optimizer in ("sgd", "adam"), "optimizer", self.optimizer, "sgd or adam")
@@ -120,6 +124,9 @@ class SNNTrainConfig:
     ``window`` = t0 of truncated BPTT (loss every ``window`` steps, gradients summed, one
     step); ``surrogate`` and ``leak`` default to the initial checkpoint's;
     ``keep_best=False`` with ``rollback_drop=inf`` and no clipping/warm-up is the plain recipe.
+    ``loss``: "ce" (cross-entropy) or "mse" (squared error against the one-hot label, summed
+    over classes: Lee 2020's); ``current_norm``: batch norm on input currents, folded into
+    the weights and biases of every checkpoint written (``trainer.norms``).
     """
     optim: OptimConfig
     surrogate: Surrogate | None = None
@@ -130,8 +137,11 @@ class SNNTrainConfig:
     keep_best: bool = True
     val_fraction: float = 0.1
     eval_window: int = 50
+    loss: str = "ce"
+    current_norm: bool = False
 
     def __post_init__(self) -> None:
+        require(self.loss in LOSSES, "loss", self.loss, " or ".join(LOSSES))
         if self.leak is not None:
             require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
         if self.window is not None:
@@ -191,7 +201,7 @@ def snapshot(module: torch.nn.Module) -> dict:
 
 def make_optimizer(params, opt: OptimConfig):
     if opt.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
     if opt.optimizer == "adam":
         return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
     raise ValueError(f"unknown optimizer {opt.optimizer!r} (sgd or adam)")
@@ -209,6 +219,8 @@ def lr_factor(opt: OptimConfig, progress: float) -> float:
         return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
     if opt.schedule == "step":
         return 0.01 if frac >= 0.75 else 0.1 if frac >= 0.5 else 1.0
+    if opt.schedule == "step0.2":
+        return 0.2 ** sum(frac >= f for f in (70 / 150, 100 / 150, 125 / 150))
     if opt.schedule == "none":
         return 1.0
     raise ValueError(f"unknown schedule {opt.schedule!r} ({', '.join(SCHEDULES)})")
@@ -323,7 +335,7 @@ def resume(out: Path, config: dict, model: torch.nn.Module, optimizer, restart: 
     ts = ckpt.train_state
     model.load_state_dict(ts["last_state_dict"])
     optimizer.load_state_dict(ts["optimizer"])
-    return Progress(ts["epoch"], ts["best_metric"], ckpt.state_dict, ts["history"], ts)
+    return Progress(ts["epoch"], ts["best_metric"], ts.get("best_state_dict", ckpt.state_dict), ts["history"], ts)
 
 
 def _short(v) -> str:
@@ -482,12 +494,21 @@ def firing_rates(snn: SNN, batch_size: int, timesteps: int) -> list[float]:
     return [s / (n * batch_size * timesteps) if n else 0.0 for s, n in zip(snn.spike_counts, snn.neuron_counts)]
 
 
+def snn_loss(kind: str, logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy, or Lee 2020's squared error against the one-hot label (summed over
+    classes, averaged over the batch)."""
+    if kind == "mse":
+        return (logits - F.one_hot(y, logits.shape[1]).to(logits.dtype)).pow(2).sum(1).mean()
+    return F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+
+
 def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, cfg: SNNTrainConfig, out: Path,
               rt: Runtime = Runtime()) -> Checkpoint:
-    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``) at T steps.
+    """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``, and
+    the baselines' ``'spikebp'`` and ``'bncurrent'``, ``trainer.methods``) at T steps.
     Past ``rt.deadline`` the epoch in hand ends early: validated, saved, and the stage stops."""
-    if stage not in ("stdb", "scratch"):
-        raise ValueError(f"stage must be stdb or scratch, got {stage!r}")
+    if stage == "converted" or stage not in SNN_STAGES:
+        raise ValueError(f"stage must be a trained one of {', '.join(SNN_STAGES)}, got {stage!r}")
     if init.snn is None:
         raise ValueError("initial checkpoint has no SNN parameters (convert it first)")
     out = Path(out)
@@ -499,14 +520,23 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, cfg.val_fraction, seed)
     ann = init.model().to(device)
-    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend)
-    optimizer = make_optimizer(ann.parameters(), opt)
+    norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
+    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms)
+    trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
+
+    def deployed(state: dict) -> tuple[ArchConfig, dict]:
+        """What a checkpoint holds of ``trainable``'s state: the weights, a batch norm folded in."""
+        if norms is None:
+            return init.arch, state
+        trainable.load_state_dict(state)
+        return fold_norms(ann, norms)
+    optimizer = make_optimizer(trainable.parameters(), opt)
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
-    state = resume(out, config, ann, optimizer, rt.restart)
+    state = resume(out, config, trainable, optimizer, rt.restart)
     if state is None:
         start_eval = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
-        state = Progress(best=start_eval["accuracy"], best_state=snapshot(ann))
+        state = Progress(best=start_eval["accuracy"], best_state=snapshot(trainable))
     start, best, best_state = state.start, state.best, state.best_state
     lr_scale = state.train_state.get("lr_scale", 1.0)
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
@@ -532,12 +562,13 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             loss_value = 0.0
             with autocast(device, opt.precision):
                 for _, logits in snn.run(x, timesteps, window=cfg.window, generator=generator, shard=ranks.shard):
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=opt.label_smoothing)
+                    loss = snn_loss(cfg.loss, logits.float(), y, opt.label_smoothing)
                     check_loss(loss, f"{out}: epoch {epoch + 1}, step {step + 1}")
                     loss.backward()
                     loss_value = float(loss.detach())
-            ranks.average_gradients(ann.parameters())
-            norm = torch.nn.utils.clip_grad_norm_(ann.parameters(), opt.grad_clip if opt.grad_clip > 0 else math.inf)
+            ranks.average_gradients(trainable.parameters())
+            norm = torch.nn.utils.clip_grad_norm_(trainable.parameters(),
+                                                  opt.grad_clip if opt.grad_clip > 0 else math.inf)
             grad_norms.append(float(norm))
             if math.isfinite(float(norm)):
                 optimizer.step()
@@ -552,12 +583,12 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         val = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
-            best, best_state = val["accuracy"], snapshot(ann)
+            best, best_state = val["accuracy"], snapshot(trainable)
             event = "best"
-        elif val["accuracy"] < best - cfg.rollback_drop or min(rates) < 1e-5:
+        elif math.isfinite(cfg.rollback_drop) and (val["accuracy"] < best - cfg.rollback_drop or min(rates) < 1e-5):
             # Collapse guard: back to the best weights, half the learning rate.
-            ann.load_state_dict(best_state)
-            optimizer = make_optimizer(ann.parameters(), opt)
+            trainable.load_state_dict(best_state)
+            optimizer = make_optimizer(trainable.parameters(), opt)
             lr_scale *= 0.5
             event = "rollback"
         row = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_acc": 100 * correct / max(seen, 1),
@@ -566,12 +597,14 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                "images": seen}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
-        kept = best_state if cfg.keep_best else snapshot(ann)
+        last = snapshot(trainable)
+        arch, kept = deployed(best_state if cfg.keep_best else last)
+        trainable.load_state_dict(last)
         if ranks.is_main:
-            _save_stage(out, stage, init.arch, kept, bundle, params, {"best_val_acc": best}, rt.command,
-                        {"epoch": epoch + 1, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
-                         "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale,
-                         "config": config}, seed)
+            _save_stage(out, stage, arch, kept, bundle, params, {"best_val_acc": best}, rt.command,
+                        {"epoch": epoch + 1, "last_state_dict": last, "optimizer": optimizer.state_dict(),
+                         "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale, "config": config,
+                         **({} if norms is None else {"best_state_dict": best_state})}, seed)
             metrics.flush()
         ranks.barrier()
         if stopped:
