@@ -224,8 +224,15 @@ def fine_tune(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: in
               surrogate: SurrogateChoice, out, rt: Runtime, eval_samples: int | None = None) -> dict | None:
     """STDB fine-tuning or from-scratch training at T, then (main process) the test at T,
     recorded in the checkpoint. Under torchrun every process trains its slice."""
-    rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
     cfg = dataclasses.replace(cfg, surrogate=surrogate.for_dataset(bundle.name))
+    return _train_and_test(init, bundle, stage, timesteps, cfg, out, rt, eval_samples)
+
+
+def _train_and_test(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: int, cfg: SNNTrainConfig, out,
+                    rt: Runtime, eval_samples: int | None) -> dict | None:
+    """``train_snn`` (under torchrun on every process's slice), then the main process's test
+    at T, recorded in the checkpoint."""
+    rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
     train_snn(bundle, init, stage, timesteps, cfg, out, rt)
     if not rt.ranks.is_main:
         return None
@@ -246,15 +253,9 @@ def train_baseline(method: str, arch: ArchConfig, bundle: DatasetBundle, timeste
                    rt: Runtime, leak: float = 1.0, eval_samples: int | None = None) -> dict | None:
     """One of the hybrid's baselines (``trainer.methods``) from scratch at T, then (main
     process) its test at T, recorded in the checkpoint."""
-    rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
     cfg = baseline_config(method, epochs, leak)
     init = scratch_init(arch, bundle, cfg.leak if cfg.leak is not None else leak, timesteps, rt.seed, stage=method)
-    train_snn(bundle, init, method, timesteps, cfg, out, rt)
-    if not rt.ranks.is_main:
-        return None
-    result = evaluate(load_checkpoint(out), bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)
-    record_eval(out, timesteps, result)
-    return result
+    return _train_and_test(init, bundle, method, timesteps, cfg, out, rt, eval_samples)
 
 
 def check_converted(init: Checkpoint, path) -> None:
