@@ -94,6 +94,15 @@ def shift_by_exp(a: np.ndarray, weight_exp: int) -> np.ndarray:
     return a << weight_exp if weight_exp > 0 else a >> -weight_exp
 
 
+def max_abs_current(weights: np.ndarray, weight_exp: int = 0) -> int:
+    """The largest |current| that +-1 spikes can make through integer ``weights`` (outputs
+    first): the largest sum of |w| over one output's fan-in, shifted by ``weight_exp`` as the
+    core shifts it (floor for a negative exponent). Exactness guards pass ``max(exp, 0)``:
+    the sum before a right shift must be exact too."""
+    w = np.abs(np.asarray(weights, dtype=np.int64)).reshape(len(weights), -1)
+    return int(shift_by_exp(np.int64(w.sum(axis=1).max(initial=0)), weight_exp))
+
+
 def wrap_signed(x: np.ndarray, bits: int) -> np.ndarray:
     """Two's-complement wrap to ``bits`` (lava/proc/conv/utils.py ``signed_clamp``)."""
     half = 2 ** (bits - 1)

@@ -148,12 +148,6 @@ def _quantize_shortcut(fs: FloatShortcut, units: float, weight_bits: int, block:
     return Shortcut(source, fs.op, mant, fs.input_shape, weight_exp=exp, weight_bits=weight_bits, stride=fs.stride)
 
 
-def _max_input(weights: np.ndarray, weight_exp: int) -> int:
-    """The largest |current| +-1 spikes can make through integer ``weights``, shifted by ``weight_exp``."""
-    worst = int(np.abs(weights.astype(np.int64)).reshape(len(weights), -1).sum(1).max())
-    return worst >> -weight_exp if weight_exp < 0 else worst << weight_exp
-
-
 def fold_pool(layer: FloatLayer, pool: int, divisor: int | None = None) -> FloatLayer:
     """``layer`` preceded by a pool x pool average pool (stride pool), as one layer on the
     un-pooled input: ``layer.input_shape`` is the un-pooled (C, H, W); ``divisor`` (default
@@ -248,7 +242,8 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
         bias, bias_exp = (None, 0) if layer.bias is None else _quantize_bias(
             layer.bias, scale_eff * 2.0 ** weight_exp, f"{source}: layer {layer.name}")
         error = np.abs(layer.weights - stored / scale_eff)
-        max_input = _max_input(stored, weight_exp) + sum(_max_input(sc.weights, sc.weight_exp) for sc in shortcuts)
+        max_input = fx.max_abs_current(stored, weight_exp) + sum(fx.max_abs_current(sc.weights, sc.weight_exp)
+                                                                 for sc in shortcuts)
         try:
             cores.append(Core(name=layer.name, op=layer.op, weights=stored, input_shape=layer.input_shape,
                               output_shape=layer.output_shape, vth=vth, dv=dvs[k],

@@ -45,13 +45,6 @@ def _fan_out_orders(fan: np.ndarray, device: torch.device) -> dict[bool, torch.T
     return orders
 
 
-def current_bound(weights: np.ndarray, weight_exp: int = 0) -> int:
-    """The largest |current| that +-1 spikes can make through ``weights`` (outputs first),
-    after a left shift by a positive ``weight_exp``: the exactness guard's sum of |w| over the fan-in."""
-    w = np.abs(weights.astype(np.int64)).reshape(len(weights), -1)
-    return int(w.sum(axis=1).max(initial=0)) * 2 ** max(weight_exp, 0)
-
-
 class ShortcutPlan:
     """A core's shortcut (``export.graph.Shortcut``) on the device: its current over a block
     of steps from its source's spikes, ``shift(W s, weight_exp)`` with no wrap."""
@@ -60,7 +53,7 @@ class ShortcutPlan:
                  conv_impl: str):
         self.source, self.op, self.exp, self.conv_impl = sc.source, sc.op, sc.weight_exp, conv_impl
         self.stride, self.padding = sc.stride, sc.padding
-        self.bound = current_bound(sc.weights, sc.weight_exp)
+        self.bound = fx.max_abs_current(sc.weights, max(sc.weight_exp, 0))
         self.weight = torch.from_numpy(sc.weights).to(device=device, dtype=dtype)
         if sc.op == "conv":
             self.weight = self.weight.contiguous(memory_format=CL)
@@ -96,7 +89,7 @@ class CorePlan:
         w = core.weights                    # int32
         o = w.shape[0]
         # the exactness guard: |any partial sum| <= sum of |w| over the fan-in (|input| <= 1)
-        self.bound = current_bound(w)
+        self.bound = fx.max_abs_current(w)
         self.exp = core.weight_exp if core.op == "dense" else 0
         a_bound = self.bound * 2 ** max(self.exp, 0)
         # Lava's Conv wraps its sums modulo 2**24 (fixedpoint.wrap_signed): only possible at |sum| >= 2**23
@@ -104,7 +97,7 @@ class CorePlan:
         if self.need_conv_wrap:
             a_bound = min(a_bound, 2 ** (fx.CONV_OUT_BITS - 1))
         # shortcut currents are added to the core's own: their sum must be exact as well
-        shortcut_bound = sum(current_bound(sc.weights, sc.weight_exp) for sc in core.shortcuts)
+        shortcut_bound = sum(fx.max_abs_current(sc.weights, max(sc.weight_exp, 0)) for sc in core.shortcuts)
         exact = self.bound < FLOAT32_EXACT and (not core.shortcuts or a_bound + shortcut_bound < FLOAT32_EXACT)
         self.dtype = torch.float32 if exact else torch.float64
         a_bound += shortcut_bound

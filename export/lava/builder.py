@@ -138,8 +138,7 @@ class LavaNetwork:
 
 def _check_lava_exact(core: Core) -> None:
     """GraphError where Lava's processes cannot compute this core's integers exactly."""
-    magnitudes = np.abs(core.weights.astype(np.int64)).reshape(len(core.weights), -1)
-    worst_sum = int(magnitudes.sum(axis=1).max(initial=0))      # largest |a| that +-1 spikes can make
+    worst_sum = fx.max_abs_current(core.weights)                 # largest |a| that +-1 spikes can make
     if core.op == "dense" and worst_sum << max(core.weight_exp, 0) >= INT32_LIMIT:
         raise GraphError(f"core {core.name}: a dense sum can reach 2**31, beyond Lava's int32 messages")
     if core.op == "conv":
@@ -192,7 +191,7 @@ def shortcut_matrix(sc: Shortcut, out_shape: tuple[int, ...]) -> csr_matrix:
 def _shortcut_synapse(graph: CoreGraph, core: Core, sc: Shortcut):
     """Lava's Sparse (or DelaySparse, to wait for the chain) for one shortcut of ``core``."""
     weights = shortcut_matrix(sc, core.output_shape)
-    if int(abs(weights).sum(axis=1).max()) << max(sc.weight_exp, 0) >= INT32_LIMIT:
+    if fx.max_abs_current(sc.weights, max(sc.weight_exp, 0)) >= INT32_LIMIT:
         raise GraphError(f"core {core.name}: a shortcut sum can reach 2**31, beyond Lava's int32 messages")
     delay = graph.depth(core.name) - graph.depth(sc.source) - 1
     args = dict(weights=weights, weight_exp=sc.weight_exp, num_weight_bits=sc.weight_bits, sign_mode=SignMode.MIXED,
