@@ -147,14 +147,17 @@ def shortcut_input(sc, spikes: np.ndarray) -> np.ndarray:
     return shift_by_exp(a, sc.weight_exp)
 
 
+def per_neuron(values: np.ndarray, output_shape: tuple[int, ...]) -> np.ndarray:
+    """One value per output channel (conv) or neuron (dense) broadcast over ``output_shape``."""
+    return np.broadcast_to(values.reshape((len(values),) + (1,) * (len(output_shape) - 1)), output_shape)
+
+
 def neuron_bias(core) -> np.ndarray | int:
     """The bias added to each neuron's voltage per step, ``bias << bias_exp`` broadcast over
     the core's output shape (int64), or 0 for a core without one."""
     if core.bias is None:
         return 0
-    b = core.bias.astype(np.int64) << core.bias_exp
-    shape = (len(b),) + (1,) * (len(core.output_shape) - 1)
-    return np.broadcast_to(b.reshape(shape), core.output_shape)
+    return per_neuron(core.bias.astype(np.int64) << core.bias_exp, core.output_shape)
 
 
 def neuron_step(core, v: np.ndarray, prev_spikes: np.ndarray, a: np.ndarray):

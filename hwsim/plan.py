@@ -159,6 +159,9 @@ class CorePlan:
         # the event kernels know one synapse per core, so a core with shortcuts runs on the dense path
         self.events_ok = (device.type == "cpu" and not core.shortcuts
                           and (self.pool is None or math.prod(self.pool) <= 127))
+        if self.events_ok:               # the event kernels' bias per neuron, in their order (zeros: none)
+            self.event_bias = (np.zeros(self.neurons, self.dtype_np) if self.bias is None
+                               else self.bias[core.op == "conv"].numpy())
         self.fan_out = _fan_out_orders(core.fan_out_per_input, device)
 
     def describe(self) -> dict:
@@ -231,9 +234,7 @@ class CorePlan:
         from hwsim.events import conv_core_events, dense_core_events
         steps, n = out.shape[:2]
         stats = np.zeros((n, 2), dtype=np.int64)
-        bias = (np.zeros(self.neurons, self.dtype_np) if self.bias is None      # in the kernels' neuron order
-                else self.bias[self.op == "conv"].numpy())
-        state = (v.numpy(), prev.numpy(), out, bias, stats, int(self.vth64), self.dv, self.exp,
+        state = (v.numpy(), prev.numpy(), out, self.event_bias, stats, int(self.vth64), self.dv, self.exp,
                  self.need_conv_wrap, self.spiking)
         if self.op == "conv":
             xs = x.permute(0, 2, 3, 1).to(torch.int8).contiguous().numpy()        # (steps*B, H, W, C)

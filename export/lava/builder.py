@@ -208,11 +208,8 @@ def soft_reset_lif(core: Core, latency: int = 0):
     """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``);
     ``latency``: the Lava steps before the core's first input arrives, in which its bias
     is held back (the reference's neurons start with their input, at step 0)."""
-    bias = 0
-    if core.bias is not None:        # one mantissa per channel (conv) or neuron (dense), per neuron in Lava's layout
-        per_neuron = np.broadcast_to(core.bias.reshape((-1,) + (1,) * (len(core.output_shape) - 1)),
-                                     core.output_shape)
-        bias = np.ascontiguousarray(to_lava_layout(per_neuron, core.output_shape))
+    bias = 0 if core.bias is None else np.ascontiguousarray(     # per neuron, in Lava's layout
+        to_lava_layout(fx.per_neuron(core.bias, core.output_shape), core.output_shape))
     return SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
                         spiking=core.spiking, bias_mant=bias, bias_exp=core.bias_exp, bias_delay=latency,
                         name=core.name)
