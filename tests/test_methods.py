@@ -26,7 +26,7 @@ def test_folded_batch_norm_keeps_every_spike():
             n.bias.uniform_(-0.3, 0.6)
     thresholds = [1.0] * len(neuron_layers(cfg))
     trained = SNN(ann, thresholds, leak=0.9, norms=norms).eval()
-    arch, state = fold_norms(ann, norms)
+    arch, state = fold_norms(cfg, torch.nn.ModuleDict({"ann": ann, "norms": norms}).state_dict())
     folded_ann = ANN(arch)
     folded_ann.load_state_dict(state)
     folded = SNN(folded_ann, thresholds, leak=0.9).eval()

@@ -72,12 +72,12 @@ class Surrogate:
         return torch.where(dt >= 0, lut[dt.clamp(min=0).long()], torch.zeros((), device=dt.device))
 
     @staticmethod
-    def spikebp_gain(fired: torch.Tensor, leak: float, theta: float) -> torch.Tensor:
-        """Lee 2020's d o / d u per neuron of a window, c / theta, from its spikes (steps, ...)."""
+    def spikebp_correction(fired: torch.Tensor, leak: float) -> torch.Tensor:
+        """Lee 2020's leak correction c per neuron of a window, from its spikes (steps, ...)."""
         steps = fired.shape[0]
         decay = leak ** torch.arange(steps - 1, -1, -1, dtype=fired.dtype, device=fired.device)
         decayed = torch.tensordot(decay, fired, dims=1)                  # sum_s leak**(T-1-s) o_s
-        return (1.0 + math.log(leak) * decayed / fired.sum(0).clamp(min=1.0)) / theta
+        return 1.0 + math.log(leak) * decayed / fired.sum(0).clamp(min=1.0)
 
     def of_potential(self, z: torch.Tensor) -> torch.Tensor:
         if self.kind == "linear":
@@ -135,20 +135,19 @@ class _LIFSequence(torch.autograd.Function):
     """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
 
     dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1};  dL/dI_t = dL/du_t.
-    Saved for backward: the int32 spike ages (STDB) or the potentials (linear / exp). The STDB
+    Saved for backward: the int32 spike ages (STDB), the potentials (linear / exp) or the spikes (spikebp). The STDB
     slopes are one look-up in the table g(dt) / theta followed by zeros, where the ages of
     neurons that have not spiked (len(table) and up) land.
     """
 
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
-        stdb = surrogate.kind == "stdb"
-        spikes, kept, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0,
-                                           "potentials" if surrogate.kind in ("linear", "exp") else "ages",
+        keep = {"stdb": "ages", "linear": "potentials", "exp": "potentials"}.get(surrogate.kind)  # spikebp: spikes
+        spikes, kept, state = _lif_forward(current, NeuronState(u0, o0, last0), theta, leak, t0, keep,
                                            silent_age=lut.numel())
         if surrogate.kind == "spikebp":
             ctx.save_for_backward(spikes)
-        elif stdb:
+        elif surrogate.kind == "stdb":
             table = torch.cat([lut / theta, torch.zeros_like(lut)])
             ctx.save_for_backward(kept, table)
         else:
@@ -162,7 +161,7 @@ class _LIFSequence(torch.autograd.Function):
         theta, leak, surrogate = ctx.theta, ctx.leak, ctx.surrogate
         if surrogate.kind == "spikebp":
             (fired,) = ctx.saved_tensors
-            grad_u = grad_spikes * fired * Surrogate.spikebp_gain(fired, leak, theta)
+            grad_u = grad_spikes * fired * (Surrogate.spikebp_correction(fired, leak) / theta)
             for k in range(grad_u.shape[0] - 2, -1, -1):
                 grad_u[k].addcmul_(1.0 - fired[k], grad_u[k + 1])
             return grad_u, None, None, None, None, None, None, None, None
@@ -222,7 +221,7 @@ def _spikebp_reference(current, state: NeuronState, theta: float, leak: float, t
         carry = leak * u.detach() + (u - u.detach()) * (1.0 - fired)      # value leak*u, gradient 1 - o
         out.append(o)
     spikes = torch.stack(out)
-    gain.append(theta * Surrogate.spikebp_gain(spikes.detach(), leak, theta))    # c, set before any backward
+    gain.append(Surrogate.spikebp_correction(spikes.detach(), leak))    # c, set before any backward
     return spikes, NeuronState(u, o, last)
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.models import ANN, ArchConfig, ArchError, layer_shapes, neuron_layers
+from trainer.models import ArchConfig, ArchError, layer_shapes, neuron_layers
+
+EPS = 1e-5          # the batch norms' epsilon, which the fold must use as well
 
 
 class CurrentNorms(nn.Module):
@@ -31,7 +33,7 @@ class CurrentNorms(nn.Module):
                 raise ArchError(f"{cfg.name}: batch norm on input currents supports conv and linear layers; "
                                 f"layer {i} is a {kind}")
             channels = shapes[i][0]
-            norms.append(nn.BatchNorm2d(channels) if kind == "conv" else nn.BatchNorm1d(channels))
+            norms.append(nn.BatchNorm2d(channels, eps=EPS) if kind == "conv" else nn.BatchNorm1d(channels, eps=EPS))
         self.norms = nn.ModuleList(norms)
 
     def forward(self, k: int, current: torch.Tensor) -> torch.Tensor:
@@ -40,17 +42,19 @@ class CurrentNorms(nn.Module):
 
 
 @torch.no_grad()
-def fold_norms(ann: ANN, norms: CurrentNorms) -> tuple[ArchConfig, dict]:
-    """(the architecture with ``bias: true`` on every normalised layer, its folded state_dict)."""
-    cfg = ArchConfig.from_dict(ann.cfg.to_dict())
-    state = {k: v.detach().clone() for k, v in ann.state_dict().items()}
-    for (i, _), norm in zip(neuron_layers(cfg), norms.norms):
-        sigma = torch.sqrt(norm.running_var.double() + norm.eps)
-        gain = norm.weight.double() / sigma
-        w = state[f"layers.{i}.weight"]
-        shape = (-1,) + (1,) * (w.dim() - 1)
-        old_bias = state.get(f"layers.{i}.bias", torch.zeros(len(gain), dtype=w.dtype)).double()
-        state[f"layers.{i}.weight"] = (w.double() * gain.view(shape)).to(w.dtype)
-        state[f"layers.{i}.bias"] = (gain * (old_bias - norm.running_mean.double()) + norm.bias.double()).to(w.dtype)
+def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
+    """(the architecture with ``bias: true`` on every normalised layer, its folded state_dict)
+    from ``state``: the state_dict of a ``ModuleDict(ann=ANN(cfg), norms=CurrentNorms(cfg))``
+    (no module is touched, so a training loop may fold any snapshot it keeps)."""
+    cfg = ArchConfig.from_dict(cfg.to_dict())
+    folded = {k[len("ann."):]: v.detach().clone() for k, v in state.items() if k.startswith("ann.")}
+    for k, (i, _) in enumerate(neuron_layers(cfg)):
+        norm = {name: state[f"norms.norms.{k}.{name}"].double() for name in ("weight", "bias", "running_mean",
+                                                                             "running_var")}
+        gain = norm["weight"] / torch.sqrt(norm["running_var"] + EPS)
+        w = folded[f"layers.{i}.weight"]
+        old_bias = folded.get(f"layers.{i}.bias", torch.zeros(len(gain), dtype=w.dtype)).double()
+        folded[f"layers.{i}.weight"] = (w.double() * gain.view((-1,) + (1,) * (w.dim() - 1))).to(w.dtype)
+        folded[f"layers.{i}.bias"] = (gain * (old_bias - norm["running_mean"]) + norm["bias"]).to(w.dtype)
         cfg.layers[i]["bias"] = True
-    return cfg, state
+    return cfg, folded

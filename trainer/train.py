@@ -523,13 +523,6 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
-
-    def deployed(state: dict) -> tuple[ArchConfig, dict]:
-        """What a checkpoint holds of ``trainable``'s state: the weights, a batch norm folded in."""
-        if norms is None:
-            return init.arch, state
-        trainable.load_state_dict(state)
-        return fold_norms(ann, norms)
     optimizer = make_optimizer(trainable.parameters(), opt)
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
@@ -597,12 +590,12 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                "images": seen}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
         metrics.add(row)
-        last = snapshot(trainable)
-        arch, kept = deployed(best_state if cfg.keep_best else last)
-        trainable.load_state_dict(last)
+        kept = best_state if cfg.keep_best else snapshot(trainable)
+        arch, kept = (init.arch, kept) if norms is None else fold_norms(init.arch, kept)   # what deploys
         if ranks.is_main:
             _save_stage(out, stage, arch, kept, bundle, params, {"best_val_acc": best}, rt.command,
-                        {"epoch": epoch + 1, "last_state_dict": last, "optimizer": optimizer.state_dict(),
+                        {"epoch": epoch + 1, "last_state_dict": trainable.state_dict(),
+                         "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "lr_scale": lr_scale, "config": config,
                          **({} if norms is None else {"best_state_dict": best_state})}, seed)
             metrics.flush()
