@@ -338,17 +338,16 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     stages = [("stdb", converted)]
     if cfg.scratch:
         stages.append(("scratch", scratch_init(arch, bundle, cfg.convert.leak, steps.reduced, rt.seed)))
-    end = clock.deadline("stdb")
+    end = clock.deadline("stdb")       # the baselines too train within the fine-tuning's deadline
+    stage_rt = dataclasses.replace(rt, deadline=None if end is None else end - eval_seconds)
     for stage, init in stages:
         t = time.time()
-        stage_rt = dataclasses.replace(rt, deadline=None if end is None else end - eval_seconds)
         result = fine_tune(init, bundle, stage, steps.reduced, cfg.snn, cfg.surrogate, run.checkpoint(stage),
                            stage_rt, at_reduced["samples"])
         seconds[stage] = time.time() - t
         accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"]))
-    for method in cfg.baselines:          # under a budget, within the fine-tuning's deadline as well
+    for method in cfg.baselines:
         t = time.time()
-        stage_rt = dataclasses.replace(rt, deadline=None if end is None else end - eval_seconds)
         result = train_baseline(method, arch, bundle, steps.reduced, cfg.baseline_epochs or ann_optim.epochs,
                                 run.checkpoint(method), stage_rt, cfg.convert.leak, at_reduced["samples"])
         seconds[method] = time.time() - t
