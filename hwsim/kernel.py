@@ -24,7 +24,7 @@ has silent channels (conv) / silent neurons (dense) is computed on the active on
 (``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot
 reach the 24-bit clip within a block the per-step clip is skipped. A core with shortcuts
 (``export.graph.Shortcut``) adds each shortcut's current, one batched conv / product over
-its source's spikes of the block, kept until the block ends; it runs on the dense path.
+its source's spikes of the block, kept until the block ends (on either path).
 Both paths share the state, so a core may switch between them from block to block. Every event is counted:
 spikes, synaptic events (input spikes x fan-out), neuron updates and active neuron updates.
 """
@@ -115,8 +115,8 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
             a = a.contiguous(memory_format=CL)
     af, out_hwc = _flat(a)
     _prepare_current(p, af)
-    for sc, src in zip(p.shortcuts, sources):
-        a.add_(sc.current(src).view(a.shape))           # af is a view of a: it sees the sum
+    if p.shortcuts:
+        a.add_(p.shortcut_current(sources).view(a.shape))   # af is a view of a: it sees the sum
     active = torch.count_nonzero(af)
     lo, hi = torch.aminmax(af)
     amax = torch.maximum(hi, -lo).to(torch.float64)
@@ -197,7 +197,8 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
             if event_density > 0 and p.events_ok and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel():
                 if buffers[i] is None:
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
-                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb])
+                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb],
+                                                         [kept[sc.source][0] for sc in p.shortcuts])
                 out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
             else:
                 out, counts, out_hwc[i], active, amax = _dense_block(

@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -156,12 +157,13 @@ class CorePlan:
             if device.type == "cpu":
                 self.event_weight = self.weight.numpy()
         # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool;
-        # the event kernels know one synapse per core, so a core with shortcuts runs on the dense path
-        self.events_ok = (device.type == "cpu" and not core.shortcuts
-                          and (self.pool is None or math.prod(self.pool) <= 127))
+        # a shortcut's current is computed densely (``shortcut_current``) and added by the kernel
+        self.events_ok = device.type == "cpu" and (self.pool is None or math.prod(self.pool) <= 127)
         if self.events_ok:               # the event kernels' bias per neuron, in their order (zeros: none)
             self.event_bias = (np.zeros(self.neurons, self.dtype_np) if self.bias is None
                                else self.bias[core.op == "conv"].numpy())
+            # without leak, bias or shortcut a neuron without input events that did not fire keeps its state
+            self.event_quiet = core.dv == 0 and not self.event_bias.any() and not core.shortcuts
         self.fan_out = _fan_out_orders(core.fan_out_per_input, device)
 
     def describe(self) -> dict:
@@ -223,9 +225,11 @@ class CorePlan:
             return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)      # a view of a channels-last tensor
         return x.reshape(x.shape[0], -1)
 
-    def run_events(self, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray) -> tuple:
+    def run_events(self, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray,
+                   sources: Sequence[torch.Tensor] = ()) -> tuple:
         """The whole core (synaptic input and neurons) over a block of steps, event-driven
-        (``hwsim.events``): x (steps*B, *in_shape) spikes, v and prev (B, neurons) in the
+        (``hwsim.events``): x (steps*B, *in_shape) spikes, ``sources`` the spikes of the block
+        that each shortcut reads, v and prev (B, neurons) in the
         output's storage order, updated in place; ``out`` (steps, B, neurons) int8, overwritten
         with the spikes (a buffer kept across blocks: fresh pages cost more than the kernel).
         Returns (spikes (steps*B, *out_shape), a view of ``out``, channels-last for a conv;
@@ -234,23 +238,45 @@ class CorePlan:
         from hwsim.events import conv_core_events, dense_core_events
         steps, n = out.shape[:2]
         stats = np.zeros((n, 2), dtype=np.int64)
-        state = (v.numpy(), prev.numpy(), out, self.event_bias, stats, int(self.vth64), self.dv, self.exp,
-                 self.need_conv_wrap, self.spiking)
+        counts = np.zeros((n, self.neurons), dtype=np.float32)
+        extra = np.zeros((0, 0, 0), self.dtype_np)                              # empty: no shortcut
+        if self.shortcuts:
+            a = self.shortcut_current(sources)
+            a = a.permute(0, 2, 3, 1) if a.dim() == 4 else a                  # the kernels' (H, W, C) order
+            extra = a.contiguous().numpy().reshape(steps, n, -1)
+        state = (v.numpy(), prev.numpy(), out, counts, self.event_bias, extra, stats, int(self.vth64), self.dv, self.exp,
+                 self.need_conv_wrap, self.spiking, bool(self.need_wrap), self.event_quiet)
         if self.op == "conv":
-            xs = x.permute(0, 2, 3, 1).to(torch.int8).contiguous().numpy()        # (steps*B, H, W, C)
+            xs = _int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
             xs = xs.reshape(steps, n, *xs.shape[1:])
-            if xs.shape[-1] % 8:                                                  # whole int64 words of channels
-                xs = np.concatenate([xs, np.zeros((*xs.shape[:-1], -xs.shape[-1] % 8), np.int8)], axis=-1)
             conv_core_events(xs, xs.view(np.int64), self.event_weight, self.event_geometry, *state)
             spikes = torch.from_numpy(out).view(steps * n, *self.out_shape[1:], self.out_shape[0]).permute(0, 3, 1, 2)
         else:
             if x.dim() == 4 and self.pool is not None:
                 x = x.to(self.dtype)                                            # avg_pool2d needs floats
-            xs = self._dense_input(x).to(torch.int8).contiguous().numpy()
-            dense_core_events(xs.reshape(steps, n, -1), self.event_weight, *state)
+            xs = _int8_words(self._dense_input(x)).reshape(steps, n, -1)
+            dense_core_events(xs, xs.view(np.int64), self.event_weight, *state)
             spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
-        counts = torch.from_numpy(out.sum(0, dtype=np.float32)) if self.spiking else None
+        counts = torch.from_numpy(counts) if self.spiking else None
         return spikes, counts, int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0))
+
+
+    def shortcut_current(self, sources: Sequence[torch.Tensor]) -> torch.Tensor:
+        """The sum of the shortcuts' currents (steps*B, *out_shape) from their sources' spikes."""
+        total = None
+        for sc, src in zip(self.shortcuts, sources, strict=True):
+            a = sc.current(src)
+            total = a if total is None else total.add_(a.view(total.shape))
+        return total
+
+
+def _int8_words(x: torch.Tensor) -> np.ndarray:
+    """x (..., K) as a contiguous int8 array whose last axis is zero-padded to whole int64 words
+    (the event kernels test eight inputs at once)."""
+    xs = x.to(torch.int8).contiguous().numpy()
+    if xs.shape[-1] % 8:
+        xs = np.concatenate([xs, np.zeros((*xs.shape[:-1], -xs.shape[-1] % 8), np.int8)], axis=-1)
+    return xs
 
 
 def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") -> list[CorePlan]:

@@ -4,7 +4,8 @@ exercise one trap -- layouts and kernel flips, folded pools, weight exponents, l
 signed inputs, the 24-bit current wrap, the conv sum wrap, voltage saturation, Lava's
 mixed-sign dense weights, float32 exactness limits, residual shortcuts (identity and
 conv, from the input, across stride 2 and a folded pool, with negative exponents), neuron
-biases (per channel and per neuron, both signs, exponents, saturating, beside a shortcut)."""
+biases (per channel and per neuron, both signs, exponents, saturating, beside a shortcut),
+bursts that go on after the input has fallen silent."""
 from __future__ import annotations
 
 import math
@@ -237,8 +238,25 @@ def neuron_biases():
     return graph_of([c1, c2, h1, h2, out], shape), random_spikes(rng, 8, 3, shape, p=0.3)
 
 
+def bursts_after_silence():
+    """Input only at the first step, in one corner: neurons keep firing on their stored charge
+    for up to seven steps with no input event at all (an event-driven core must update them),
+    while the rest of the map stays at rest (and may be skipped)."""
+    rng = np.random.default_rng(13)
+    shape = (2, 6, 6)
+    w = np.zeros((4, 2, 3, 3), dtype=np.int64)
+    w[:, :, 1, 1] = rng.integers(10, 81, size=(4, 2))              # centre taps only: no spreading
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=20, w=w)
+    c2 = conv_core(rng, "c2", 4, 3, (3, 3), (6, 6), pad=(1, 1), vth=30)
+    spikes = np.zeros((9, 2, *shape), dtype=np.int8)
+    spikes[0, :, :, :3, :3] = 1
+    spikes[0, 1, 1, 0, 0] = 0
+    return graph_of([c1, c2, out_core(rng, c2.output_shape)], shape, timesteps=9), spikes
+
+
 CASES = {f.__name__: f for f in (dense_exp_and_leak, conv_nonsymmetric_nonsquare_leak, folded_pools,
                                  folded_pool_odd_input, current_wrap_and_saturation, largest_threshold,
                                  leak_signed_input_24bit_overflow, all_negative_dense, dense_flat_after_conv,
                                  conv_sum_wraps_24bit, wide_conv_beyond_float32,
-                                 residual_identity_and_projection, residual_after_pool_dense, neuron_biases)}
+                                 residual_identity_and_projection, residual_after_pool_dense, neuron_biases,
+                                 bursts_after_silence)}
