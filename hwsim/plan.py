@@ -244,8 +244,8 @@ class CorePlan:
             a = self.shortcut_current(sources)
             a = a.permute(0, 2, 3, 1) if a.dim() == 4 else a                  # the kernels' (H, W, C) order
             extra = a.contiguous().numpy().reshape(steps, n, -1)
-        state = (v.numpy(), prev.numpy(), out, counts, self.event_bias, extra, stats, int(self.vth64), self.dv, self.exp,
-                 self.need_conv_wrap, self.spiking, bool(self.need_wrap), self.event_quiet)
+        state = (v.numpy(), prev.numpy(), out, counts, self.event_bias, extra, stats, int(self.vth64), self.dv,
+                 self.exp, self.need_conv_wrap, self.spiking, bool(self.need_wrap), self.event_quiet)
         if self.op == "conv":
             xs = _int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
             xs = xs.reshape(steps, n, *xs.shape[1:])
