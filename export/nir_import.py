@@ -1,12 +1,13 @@
 """A NIR graph written by another framework -> float layers the quantizer maps onto cores.
 
 ``read_nir(path)`` follows the chain from ``Input`` to ``Output`` and turns it into
-``NIRLayer``s, one per core: a synapse (``Conv2d``, ``Linear``, ``Affine`` with a zero bias;
+``NIRLayer``s, one per core: a synapse (``Conv2d``, ``Linear``, ``Affine``; a bias, one per output
+channel or neuron, becomes the neuron's bias (``export.quantize``, step 4);
 ``AvgPool2d``/``SumPool2d`` with kernel = stride and no padding folded into the next synapse,
 ``export.quantize.fold_pool``; ``Flatten`` over all dims) and the neuron after it. Neurons are
 discretised by forward Euler at the graph's time step ``dt`` (its metadata's ``dt``, else the
 caller's; 1e-4 s, the step snnTorch and SpikingJelly assume), which gives the core's
-per-step rule ``v <- lambda * v + g * (W x)``:
+per-step rule ``v <- lambda * v + g * (W x + b)``:
 
 - ``IF``: ``lambda = 1``, ``g = dt * r``;
 - ``LIF``: ``lambda = 1 - dt/tau``, ``g = dt * r / tau`` (``v_leak = 0``);
@@ -23,7 +24,7 @@ same for every neuron of a node. Reset: nir 1.0's IF/LIF reset to ``v_reset``; t
 subtracts the threshold. A node is accepted when its metadata say ``reset = "subtract"``
 (``export.nir_export`` writes it) or the caller states ``subtract_reset=True`` (snnTorch's
 default ``Leaky``, SpikingJelly's ``v_reset=None``); otherwise it is an error naming the node.
-Everything else the core cannot represent (branches, recurrence, biases, dilation, groups,
+Everything else the core cannot represent (branches, recurrence, dilation, groups,
 other node types) is an ``NIRImportError`` naming the node.
 
 ``NIRNetwork.run_float`` is the float reference of the imported network (the same rule with
@@ -81,9 +82,12 @@ class NIRNetwork:
     @torch.no_grad()
     def run_float(self, spikes: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
         """(scores (B, classes), the largest |output voltage| over the steps, spikes per neuron of
-        each spiking layer) for input spikes (T, B, ...): v <- lambda v + u - theta * s_prev."""
+        each spiking layer) for input spikes (T, B, ...): v <- lambda v + u + b - theta * s_prev."""
         x = torch.as_tensor(np.asarray(spikes), dtype=torch.float64)
         weights = [torch.as_tensor(item.layer.weights) for item in self.layers]
+        biases = [None if item.layer.bias is None else       # per channel (conv) or neuron (dense)
+                  torch.as_tensor(item.layer.bias).reshape(1, -1, *([1, 1] if item.layer.op == "conv" else []))
+                  for item in self.layers]
         steps, n = x.shape[:2]
         v = [None] * len(self.layers)
         prev = [None] * len(self.layers)
@@ -98,6 +102,8 @@ class NIRNetwork:
                                                    padding=lay.padding)
                 else:
                     u = s.reshape(n, -1) @ w.T
+                if biases[k] is not None:
+                    u = u + biases[k]
                 v[k] = u if v[k] is None else item.leak * v[k] + u
                 if item.threshold is None:
                     peak = max(peak, float(v[k].abs().max()))
@@ -185,10 +191,21 @@ class _Reader:
             raise NIRImportError(f"node {name}: follows synapse {self.synapse_nodes[-1]} with no neuron between; "
                                  "every core is a synapse and its neurons")
 
-    def _zero_bias(self, name: str, node) -> None:
+    @staticmethod
+    def _bias(name: str, node, channels: int) -> np.ndarray | None:
+        """The synapse's bias, one per output channel (conv) or neuron (dense); None when zero."""
         bias = getattr(node, "bias", None)
-        if bias is not None and np.any(np.asarray(bias) != 0):
-            raise NIRImportError(f"node {name}: a nonzero bias; the core graph has no bias")
+        if bias is None:
+            return None
+        bias = np.asarray(bias, dtype=np.float64)
+        if bias.size == 1:
+            bias = np.full(channels, float(bias.reshape(-1)[0]))
+        if bias.shape != (channels,):
+            raise NIRImportError(f"node {name}: bias of shape {bias.shape}; the core has one per output "
+                                 f"{'channel' if isinstance(node, nir.Conv2d) else 'neuron'} ({channels})")
+        if not np.all(np.isfinite(bias)):
+            raise NIRImportError(f"node {name}: bias is not all finite")
+        return bias if np.any(bias != 0) else None
 
     def pool_node(self, name: str, node) -> None:
         self._need_no_synapse(name)
@@ -214,8 +231,9 @@ class _Reader:
 
     def synapse_node(self, name: str, node) -> None:
         self._need_no_synapse(name)
-        self._zero_bias(name, node)
         w = np.asarray(node.weight, dtype=np.float64)
+        if not np.all(np.isfinite(w)):
+            raise NIRImportError(f"node {name}: weights are not all finite")
         pooled = self.pool > 1
         in_shape = self.unpooled if pooled else self.shape
         if pooled and any(d % self.pool for d in in_shape[1:]):
@@ -231,15 +249,15 @@ class _Reader:
             out = (w.shape[0], (h + 2 * padding[0] - w.shape[2]) // stride[0] + 1,
                    (wd + 2 * padding[1] - w.shape[3]) // stride[1] + 1)
             macs = math.prod(out) * math.prod(w.shape[1:])     # the same layer as an ANN, per step
-            layer = fold_pool(FloatLayer(name, "conv", w, in_shape, out, stride, padding, ann_macs=macs), self.pool,
-                              self.pool_divisor)
+            layer = fold_pool(FloatLayer(name, "conv", w, in_shape, out, stride, padding, ann_macs=macs,
+                                         bias=self._bias(name, node, out[0])), self.pool, self.pool_divisor)
         else:
             if len(self.shape) != 1 or w.ndim != 2 or w.shape[1] != self.shape[0]:
                 raise NIRImportError(f"node {name}: weights {w.shape} do not read a {self.shape} input "
                                      "(a Linear after a (C, H, W) tensor needs a Flatten before it)")
             out = (w.shape[0],)
-            layer = fold_pool(FloatLayer(name, "dense", w, in_shape, out, ann_macs=w.size), self.pool,
-                              self.pool_divisor)
+            layer = fold_pool(FloatLayer(name, "dense", w, in_shape, out, ann_macs=w.size,
+                                         bias=self._bias(name, node, out[0])), self.pool, self.pool_divisor)
         self.synapse, self.synapse_nodes = layer, self.pool_nodes + [name]
         self.pool, self.pool_divisor, self.pool_nodes = 1, 1, []
         self.shape = out
@@ -284,6 +302,8 @@ class _Reader:
                 raise NIRImportError(f"node {name}: v_threshold {threshold:g} must be > 0")
         lay = self.synapse
         lay.weights = lay.weights * gain
+        if lay.bias is not None:
+            lay.bias = lay.bias * gain
         self.layers.append(NIRLayer(lay, threshold, leak, self.synapse_nodes + [name]))
         self.synapse, self.synapse_nodes = None, []
 

@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 
 from export import fixedpoint as fx
+from export.graph import Core
 from export.nir_export import build_nir, export_nir
 from export.nir_import import NIRImportError, quantize_nir, read_nir
+from fixedpoint_cases import conv_core, dense_w, graph_of, out_core, random_spikes
 from records.encoding import InputEncoding
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,6 +69,35 @@ def test_own_export_reads_back_to_the_same_integers(trained_digits):
                                       fx.run_reference(graph, spikes).spikes[-1])
 
 
+def test_biases_read_back_to_the_same_integers():
+    """A chain with neuron biases (conv per channel, dense per neuron, output) through NIR
+    (``Conv2d``'s bias, ``Affine``) and back: the same mantissas x 2**exponent, spikes and
+    output, and the imported float network computes the same output."""
+    rng = np.random.default_rng(5)
+    shape = (2, 6, 6)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=40)
+    c1.bias, c1.bias_exp = np.array([700, -900, 4095, 0]), 2
+    h1 = Core("h1", "dense", dense_w(rng, 5, 4 * 36), c1.output_shape, (5,), vth=30,
+              bias=rng.integers(-3000, 3001, size=5), bias_exp=1)
+    out = out_core(rng, (5,))
+    out.bias = np.array([-300, 0, 2200])
+    for core, full_scale in ((c1, 127), (h1, 254), (out, 254)):     # full-range weights: the import's scale is 1
+        core.weights.flat[0] = full_scale
+        core.__post_init__()
+    graph = graph_of([c1, h1, out], shape, timesteps=8)
+    spikes = random_spikes(rng, 8, 3, shape, p=0.3)
+    net = read_nir(build_nir(graph))
+    back, _ = quantize_nir(net, graph.input, graph.class_names, graph.timesteps)
+    for a, b in zip(graph.cores, back.cores):
+        np.testing.assert_array_equal(a.bias.astype(np.int64) << a.bias_exp, b.bias.astype(np.int64) << b.bias_exp)
+    ref, got = fx.run_reference(graph, spikes), fx.run_reference(back, spikes)
+    for a, b in zip(ref.spikes, got.spikes):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(ref.output, got.output)
+    # the float reference (calibration, float-vs-fixed) adds the biases too: without leak it is exact
+    np.testing.assert_array_equal(net.run_float(spikes)[0] * 2 ** fx.ACT_SHIFT, ref.output)
+
+
 def _chain(*nodes) -> nir.NIRGraph:
     names = ["input"] + [f"n{i}" for i in range(len(nodes))] + ["output"]
     shapes = {"input": nir.Input(input_type=np.array([1, 4, 4]))}
@@ -91,7 +122,10 @@ def _tail():
 
 
 BAD = {
-    "bias": (lambda: _chain(_conv(bias=np.ones(2, np.float32)), _if(), *_tail()), "node n0: a nonzero bias"),
+    "bias shape": (lambda: _chain(_conv(bias=np.ones(3, np.float32)), _if(), *_tail()),
+                   r"node n0: bias of shape \(3,\); the core has one per output channel \(2\)"),
+    "bias not finite": (lambda: _chain(_conv(bias=np.array([1.0, np.nan], np.float32)), _if(), *_tail()),
+                        "node n0: bias is not all finite"),
     "threshold per neuron": (lambda: _chain(_conv(), _if(v_threshold=np.arange(32.0).reshape(2, 4, 4) + 1),
                                             *_tail()), "node n1: v_threshold differs between neurons"),
     "delay": (lambda: _chain(_conv(), _if(), nir.Delay(delay=np.ones((2, 4, 4))), *_tail()),
