@@ -169,9 +169,10 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stat
         chan = np.empty(h * wd * c_n, dtype=np.int64)
         val = np.empty(h * wd * c_n, dtype=w.dtype)
         row = np.zeros(o_n, dtype=w.dtype)                   # one output position's currents
-        ones = np.empty(kh * kw * c_n, dtype=np.int64)       # rows of w2 to add (a spike), to scale and add
-        others = np.empty(kh * kw * c_n, dtype=np.int64)
-        scales = np.empty(kh * kw * c_n, dtype=w.dtype)
+        window = kh * kw * c_n * fy * fx_                    # the most events under one window (a folded pool:
+        ones = np.empty(window, dtype=np.int64)              # one per spike under it); rows of w2 to add (a spike),
+        others = np.empty(window, dtype=np.int64)            # and to scale and add
+        scales = np.empty(window, dtype=w.dtype)
         fired = np.empty(ho * wo, dtype=np.bool_)            # per output position: a spike at the last step
         for pos in range(ho * wo):
             fired[pos] = _any_fired(prev, b, pos * o_n, o_n)

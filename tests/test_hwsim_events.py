@@ -6,13 +6,20 @@ dense path while their state (voltages, last spikes) carries over; the result mu
 the reference bit for bit. (All blocks event-driven: backend ``hwsim-events`` in
 tests/test_conformance.py.)
 """
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from export import fixedpoint as fx
-from fixedpoint_cases import CASES
+from fixedpoint_cases import CASES, conv_core, graph_of, out_core
 from hwsim.plan import CorePlan
 from hwsim.simulate import simulate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -55,3 +62,24 @@ def test_event_path_counts_what_the_dense_path_counts():
         assert (a.spikes, a.synaptic_events, a.neuron_updates, a.active_neuron_updates, a.max_abs_input) == \
                (b.spikes, b.synaptic_events, b.neuron_updates, b.active_neuron_updates, b.max_abs_input), a.name
         assert np.array_equal(a.spikes_per_sample, b.spikes_per_sample)
+
+
+def run_every_case_event_driven():
+    """Every case, and a folded 2x2 pool under a fully active input (four events per channel
+    and pooled position), event-driven throughout."""
+    rng = np.random.default_rng(0)
+    w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
+    c = conv_core(rng, "c", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
+    full = (graph_of([c, out_core(rng, c.output_shape)], (4, 8, 4)), np.ones((3, 2, 4, 8, 4), np.int8))
+    for graph, spikes in [make() for make in CASES.values()] + [full]:
+        simulate(graph, spikes, event_density=np.inf)
+
+
+def test_event_kernels_stay_within_their_arrays(tmp_path):
+    """``run_every_case_event_driven`` in a fresh process whose kernels numba compiles with
+    bounds checks: an index past an array's end -- silent heap corruption in the normal
+    build -- raises IndexError there."""
+    code = "import sys; sys.path.insert(0, 'tests'); import test_hwsim_events as t; t.run_every_case_event_driven()"
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
