@@ -85,8 +85,8 @@ class NIRNetwork:
         each spiking layer) for input spikes (T, B, ...): v <- lambda v + u + b - theta * s_prev."""
         x = torch.as_tensor(np.asarray(spikes), dtype=torch.float64)
         weights = [torch.as_tensor(item.layer.weights) for item in self.layers]
-        biases = [None if item.layer.bias is None else       # per channel (conv) or neuron (dense)
-                  torch.as_tensor(item.layer.bias).reshape(1, -1, *([1, 1] if item.layer.op == "conv" else []))
+        biases = [None if item.layer.bias is None else      # per channel (conv) or neuron (dense)
+                  torch.tensor(fx.per_neuron(item.layer.bias, item.layer.output_shape))
                   for item in self.layers]
         steps, n = x.shape[:2]
         v = [None] * len(self.layers)

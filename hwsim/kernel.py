@@ -194,16 +194,15 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
             if v[i] is None:
                 v[i] = torch.zeros((n, p.neurons), dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
+            shortcut_spikes = [kept[sc.source][0] for sc in p.shortcuts]
             if event_density > 0 and p.events_ok and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel():
                 if buffers[i] is None:
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
-                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb],
-                                                         [kept[sc.source][0] for sc in p.shortcuts])
+                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb], shortcut_spikes)
                 out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
             else:
                 out, counts, out_hwc[i], active, amax = _dense_block(
-                    p, x, hwc, s_tot, v[i], prev[i], tb, dev, sparse, host_checks, rec_threads,
-                    [kept[sc.source][0] for sc in p.shortcuts])
+                    p, x, hwc, s_tot, v[i], prev[i], tb, dev, sparse, host_checks, rec_threads, shortcut_spikes)
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:

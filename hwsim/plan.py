@@ -50,11 +50,11 @@ class ShortcutPlan:
     """A core's shortcut (``export.graph.Shortcut``) on the device: its current over a block
     of steps from its source's spikes, ``shift(W s, weight_exp)`` with no wrap."""
 
-    def __init__(self, sc: Shortcut, out_shape: tuple[int, ...], device: torch.device, dtype: torch.dtype,
-                 conv_impl: str):
+    def __init__(self, sc: Shortcut, bound: int, out_shape: tuple[int, ...], device: torch.device,
+                 dtype: torch.dtype, conv_impl: str):
         self.source, self.op, self.exp, self.conv_impl = sc.source, sc.op, sc.weight_exp, conv_impl
         self.stride, self.padding = sc.stride, sc.padding
-        self.bound = fx.max_abs_current(sc.weights, max(sc.weight_exp, 0))
+        self.bound = bound                   # its exactness guard: the largest |sum| before the shift
         self.weight = torch.from_numpy(sc.weights).to(device=device, dtype=dtype)
         if sc.op == "conv":
             self.weight = self.weight.contiguous(memory_format=CL)
@@ -98,11 +98,12 @@ class CorePlan:
         if self.need_conv_wrap:
             a_bound = min(a_bound, 2 ** (fx.CONV_OUT_BITS - 1))
         # shortcut currents are added to the core's own: their sum must be exact as well
-        shortcut_bound = sum(fx.max_abs_current(sc.weights, max(sc.weight_exp, 0)) for sc in core.shortcuts)
-        exact = self.bound < FLOAT32_EXACT and (not core.shortcuts or a_bound + shortcut_bound < FLOAT32_EXACT)
+        sc_bounds = [fx.max_abs_current(sc.weights, max(sc.weight_exp, 0)) for sc in core.shortcuts]
+        exact = self.bound < FLOAT32_EXACT and (not core.shortcuts or a_bound + sum(sc_bounds) < FLOAT32_EXACT)
         self.dtype = torch.float32 if exact else torch.float64
-        a_bound += shortcut_bound
-        self.shortcuts = [ShortcutPlan(sc, self.out_shape, device, self.dtype, conv_impl) for sc in core.shortcuts]
+        a_bound += sum(sc_bounds)
+        self.shortcuts = [ShortcutPlan(sc, bound, self.out_shape, device, self.dtype, conv_impl)
+                          for sc, bound in zip(core.shortcuts, sc_bounds)]
         self.need_wrap = a_bound * 2 ** fx.ACT_SHIFT >= _HALF
         self.vth64 = float(core.vth << fx.VTH_SHIFT)
         bias = fx.neuron_bias(core)      # |bias| < 2**19: exact in float32, like the threshold
@@ -259,7 +260,6 @@ class CorePlan:
             spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
         counts = torch.from_numpy(counts) if self.spiking else None
         return spikes, counts, int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0))
-
 
     def shortcut_current(self, sources: Sequence[torch.Tensor]) -> torch.Tensor:
         """The sum of the shortcuts' currents (steps*B, *out_shape) from their sources' spikes."""
