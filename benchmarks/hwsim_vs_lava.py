@@ -9,16 +9,22 @@ CPU run: a VGG5-like graph -- the three conv layers of VGG5 on a 32x32x3 input w
 average pools folded into the next layer (6x6 stride-2 conv; a pooled dense output), random
 8-bit weights. For each firing rate the input spikes are drawn at that rate and every
 layer's threshold is calibrated to fire at it. Then, in rotating rounds (every method
-once per round, in a different order each round): hwsim as it runs by default
-(event-driven where a block's input is sparse, ``hwsim.simulate.EVENT_DENSITY``), hwsim
-forced dense, the same convs as plain fp32 torch convs on the same spikes (no neurons:
-the floor a dense simulator cannot beat), and two Lava networks kept alive across rounds,
+once per round, in a random order each round -- a rotation would always run a method after
+the same one, and inherit its cache and heap state): hwsim as it runs by default
+(event-driven where a block's input is sparse, ``hwsim.simulate.EVENT_DENSITY_INT8``, else
+the int8 path), hwsim with every block on one path -- event-driven, int8 (oneDNN's int8
+products, ``hwsim.int8_products``), dense float --, the same convs as plain fp32 torch convs
+on the same spikes (no neurons: the floor a dense float simulator cannot beat), and two
+Lava networks kept alive across rounds,
 each advanced ``--lava-steps`` steps per round: stock Lava (its own Conv/Dense and LIF
 processes, ``fixed_pt``; the stock LIF resets to zero, so it times the same work but not
 the same spikes) and the project's build (``export.lava.builder``: Lava's Conv/Dense and
 the soft-reset LIF, bit-exact). Lava's build and compile happen before the first round, so
 its figures are steady state. Prints min and median per image-step and the ratios of the
 medians; finally checks that the project's Lava build and hwsim agree bit for bit.
+OpenMP's wait policy is left as the environment sets it (libgomp's default: spin a while,
+then sleep). ``python -m hwsim.run`` sets OMP_WAIT_POLICY=PASSIVE, which is robust on a
+busy machine and slower on a quiet one: run this with OMP_WAIT_POLICY=PASSIVE to time that.
 GPU run: VGG16 (13 convs with folded pools + 3 dense layers) at T=100 on 1,500 images
 (target < 10 s).
 """
@@ -35,13 +41,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")     # see hwsim/run.py: spinning OpenMP threads stall on busy cores
-
 from export.graph import Core, CoreGraph  # noqa: E402
 from records.encoding import InputEncoding  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from hwsim import int8_products  # noqa: E402
 from hwsim.plan import make_plans  # noqa: E402
 from hwsim.simulate import simulate  # noqa: E402
 
@@ -187,9 +192,11 @@ def time_rate(args, rate: float, rng) -> dict:
     calibrate(g, spikes[:, :2], target=rate)
     plans = make_plans(g, torch.device("cpu"))
     image_steps = args.images * args.timesteps
-    methods = {"hwsim": (lambda: simulate(g, spikes, plans=plans), image_steps),
-               "hwsim, dense path": (lambda: simulate(g, spikes, plans=plans, event_density=0.0), image_steps),
-               "fp32 conv (no neurons)": (dense_convs(g, spikes), image_steps)}
+    paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf, int8=False),
+             "hwsim, int8 path": dict(event_density=0.0, int8=True),
+             "hwsim, dense float path": dict(event_density=0.0, int8=False)}
+    methods = {name: (lambda kw=kw: simulate(g, spikes, plans=plans, **kw), image_steps) for name, kw in paths.items()}
+    methods["fp32 conv (no neurons)"] = (dense_convs(g, spikes), image_steps)
     fired = simulate(g, spikes, plans=plans)
     lavas = []
     if not args.no_lava:
@@ -204,7 +211,7 @@ def time_rate(args, rate: float, rng) -> dict:
     names = list(methods)
     try:
         for r in range(args.repeats):
-            for name in names[r % len(names):] + names[:r % len(names)]:
+            for name in np.random.default_rng([args.seed, r]).permutation(names):
                 fn, steps = methods[name]
                 t = time.perf_counter()
                 fn()
@@ -221,7 +228,7 @@ def time_rate(args, rate: float, rng) -> dict:
                 else f"{lo * 1e3:7.3f} ms median {med * 1e3:7.3f} ms per image-step")
         ratio = f"hwsim {med / out['hwsim'][1]:,.0f}x faster" if name.startswith("Lava") \
             else f"{med / conv:5.2f}x the fp32 conv"
-        print(f"  {name:<24} min {unit}  ({ratio})")
+        print(f"  {name:<25} min {unit}  ({ratio})")
     return out
 
 
@@ -244,7 +251,9 @@ def cpu_main(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"hwsim: {args.images} images x T={args.timesteps} per call; Lava: 1 image, {args.lava_steps} steps per "
-          f"call; {args.repeats} rounds. torch {torch.__version__}, {torch.get_num_threads()} CPU threads, load "
+          f"call; {args.repeats} rounds. torch {torch.__version__}, {torch.get_num_threads()} CPU threads, "
+          f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', 'unset')}, int8 products "
+          f"{'available' if int8_products.available() else 'NOT available'}, load "
           f"average {', '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes share the cores)")
     if not args.no_lava:
         try:
@@ -256,8 +265,10 @@ def cpu_main(args) -> int:
     rng = np.random.default_rng(args.seed)
     results = {rate: time_rate(args, rate, rng) for rate in args.rates}
     lo, hi = min(args.rates), max(args.rates)
-    print(f"\nhwsim per image-step at {lo:.0%} firing / at {hi:.0%}: "
-          f"{results[lo]['hwsim'][1] / results[hi]['hwsim'][1]:.2f} (target <= 1/3)")
+    for name in ("hwsim", "hwsim, event path"):
+        print(f"\n{name} per image-step at {lo:.0%} firing / at {hi:.0%}: "
+              f"{results[lo][name][1] / results[hi][name][1]:.2f} (target <= 1/3)", end="")
+    print()
     if args.no_lava:
         return 0
     for rate, out in results.items():

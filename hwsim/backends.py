@@ -5,9 +5,13 @@ compute what ``export.fixedpoint`` specifies, and ``tests/test_conformance.py`` 
 one on the same cases against ``reference``:
 
 - ``reference``   ``export.fixedpoint.run_reference``: the slow, obviously-correct model
-- ``hwsim``       hwsim's fast core as it runs on the CPU (oneDNN conv, host-side shortcuts)
+- ``hwsim``       hwsim's fast core as it runs on the CPU by default (event-driven at low
+                  input density, else the int8 path)
+- ``hwsim-dense`` the same core on its float path (oneDNN's float conv, host-side shortcuts)
 - ``hwsim-gemm``  the same core on its CUDA code path (im2col + GEMM, no host-side checks)
 - ``hwsim-events`` the same core with every synaptic input event-driven (``hwsim.events``)
+- ``hwsim-int8``  the same core with every synaptic input one int8 product where the core has
+                  one (``hwsim.int8_products``), then compiled neuron updates
 - ``onnx``        the exported one-step ONNX model, stepped T times by onnxruntime
 - ``lava``        Lava's own Dense/Conv processes and the project's soft-reset LIF, fixed_pt
                   (imported only when asked for: nothing else in hwsim imports Lava)
@@ -43,8 +47,10 @@ def _imported(module: str) -> Backend:
 BACKENDS: dict[str, Backend] = {
     "reference": fx.run_reference,
     "hwsim": _hwsim(),
-    "hwsim-gemm": _hwsim(conv_impl="gemm", host_checks=False),
+    "hwsim-dense": _hwsim(event_density=0.0, int8=False),
+    "hwsim-gemm": _hwsim(conv_impl="gemm", host_checks=False, event_density=0.0, int8=False),
     "hwsim-events": _hwsim(event_density=math.inf),
+    "hwsim-int8": _hwsim(event_density=0.0, int8=True),
     "onnx": _imported("export.onnx_export"),
     "lava": _imported("export.lava.runner"),
 }

@@ -32,17 +32,18 @@ import numpy as np
 from export import fixedpoint as fx
 
 _HALF = 2 ** (fx.STATE_BITS - 1)
+_ROW = 1024                          # neurons per update row of ``neuron_block``
 
 
 @numba.njit(inline="always")
 def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp, conv_wrap, spiking,
-                    wrap):
+                    wrap, clear):
     """Step ``t`` of sample ``b``'s neurons ``first`` to ``first + len(acc)`` from their
-    synaptic sums ``acc`` (then cleared): the weight-exp shift (floor for negative exponents),
+    synaptic sums ``acc`` (scratch; cleared after when ``clear``): the weight-exp shift (floor for negative exponents),
     the conv's wrap to signed 24 bit, + the shortcuts' current ``extra[t, b]`` (when it is not
     empty), ``u = wrap24(a << 6)`` (``wrap``: only where the core's
-    bound says it can matter), decay, + the neurons' ``bias`` (in v's units, |bias| < 2**19),
-    reset by subtraction, clip, ``v > vth``; the spikes are written to ``out`` and added to
+    bound says it can matter), decay, + the neurons' ``bias`` (in v's units, |bias| < 2**19;
+    empty: none), reset by subtraction, clip, ``v > vth``; the spikes are written to ``out`` and added to
     ``counts``; ``a_max`` keeps the largest |current| per row element. Returns the number of
     non-zero currents and of spikes.
 
@@ -50,9 +51,9 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
     wraps add or subtract 2**24 to multiples of 1 (conv) or 64 (``u``) of magnitude below
     2**30, which need at most 24 significant bits; decay is ``q*m + trunc(r*m/4096)`` with
     ``v = 4096*q + r`` (every intermediate below 2**24, rounding toward zero like
-    ``fixedpoint.decay``); ``v - vth*prev`` is exact and ``+ u``, ``+ bias`` are correctly
-    rounded, so each is exact unless a sum lies beyond 2**24 (the bias cannot bring such a sum
-    back below 2**23), where the clip gives the same result.
+    ``fixedpoint.decay``); ``v - vth*prev`` and ``u + bias`` are exact (|u| < 2**23 after the
+    wrap or where none is needed), and their sum is correctly rounded, so exact unless it lies
+    beyond 2**24, where the clip gives the same result.
 
     Speed: each loop writes at most two arrays and reduces only integers, so that the
     compiler vectorizes every one of them (one fused loop did not vectorize: 4x slower)."""
@@ -74,11 +75,12 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
             acc[i] += er[i]
     nz = 0
     for i in range(n):
-        nz += acc[i] != zero
-    for i in range(n):
-        a_max[i] = max(a_max[i], abs(acc[i]))
+        x = acc[i]
+        nz += x != zero
+        a_max[i] = max(a_max[i], abs(x))
     vr, pr = v[b, first:first + n], prev[b, first:first + n]
-    br = bias[first:first + n]
+    if bias.shape[0] > 0:                              # the bias joins the current (both in v's units)
+        br = bias[first:first + n]
     if dv != 0:
         for i in range(n):
             q = np.trunc(vr[i] / unity)
@@ -88,16 +90,23 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
             u = acc[i] * act
             u = u - full if u > half else u
             acc[i] = u + full if u <= -half else u
+        if bias.shape[0] > 0:
+            for i in range(n):
+                acc[i] += br[i]
+    elif bias.shape[0] > 0:
+        for i in range(n):
+            acc[i] = acc[i] * act + br[i]
     else:
         for i in range(n):
             acc[i] = acc[i] * act
     if not spiking:
         for i in range(n):
-            vr[i] = min(max(vr[i] + acc[i] + br[i], -v_max), v_max)
-        acc[:] = zero
+            vr[i] = min(max(vr[i] + acc[i], -v_max), v_max)
+        if clear:
+            acc[:] = zero
         return nz, 0
     for i in range(n):
-        vv = min(max(vr[i] - vth_f * pr[i] + acc[i] + br[i], -v_max), v_max)
+        vv = min(max(vr[i] - vth_f * pr[i] + acc[i], -v_max), v_max)
         vr[i] = vv
         pr[i] = vv > vth_f
     orow, cr = out[t, b, first:first + n], counts[b, first:first + n]
@@ -106,9 +115,9 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
         s = pr[i]
         orow[i] = s
         cr[i] += s
-    for i in range(n):
-        k += orow[i]
-    acc[:] = zero
+        k += s != zero
+    if clear:
+        acc[:] = zero
     return nz, k
 
 
@@ -227,7 +236,7 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stat
                         out[t, b, pos * o_n:(pos + 1) * o_n] = 0
                         continue
                     nzr, k = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, pos * o_n,
-                                             vth, dv, exp, conv_wrap, spiking, wrap)
+                                             vth, dv, exp, conv_wrap, spiking, wrap, True)
                     nz += nzr
                     fired[pos] = k > 0
         stats[b, 0] = nz
@@ -272,8 +281,29 @@ def dense_core_events(x, xw, w, v, prev, out, counts, bias, extra, stats, vth, d
                 out[t, b, :] = 0
                 continue
             nzr, k = _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, 0, vth, dv, exp, conv_wrap,
-                                     spiking, wrap)
+                                     spiking, wrap, True)
             nz += nzr
             fired = k > 0
         stats[b, 0] = nz
         stats[b, 1] = np.int64(a_max.max())
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def neuron_block(a, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv_wrap, spiking, wrap):
+    """The neurons of one core over a block, from synaptic sums computed beforehand (the
+    int8 path, ``hwsim.int8_products``): a (T, B, N) float sums in v's order (used as
+    scratch: overwritten); the rest as for ``conv_core_events``. The same update
+    (``_update_neurons``) as the event kernels, a row of ``_ROW`` neurons at a time through
+    all the block's steps, so that only the currents and spikes stream through memory."""
+    tb, b_n, n_n = a.shape
+    for b in numba.prange(b_n):
+        nz = 0
+        a_max = np.zeros(min(_ROW, n_n), dtype=a.dtype)
+        for first in range(0, n_n, _ROW):             # neurons are independent: each row through all
+            for t in range(tb):                          # steps while its state stays in L1
+                row = a[t, b, first:min(first + _ROW, n_n)]
+                nzr, _ = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp,
+                                         conv_wrap, spiking, wrap, False)
+                nz += nzr
+        stats[b, 0] = nz
+        stats[b, 1] = np.int64(a_max.max()) if n_n else 0

@@ -159,11 +159,13 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
 
 def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
                sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True,
-               event_density: float = 0.0) -> dict:
+               event_density: Sequence[float] | None = None, int8: bool = False) -> dict:
     """All steps of one chunk of samples, in blocks of ``block`` steps: per block and core,
     one batched synaptic computation, then the step-by-step neuron recurrence on flat
-    (samples, neurons) views in storage order. A core whose block input has at most
-    ``event_density`` non-zero entries (per input and image-step) runs event-driven."""
+    (samples, neurons) views in storage order. Core i's block runs event-driven when its
+    input has at most ``event_density[i]`` non-zero entries (per input and image-step),
+    else on the int8 path where ``int8`` and the core has one (``CorePlan.int8``), else dense."""
+    event_density = event_density or [0.0] * len(plans)
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
@@ -195,10 +197,13 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                 v[i] = torch.zeros((n, p.neurons), dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
             shortcut_spikes = [kept[sc.source][0] for sc in p.shortcuts]
-            if event_density > 0 and p.events_ok and float(s_tot.sum()) <= event_density * tb * n * s_tot.numel():
+            events = (event_density[i] > 0 and p.events_ok
+                      and float(s_tot.sum()) <= event_density[i] * tb * n * s_tot.numel())
+            if events or (int8 and p.int8 is not None):
                 if buffers[i] is None:
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
-                out, counts, active, amax = p.run_events(x, v[i], prev[i], buffers[i][:tb], shortcut_spikes)
+                out, counts, active, amax = p.run_block("events" if events else "int8", x, v[i], prev[i],
+                                                        buffers[i][:tb], shortcut_spikes)
                 out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
             else:
                 out, counts, out_hwc[i], active, amax = _dense_block(

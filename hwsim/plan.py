@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from export import fixedpoint as fx
 from export.graph import Core, CoreGraph, Shortcut
 from hwsim.counters import SimError
+from hwsim.int8_products import Int8Product
 
 CL = torch.channels_last
 FLOAT32_EXACT = 2 ** 24          # integers of magnitude <= 2**24 are exact in float32
@@ -160,12 +161,23 @@ class CorePlan:
         # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool;
         # a shortcut's current is computed densely (``shortcut_current``) and added by the kernel
         self.events_ok = device.type == "cpu" and (self.pool is None or math.prod(self.pool) <= 127)
-        if self.events_ok:               # the event kernels' bias per neuron, in their order (zeros: none)
-            self.event_bias = (np.zeros(self.neurons, self.dtype_np) if self.bias is None
+        if device.type == "cpu":         # the compiled kernels' bias per neuron, in their order (empty: none)
+            self.event_bias = (np.zeros(0, self.dtype_np) if self.bias is None or self.bias_max == 0
                                else self.bias[core.op == "conv"].numpy())
             # without leak, bias or shortcut a neuron without input events that did not fire keeps its state
             self.event_quiet = core.dv == 0 and not self.event_bias.any() and not core.shortcuts
         self.fan_out = _fan_out_orders(core.fan_out_per_input, device)
+        # the int8 path (CPU): the block's current as one exact oneDNN int8 product, None where it is not exact
+        self.int8 = None
+        if device.type == "cpu" and self.dtype == torch.float32:
+            if core.op == "conv":
+                self.int8 = Int8Product.make("conv", core.weights, core.stride, core.padding)
+            else:
+                wd = core.weights
+                if len(self.in_shape) == 3 and input_channels_last:        # columns in the input's (H, W, C) order
+                    wd = wd.reshape(o, *self.in_shape).transpose(0, 2, 3, 1).reshape(o, -1)
+                self.int8 = Int8Product.make("dense", wd)
+        self.int8_hwc = len(self.in_shape) == 3 and input_channels_last
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),
@@ -226,17 +238,19 @@ class CorePlan:
             return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)      # a view of a channels-last tensor
         return x.reshape(x.shape[0], -1)
 
-    def run_events(self, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray,
-                   sources: Sequence[torch.Tensor] = ()) -> tuple:
-        """The whole core (synaptic input and neurons) over a block of steps, event-driven
-        (``hwsim.events``): x (steps*B, *in_shape) spikes, ``sources`` the spikes of the block
-        that each shortcut reads, v and prev (B, neurons) in the
-        output's storage order, updated in place; ``out`` (steps, B, neurons) int8, overwritten
-        with the spikes (a buffer kept across blocks: fresh pages cost more than the kernel).
-        Returns (spikes (steps*B, *out_shape), a view of ``out``, channels-last for a conv;
-        spike counts (B, neurons) float32 (None for the output core); non-zero currents;
-        max |current|)."""
-        from hwsim.events import conv_core_events, dense_core_events
+    def run_block(self, kind: str, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray,
+                  sources: Sequence[torch.Tensor] = ()) -> tuple:
+        """The whole core (synaptic input and neurons) over a block of steps in compiled
+        kernels: ``kind`` "events" gathers the synaptic input from the input events
+        (``hwsim.events``); "int8" computes it as one exact int8 product
+        (``hwsim.int8_products``), then updates the neurons (``hwsim.events.neuron_block``).
+        x (steps*B, *in_shape) spikes, ``sources`` the spikes of the block that each shortcut
+        reads, v and prev (B, neurons) in the output's storage order, updated in place;
+        ``out`` (steps, B, neurons) int8, overwritten with the spikes (a buffer kept across
+        blocks: fresh pages cost more than the kernel). Returns (spikes (steps*B,
+        *out_shape), a view of ``out``, channels-last for a conv; spike counts (B, neurons)
+        float32 (None for the output core); non-zero currents; max |current|)."""
+        from hwsim.events import conv_core_events, dense_core_events, neuron_block
         steps, n = out.shape[:2]
         stats = np.zeros((n, 2), dtype=np.int64)
         counts = np.zeros((n, self.neurons), dtype=np.float32)
@@ -246,17 +260,25 @@ class CorePlan:
             a = a.permute(0, 2, 3, 1) if a.dim() == 4 else a                  # the kernels' (H, W, C) order
             extra = a.contiguous().numpy().reshape(steps, n, -1)
         state = (v.numpy(), prev.numpy(), out, counts, self.event_bias, extra, stats, int(self.vth64), self.dv,
-                 self.exp, self.need_conv_wrap, self.spiking, bool(self.need_wrap), self.event_quiet)
-        if self.op == "conv":
+                 self.exp, self.need_conv_wrap, self.spiking, bool(self.need_wrap))
+        if kind == "int8":
+            if self.op == "conv":
+                a = self.int8(x).permute(0, 2, 3, 1)                             # channels-last: a view
+            else:
+                a = self.int8((x.permute(0, 2, 3, 1) if self.int8_hwc else x).reshape(x.shape[0], -1))
+            neuron_block(a.contiguous().numpy().reshape(steps, n, -1), *state)
+        elif self.op == "conv":
             xs = _int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
             xs = xs.reshape(steps, n, *xs.shape[1:])
-            conv_core_events(xs, xs.view(np.int64), self.event_weight, self.event_geometry, *state)
-            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape[1:], self.out_shape[0]).permute(0, 3, 1, 2)
+            conv_core_events(xs, xs.view(np.int64), self.event_weight, self.event_geometry, *state, self.event_quiet)
         else:
             if x.dim() == 4 and self.pool is not None:
                 x = x.to(self.dtype)                                            # avg_pool2d needs floats
             xs = _int8_words(self._dense_input(x)).reshape(steps, n, -1)
-            dense_core_events(xs, xs.view(np.int64), self.event_weight, *state)
+            dense_core_events(xs, xs.view(np.int64), self.event_weight, *state, self.event_quiet)
+        if self.op == "conv":
+            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape[1:], self.out_shape[0]).permute(0, 3, 1, 2)
+        else:
             spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
         counts = torch.from_numpy(counts) if self.spiking else None
         return spikes, counts, int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0))

@@ -19,10 +19,14 @@ from hwsim.device import _tf32, _threads, resolve_device, tf32_round
 from hwsim.kernel import _run_chunk
 from hwsim.plan import CorePlan, make_plans
 
-# At or below this fraction of non-zero inputs per image-step a core's block runs
-# event-driven on the CPU (benchmarks/hwsim_vs_lava.py: on VGG5's convs the event kernels
-# are 3.9x faster than the dense path at 2 % firing and break even between 20 and 30 %).
+# On the CPU a core's block runs event-driven at or below this fraction of non-zero inputs
+# per image-step (benchmarks/hwsim_vs_lava.py: on VGG5's convs the event kernels are 3.9x
+# faster than the dense float path at 2 % firing and break even between 20 and 30 %) ...
 EVENT_DENSITY = 0.20
+# ... but a core with an exact int8 product (hwsim.int8_products) runs event-driven only at
+# or below this fraction, and on the int8 path above it (VGG5's convs on a 2-core CPU with
+# AMX: the whole stack breaks even between 0.5 and 1 %; each layer between 0.5 and 1.2 %)
+EVENT_DENSITY_INT8 = 0.0075
 
 
 def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,
@@ -51,7 +55,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
              recurrence_threads: int | None = 1, conv_impl: str = "auto",
              threads: int | None = None, plans: list[CorePlan] | None = None,
              host_checks: bool | None = None, first_index: int = 0,
-             event_density: float | None = None) -> SimResult:
+             event_density: float | None = None, int8: bool | None = None) -> SimResult:
     """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
 
     ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
@@ -61,8 +65,11 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     computation (defaults follow the device and a memory budget). ``sparse``: compute a
     block's synaptic input on its active input channels/neurons only ("auto": on CPU).
     ``event_density``: a core whose block input has at most this fraction of non-zero
-    entries runs event-driven (``hwsim.events``; CPU only; None: ``EVENT_DENSITY`` on the
-    CPU, never on CUDA; ``math.inf``: always).
+    entries runs event-driven (``hwsim.events``; CPU only; None: ``EVENT_DENSITY``, or
+    ``EVENT_DENSITY_INT8`` for a core on the int8 path, on the CPU, never on CUDA;
+    ``math.inf``: always). ``int8``: a block that does not run event-driven computes its
+    synaptic input as one exact int8 product where the core has one (``CorePlan.int8``,
+    oneDNN on the CPU's int8 units); None: on the CPU.
     ``progress(k)`` is called after each chunk with the number of samples it held.
     ``recurrence_threads``: CPU threads for the step-by-step neuron updates (None: torch's).
     ``conv_impl``: "native" (torch's conv: oneDNN's direct convolution on the CPU), "gemm"
@@ -82,10 +89,11 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         host_checks = dev.type == "cpu"
     if sparse == "auto":
         sparse = host_checks
-    if event_density is None:
-        event_density = EVENT_DENSITY if dev.type == "cpu" else 0.0
-    elif event_density > 0 and dev.type != "cpu":
+    if event_density is not None and event_density > 0 and dev.type != "cpu":
         raise SimError("the event-driven path runs on the CPU (event_density must be 0 on CUDA)")
+    if int8 and dev.type != "cpu":
+        raise SimError("the int8 path runs on the CPU (int8 must be False on CUDA)")
+    int8 = dev.type == "cpu" if int8 is None else bool(int8)
     images = seed = spikes_in = None
     if isinstance(inputs, tuple):
         images, seed = inputs
@@ -119,6 +127,12 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         tf32 = all(np.array_equal(tf32_round(w.astype(np.float32)), w) for c in graph.cores
                    for w in [c.weights, *(sc.weights for sc in c.shortcuts)])
     chunk, block = _default_sizes(graph, dev, n, steps, chunk, steps_per_block)
+    if event_density is not None:
+        limits = [float(event_density)] * len(plans)
+    elif dev.type == "cpu":
+        limits = [EVENT_DENSITY_INT8 if int8 and p.int8 is not None else EVENT_DENSITY for p in plans]
+    else:
+        limits = [0.0] * len(plans)
     ncores = len(plans)
     in_neurons = math.prod(graph.input.shape)
 
@@ -160,7 +174,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                 else:
                     x_chunk = spikes_in[:, a:b]
                 res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, recurrence_threads,
-                                 host_checks, event_density)
+                                 host_checks, limits, int8)
                 spikes_ps[:, a:b] = res["spikes"]
                 syn_tot += res["syn"]
                 active_tot += res["active"]

@@ -1,9 +1,11 @@
-"""hwsim's event-driven cores (``hwsim.events``) mixed with its dense path, block by block.
+"""hwsim's compiled cores (``hwsim.events``: event-driven, and the int8 path's neuron
+updates after ``hwsim.int8_products``) mixed with its dense path, block by block.
 
 Every case of tests/fixedpoint_cases.py runs with one step per block and event thresholds
-between the blocks' input densities, so that cores switch between the event-driven and the
-dense path while their state (voltages, last spikes) carries over; the result must equal
-the reference bit for bit. (All blocks event-driven: backend ``hwsim-events`` in
+between the blocks' input densities, with and without the int8 path, so that cores switch
+between the event-driven, the int8 and the dense path while their state (voltages, last
+spikes) carries over; the result must equal the reference bit for bit. (All blocks on one
+path: backends ``hwsim-events``, ``hwsim-int8`` and ``hwsim-dense`` in
 tests/test_conformance.py.)
 """
 import os
@@ -24,19 +26,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def path_counts(monkeypatch):
-    """How many (core, block) pairs ran event-driven and how many ran dense (in most cases
-    both within one run: deeper cores see sparser inputs than the first)."""
-    counts = {"events": 0, "dense": 0}
-    run_events, synaptic = CorePlan.run_events, CorePlan.synaptic
+    """How many (core, block) pairs ran on each path (in most cases several within one run:
+    deeper cores see sparser inputs than the first)."""
+    counts = {"events": 0, "int8": 0, "dense": 0}
+    run_block, synaptic = CorePlan.run_block, CorePlan.synaptic
 
-    def spy_events(self, *args):
-        counts["events"] += 1
-        return run_events(self, *args)
+    def spy_block(self, kind, *args):
+        counts[kind] += 1
+        return run_block(self, kind, *args)
 
     def spy_dense(self, *args):
         counts["dense"] += 1
         return synaptic(self, *args)
-    monkeypatch.setattr(CorePlan, "run_events", spy_events)
+    monkeypatch.setattr(CorePlan, "run_block", spy_block)
     monkeypatch.setattr(CorePlan, "synaptic", spy_dense)
     return counts
 
@@ -45,20 +47,23 @@ def path_counts(monkeypatch):
 def test_event_and_dense_blocks_interleave_exactly(case, path_counts):
     graph, spikes = CASES[case]()
     ref = fx.run_reference(graph, spikes)
-    for density in (0.05, 0.2, 0.4, 0.7, 1.0):
-        got = simulate(graph, spikes, record_spikes=True, steps_per_block=1, event_density=density)
-        for core, a, b in zip(graph.spiking_cores, got.spike_trains, ref.spikes):
-            assert np.array_equal(a, b), (density, core.name)
-        np.testing.assert_array_equal(got.output, ref.output)
-        assert [l.max_abs_input for l in got.layers] == ref.max_abs_input
-    assert path_counts["events"] > 0 and path_counts["dense"] > 0, path_counts
+    for int8 in (False, True):
+        for density in (0.05, 0.2, 0.4, 0.7, 1.0):
+            got = simulate(graph, spikes, record_spikes=True, steps_per_block=1, event_density=density, int8=int8)
+            for core, a, b in zip(graph.spiking_cores, got.spike_trains, ref.spikes):
+                assert np.array_equal(a, b), (int8, density, core.name)
+            np.testing.assert_array_equal(got.output, ref.output)
+            assert [l.max_abs_input for l in got.layers] == ref.max_abs_input
+    assert min(path_counts.values()) > 0, path_counts
 
 
-def test_event_path_counts_what_the_dense_path_counts():
+@pytest.mark.parametrize("path", [dict(event_density=np.inf), dict(event_density=0.0, int8=True)],
+                         ids=["events", "int8"])
+def test_compiled_paths_count_what_the_dense_path_counts(path):
     graph, spikes = CASES["conv_nonsymmetric_nonsquare_leak"]()
-    dense = simulate(graph, spikes, event_density=0.0)
-    events = simulate(graph, spikes, event_density=np.inf)
-    for a, b in zip(dense.layers, events.layers):
+    dense = simulate(graph, spikes, event_density=0.0, int8=False)
+    other = simulate(graph, spikes, **path)
+    for a, b in zip(dense.layers, other.layers):
         assert (a.spikes, a.synaptic_events, a.neuron_updates, a.active_neuron_updates, a.max_abs_input) == \
                (b.spikes, b.synaptic_events, b.neuron_updates, b.active_neuron_updates, b.max_abs_input), a.name
         assert np.array_equal(a.spikes_per_sample, b.spikes_per_sample)
@@ -66,13 +71,14 @@ def test_event_path_counts_what_the_dense_path_counts():
 
 def run_every_case_event_driven():
     """Every case, and a folded 2x2 pool under a fully active input (four events per channel
-    and pooled position), event-driven throughout."""
+    and pooled position), event-driven throughout, then on the int8 path throughout."""
     rng = np.random.default_rng(0)
     w = np.repeat(np.repeat(rng.integers(-30, 31, size=(5, 4, 3, 3)), 2, axis=2), 2, axis=3)
     c = conv_core(rng, "c", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
     full = (graph_of([c, out_core(rng, c.output_shape)], (4, 8, 4)), np.ones((3, 2, 4, 8, 4), np.int8))
     for graph, spikes in [make() for make in CASES.values()] + [full]:
         simulate(graph, spikes, event_density=np.inf)
+        simulate(graph, spikes, event_density=0.0, int8=True)
 
 
 def test_event_kernels_stay_within_their_arrays(tmp_path):
