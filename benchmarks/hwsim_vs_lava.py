@@ -8,7 +8,7 @@
 CPU run: a VGG5-like graph -- the three conv layers of VGG5 on a 32x32x3 input with the
 average pools folded into the next layer (6x6 stride-2 conv; a pooled dense output), random
 8-bit weights. For each firing rate the input spikes are drawn at that rate and every
-layer's threshold is calibrated to fire at it. Then, in rotating rounds (every method
+layer's threshold is calibrated to fire at it. Then, in rounds (every method
 once per round, in a random order each round -- a rotation would always run a method after
 the same one, and inherit its cache and heap state): hwsim as it runs by default
 (event-driven where a block's input is sparse, ``hwsim.simulate.EVENT_DENSITY_INT8``, else
@@ -20,7 +20,8 @@ each advanced ``--lava-steps`` steps per round: stock Lava (its own Conv/Dense a
 processes, ``fixed_pt``; the stock LIF resets to zero, so it times the same work but not
 the same spikes) and the project's build (``export.lava.builder``: Lava's Conv/Dense and
 the soft-reset LIF, bit-exact). Lava's build and compile happen before the first round, so
-its figures are steady state. Prints min and median per image-step and the ratios of the
+its figures are steady state; a Lava network's processes are stopped while it is not being
+timed (``LavaStepper``). Prints min and median per image-step and the ratios of the
 medians; finally checks that the project's Lava build and hwsim agree bit for bit.
 OpenMP's wait policy is left as the environment sets it (libgomp's default: spin a while,
 then sleep). ``python -m hwsim.run`` sets OMP_WAIT_POLICY=PASSIVE, which is robust on a
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import statistics
 import sys
 import time
@@ -154,9 +156,31 @@ def dense_convs(graph, spikes: np.ndarray):
     return run
 
 
+def _descendants() -> set[int]:
+    """The process ids below this one (Lava's runtime and process models), from /proc."""
+    parent: dict[int, list[int]] = {}
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parent.setdefault(ppid, []).append(int(d))
+    found, todo = set(), [os.getpid()]
+    while todo:
+        kids = parent.get(todo.pop(), [])
+        found.update(kids)
+        todo += kids
+    return found
+
+
 class LavaStepper:
     """One Lava network kept alive and advanced ``steps`` steps per call, after a first call
-    that builds and compiles it (so that the calls time Lava's steady state)."""
+    that builds and compiles it (so that the calls time Lava's steady state). Between its
+    calls its processes are stopped (SIGSTOP; Linux): idle, they still wake often enough to
+    slow whatever else is being timed (hwsim's median per image-step went from 0.12-0.13 ms
+    to 0.21 ms beside two idle Lava networks, and back to 0.14 ms with them stopped)."""
 
     def __init__(self, graph, spikes: np.ndarray, stock: bool):
         from export.lava.builder import build_lava_network, lava_shape, to_lava_layout
@@ -173,15 +197,33 @@ class LavaStepper:
         self.source = RingBuffer(data=np.ascontiguousarray(np.moveaxis(trains, 0, -1)))
         net.connect_input(self.source.s_out)
         self.cfg = Loihi2SimCfg(select_tag="fixed_pt")
+        before = _descendants()
         t = time.perf_counter()
-        self(1)
+        self._run(1)
         self.setup = time.perf_counter() - t
+        self.pids = _descendants() - before
+        self._signal(signal.SIGSTOP)
 
-    def __call__(self, steps: int) -> None:
+    def _run(self, steps: int) -> None:
         from lava.magma.core.run_conditions import RunSteps
         self.source.run(condition=RunSteps(num_steps=steps), run_cfg=self.cfg)
 
+    def _signal(self, sig) -> None:
+        for pid in self.pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def __call__(self, steps: int) -> None:
+        self._signal(signal.SIGCONT)
+        try:
+            self._run(steps)
+        finally:
+            self._signal(signal.SIGSTOP)
+
     def stop(self) -> None:
+        self._signal(signal.SIGCONT)
         self.source.stop()
 
 
@@ -341,7 +383,7 @@ def main(argv=None) -> int:
     p.add_argument("--timesteps", "-T", type=int, default=None, help="hwsim steps (cpu: 16; cuda: 100)")
     p.add_argument("--rates", type=float, nargs="+", default=[0.02, 0.05, 0.10, 0.20],
                    help="cpu: firing rates per neuron and step (default 2/5/10/20 %%)")
-    p.add_argument("--repeats", type=int, default=5, help="cpu: rounds (default 5)")
+    p.add_argument("--repeats", type=int, default=9, help="cpu: rounds (default 9)")
     p.add_argument("--lava-steps", type=int, default=2, help="cpu: Lava steps per round (default 2)")
     p.add_argument("--no-lava", action="store_true", help="cpu: without the Lava networks")
     p.add_argument("--rate", type=float, default=0.10, help="vgg16: target firing rate per neuron and step")

@@ -16,16 +16,19 @@ Exact on float values because:
 * ``decay`` (rounding toward zero) is ``q*m + trunc(r*m/4096)`` with ``v = 4096*q + r``:
   every intermediate stays below 2**24.
 
-Event-driven where it pays: on the CPU a core whose block input has at most
-``simulate.EVENT_DENSITY`` non-zero entries per input and image-step runs the whole block
-in one compiled kernel that gathers each output's current from the input events only and
-updates the neurons in the same pass (``hwsim.events``, numba); a denser block whose input
+Compiled paths on the CPU: a core whose block input has at most ``simulate.EVENT_DENSITY``
+(``EVENT_DENSITY_INT8`` where the core has an int8 product) non-zero entries per input and
+image-step runs the whole block in one compiled kernel that gathers each output's current
+from the input events only and updates the neurons in the same pass (``hwsim.events``,
+numba); a denser block of a core with an exact int8 product gets its current as one
+oneDNN int8 product (``hwsim.int8_products``) and its neurons from one compiled kernel
+(``CorePlan.run_block``). Otherwise the dense float path: a denser block whose input
 has silent channels (conv) / silent neurons (dense) is computed on the active ones only
 (``sparse``), a layer without input spikes is skipped, and when ``|v|`` provably cannot
 reach the 24-bit clip within a block the per-step clip is skipped. A core with shortcuts
 (``export.graph.Shortcut``) adds each shortcut's current, one batched conv / product over
-its source's spikes of the block, kept until the block ends (on either path).
-Both paths share the state, so a core may switch between them from block to block. Every event is counted:
+its source's spikes of the block, kept until the block ends (on every path).
+All paths share the state, so a core may switch between them from block to block. Every event is counted:
 spikes, synaptic events (input spikes x fan-out), neuron updates and active neuron updates.
 """
 from __future__ import annotations
@@ -184,7 +187,8 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
         x = _to_input(x_chunk[t0:t0 + tb], dev)                       # (tb*n, C, H, W) channels-last
         xf, hwc = _flat(x)
         s_sum = xf.abs().view(tb, n, -1).sum(0)                       # (n, M): |spikes| per sample and input
-        in_acc += s_sum.sum(1, dtype=f64)
+        per_sample = s_sum.sum(1, dtype=f64)                          # (n,): the block's input spikes per sample
+        in_acc += per_sample
         kept = {"input": (x, s_sum, hwc)} if "input" in sources else {}   # a shortcut source's block
         k = 0
         for i, p in enumerate(plans):
@@ -198,7 +202,7 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                 prev[i] = torch.zeros_like(v[i])
             shortcut_spikes = [kept[sc.source][0] for sc in p.shortcuts]
             events = (event_density[i] > 0 and p.events_ok
-                      and float(s_tot.sum()) <= event_density[i] * tb * n * s_tot.numel())
+                      and float(per_sample.sum()) <= event_density[i] * tb * n * s_tot.numel())
             if events or (int8 and p.int8 is not None):
                 if buffers[i] is None:
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
@@ -212,7 +216,8 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
                 s_sum = counts
-                spikes_acc[i] += s_sum.sum(1, dtype=f64)
+                per_sample = s_sum.sum(1, dtype=f64)
+                spikes_acc[i] += per_sample
                 if record:
                     trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().cpu().numpy())
                     k += 1
