@@ -8,18 +8,19 @@
 CPU run: a VGG5-like graph -- the three conv layers of VGG5 on a 32x32x3 input with the
 average pools folded into the next layer (6x6 stride-2 conv; a pooled dense output), random
 8-bit weights. For each firing rate the input spikes are drawn at that rate and every
-layer's threshold is calibrated to fire at it. Then, in rounds (every method
-once per round, in a random order each round -- a rotation would always run a method after
-the same one, and inherit its cache and heap state): hwsim as it runs by default
-(event-driven where a block's input is sparse, ``hwsim.simulate.EVENT_DENSITY_INT8``, else
-the int8 path), hwsim with every block on one path -- event-driven, int8 (oneDNN's int8
-products, ``hwsim.int8_products``), dense float --, the same convs as plain fp32 torch convs
-on the same spikes (no neurons: the floor a dense float simulator cannot beat), and two
-Lava networks kept alive across rounds,
-each advanced ``--lava-steps`` steps per round: stock Lava (its own Conv/Dense and LIF
-processes, ``fixed_pt``; the stock LIF resets to zero, so it times the same work but not
-the same spikes) and the project's build (``export.lava.builder``: Lava's Conv/Dense and
-the soft-reset LIF, bit-exact). Lava's build and compile happen before the first round, so
+layer's threshold is calibrated to fire at it. Then come rounds. In each, every method runs
+in a random order (a rotation would always run a method after the same one), called twice
+in a row with the second call timed: its steady state, not the caches and heap the previous
+method left (hwsim's first call after the fp32 conv took 1.27x its second). The methods:
+hwsim as it runs by default (event-driven where a block's input is sparse,
+``hwsim.simulate.EVENT_DENSITY_INT8``, else the int8 path); hwsim with every block on one
+path -- event-driven, int8 (oneDNN's int8 products, ``hwsim.int8_products``), dense float;
+the same convs as plain fp32 torch convs on the same spikes (no neurons: the floor a dense
+float simulator cannot beat); and two Lava networks kept alive across rounds, each
+advanced ``--lava-steps`` steps per call: stock Lava (its own Conv/Dense and LIF processes,
+``fixed_pt``; the stock LIF resets to zero, so it times the same work but not the same
+spikes) and the project's build (``export.lava.builder``: Lava's Conv/Dense and the
+soft-reset LIF, bit-exact). Lava's build and compile happen before the first round, so
 its figures are steady state; a Lava network's processes are stopped while it is not being
 timed (``LavaStepper``). Prints min and median per image-step and the ratios of the
 medians; finally checks that the project's Lava build and hwsim agree bit for bit.
@@ -255,6 +256,7 @@ def time_rate(args, rate: float, rng) -> dict:
         for r in range(args.repeats):
             for name in np.random.default_rng([args.seed, r]).permutation(names):
                 fn, steps = methods[name]
+                fn()                                       # the state the previous method left is not its own
                 t = time.perf_counter()
                 fn()
                 seconds[name].append((time.perf_counter() - t) / steps)
