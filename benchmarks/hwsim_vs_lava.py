@@ -309,10 +309,10 @@ def cpu_main(args) -> int:
     rng = np.random.default_rng(args.seed)
     results = {rate: time_rate(args, rate, rng) for rate in args.rates}
     lo, hi = min(args.rates), max(args.rates)
-    for name in ("hwsim", "hwsim, event path"):
-        print(f"\n{name} per image-step at {lo:.0%} firing / at {hi:.0%}: "
-              f"{results[lo][name][1] / results[hi][name][1]:.2f} (target <= 1/3)", end="")
     print()
+    for name in ("hwsim", "hwsim, event path"):
+        print(f"{name} per image-step at {lo:.0%} firing / at {hi:.0%}: "
+              f"{results[lo][name][1] / results[hi][name][1]:.2f} (target <= 1/3)")
     if args.no_lava:
         return 0
     for rate, out in results.items():

@@ -98,7 +98,7 @@ def _neuron(core, shape: tuple[int, ...], meta: dict) -> nir.NIRNode:
 
 
 def synapse_weights(core) -> np.ndarray:
-    """The core's weights in units of its current: integer x 2**weight_exp, exact in float32."""
+    """A core's (or shortcut's) weights in units of its current: integer x 2**weight_exp, exact in float32."""
     return (core.weights * 2.0 ** core.weight_exp).astype(np.float32)
 
 
@@ -118,7 +118,7 @@ def _shortcut_node(core, k: int, j: int) -> nir.NIRNode:
             "weight_bits": int(sc.weight_bits), "reset": core.reset, "dt": DT,
             "input_shape": np.asarray(sc.input_shape, dtype=np.int64),
             "stride": np.asarray(sc.stride, dtype=np.int64), "padding": np.asarray(sc.padding, dtype=np.int64)}
-    w = (sc.weights * 2.0 ** sc.weight_exp).astype(np.float32)
+    w = synapse_weights(sc)
     if sc.op == "identity":                # a diagonal Linear / 1x1 Conv2d: importers map no Scale node
         eye = np.eye(sc.input_shape[0], dtype=np.float32) * w[0]
         if len(sc.input_shape) == 1:

@@ -39,13 +39,13 @@ _ROW = 1024                          # neurons per update row of ``neuron_block`
 def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp, conv_wrap, spiking,
                     wrap, clear):
     """Step ``t`` of sample ``b``'s neurons ``first`` to ``first + len(acc)`` from their
-    synaptic sums ``acc`` (scratch; cleared after when ``clear``): the weight-exp shift (floor for negative exponents),
-    the conv's wrap to signed 24 bit, + the shortcuts' current ``extra[t, b]`` (when it is not
-    empty), ``u = wrap24(a << 6)`` (``wrap``: only where the core's
-    bound says it can matter), decay, + the neurons' ``bias`` (in v's units, |bias| < 2**19;
-    empty: none), reset by subtraction, clip, ``v > vth``; the spikes are written to ``out`` and added to
-    ``counts``; ``a_max`` keeps the largest |current| per row element. Returns the number of
-    non-zero currents and of spikes.
+    synaptic sums ``acc`` (scratch; cleared after when ``clear``): the weight-exp shift
+    (floor for negative exponents), the conv's wrap to signed 24 bit, + the shortcuts'
+    current ``extra[t, b]`` (when it is not empty), ``u = wrap24(a << 6)`` (``wrap``: only
+    where the core's bound says it can matter), decay, + the neurons' ``bias`` (in v's
+    units, |bias| < 2**19; empty: none), reset by subtraction, clip, ``v > vth``; the spikes
+    are written to ``out`` and added to ``counts``; ``a_max`` keeps the largest |current| per
+    row element. Returns the number of non-zero currents and of spikes.
 
     Every step is exact on float values: shifts are multiplications by powers of two; the
     wraps add or subtract 2**24 to multiples of 1 (conv) or 64 (``u``) of magnitude below

@@ -36,14 +36,13 @@ CL = torch.channels_last
 def available() -> bool:
     """Whether torch has oneDNN's int8 ops here and they are exact on a small conv and product."""
     try:
-        ops = torch.ops.onednn
         rng = np.random.default_rng(0)
         w = rng.integers(-128, 128, size=(16, 8, 3, 3))
         x = torch.from_numpy(rng.random((2, 8, 6, 6)) < 0.5).to(torch.uint8).contiguous(memory_format=CL)
-        conv = _Conv(w, (1, 1), (1, 1), ops)
+        conv = _Conv(w, (1, 1), (1, 1))
         ref = F.conv2d(x.double(), torch.from_numpy(w).double(), padding=1)
         wd = rng.integers(-128, 128, size=(5, 8 * 6 * 6))
-        dense = _Linear(wd, ops)
+        dense = _Linear(wd)
         xf = x.reshape(2, -1)
         return bool(torch.equal(conv(x).double(), ref)
                     and torch.equal(dense(xf).double(), xf.double() @ torch.from_numpy(wd).double().T))
@@ -66,32 +65,31 @@ def int8_shift(weights: np.ndarray) -> int | None:
 class _Conv:
     """One prepacked oneDNN u8 x s8 convolution: x (B, C, H, W) uint8 0/1 -> float32 sums, channels-last."""
 
-    def __init__(self, w8: np.ndarray, stride, padding, ops=None):
-        self.ops = ops or torch.ops.onednn
-        self.o = int(w8.shape[0])
+    def __init__(self, w8: np.ndarray, stride, padding):
+        o = int(w8.shape[0])
         self.stride, self.padding = [int(s) for s in stride], [int(p) for p in padding]
-        self.scales, self.zeros = torch.ones(self.o), torch.zeros(self.o, dtype=torch.int64)
-        self.packed = self.ops.qconv_prepack(torch.from_numpy(np.asarray(w8, dtype=np.int8)), self.scales, 1.0, 0,
-                                             self.stride, self.padding, [1, 1], 1, None)
+        self.scales, self.zeros = torch.ones(o), torch.zeros(o, dtype=torch.int64)
+        w = torch.from_numpy(np.asarray(w8, dtype=np.int8))
+        self.packed = torch.ops.onednn.qconv_prepack(w, self.scales, 1.0, 0, self.stride, self.padding, [1, 1], 1, None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.qconv2d_pointwise(x.contiguous(memory_format=CL), 1.0, 0, self.packed, self.scales,
-                                          self.zeros, None, self.stride, self.padding, [1, 1], 1, 1.0, 0,
-                                          torch.float32, "none", [], "")
+        return torch.ops.onednn.qconv2d_pointwise(x.contiguous(memory_format=CL), 1.0, 0, self.packed, self.scales,
+                                                  self.zeros, None, self.stride, self.padding, [1, 1], 1, 1.0, 0,
+                                                  torch.float32, "none", [], "")
 
 
 class _Linear:
     """One prepacked oneDNN u8 x s8 inner product: x (B, M) uint8 0/1 -> float32 sums (B, O)."""
 
-    def __init__(self, w8: np.ndarray, ops=None):
-        self.ops = ops or torch.ops.onednn
+    def __init__(self, w8: np.ndarray):
         o = int(w8.shape[0])
         self.scales, self.zeros = torch.ones(o), torch.zeros(o, dtype=torch.int64)
-        self.packed = self.ops.qlinear_prepack(torch.from_numpy(np.ascontiguousarray(w8, dtype=np.int8)), None)
+        self.packed = torch.ops.onednn.qlinear_prepack(torch.from_numpy(np.ascontiguousarray(w8, dtype=np.int8)),
+                                                       None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ops.qlinear_pointwise(x.contiguous(), 1.0, 0, self.packed, self.scales, self.zeros, None,
-                                          1.0, 0, torch.float32, "none", [], "")
+        return torch.ops.onednn.qlinear_pointwise(x.contiguous(), 1.0, 0, self.packed, self.scales, self.zeros,
+                                                  None, 1.0, 0, torch.float32, "none", [], "")
 
 
 class Int8Product:

@@ -161,14 +161,13 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
 
 
 def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
-               sparse: bool, record: bool, rec_threads: int | None = 1, host_checks: bool = True,
-               event_density: Sequence[float] | None = None, int8: bool = False) -> dict:
+               sparse: bool, record: bool, rec_threads: int | None, host_checks: bool,
+               event_density: Sequence[float], int8: bool) -> dict:
     """All steps of one chunk of samples, in blocks of ``block`` steps: per block and core,
     one batched synaptic computation, then the step-by-step neuron recurrence on flat
     (samples, neurons) views in storage order. Core i's block runs event-driven when its
     input has at most ``event_density[i]`` non-zero entries (per input and image-step),
     else on the int8 path where ``int8`` and the core has one (``CorePlan.int8``), else dense."""
-    event_density = event_density or [0.0] * len(plans)
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]

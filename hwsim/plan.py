@@ -151,7 +151,7 @@ class CorePlan:
                 if self.pool is not None:
                     w4 = w4[:, :, ::self.pool[0], ::self.pool[1]]
                 if input_channels_last:
-                    w = w4.transpose(0, 2, 3, 1).reshape(o, -1)
+                    w = _hwc_columns(w4)
                     self.weight_hwc = True
                 else:
                     w = w4.reshape(o, -1)
@@ -172,12 +172,9 @@ class CorePlan:
         if device.type == "cpu" and self.dtype == torch.float32:
             if core.op == "conv":
                 self.int8 = Int8Product.make("conv", core.weights, core.stride, core.padding)
-            else:
-                wd = core.weights
-                if len(self.in_shape) == 3 and input_channels_last:        # columns in the input's (H, W, C) order
-                    wd = wd.reshape(o, *self.in_shape).transpose(0, 2, 3, 1).reshape(o, -1)
+            else:                        # the full (unpooled) weights, columns in the input's order
+                wd = _hwc_columns(core.weights.reshape(o, *self.in_shape)) if self.weight_hwc else core.weights
                 self.int8 = Int8Product.make("dense", wd)
-        self.int8_hwc = len(self.in_shape) == 3 and input_channels_last
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),
@@ -230,9 +227,10 @@ class CorePlan:
             x = F.pad(x, (px, px, py, py))
         return F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
 
-    def _dense_input(self, x: torch.Tensor) -> torch.Tensor:
-        """A dense core's input (B, ...) as (B, in) in its weights' row order, the folded pool applied."""
-        if self.pool is not None:
+    def _dense_input(self, x: torch.Tensor, pooled: bool = True) -> torch.Tensor:
+        """A dense core's input (B, ...) as (B, in) in its weights' row order, the folded pool
+        applied (``pooled``; the int8 path reads the unpooled input with the full weights)."""
+        if pooled and self.pool is not None:
             x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
         if x.dim() == 4 and self.weight_hwc:
             return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)      # a view of a channels-last tensor
@@ -265,7 +263,7 @@ class CorePlan:
             if self.op == "conv":
                 a = self.int8(x).permute(0, 2, 3, 1)                             # channels-last: a view
             else:
-                a = self.int8((x.permute(0, 2, 3, 1) if self.int8_hwc else x).reshape(x.shape[0], -1))
+                a = self.int8(self._dense_input(x, pooled=False))
             neuron_block(a.contiguous().numpy().reshape(steps, n, -1), *state)
         elif self.op == "conv":
             xs = _int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
@@ -290,6 +288,11 @@ class CorePlan:
             a = sc.current(src)
             total = a if total is None else total.add_(a.view(total.shape))
         return total
+
+
+def _hwc_columns(w4: np.ndarray) -> np.ndarray:
+    """Dense weights (O, C, H, W) as (O, H*W*C): columns in a channels-last input's order."""
+    return w4.transpose(0, 2, 3, 1).reshape(len(w4), -1)
 
 
 def _int8_words(x: torch.Tensor) -> np.ndarray:

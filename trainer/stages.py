@@ -254,7 +254,7 @@ def train_baseline(method: str, arch: ArchConfig, bundle: DatasetBundle, timeste
     """One of the hybrid's baselines (``trainer.methods``) from scratch at T, then (main
     process) its test at T, recorded in the checkpoint."""
     cfg = baseline_config(method, epochs, leak)
-    init = scratch_init(arch, bundle, cfg.leak if cfg.leak is not None else leak, timesteps, rt.seed, stage=method)
+    init = scratch_init(arch, bundle, cfg.leak, timesteps, rt.seed, stage=method)
     return _train_and_test(init, bundle, method, timesteps, cfg, out, rt, eval_samples)
 
 
