@@ -17,7 +17,8 @@ from trainer.snn import SNN
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FAST = ["multistep", "fused"]
 GRAD_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}      # gradients here are of order 1
-SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate("exp", 0.3, 0.5)]
+SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate("exp", 0.3, 0.5),
+              Surrogate("stdb", 0.3, 0.01, through_reset=False), Surrogate("linear", 0.3, through_reset=False)]
 
 
 def lif_of(backend):
@@ -42,7 +43,7 @@ def run_windows(lif, current, surrogate, theta, leak, windows):
 
 
 @pytest.mark.parametrize("backend", FAST)
-@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: s.kind)
+@pytest.mark.parametrize("surrogate", SURROGATES, ids=lambda s: s.kind + ("" if s.through_reset else "-detached"))
 @pytest.mark.parametrize("leak", [1.0, 0.9])
 @pytest.mark.parametrize("shape,windows", [((9, 3, 5), [9]), ((9, 2, 4, 3, 3), [4, 5]), ((7, 1), [1, 1, 5])])
 def test_backend_matches_reference(backend, surrogate, leak, shape, windows):
@@ -99,10 +100,11 @@ def test_soft_reset_and_leak_two_neurons(backend):
     assert state.last.tolist() == [2, 0]
 
 
-def test_stdb_gradient_by_hand():
+@pytest.mark.parametrize("through_reset", [True, False])
+def test_stdb_gradient_by_hand(through_reset):
     # One neuron, theta 1, leak 0.5, STDB table g(dt) = 0.3 * 0.5^dt; spikes at t = 0 and 2.
-    # dL/do = 1 at every step; dL/du_t = g_t + 0.5 dL/du_{t+1}; no spike yet means g = 0.
-    surrogate = Surrogate("stdb", 0.3, 0.6931471805599453)
+    # dL/do = w_t; dL/du_t = g_t + c_t dL/du_{t+1}, c_t = 0.5 - g_t through the reset, 0.5 detached.
+    surrogate = Surrogate("stdb", 0.3, 0.6931471805599453, through_reset=through_reset)
     current = torch.tensor([[1.5], [0.2], [1.6], [0.1]])
     expected = {}
     for backend in ["reference", *FAST]:
@@ -114,7 +116,8 @@ def test_stdb_gradient_by_hand():
     w = torch.randn((4, 1), generator=torch.Generator().manual_seed(1)).bfloat16().float().flatten().tolist()
     by_hand = [0.0] * 4
     for t in range(3, -1, -1):
-        by_hand[t] = w[t] * g[t] + (0.5 * by_hand[t + 1] if t < 3 else 0.0)
+        carry = 0.5 - g[t] if through_reset else 0.5
+        by_hand[t] = w[t] * g[t] + (carry * by_hand[t + 1] if t < 3 else 0.0)
     for grad in expected.values():
         assert grad.flatten().tolist() == pytest.approx(by_hand, rel=1e-6)
 

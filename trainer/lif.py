@@ -10,8 +10,16 @@ the paper's code, so d o / d u = g / theta ("scaled by the threshold"):
             (a look-up table over dt in [0, T]; a neuron that never spiked gets 0)
     linear: g = alpha * max(0, 1 - |z|)
     exp:    g = alpha * exp(-beta * |z|)
-The reset path carries no gradient (the paper's code detaches it), so for the currents
+The soft reset's gradient (``through_reset``, the default) is the derivative of Eq. 2 as
+written: u_{t+1} depends on u_t through leak * u_t and through - theta * o_t, so
+    dL/dI_t = dL/du_t = dL/do_t * g_t / theta + (leak - g_t) * dL/du_{t+1}.
+The paper's code detaches the reset (``through_reset=False``):
     dL/dI_t = dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1}.
+Detached, an IF neuron that has spiked passes back sum_{s >= t} g_s / theta, about
+alpha * (T - t) / theta with STDB's slowly decaying g: a gain of about alpha * T / 2 per
+layer where the count's own derivative is 1 / theta, compounded over the layers (VGG16 at
+T = 100: the first layer's gradient 4e8 times the last's; docs/method.md). With the reset
+the carry (1 - g) telescopes the sum back to about 1 / theta per layer.
 
 "spikebp" is instead the approximate derivative of Lee et al. 2020 (spike-based
 backpropagation, its public code): a neuron passes gradient only at the steps it fires,
@@ -50,6 +58,7 @@ class Surrogate:
     kind: str = "stdb"
     alpha: float = 0.3
     beta: float = 0.01
+    through_reset: bool = True       # the soft reset's gradient (False: detached, as the paper's code)
 
     def __post_init__(self):
         if self.kind not in SURROGATES:
@@ -58,9 +67,15 @@ class Surrogate:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
                 raise ValueError(f"surrogate {name} must be a finite number > 0, got {v!r}")
+        if not isinstance(self.through_reset, bool):
+            raise ValueError(f"surrogate through_reset must be true or false, got {self.through_reset!r}")
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta}
+        return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta, "through_reset": self.through_reset}
+
+    def reset_carry(self, theta: float, leak: float, slope: torch.Tensor) -> torch.Tensor | float:
+        """d u_{t+1} / d u_t for the surrogate slope g_t / theta: leak - g_t, or leak with the reset detached."""
+        return leak - theta * slope if self.through_reset else leak
 
     def lut(self, size: int, device=None) -> torch.Tensor:
         """alpha * exp(-beta * dt) for dt = 0..size-1, computed in float64: no underflow."""
@@ -134,7 +149,8 @@ def _lif_forward(current, state, theta, leak, t0, keep: str | None, silent_age: 
 class _LIFSequence(torch.autograd.Function):
     """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
 
-    dL/du_t = dL/do_t * g_t / theta + leak * dL/du_{t+1};  dL/dI_t = dL/du_t.
+    dL/du_t = dL/do_t * g_t / theta + c_t * dL/du_{t+1};  dL/dI_t = dL/du_t,
+    c_t = leak - g_t through the reset, leak with it detached (Surrogate.reset_carry).
     Saved for backward: the int32 spike ages (STDB), the potentials (linear / exp) or the spikes (spikebp). The STDB
     slopes are one look-up in the table g(dt) / theta followed by zeros, where the ages of
     neurons that have not spiked (len(table) and up) land.
@@ -167,12 +183,16 @@ class _LIFSequence(torch.autograd.Function):
             return grad_u, None, None, None, None, None, None, None, None
         if surrogate.kind == "stdb":
             ages, table = ctx.saved_tensors
-            grad_current = F.embedding(ages, table.view(-1, 1)).view(ages.shape).mul_(grad_spikes)
+            slope = F.embedding(ages, table.view(-1, 1)).view(ages.shape)
         else:
             (potentials,) = ctx.saved_tensors
-            grad_current = grad_spikes * (surrogate.of_potential(potentials / theta - 1.0) / theta)
+            slope = surrogate.of_potential(potentials / theta - 1.0) / theta
+        grad_current = slope * grad_spikes
         for k in range(grad_spikes.shape[0] - 2, -1, -1):
-            grad_current[k].add_(grad_current[k + 1], alpha=leak)
+            if surrogate.through_reset:
+                grad_current[k].addcmul_(surrogate.reset_carry(theta, leak, slope[k]), grad_current[k + 1])
+            else:
+                grad_current[k].add_(grad_current[k + 1], alpha=leak)
         return grad_current, None, None, None, None, None, None, None, None
 
 
@@ -193,7 +213,7 @@ def lif_reference(current, state: NeuronState, theta: float, leak: float, t0: in
     u, o, last = state.u, state.o, state.last
     out = []
     for k in range(current.shape[0]):
-        u = leak * u + current[k] - theta * o.detach()
+        u = leak * u + current[k] - theta * (o if surrogate.through_reset else o.detach())
         fired = (u > theta).to(current.dtype)
         last = torch.where(fired > 0, torch.full_like(last, t0 + k), last)
         with torch.no_grad():

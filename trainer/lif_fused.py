@@ -8,7 +8,8 @@ Forward writes the spikes for the next synapse (fp32, or bf16 under bf16 autocas
 the next conv then reads without a cast), and one byte per neuron-step for the backward;
 the linear and exp surrogates also keep the fp32 potentials. Backward is one kernel of two
 passes per neuron: forward in time to rebuild the spike ages from the bytes and write
-dL/do_t * g_t / theta, then backward in time to add leak * dL/du_{t+1}. The arithmetic and
+dL/do_t * g_t / theta (and, with the reset's gradient, the carry leak - g_t), then backward in
+time to add carry * dL/du_{t+1}. The arithmetic and
 its order are the reference's, and floating-point contraction is off, so spikes are
 bit-exact; gradients agree to an ulp (exp may round differently, and the multistep
 backend's scan adds leak * next in one rounding).
@@ -59,8 +60,9 @@ def _forward_kernel(cur_ptr, u0_ptr, o0_ptr, last0_ptr, spike_ptr, byte_ptr, pot
 
 
 @triton.jit(do_not_specialize=["n", "steps", "t0", "lut_size"])
-def _backward_kernel(grad_ptr, byte_ptr, last0_ptr, pot_ptr, lut_ptr, out_ptr, n, steps, t0, lut_size,
-                     theta, leak, alpha, beta, KIND: tl.constexpr, BLOCK: tl.constexpr):
+def _backward_kernel(grad_ptr, byte_ptr, last0_ptr, pot_ptr, lut_ptr, out_ptr, carry_ptr, n, steps, t0, lut_size,
+                     theta, leak, alpha, beta, KIND: tl.constexpr, THROUGH_RESET: tl.constexpr,
+                     BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
     last = tl.load(last0_ptr + offs, mask=mask, other=-1)
@@ -79,11 +81,17 @@ def _backward_kernel(grad_ptr, byte_ptr, last0_ptr, pot_ptr, lut_ptr, out_ptr, n
             else:
                 slope = alpha * tl.exp(-beta * tl.abs(z))
         grad = tl.load(grad_ptr + at, mask=mask, other=0.0)
-        tl.store(out_ptr + at, grad * (slope / theta), mask=mask)
+        scaled = slope / theta
+        tl.store(out_ptr + at, grad * scaled, mask=mask)
+        if THROUGH_RESET:
+            tl.store(carry_ptr + at, leak - theta * scaled, mask=mask)
     acc = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(steps):                      # backward in time: + leak * dL/du_{t+1} (0 after the last)
+    for i in range(steps):                      # backward in time: + carry * dL/du_{t+1} (0 after the last)
         at = (steps - 1 - i) * n.to(tl.int64) + offs
-        acc = tl.load(out_ptr + at, mask=mask, other=0.0) + leak * acc
+        if THROUGH_RESET:
+            acc = tl.load(out_ptr + at, mask=mask, other=0.0) + tl.load(carry_ptr + at, mask=mask, other=0.0) * acc
+        else:
+            acc = tl.load(out_ptr + at, mask=mask, other=0.0) + leak * acc
         tl.store(out_ptr + at, acc, mask=mask)
 
 
@@ -131,9 +139,11 @@ class _FusedLIF(torch.autograd.Function):
         grad_spikes = grad_spikes.float().contiguous()
         steps, n = grad_spikes.shape[0], grad_spikes[0].numel()
         grad_current = torch.empty_like(grad_spikes)
-        _backward_kernel[_grid(n)](grad_spikes, fired, last0, potentials, lut, grad_current, n, steps, ctx.t0,
+        carry = torch.empty_like(grad_spikes) if surrogate.through_reset else grad_spikes[:0]
+        _backward_kernel[_grid(n)](grad_spikes, fired, last0, potentials, lut, grad_current, carry, n, steps, ctx.t0,
                                    lut.numel(), ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
-                                   KIND=KINDS[surrogate.kind], BLOCK=BLOCK, **NO_FMA)
+                                   KIND=KINDS[surrogate.kind], THROUGH_RESET=surrogate.through_reset, BLOCK=BLOCK,
+                                   **NO_FMA)
         return grad_current, None, None, None, None, None, None, None, None
 
 
