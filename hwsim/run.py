@@ -29,6 +29,7 @@ import numpy as np
 from export import fixedpoint as fx
 from hwsim.shard import close as close_shards
 from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
+from records.progress import progress as progress_bar
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 
 MAX_DEFAULT_SAMPLES = 1500
@@ -201,8 +202,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     def run_one(label, g, steps):
         bar = None
         if cfg.progress and shard.is_main:
-            from tqdm import tqdm
-            bar = tqdm(total=end - first, desc=f"hwsim {label} T={steps}" + (
+            bar = progress_bar(total=end - first, desc=f"hwsim {label} T={steps}" + (
                 f" (rank 0 of {shard.world})" if shard.world > 1 else ""), unit="img", leave=False, file=sys.stderr)
         try:
             part = simulate(g, (inputs.images[first:end], inputs.seed), timesteps=steps, device=cfg.device,

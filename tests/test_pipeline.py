@@ -6,11 +6,15 @@ from pipeline.__main__ import main
 
 
 def test_pipeline_reduced(tmp_path, capsys):
+    """With its progress on (the output is not a terminal): lines, one per epoch, not a bar's redraws."""
     code = main(["--runs", str(tmp_path), "--name", "small", "--epochs", "3", "--snn-epochs", "1",
-                 "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch", "--quiet"])
+                 "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch"])
     assert code == 0
     run = tmp_path / "small"
-    assert "summary: " + str(run / "report.md") in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "summary: " + str(run / "report.md") in out
+    assert "\r" not in out + err and len((out + err).splitlines()) < 80
+    assert "ANN epoch 3/3: train " in out and "STDB epoch 1/1: train " in out and "SNN eval T=4: " in err
     for stage in ("converted", "stdb"):
         assert (run / "export" / stage / "coregraph.npz").is_file()
         assert (run / "export" / stage / "model.onnx").is_file()

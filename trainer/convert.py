@@ -5,7 +5,11 @@ thresholds already found, and set this layer's threshold to a statistic of the i
 current it receives over several batches, neurons and steps: the maximum (the paper's
 default) or a percentile (averaged over batches and windows, a common robust choice).
 As in the paper's code the search runs with the raw statistics and the scaling factor
-multiplies all thresholds at the end. In residual nets only the layers outside residual
+multiplies all thresholds at the end (``scale_thresholds``). The factor adjusts a network
+for the reduced T only (the paper's Table 1, column 4): since every balanced threshold is
+scaled, the rate of layer l grows by about (1 / factor)**l, which fills the few steps but
+saturates the deep layers; at the large T of the conversion column the unscaled thresholds
+are the balanced network (``trainer.stages.convert`` records both). In residual nets only the layers outside residual
 blocks are balanced; neurons inside blocks keep threshold 1 (Section 4).
 
 ``balance_thresholds`` keeps every balanced layer's output spikes (as floats while they fit
@@ -21,9 +25,9 @@ import math
 from collections.abc import Callable, Iterable
 
 import torch
-from tqdm import tqdm
 
 from records.encoding import poisson_spikes
+from records.progress import progress as progress_bar
 from trainer.lif import Surrogate
 from trainer.models import ANN, neuron_layers
 from trainer.snn import SNN
@@ -84,7 +88,7 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
     trains = [[poisson_spikes(x, n, generator).to(torch.int8) for _, n in steps] for x in inputs]
     images = sum(len(x) for x in inputs)
     entry, upstream = 0, "the input"
-    bar = tqdm(balanced, desc="threshold balancing", unit="layer", disable=not progress)
+    bar = progress_bar(balanced, desc="threshold balancing", unit="layer", enabled=progress)
     for k in bar:
         def currents(b, states):
             return [snn.layer_currents(train.to(inputs[b].dtype), k, entry, states, t0, lut)
@@ -112,7 +116,13 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
         trains, entry = fired, layers[k][0] + 1
         upstream = f"neuron layer {k} fired {int(snn.spike_counts[k])} spikes"
         bar.set_postfix(layer=k, threshold=f"{snn.thresholds[k]:.3g}")
-    return [v * scaling_factor if k in balanced else v for k, v in enumerate(snn.thresholds)]
+    return scale_thresholds(ann, snn.thresholds, scaling_factor)
+
+
+def scale_thresholds(ann: ANN, thresholds: list[float], scaling_factor: float) -> list[float]:
+    """The balanced layers' thresholds times ``scaling_factor`` (residual blocks' stay at 1)."""
+    balanced = _balanced(ann)
+    return [v * scaling_factor if k in balanced else v for k, v in enumerate(thresholds)]
 
 
 def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
@@ -133,4 +143,4 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
             for current in snn.input_currents(x, timesteps, k, window=window, generator=generator):
                 values.append(current_statistic(current, statistic, percentile))
         thresholds[k] = _threshold(k, values, statistic, timesteps, images, "replayed")
-    return [v * scaling_factor if k in balanced else v for k, v in enumerate(thresholds)]
+    return scale_thresholds(ann, thresholds, scaling_factor)
