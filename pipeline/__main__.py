@@ -9,10 +9,10 @@ reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.
 Each step is the step's own function, called with typed configurations; the time steps
 are decided once, here, as one ``records.timesteps.TimeSteps`` that every step reads.
 
-``--budget-minutes M`` is the profile for one GPU run (docs/gpu.md): the whole chain in M
-minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe, bf16
-fine-tuning, no from-scratch baseline, a short accuracy-vs-T sweep, and the stages' wall
-times in ``stage_times.csv``.
+``--budget-minutes M`` is the profile for one GPU run or a CPU run (docs/gpu.md): the whole
+chain in M minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe,
+bf16 where the device computes it natively (fp32 elsewhere), no from-scratch baseline, a
+short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``.
 """
 from __future__ import annotations
 
@@ -90,15 +90,15 @@ def compared_stages(args) -> list[str]:
     return list(COMPARED_STAGES) + [METHOD_STAGES[m] for m in args.methods if m != "hybrid"]
 
 
-def chain_config(args, timesteps) -> ChainConfig:
+def chain_config(args, timesteps, device: str) -> ChainConfig:
     budget = args.budget_minutes is not None
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in args.methods if m != "hybrid"),
                       baseline_epochs=args.method_epochs)
     if budget:
-        cfg.ann_optim = fast_recipe(args.dataset)
-        cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim))
+        cfg.ann_optim = fast_recipe(args.dataset, device)
+        cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim, device))
     if args.epochs is not None:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
     if args.snn_epochs is not None:
@@ -132,7 +132,7 @@ def run_pipeline(args) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True     # the float SNN's matmuls (the convs use TF32 already)
     rt = Runtime(device=device, seed=args.seed, progress=not args.quiet, command=sys.argv, restart=args.restart)
     print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
-    run, summary = chain(chain_config(args, steps), rt, clock)
+    run, summary = chain(chain_config(args, steps, device), rt, clock)
     print("float accuracy (%): " + ", ".join(
         f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
         for a in summary.accuracies) + f"; run folder: {run.root}")

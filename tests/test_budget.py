@@ -14,7 +14,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
 from trainer.stages import fast_recipe, fast_snn_optim, train_ann_in_time
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, plan_epochs, train_ann, train_snn
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig, fast_precision, plan_epochs, train_ann, train_snn
 
 QUIET = Runtime(progress=False)
 
@@ -32,7 +32,8 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
     assert summary.timesteps.sweep == (1, 2, 4)                   # a quarter, a half and all of T
     assert not run.checkpoint("scratch").exists()                 # no baseline inside a budget
     ann = load_checkpoint(run.checkpoint("ann"))
-    assert ann.train_state["config"]["precision"] == "bf16" and ann.train_state["config"]["channels_last"]
+    config = ann.train_state["config"]
+    assert config["precision"] == fast_precision("cpu") and config["channels_last"]
     assert 1 <= ann.metrics["epochs"] == ann.train_state["planned_epochs"] <= 200
     assert (run.root / "report.md").exists() and (run.hwsim_dir / "results.json").exists()
 
@@ -60,7 +61,8 @@ def test_a_spent_deadline_keeps_the_best_and_stops(tmp_path):
     assert ann.metrics["epochs"] == 1 and ann.train_state["planned_epochs"] == 1
     from trainer.stages import convert, ConvertConfig
     conv = convert(ann, bundle, ConvertConfig(balance_batches=1), 4, tmp_path / "conv.pt", QUIET)
-    cfg = SNNTrainConfig(fast_snn_optim("digits", OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)))
+    base = OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)
+    cfg = SNNTrainConfig(fast_snn_optim("digits", base, "cuda"))          # the GPU's recipe: bf16
     snn = train_snn(bundle, conv, "stdb", 4, cfg, tmp_path / "stdb.pt", late)
     rows = pd.read_csv(tmp_path / "metrics_stdb.csv")
     assert len(rows) == 1 and rows["images"].iloc[0] == 32                 # one bf16 step, then stop
@@ -88,8 +90,9 @@ def test_a_silent_ann_is_retried_once_at_half_the_rate(tmp_path, monkeypatch):
 
 
 def test_fast_recipe_scales_the_rate_with_the_batch():
-    fast = fast_recipe("cifar10")
+    fast = fast_recipe("cifar10", "cuda")
     assert (fast.batch_size, fast.lr, fast.schedule, fast.precision) == (256, 0.04, "onecycle", "bf16")
+    assert fast_recipe("cifar10", "cpu").precision == fast_precision("cpu")
     assert fast.channels_last and fast.warmup_epochs == 3.0
     base = OptimConfig(epochs=8, lr=1e-3, optimizer="adam")
-    assert fast_snn_optim("cifar10", base).lr == 1e-4 and fast_snn_optim("digits", base).lr == 1e-3
+    assert fast_snn_optim("cifar10", base, "cpu").lr == 1e-4 and fast_snn_optim("digits", base, "cpu").lr == 1e-3

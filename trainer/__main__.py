@@ -1,4 +1,4 @@
-"""Command line: ``python -m trainer {ann,convert,stdb,scratch,spikebp,bncurrent,eval,chain} ...``.
+"""Command line: ``python -m trainer {ann,convert,stdb,scratch,spikebp,bncurrent,eval,diagnose,chain} ...``.
 
 ``chain`` runs ANN -> conversion -> STDB (and the from-scratch baseline) into
 ``runs/<name>/`` with defaults that finish in a few minutes on ``digits`` on 2 CPU cores.
@@ -8,15 +8,21 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 from pathlib import Path
 
-from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, Parser, integer, number, run_main, run_name,
-                         writable_file)
+import pandas as pd
+
+from records.atomic import atomic_file
+from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, BadInput, Parser, integer, number, run_main,
+                         run_name, writable_file)
+from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import load_checkpoint
 from trainer.convert import STATISTICS
-from trainer.data import DATASETS
+from trainer.data import DATASETS, batches
+from trainer.diagnose import layer_agreement
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
@@ -190,9 +196,41 @@ def cmd_eval(args) -> None:
     if ckpt.snn is None:
         print(json.dumps({"stage": "ann", "accuracy": evaluate_ann(ckpt.model(), bundle)}))
         return
+    thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled)
     for t in args.timesteps or [ckpt.snn.timesteps]:
-        result = evaluate(ckpt, bundle, t, rt, args.eval_samples)
+        result = evaluate(ckpt, bundle, t, rt, args.eval_samples, thresholds=thresholds)
         print(json.dumps({"stage": ckpt.stage, **result}))
+
+
+def recorded_thresholds(ckpt, path, unscaled: bool) -> list[float] | None:
+    """The checkpoint's thresholds, or with ``unscaled`` the balanced ones before the scaling factor."""
+    if not unscaled:
+        return None
+    found = (ckpt.metrics.get("balance") or {}).get("unscaled")
+    if not isinstance(found, list) or len(found) != len(ckpt.snn.thresholds) or not all(
+            isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in found):
+        raise BadInput(f"{path}: --unscaled: the checkpoint records no unscaled thresholds (convert it again)")
+    return [float(v) for v in found]
+
+
+def cmd_diagnose(args) -> None:
+    rt = runtime_from(args)
+    ckpt = load_checkpoint(args.checkpoint)
+    if ckpt.snn is None:
+        raise BadInput(f"{args.checkpoint}: an ANN checkpoint; diagnose compares an SNN (converted or fine-tuned) "
+                       "with its ANN")
+    out = writable_file(args.out, "--out")
+    bundle = data_of(ckpt, args.data_root)
+    thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled) or ckpt.snn.thresholds
+    x = next(batches(bundle, "test", args.samples, shuffle=False))[0].to(rt.device)
+    rows = []
+    for t in args.timesteps:
+        rows += [{"timesteps": t, **r} for r in layer_agreement(ckpt.model().to(rt.device), thresholds, x, t,
+                                                                 leak=ckpt.snn.leak, seed=rt.seed)]
+    with atomic_file(out, "w") as f:
+        f.write(csv_text(rows))
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"-> {out}")
 
 
 def cmd_chain(args) -> None:
@@ -269,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint"), common(p)
     p.add_argument("--data-root", default=None)
     p.add_argument("--timesteps", type=POSITIVE, nargs="*", default=None)
+    p.add_argument("--unscaled", action="store_true",
+                   help="the converted thresholds before the scaling factor (the large-T column)")
+
+    p = sub.add_parser("diagnose", help="a converted SNN against its ANN, layer by layer (trainer.diagnose)")
+    p.add_argument("checkpoint"), common(p)
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--timesteps", type=POSITIVE, nargs="+", required=True)
+    p.add_argument("--samples", type=integer(1, 4096), default=64, help="first test images compared")
+    p.add_argument("--unscaled", action="store_true", help="the converted thresholds before the scaling factor")
+    p.add_argument("--out", type=OUTPUT_FILE, required=True, help="CSV, one row per T and neuron layer")
 
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
     add_data_args(p), common(p), restart(p), add_convert_args(p), add_snn_args(p)
@@ -286,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"ann": cmd_ann, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch, "eval": cmd_eval,
-            "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline}
+            "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline, "diagnose": cmd_diagnose}
 
 
 def main(argv=None) -> int:

@@ -20,7 +20,7 @@ from records.layout import RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import STATISTICS, balance_thresholds
+from trainer.convert import STATISTICS, balance_thresholds, scale_thresholds
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
@@ -28,7 +28,7 @@ from trainer.methods import baseline_config
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.snn import SNN
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
-                           train_ann, train_snn)
+                           fast_precision, train_ann, train_snn)
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
 # (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
@@ -59,25 +59,26 @@ def ann_recipe(dataset: str, **changes) -> OptimConfig:
     return dataclasses.replace(ANN_RECIPES[dataset], **{k: v for k, v in changes.items() if v is not None})
 
 
-def fast_recipe(dataset: str) -> OptimConfig:
-    """The ANN recipe of a budgeted run (``python -m pipeline --budget-minutes``, made for
-    one GPU): the data set's recipe at batch 256 with the learning rate scaled with the
+def fast_recipe(dataset: str, device) -> OptimConfig:
+    """The ANN recipe of a budgeted run (``python -m pipeline --budget-minutes``, on one GPU
+    or the CPU): the data set's recipe at batch 256 with the learning rate scaled with the
     batch, a longer warm-up, gradients clipped at norm 5 (no batch norm guards these deep
     nets against a bad first step) and a one-cycle schedule, label smoothing 0.1, bf16
-    autocast and channels-last; as many epochs as the budget fits (``train_ann``), at most 200."""
+    autocast where ``device`` computes it natively (``fast_precision``) and channels-last;
+    as many epochs as the budget fits (``train_ann``), at most 200."""
     base = ANN_RECIPES[dataset]
     return dataclasses.replace(base, batch_size=256, lr=base.lr * 256 / base.batch_size, schedule="onecycle",
                                warmup_epochs=max(2.0, 3 * base.warmup_epochs), grad_clip=5.0, label_smoothing=0.1,
-                               precision="bf16", channels_last=True, epochs=max(base.epochs, 200))
+                               precision=fast_precision(device), channels_last=True, epochs=max(base.epochs, 200))
 
 
-def fast_snn_optim(dataset: str, base: OptimConfig) -> OptimConfig:
-    """Fine-tuning in a budgeted run: bf16 synapses, a short warm-up, then a constant rate
+def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
+    """Fine-tuning in a budgeted run: bf16 synapses where native, a short warm-up, then a constant rate
     until the stage's deadline (which cuts the epoch count, so no schedule is laid over it);
     Adam at 1e-4, the paper's code's rate, where the net is deep (the data sets of the
     CIFAR recipe)."""
     lr = 1e-4 if ANN_RECIPES[dataset] is _CIFAR_NETS else base.lr
-    return dataclasses.replace(base, precision="bf16", schedule="none", warmup_epochs=0.2, lr=lr,
+    return dataclasses.replace(base, precision=fast_precision(device), schedule="none", warmup_epochs=0.2, lr=lr,
                                epochs=max(base.epochs, 20))
 
 
@@ -180,7 +181,8 @@ def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None 
 
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
             ) -> Checkpoint:
-    """Threshold balancing (Algorithm 1) at T, written to ``out``."""
+    """Threshold balancing (Algorithm 1) at T, written to ``out``: the thresholds scaled for the
+    reduced T, and the unscaled ones, for the large T, in ``metrics["balance"]["unscaled"]``."""
     ann = ann_ckpt.model().to(rt.device)
 
     def calibration():
@@ -190,23 +192,25 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
                 break
             yield x.to(rt.device)
 
-    thresholds = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic,
-                                    percentile=cfg.percentile, scaling_factor=cfg.scaling_factor,
-                                    leak=cfg.leak, window=50, seed=rt.seed, progress=rt.progress)
-    params = SNNParams(thresholds=thresholds, leak=cfg.leak, timesteps=timesteps)
+    unscaled = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic, percentile=cfg.percentile,
+                                  scaling_factor=1.0, leak=cfg.leak, window=50, seed=rt.seed, progress=rt.progress)
+    params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
+                       timesteps=timesteps)
     ckpt = Checkpoint(stage="converted", arch=ann_ckpt.arch, state_dict=ann_ckpt.state_dict, data=ann_ckpt.data,
                       snn=params, metrics={"balance": {"statistic": cfg.statistic, "percentile": cfg.percentile,
                                                        "scaling_factor": cfg.scaling_factor,
-                                                       "batches": cfg.balance_batches, "timesteps": timesteps}})
+                                                       "batches": cfg.balance_batches, "timesteps": timesteps,
+                                                       "unscaled": unscaled}})
     save_checkpoint(ckpt, out)
     return load_checkpoint(out)
 
 
 def evaluate(ckpt: Checkpoint, bundle: DatasetBundle, timesteps: int, rt: Runtime,
-             samples: int | None = None) -> dict:
+             samples: int | None = None, thresholds: list[float] | None = None) -> dict:
     """Accuracy (percent) and spikes per layer of an SNN checkpoint at T on the test split
-    (the first ``samples`` images, or as many as ``rt.deadline`` leaves time for)."""
-    snn = SNN(ckpt.model().to(rt.device), ckpt.snn.thresholds, leak=ckpt.snn.leak,
+    (the first ``samples`` images, or as many as ``rt.deadline`` leaves time for), with its
+    own thresholds or the given ones."""
+    snn = SNN(ckpt.model().to(rt.device), thresholds or ckpt.snn.thresholds, leak=ckpt.snn.leak,
               surrogate=Surrogate(**ckpt.snn.surrogate))
     return evaluate_snn(snn, bundle, timesteps, samples=samples, seed=rt.seed, device=rt.device,
                         progress=rt.progress, deadline=rt.deadline)
@@ -329,7 +333,10 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         rt, deadline=None if end is None else time.monotonic() + 0.4 * (end - time.monotonic())),
         cfg.eval_samples)
     eval_seconds = time.time() - t
-    at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end), cfg.eval_samples)
+    # The large T is the conversion's own column: the balanced thresholds without the
+    # reduced T's scaling factor (trainer.convert), which saturates deep layers there.
+    at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end), cfg.eval_samples,
+                        thresholds=converted.metrics["balance"]["unscaled"])
     for t_eval, result in ((steps.large, at_large), (steps.reduced, at_reduced)):
         converted = record_eval(run.checkpoint("converted"), t_eval, result)
         accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"]))

@@ -1,0 +1,72 @@
+"""Where a converted SNN departs from its ANN, layer by layer.
+
+With weights copied and thresholds balanced, neuron layer l of the SNN fires at a rate
+r_l ~ a_l / (theta_1 * ... * theta_l), where a_l is the ANN's activation: each layer's
+spikes are worth the product of the thresholds up to it. ``layer_agreement`` runs both
+networks on the same images and compares r_l * prod(theta) with a_l per layer: the
+relative error, the share of neurons the SNN saturates (firing at nearly every step),
+and the share the thresholds clip (a_l / prod(theta) > 1, more than one spike per step
+would be needed). A layer whose clipped share grows with depth is what a scaling factor
+below 1 does at large T (trainer.convert); quantization error shows at small T as
+relative error with nothing clipped.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from trainer.models import ANN, neuron_layers
+from trainer.snn import SNN
+
+SATURATED_RATE = 0.95       # a neuron firing at this share of steps or more counts as saturated
+
+
+class _RecordingSNN(SNN):
+    """The SNN, summing every neuron's spikes over the steps of a run."""
+
+    def _neuron(self, k, current, states, t0, lut):
+        spikes = super()._neuron(k, current, states, t0, lut)
+        counts = spikes.detach().float().sum(0)
+        self.counts[k] = counts if self.counts[k] is None else self.counts[k] + counts
+        return spikes
+
+
+def ann_activations(ann: ANN, x: torch.Tensor) -> list[torch.Tensor]:
+    """The ANN's output (after the ReLU) at every neuron layer of the SNN, in order."""
+    found: dict[int, torch.Tensor] = {}
+    hooks = []
+    for k, (i, part) in enumerate(neuron_layers(ann.cfg)):
+        module = ann.layers[i] if part == "out" else ann.layers[i].conv1
+        hooks.append(module.register_forward_hook(lambda _m, _in, out, k=k: found.__setitem__(k, torch.relu(out))))
+    try:
+        ann(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return [found[k] for k in range(len(found))]
+
+
+@torch.no_grad()
+def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timesteps: int, *, leak: float = 1.0,
+                    seed: int = 0) -> list[dict]:
+    """One row per neuron layer: threshold, mean rate, saturated and clipped shares, and the
+    relative error of rate x prod(theta) against the ANN's activation on the images ``x``."""
+    ann.eval()
+    activations = ann_activations(ann, x)
+    snn = _RecordingSNN(ann, thresholds, leak=leak).eval()
+    snn.counts = [None] * len(snn.neurons)
+    snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
+    rows, scale = [], 1.0
+    for k, ((i, part), a) in enumerate(zip(neuron_layers(ann.cfg), activations)):
+        scale *= thresholds[k]
+        rate = snn.counts[k] / timesteps
+        a = a.float()
+        norm = float(a.norm())
+        rows.append({"neuron_layer": k, "layer": f"{ann.cfg.layers[i]['kind']}{i}" + ("" if part == "out" else
+                                                                                        f".{part}"),
+                     "threshold": thresholds[k], "threshold_product": scale, "mean_rate": float(rate.mean()),
+                     "saturated": float((rate >= SATURATED_RATE).float().mean()),
+                     "clipped": float((a / scale > 1.0).float().mean()),
+                     "relative_error": float((rate * scale - a).norm()) / norm if norm > 0 else math.nan})
+    return rows
