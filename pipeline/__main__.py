@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", type=run_name, default=None, help="run folder name under --runs")
     p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
     p.add_argument("--samples", type=POSITIVE, default=None, help="hwsim test samples (default: test set, <= 1500)")
+    p.add_argument("--eval-samples", type=POSITIVE, default=None,
+                   help="test images of the trainer's float SNN evaluations (default: the test set, or what a budget "
+                        "leaves time for)")
+    p.add_argument("--large-eval-samples", type=POSITIVE, default=None,
+                   help="test images of the converted network's evaluation at the large T (default: --eval-samples)")
     p.add_argument("--sweep", default=None, help="T values for accuracy vs T, e.g. 2,4,8,16 (default: powers "
                                                  "of two up to the large T, plus both Ts)")
     p.add_argument("--energy-model", default="first_order")
@@ -95,7 +100,8 @@ def chain_config(args, timesteps, device: str) -> ChainConfig:
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in args.methods if m != "hybrid"),
-                      baseline_epochs=args.method_epochs)
+                      baseline_epochs=args.method_epochs, eval_samples=args.eval_samples,
+                      large_eval_samples=args.large_eval_samples)
     if budget:
         cfg.ann_optim = fast_recipe(args.dataset, device)
         cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim, device))

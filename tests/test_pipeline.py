@@ -3,14 +3,19 @@ import json
 import re
 
 from pipeline.__main__ import main
+from trainer.checkpoint import load_checkpoint
 
 
 def test_pipeline_reduced(tmp_path, capsys):
     """With its progress on (the output is not a terminal): lines, one per epoch, not a bar's redraws."""
     code = main(["--runs", str(tmp_path), "--name", "small", "--epochs", "3", "--snn-epochs", "1",
-                 "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch"])
+                 "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch",
+                 "--eval-samples", "40", "--large-eval-samples", "20"])
     assert code == 0
     run = tmp_path / "small"
+    converted = load_checkpoint(run / "converted.pt")
+    assert converted.metrics["test_T4"]["samples"] == 40 and converted.metrics["test_T32"]["samples"] == 20
+    assert load_checkpoint(run / "stdb.pt").metrics["test_T4"]["samples"] == 40
     out, err = capsys.readouterr()
     assert "summary: " + str(run / "report.md") in out
     assert "\r" not in out + err and len((out + err).splitlines()) < 80

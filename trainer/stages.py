@@ -152,7 +152,8 @@ class ChainConfig:
     scratch: bool = True
     runs: str = "runs"
     name: str | None = None
-    eval_samples: int | None = None
+    eval_samples: int | None = None               # test images of the SNN evaluations (None: all, or the deadline's)
+    large_eval_samples: int | None = None         # of the large-T evaluation (None: as eval_samples)
     baselines: tuple[str, ...] = ()               # trainer.methods.BASELINES to train beside the hybrid
     baseline_epochs: int | None = None            # None: as many as the ANN's
 
@@ -335,7 +336,8 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     eval_seconds = time.time() - t
     # The large T is the conversion's own column: the balanced thresholds without the
     # reduced T's scaling factor (trainer.convert), which saturates deep layers there.
-    at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end), cfg.eval_samples,
+    at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end),
+                        cfg.large_eval_samples or cfg.eval_samples,
                         thresholds=converted.metrics["balance"]["unscaled"])
     for t_eval, result in ((steps.large, at_large), (steps.reduced, at_reduced)):
         converted = record_eval(run.checkpoint("converted"), t_eval, result)
