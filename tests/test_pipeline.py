@@ -16,6 +16,8 @@ def test_pipeline_reduced(tmp_path, capsys):
     converted = load_checkpoint(run / "converted.pt")
     assert converted.metrics["test_T4"]["samples"] == 40 and converted.metrics["test_T32"]["samples"] == 20
     assert load_checkpoint(run / "stdb.pt").metrics["test_T4"]["samples"] == 40
+    columns = (run / "metrics_stdb.csv").read_text().splitlines()[0].split(",")
+    assert "grad_max_layers.0.weight" in columns          # each layer's largest gradient, before clipping
     out, err = capsys.readouterr()
     assert "summary: " + str(run / "report.md") in out
     assert "\r" not in out + err and len((out + err).splitlines()) < 80

@@ -566,7 +566,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         snn.train()
         generator.manual_seed(seed * 1000 + epoch)
         t0, loss_sum, correct, seen, grad_norms = time.time(), 0.0, 0, 0, []
-        rates = np.zeros(len(snn.neurons))
+        rates, layer_grads = np.zeros(len(snn.neurons)), {}       # per parameter: largest gradient norm
         bar = progress_bar(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
                            total=steps_per_epoch, desc=f"{stage.upper()} epoch {epoch + 1}/{opt.epochs} T={timesteps}",
                            unit="step", enabled=rt.shows_progress, end_line=False)
@@ -587,6 +587,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                     loss.backward()
                     loss_value = float(loss.detach())
             ranks.average_gradients(trainable.parameters())
+            for name, param in trainable.named_parameters():      # before clipping: where a gradient grows
+                if param.grad is not None:
+                    layer_grads[name] = max(layer_grads.get(name, 0.0), float(param.grad.norm()))
             norm = torch.nn.utils.clip_grad_norm_(trainable.parameters(),
                                                   opt.grad_clip if opt.grad_clip > 0 else math.inf)
             grad_norms.append(float(norm))
@@ -616,6 +619,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                "grad_norm_max": float(np.max(grad_norms)), "event": event, "seconds": time.time() - t0,
                "images": seen}
         row.update({f"rate_l{k}": float(r) for k, r in enumerate(rates)})
+        row.update({f"grad_max_{name}": v for name, v in layer_grads.items()})
         metrics.add(row)
         if rt.shows_progress:
             epoch_line(stage.upper(), row, opt.epochs, seen)
