@@ -4,7 +4,7 @@ comparing e.g. the converted and the STDB-trained network under identical condit
 
 Defaults: the newest run folder ``runs/<name>/`` holding both
 ``export/converted/coregraph.npz`` and ``export/stdb/coregraph.npz`` (``records.layout``);
-results go to ``runs/<name>/hwsim/`` (results.json, layers.csv, summary.csv, inputs.npz).
+results go to ``runs/<name>/hwsim/`` (results.json, layers.csv, summary.csv, predictions.csv, inputs.npz).
 Bad input: a one-line error on stderr, exit code 2, nothing written.
 ``torchrun --nproc_per_node N -m hwsim.run ...`` shards the samples over N processes
 (CPU: gloo; GPUs: nccl, one per rank) and gives one process's results (``hwsim.shard``).
@@ -148,7 +148,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     from hwsim.results import NetworkRun, build_results, sweep_point
     from hwsim.shard import setup as setup_shard
     from hwsim.simulate import simulate
-    from records.hwsim_results import save_results
+    from records.hwsim_results import prediction_rows, save_results
     from records.inputs import InputSet, inputs_to_bytes, load_inputs
 
     out_dir = writable_dir(cfg.out or default_out, "--out")
@@ -233,7 +233,8 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     if not shard.is_main:
         return doc, {}
     extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
-    return doc, save_results(out_dir, doc, extra=extra)
+    predictions = prediction_rows([(r.label, r.sim.output, r.labels) for r in runs])
+    return doc, save_results(out_dir, doc, predictions, extra=extra)
 
 
 def _fmt(v, digits=4) -> str:

@@ -31,8 +31,12 @@ spikes exclude the input's spikes (identical for every network fed the same inpu
 are listed under ``input``). ``ratios`` divide the first network by each other one (e.g.
 converted / stdb); ``snn_vs_ann`` divides each network's energy by the ANN baseline's.
 
-Beside it: ``layers.csv`` (one row per network x layer) and ``summary.csv`` (one row per
-network plus one for the ANN). All three are written atomically, together.
+Beside it: ``layers.csv`` (one row per network x layer), ``summary.csv`` (one row per
+network plus one for the ANN) and ``predictions.csv`` (one row per network x image:
+``network, sample, label, predicted, v0..v{C-1}``, ``sample`` the image's index in the
+inputs hwsim ran -- the test split's order, ``inputs.npz`` -- and ``v`` the integer output
+voltages after T steps, whose argmax, lowest class on ties, is ``predicted``), so that any
+other simulator can be compared image by image. All are written atomically, together.
 """
 from __future__ import annotations
 
@@ -43,7 +47,7 @@ from pathlib import Path
 
 from records.atomic import write_together
 from records.header import RecordError, check_header, finite_number, read_json_record
-from records.layout import LAYERS_FILE, RESULTS_FILE, SNN_STAGES, SUMMARY_FILE
+from records.layout import LAYERS_FILE, PREDICTIONS_FILE, RESULTS_FILE, SNN_STAGES, SUMMARY_FILE
 from records.table import csv_text
 
 FORMAT = "hybrid-snn-hwsim-results"
@@ -260,16 +264,31 @@ def summary_rows(doc: dict) -> list[dict]:
     return rows
 
 
-def save_results(out_dir: str | os.PathLike, doc: dict,
+def prediction_rows(outputs: list[tuple[str, object, object]]) -> list[dict]:
+    """``predictions.csv``'s rows from (network label, output voltages (N, C) ints, labels (N,))."""
+    rows = []
+    for label, voltages, truth in outputs:
+        for i, (v, y) in enumerate(zip(voltages, truth)):
+            v = [int(x) for x in v]
+            rows.append({"network": label, "sample": i, "label": int(y), "predicted": v.index(max(v)),
+                         **{f"v{c}": x for c, x in enumerate(v)}})
+    return rows
+
+
+def save_results(out_dir: str | os.PathLike, doc: dict, predictions: list[dict] | None = None,
                  extra: dict[str, tuple[str, str | bytes]] | None = None) -> dict[str, Path]:
-    """Validate, then write results.json, layers.csv and summary.csv (and ``extra``
-    files: key -> (file name, content)) into ``out_dir``, all or nothing, results.json last."""
+    """Validate, then write results.json, layers.csv, summary.csv, predictions.csv (when
+    given) and ``extra`` files (key -> (file name, content)) into ``out_dir``, all or
+    nothing, results.json last."""
     validate_results(doc)
     out = Path(out_dir)
     paths = {"results": out / RESULTS_FILE, "layers": out / LAYERS_FILE, "summary": out / SUMMARY_FILE}
     files = {paths["results"]: json.dumps(doc, indent=1) + "\n",
              paths["layers"]: csv_text(layer_rows(doc), LAYER_COLUMNS),
              paths["summary"]: csv_text(summary_rows(doc), SUMMARY_COLUMNS)}
+    if predictions is not None:
+        paths["predictions"] = out / PREDICTIONS_FILE
+        files[paths["predictions"]] = csv_text(predictions)
     for key, (name, content) in (extra or {}).items():
         paths[key] = out / name
         files[paths[key]] = content

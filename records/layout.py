@@ -36,6 +36,7 @@ EXPORT_SUMMARY_FILE = "export_summary.json"
 ONNX_FILE = "model.onnx"
 NIR_FILE = "model.nir"
 RESULTS_FILE, LAYERS_FILE, SUMMARY_FILE, INPUTS_FILE = "results.json", "layers.csv", "summary.csv", "inputs.npz"
+PREDICTIONS_FILE = "predictions.csv"            # hwsim: per network and image, the class and output voltages
 TRAINER_SUMMARY_FILE = "trainer_summary.json"
 REPORT_FILE, REPORT_DIR = "report.md", "report"
 STAGE_TIMES_FILE = "stage_times.csv"            # the pipeline's wall time per stage (and its budget)

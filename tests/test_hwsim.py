@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from export import fixedpoint as fx
@@ -467,6 +468,16 @@ def test_cli_two_graphs_writes_results(cli_files, capsys):
     # the replayed run gives the same numbers as the library on the same inputs
     sim = simulate(load_graph(p1), (load_inputs(pin).images, 2), timesteps=5)
     assert doc["networks"][0]["totals"]["spikes"] == sim.spikes
+    # per image: the class and the output voltages, for comparison with any other simulator
+    rows = pd.read_csv(out / "predictions.csv")
+    first = rows[rows["network"] == "converted"]
+    assert len(rows) == 18 and first["sample"].tolist() == list(range(9))
+    assert (first[[f"v{c}" for c in range(sim.output.shape[1])]].to_numpy() == sim.output).all()
+    assert first["predicted"].tolist() == sim.predictions.tolist()
+    assert first["label"].tolist() == load_inputs(pin).labels.tolist()
+    for n in doc["networks"]:
+        mine = rows[rows["network"] == n["label"]]
+        assert (mine["predicted"] == mine["label"]).mean() == pytest.approx(n["accuracy"])
     # default discovery: the newest runs/<name>/ with both stages; output in runs/<name>/hwsim;
     # an accuracy-vs-T sweep on the same inputs
     rc = hwrun.main(["--runs", str(tmp / "runs"), "--inputs", str(pin), "--samples", "4", "--no-progress",

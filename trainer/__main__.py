@@ -83,6 +83,9 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
                    help="surrogate gradient (default: stdb; linear for digits and MNIST, where T is tiny)")
     p.add_argument("--alpha", type=number(0, lo_open=True), default=0.3)
     p.add_argument("--beta", type=number(0, lo_open=True), default=0.01)
+    p.add_argument("--detach-reset", action="store_true",
+                   help="no gradient through the soft reset, as the paper's code (default: through it; "
+                        "docs/method.md: detached, STDB's gradient grows about alpha*T/2 per layer)")
     p.add_argument("--bptt-window", type=POSITIVE, default=None, help="truncated BPTT: loss every t0 steps")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="LIF implementation (trainer.lif); auto: fused Triton kernels on CUDA, multistep elsewhere")
@@ -116,7 +119,7 @@ def convert_from(args, batch_size: int) -> ConvertConfig:
 def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConfig, SurrogateChoice]:
     return (SNNTrainConfig(optim, leak=leak, window=args.bptt_window, backend=args.backend,
                            rollback_drop=args.rollback_drop),
-            SurrogateChoice(args.surrogate, args.alpha, args.beta))
+            SurrogateChoice(args.surrogate, args.alpha, args.beta, not args.detach_reset))
 
 
 def runtime_from(args) -> Runtime:

@@ -133,9 +133,10 @@ class SurrogateChoice:
     kind: str | None = None          # None: the data set's default (DEFAULT_SURROGATE)
     alpha: float = 0.3
     beta: float = 0.01
+    through_reset: bool = True       # False: the reset detached, as the paper's code (trainer.lif)
 
     def for_dataset(self, dataset: str) -> Surrogate:
-        return Surrogate(self.kind or DEFAULT_SURROGATE[dataset], self.alpha, self.beta)
+        return Surrogate(self.kind or DEFAULT_SURROGATE[dataset], self.alpha, self.beta, self.through_reset)
 
 
 @dataclass
