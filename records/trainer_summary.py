@@ -2,11 +2,13 @@
 
 ::
 
-    {"format": "hybrid-snn-trainer-summary", "version": 1,
+    {"format": "hybrid-snn-trainer-summary", "version": 2,
      "dataset", "arch", "surrogate",
      "timesteps": {"reduced", "large", "sweep"},                   (records.timesteps)
-     "accuracy": [{"stage", "timesteps", "accuracy"}],             float network, percent;
-                                                                   timesteps null for the ANN
+     "accuracy": [{"stage", "timesteps", "accuracy", "samples"}],  float network, percent;
+                                                                   timesteps null for the ANN;
+                                                                   samples: the test images it
+                                                                   was measured on (version 1: none)
      "seconds": {step: wall seconds}}
 
 The report reads the float accuracies from here (beside hwsim's fixed-point ones) and
@@ -23,7 +25,7 @@ from records.layout import STAGES
 from records.timesteps import TimeSteps
 
 FORMAT = "hybrid-snn-trainer-summary"
-VERSION = 1
+VERSION = 2
 OLDEST_READABLE = 1
 
 
@@ -36,6 +38,7 @@ class StageAccuracy:
     stage: str
     timesteps: int | None        # None: the ANN
     accuracy: float              # percent
+    samples: int | None = None   # test images it was measured on (None: not recorded)
 
     def __post_init__(self):
         if self.stage not in STAGES:
@@ -47,6 +50,10 @@ class StageAccuracy:
             raise SummaryError(f"{self.stage}: T must be an integer >= 1, got {self.timesteps!r}")
         if not finite_number(self.accuracy) or not 0 <= self.accuracy <= 100:
             raise SummaryError(f"{self.stage} T={self.timesteps}: accuracy {self.accuracy!r} is not a percentage")
+        if self.samples is not None and (isinstance(self.samples, bool) or not isinstance(self.samples, int)
+                                         or self.samples < 1):
+            raise SummaryError(f"{self.stage} T={self.timesteps}: samples must be an integer >= 1, "
+                               f"got {self.samples!r}")
 
 
 @dataclass
@@ -75,8 +82,8 @@ class TrainerSummary:
     def to_dict(self) -> dict:
         return {**header(FORMAT, VERSION), "dataset": self.dataset, "arch": self.arch,
                 "surrogate": self.surrogate, "timesteps": self.timesteps.to_dict(),
-                "accuracy": [{"stage": a.stage, "timesteps": a.timesteps, "accuracy": a.accuracy}
-                             for a in self.accuracies],
+                "accuracy": [{"stage": a.stage, "timesteps": a.timesteps, "accuracy": a.accuracy,
+                              "samples": a.samples} for a in self.accuracies],
                 "seconds": dict(self.seconds)}
 
     @classmethod
@@ -85,7 +92,8 @@ class TrainerSummary:
         try:
             return cls(dataset=d["dataset"], arch=d["arch"], surrogate=d["surrogate"],
                        timesteps=TimeSteps.from_dict(d["timesteps"]),
-                       accuracies=[StageAccuracy(a["stage"], a["timesteps"], a["accuracy"]) for a in d["accuracy"]],
+                       accuracies=[StageAccuracy(a["stage"], a["timesteps"], a["accuracy"], a.get("samples"))
+                                   for a in d["accuracy"]],
                        seconds=dict(d["seconds"]))
         except (KeyError, TypeError, AttributeError) as exc:
             raise SummaryError(f"malformed trainer summary ({type(exc).__name__}: {exc})") from None

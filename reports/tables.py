@@ -21,7 +21,8 @@ PAPER_TABLE1 = {
 PAPER_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "vgg5": "VGG5", "vgg9": "VGG9",
                "vgg11": "VGG11", "vgg16": "VGG16", "resnet20": "ResNet20"}
 
-TABLE1_COLUMNS = ["row", "network", "timesteps", "float_accuracy", "fixed_point_accuracy", "fixed_point_samples",
+TABLE1_COLUMNS = ["row", "network", "timesteps", "float_accuracy", "float_samples", "fixed_point_accuracy",
+                  "fixed_point_samples",
                   "hwsim_network", "paper_accuracy", "paper_timesteps"]
 KIND_NAMES = {"ann": "ANN", "converted": "converted", "stdb": "hybrid (STDB)", "scratch": "from scratch",
               "spikebp": "spike-based BP (Lee 2020)", "bncurrent": "BN on input currents"}
@@ -53,10 +54,10 @@ def table1_rows(results: dict, summary) -> list[dict]:
     dataset, arch = dataset_arch(results, summary)
     paper = paper_row(dataset, arch)
     paper = paper[1] if paper else {}
-    entries = sorted(((a.stage, a.timesteps, a.accuracy) for a in (summary.accuracies if summary else [])),
+    entries = sorted(((a.stage, a.timesteps, a.accuracy, a.samples) for a in (summary.accuracies if summary else [])),
                      key=lambda e: (_KIND_ORDER[e[0]], -(e[1] or 0)))
     rows, used = [], set()
-    for kind, t, acc in entries:
+    for kind, t, acc, samples in entries:
         net = next((n for n in results["networks"] if n["label"] not in used and n["stage"] == kind
                     and n["timesteps"] == t), None)
         if net is not None:
@@ -70,7 +71,7 @@ def table1_rows(results: dict, summary) -> list[dict]:
         name = None
         if kind == "stdb" and summary.surrogate != "stdb":
             name = f"hybrid (fine-tuned, {summary.surrogate} surrogate)"
-        rows.append(_row(kind, t, acc, net, p_acc, p_t, name=name))
+        rows.append(_row(kind, t, acc, net, p_acc, p_t, name=name, samples=samples))
     for net in results["networks"]:
         if net["label"] not in used:
             kind = net["stage"]
@@ -80,10 +81,10 @@ def table1_rows(results: dict, summary) -> list[dict]:
     return rows
 
 
-def _row(kind, t, acc, net, p_acc, p_t, name=None) -> dict:
+def _row(kind, t, acc, net, p_acc, p_t, name=None, samples=None) -> dict:
     display = name or KIND_NAMES.get(kind, kind)
     return {"row": f"{kind}_T{t}" if t is not None else (kind or name), "network": display, "timesteps": t,
-            "float_accuracy": acc,
+            "float_accuracy": acc, "float_samples": samples,
             "fixed_point_accuracy": percent(net.get("accuracy")) if net else None,
             "fixed_point_samples": net["samples"] if net else None,
             "hwsim_network": net["label"] if net else None,
@@ -110,9 +111,14 @@ def table1_markdown(rows: list[dict], results: dict, summary: dict | None) -> st
     header = ["network", "T", "float, trainer (%)", fx_head]
     if paper:
         header.append(f"paper, {paper[0]} (%)")
+    # Evaluations on subsets of different sizes (a budget's deadline, --eval-samples) say how many images.
+    counted = len({r["float_samples"] for r in rows if r["float_accuracy"] is not None}) > 1
     body = []
     for r in rows:
-        cells = [r["network"], "—" if r["timesteps"] is None else r["timesteps"], fmt_pct(r["float_accuracy"]),
+        float_cell = fmt_pct(r["float_accuracy"])
+        if counted and r["float_accuracy"] is not None and r["float_samples"] is not None:
+            float_cell += f" ({r['float_samples']:,} imgs)"
+        cells = [r["network"], "—" if r["timesteps"] is None else r["timesteps"], float_cell,
                  fmt_pct(r["fixed_point_accuracy"])]
         if paper:
             p = fmt_pct(r["paper_accuracy"])

@@ -290,3 +290,13 @@ def test_fine_tuning_surrogate_named_in_table1(tmp_path):
     render_report(run)
     rows = read_csv(run / "report" / "table1.csv")
     assert "hybrid (fine-tuned, linear surrogate)" in [r["network"] for r in rows]
+
+
+def test_float_accuracies_on_different_subsets_say_how_many_images(tmp_path):
+    """A version-2 summary records each evaluation's images; where they differ, Table 1 says so."""
+    accuracy = [dict(a, samples=n) for a, n in zip(SUMMARY["accuracy"], (1797, 64, 360, 360, 360))]
+    run = make_run(tmp_path, summary={**SUMMARY, "version": 2, "accuracy": accuracy})
+    md = render_report(run).read_text()
+    assert "(64 imgs)" in md and "(1,797 imgs)" in md
+    rows = read_csv(run / "report" / "table1.csv")
+    assert [r["float_samples"] for r in rows][:2] == ["1797", "64"]

@@ -319,7 +319,7 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
                             dataclasses.replace(rt, deadline=clock.deadline("ann")))
     check_learned(ann, ann_optim, run.checkpoint("ann"))
     seconds["ann"] = time.time() - t
-    accuracies.append(StageAccuracy("ann", None, ann.metrics["test_acc"]))
+    accuracies.append(StageAccuracy("ann", None, ann.metrics["test_acc"], len(bundle.test_y)))
     clock.done("ann")
 
     t = time.time()
@@ -342,7 +342,7 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
                         thresholds=converted.metrics["balance"]["unscaled"])
     for t_eval, result in ((steps.large, at_large), (steps.reduced, at_reduced)):
         converted = record_eval(run.checkpoint("converted"), t_eval, result)
-        accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"]))
+        accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"], result["samples"]))
     clock.done("evaluate converted")
 
     stages = [("stdb", converted)]
@@ -355,13 +355,13 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         result = fine_tune(init, bundle, stage, steps.reduced, cfg.snn, cfg.surrogate, run.checkpoint(stage),
                            stage_rt, at_reduced["samples"])
         seconds[stage] = time.time() - t
-        accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"]))
+        accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"], result["samples"]))
     for method in cfg.baselines:
         t = time.time()
         result = train_baseline(method, arch, bundle, steps.reduced, cfg.baseline_epochs or ann_optim.epochs,
                                 run.checkpoint(method), stage_rt, cfg.convert.leak, at_reduced["samples"])
         seconds[method] = time.time() - t
-        accuracies.append(StageAccuracy(method, steps.reduced, result["accuracy"]))
+        accuracies.append(StageAccuracy(method, steps.reduced, result["accuracy"], result["samples"]))
     clock.done("stdb")
     summary = TrainerSummary(dataset=bundle.name, arch=arch.name, timesteps=steps,
                              surrogate=cfg.surrogate.for_dataset(bundle.name).kind, accuracies=accuracies,
