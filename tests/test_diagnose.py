@@ -24,7 +24,9 @@ def one_layer_net() -> ANN:
 def test_rate_times_threshold_meets_the_activation_and_clipping_shows():
     ann = one_layer_net()
     x = torch.tensor([[[[0.1, 0.4, 0.8, -0.5]]]])                 # activations 0.1, 0.4, 0.8, 0
-    good = layer_agreement(ann, [1.0], x, 2000)[0]
+    rows = layer_agreement(ann, [1.0], x, 2000)
+    good, output = rows
+    assert output["layer"] == "output" and output["ann_agreement"] == 1.0 and output["relative_error"] < 0.05
     assert good["clipped"] == 0 and good["saturated"] == 0 and good["relative_error"] < 0.05
     assert good["mean_rate"] == pytest.approx((0.1 + 0.4 + 0.8) / 4, abs=0.02)
     low = layer_agreement(ann, [0.5], x, 2000)[0]                  # 0.8 / 0.5 > 1: one neuron clipped
@@ -50,9 +52,9 @@ def test_conversion_records_the_unscaled_thresholds_and_diagnose_reads_them(digi
     assert main(["diagnose", str(tmp_path / "converted.pt"), "--timesteps", "4", "16", "--samples", "16",
                  "--unscaled", "--out", str(out), "--quiet"]) == 0
     rows = pd.read_csv(out)
-    n = len(neuron_layers(conv.arch))
-    assert list(rows["timesteps"]) == [4] * n + [16] * n
-    assert rows["threshold"].tolist()[:n] == pytest.approx(unscaled)
+    n = len(neuron_layers(conv.arch)) + 1                         # and the output
+    assert list(rows["timesteps"]) == [4] * n + [16] * n and rows["layer"].iloc[-1] == "output"
+    assert rows["threshold"].tolist()[:n - 1] == pytest.approx(unscaled)
     assert rows["relative_error"].notna().all()
 
 

@@ -6,9 +6,10 @@ spikes are worth the product of the thresholds up to it. ``layer_agreement`` run
 networks on the same images and compares r_l * prod(theta) with a_l per layer: the
 relative error, the share of neurons the SNN saturates (firing at nearly every step),
 and the share the thresholds clip (a_l / prod(theta) > 1, more than one spike per step
-would be needed). A layer whose clipped share grows with depth is what a scaling factor
-below 1 does at large T (trainer.convert); quantization error shows at small T as
-relative error with nothing clipped.
+would be needed), then the output's logits and the share of images on which the two
+networks agree. A layer whose clipped share grows with depth is what a scaling factor
+below 1 does at large T (trainer.convert); too few steps show as relative error with
+nothing clipped.
 """
 from __future__ import annotations
 
@@ -51,12 +52,15 @@ def ann_activations(ann: ANN, x: torch.Tensor) -> list[torch.Tensor]:
 def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timesteps: int, *, leak: float = 1.0,
                     seed: int = 0) -> list[dict]:
     """One row per neuron layer: threshold, mean rate, saturated and clipped shares, and the
-    relative error of rate x prod(theta) against the ANN's activation on the images ``x``."""
+    relative error of rate x prod(theta) against the ANN's activation on the images ``x``;
+    then one for the output: the SNN's logits x prod(theta) against the ANN's, and the share
+    of images on which both predict the same class (``ann_agreement``)."""
     ann.eval()
+    logits = ann(x).float()
     activations = ann_activations(ann, x)
     snn = _RecordingSNN(ann, thresholds, leak=leak).eval()
     snn.counts = [None] * len(snn.neurons)
-    snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
+    out = snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
     rows, scale = [], 1.0
     for k, ((i, part), a) in enumerate(zip(neuron_layers(ann.cfg), activations)):
         scale *= thresholds[k]
@@ -69,4 +73,7 @@ def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timestep
                      "saturated": float((rate >= SATURATED_RATE).float().mean()),
                      "clipped": float((a / scale > 1.0).float().mean()),
                      "relative_error": float((rate * scale - a).norm()) / norm if norm > 0 else math.nan})
+    rows.append({"neuron_layer": None, "layer": "output", "threshold_product": scale,
+                 "relative_error": float((out.float() * scale - logits).norm() / logits.norm()),
+                 "ann_agreement": float((out.argmax(1) == logits.argmax(1)).float().mean())})
     return rows
