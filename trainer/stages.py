@@ -28,7 +28,7 @@ from trainer.methods import baseline_config
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.snn import SNN
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
-                           fast_precision, train_ann, train_snn)
+                           fast_precision, train_ann, train_snn, weights_digest)
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
 # (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.
@@ -181,6 +181,34 @@ def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None 
     return check_fits(bundle, ckpt.data["class_names"], ckpt.arch.input_shape, "the checkpoint")
 
 
+def balance_record(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, seed: int) -> dict:
+    """What decides a conversion's thresholds, as its checkpoint records it (``metrics.balance``)."""
+    return {"statistic": cfg.statistic, "percentile": cfg.percentile, "scaling_factor": cfg.scaling_factor,
+            "batches": cfg.balance_batches, "batch_size": cfg.batch_size, "leak": cfg.leak, "timesteps": timesteps,
+            "seed": seed, "ann": weights_digest(ann_ckpt)}
+
+
+def converted_already(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, out, seed: int) -> Checkpoint | None:
+    """The conversion ``out`` holds when it was made from these weights with these settings
+    (a chain resumed after a kill keeps it and the evaluations recorded in it), else None."""
+    try:
+        ckpt = load_checkpoint(out)
+    except (CheckpointError, OSError):
+        return None
+    found = ckpt.metrics.get("balance") or {}
+    want = balance_record(ann_ckpt, cfg, timesteps, seed)
+    return ckpt if ckpt.stage == "converted" and all(found.get(k) == v for k, v in want.items()) else None
+
+
+def recorded_eval(ckpt: Checkpoint, timesteps: int, samples: int | None, test_images: int) -> dict | None:
+    """An evaluation at T already in the checkpoint's metrics (written after its last save)
+    on as many images as asked for (any number when the count was left to a deadline)."""
+    found = ckpt.metrics.get(f"test_T{timesteps}")
+    if not isinstance(found, dict) or "samples" not in found:
+        return None
+    return found if samples is None or found["samples"] >= min(samples, test_images) else None
+
+
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
             ) -> Checkpoint:
     """Threshold balancing (Algorithm 1) at T, written to ``out``: the thresholds scaled for the
@@ -199,9 +227,7 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
     params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
                        timesteps=timesteps)
     ckpt = Checkpoint(stage="converted", arch=ann_ckpt.arch, state_dict=ann_ckpt.state_dict, data=ann_ckpt.data,
-                      snn=params, metrics={"balance": {"statistic": cfg.statistic, "percentile": cfg.percentile,
-                                                       "scaling_factor": cfg.scaling_factor,
-                                                       "batches": cfg.balance_batches, "timesteps": timesteps,
+                      snn=params, metrics={"balance": {**balance_record(ann_ckpt, cfg, timesteps, rt.seed),
                                                        "unscaled": unscaled}})
     save_checkpoint(ckpt, out)
     return load_checkpoint(out)
@@ -239,11 +265,13 @@ def _train_and_test(init: Checkpoint, bundle: DatasetBundle, stage: str, timeste
     """``train_snn`` (under torchrun on every process's slice), then the main process's test
     at T, recorded in the checkpoint."""
     rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
-    train_snn(bundle, init, stage, timesteps, cfg, out, rt)
+    trained = train_snn(bundle, init, stage, timesteps, cfg, out, rt)
     if not rt.ranks.is_main:
         return None
-    result = evaluate(load_checkpoint(out), bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)
-    record_eval(out, timesteps, result)
+    result = recorded_eval(trained, timesteps, eval_samples, len(bundle.test_y))
+    if result is None:
+        result = evaluate(trained, bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)
+        record_eval(out, timesteps, result)
     return result
 
 
@@ -322,8 +350,11 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     accuracies.append(StageAccuracy("ann", None, ann.metrics["test_acc"], len(bundle.test_y)))
     clock.done("ann")
 
+    # A chain resumed after a kill keeps a conversion of the same ANN and settings, and the
+    # evaluations recorded in it; the training stages resume from their own checkpoints.
     t = time.time()
-    converted = convert(ann, bundle, cfg.convert, steps.reduced, run.checkpoint("converted"), rt)
+    converted = (converted_already(ann, cfg.convert, steps.reduced, run.checkpoint("converted"), rt.seed)
+                 or convert(ann, bundle, cfg.convert, steps.reduced, run.checkpoint("converted"), rt))
     seconds["convert"] = time.time() - t
     clock.done("convert")
 
@@ -331,17 +362,22 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     # as many images as it reached, so that both are compared on the same ones.
     t = time.time()
     end = clock.deadline("evaluate converted")
-    at_reduced = evaluate(converted, bundle, steps.reduced, dataclasses.replace(
-        rt, deadline=None if end is None else time.monotonic() + 0.4 * (end - time.monotonic())),
-        cfg.eval_samples)
+    at_reduced = recorded_eval(converted, steps.reduced, cfg.eval_samples, len(bundle.test_y))
+    if at_reduced is None:
+        at_reduced = evaluate(converted, bundle, steps.reduced, dataclasses.replace(
+            rt, deadline=None if end is None else time.monotonic() + 0.4 * (end - time.monotonic())),
+            cfg.eval_samples)
+        converted = record_eval(run.checkpoint("converted"), steps.reduced, at_reduced)
     eval_seconds = time.time() - t
     # The large T is the conversion's own column: the balanced thresholds without the
     # reduced T's scaling factor (trainer.convert), which saturates deep layers there.
-    at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end),
-                        cfg.large_eval_samples or cfg.eval_samples,
-                        thresholds=converted.metrics["balance"]["unscaled"])
+    large_samples = cfg.large_eval_samples or cfg.eval_samples
+    at_large = recorded_eval(converted, steps.large, large_samples, len(bundle.test_y))
+    if at_large is None:
+        at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end), large_samples,
+                            thresholds=converted.metrics["balance"]["unscaled"])
+        converted = record_eval(run.checkpoint("converted"), steps.large, at_large)
     for t_eval, result in ((steps.large, at_large), (steps.reduced, at_reduced)):
-        converted = record_eval(run.checkpoint("converted"), t_eval, result)
         accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"], result["samples"]))
     clock.done("evaluate converted")
 

@@ -1,0 +1,38 @@
+"""A chain run again after a kill (or to completion) keeps what it finished: the ANN and the
+fine-tuning resume from their checkpoints, the conversion of the same ANN with the same
+settings is kept with the evaluations recorded in it."""
+import dataclasses
+
+import pytest
+
+import trainer.stages as stages
+from records.timesteps import TimeSteps
+from trainer.stages import ChainConfig, ConvertConfig, DataConfig, chain
+from trainer.train import OptimConfig, Runtime, SNNTrainConfig
+
+
+def small_chain(tmp_path) -> ChainConfig:
+    return ChainConfig(data=DataConfig("digits", train_subset=300, test_subset=60),
+                       ann_optim=OptimConfig(epochs=6, lr=0.05),
+                       snn=SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam")),
+                       timesteps=TimeSteps(reduced=4, large=16), scratch=False, runs=str(tmp_path), name="r",
+                       eval_samples=30, large_eval_samples=20)
+
+
+def test_a_rerun_chain_keeps_the_conversion_and_its_evaluations(tmp_path, monkeypatch):
+    cfg, quiet = small_chain(tmp_path), Runtime(progress=False)
+    _, first = chain(cfg, quiet)
+    assert [(a.stage, a.timesteps, a.samples) for a in first.accuracies] == [
+        ("ann", None, 60), ("converted", 16, 20), ("converted", 4, 30), ("stdb", 4, 30)]
+
+    def redone(*_args, **_kw):
+        raise AssertionError("redone")
+    monkeypatch.setattr(stages, "convert", redone)
+    monkeypatch.setattr(stages, "evaluate", redone)
+    _, again = chain(cfg, quiet)
+    assert again.accuracies == first.accuracies
+
+    # other conversion settings: converted again (and the evaluations with it)
+    other = dataclasses.replace(cfg, convert=ConvertConfig(scaling_factor=0.8))
+    with pytest.raises(AssertionError, match="redone"):
+        chain(other, quiet)
