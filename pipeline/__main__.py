@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
     p.add_argument("--samples", type=POSITIVE, default=None, help="hwsim test samples (default: test set, <= 1500)")
     p.add_argument("--eval-samples", type=POSITIVE, default=None,
-                   help="test images of the trainer's float SNN evaluations (default: the test set, or what a budget "
-                        "leaves time for)")
+                   help="test images of the trainer's float SNN evaluations, and validation images of the "
+                        "fine-tuning's checks (default: the whole split, or what a budget leaves time for)")
     p.add_argument("--large-eval-samples", type=POSITIVE, default=None,
                    help="test images of the converted network's evaluation at the large T (default: --eval-samples)")
     p.add_argument("--sweep", default=None, help="T values for accuracy vs T, e.g. 2,4,8,16 (default: powers "
@@ -107,6 +107,8 @@ def chain_config(args, timesteps, device: str) -> ChainConfig:
         cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim, device))
     if args.epochs is not None:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
+    if args.eval_samples is not None:            # the fine-tuning's validation checks too
+        cfg.snn = dataclasses.replace(cfg.snn, val_samples=args.eval_samples)
     if args.snn_epochs is not None:
         cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
     return cfg

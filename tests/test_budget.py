@@ -14,7 +14,8 @@ from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
 from trainer.stages import fast_recipe, fast_snn_optim, train_ann_in_time
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, fast_precision, plan_epochs, train_ann, train_snn
+from trainer.train import (OptimConfig, Runtime, SNNTrainConfig, fast_precision, fit_warmup, plan_epochs, train_ann,
+                           train_snn)
 
 QUIET = Runtime(progress=False)
 
@@ -36,6 +37,14 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
     assert config["precision"] == fast_precision("cpu") and config["channels_last"]
     assert 1 <= ann.metrics["epochs"] == ann.train_state["planned_epochs"] <= 200
     assert (run.root / "report.md").exists() and (run.hwsim_dir / "results.json").exists()
+
+
+def test_the_fine_tuning_warm_up_fits_the_steps_a_deadline_leaves():
+    opt = OptimConfig(epochs=20, lr=1e-4, optimizer="adam", warmup_epochs=0.2)
+    # 700 steps per epoch, 30 s a step, 600 s left: 20 more steps, the warm-up 2 of them
+    fitted = fit_warmup(opt, 4 / 700, 30.0, 600.0, 700)
+    assert fitted.warmup_epochs == pytest.approx(0.1 * 24 / 700)
+    assert fit_warmup(opt, 0.0, 0.01, 1e6, 700).warmup_epochs == 0.2      # time to spare: the recipe's
 
 
 def test_plan_epochs_fits_the_time_left():

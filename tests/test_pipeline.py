@@ -15,7 +15,8 @@ def test_pipeline_reduced(tmp_path, capsys):
     run = tmp_path / "small"
     converted = load_checkpoint(run / "converted.pt")
     assert converted.metrics["test_T4"]["samples"] == 40 and converted.metrics["test_T32"]["samples"] == 20
-    assert load_checkpoint(run / "stdb.pt").metrics["test_T4"]["samples"] == 40
+    stdb = load_checkpoint(run / "stdb.pt")
+    assert stdb.metrics["test_T4"]["samples"] == 40 and stdb.train_state["config"]["val_samples"] == 40
     columns = (run / "metrics_stdb.csv").read_text().splitlines()[0].split(",")
     assert "grad_max_layers.0.weight" in columns          # each layer's largest gradient, before clipping
     out, err = capsys.readouterr()

@@ -136,6 +136,7 @@ class SNNTrainConfig:
     rollback_drop: float = 10.0
     keep_best: bool = True
     val_fraction: float = 0.1
+    val_samples: int | None = None  # validation images per check (None: the whole split)
     eval_window: int = 50
     loss: str = "ce"
     current_norm: bool = False
@@ -148,6 +149,8 @@ class SNNTrainConfig:
             require(self.window >= 1, "bptt_window", self.window, "an integer >= 1")
         require(self.rollback_drop >= 0, "rollback_drop", self.rollback_drop, "a number >= 0")
         require(0 <= self.val_fraction < 1, "val_fraction", self.val_fraction, "a number in [0, 1)")
+        require(self.val_samples is None or self.val_samples >= 1, "val_samples", self.val_samples,
+                "an integer >= 1")
 
     def to_dict(self) -> dict:
         """What decides the result of a run (resume refuses to continue under another)."""
@@ -500,7 +503,17 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
 
 
 WARM_STEPS = 10      # steps of an epoch not timed for the plan (cuDNN's search, allocator warm-up)
+PLAN_STEPS = 3       # fine-tuning steps timed, after the first, to fit its warm-up to a deadline
 CHECKPOINT_SECONDS = 60.0   # under a deadline, the ANN is saved at most this often (and at the end)
+
+
+def fit_warmup(opt: OptimConfig, progress: float, step_seconds: float, seconds_left: float,
+               steps_per_epoch: int) -> OptimConfig:
+    """The recipe with its warm-up cut to a tenth of the training a deadline leaves (in
+    epochs from 0): a CPU that fits a few dozen fine-tuning steps would otherwise spend
+    them all at a tenth of the rate."""
+    fits = progress + seconds_left / max(step_seconds, 1e-9) / steps_per_epoch
+    return dataclasses.replace(opt, warmup_epochs=min(opt.warmup_epochs, 0.1 * fits))
 
 
 def plan_epochs(most: int, done: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -555,13 +568,15 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
     state = resume(out, config, trainable, optimizer, rt.restart)
     if state is None:
-        start_eval = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
+        start_eval = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device,
+                                  samples=cfg.val_samples)
         state = Progress(best=start_eval["accuracy"], best_state=snapshot(trainable))
     start, best, best_state = state.start, state.best, state.best_state
     lr_scale = state.train_state.get("lr_scale", 1.0)
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     steps_per_epoch = num_batches(train_part, "train", opt.batch_size)
     generator = torch.Generator(device=device)
+    sched, t_plan = opt, None           # under a deadline the warm-up is fitted to the steps that fit
     for epoch in range(start, opt.epochs):
         snn.train()
         generator.manual_seed(seed * 1000 + epoch)
@@ -575,8 +590,14 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             if step and rt.out_of_time():
                 stopped = True
                 break
+            if rt.deadline is not None and epoch == start and step in (1, 1 + PLAN_STEPS):
+                if step == 1:
+                    t_plan = time.time()
+                else:
+                    sched = fit_warmup(opt, epoch + step / steps_per_epoch, (time.time() - t_plan) / PLAN_STEPS,
+                                       rt.seconds_left(), steps_per_epoch)
             for group in optimizer.param_groups:
-                group["lr"] = opt.lr * lr_scale * lr_factor(opt, epoch + step / steps_per_epoch)
+                group["lr"] = opt.lr * lr_scale * lr_factor(sched, epoch + step / steps_per_epoch)
             x, y = x.to(device), ranks.shard(y).to(device)
             optimizer.zero_grad(set_to_none=True)
             loss_value = 0.0
@@ -603,7 +624,8 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}", gnorm=f"{norm:.2g}")
         rates = np.asarray(ranks.sum(list(rates / max(trained, 1)))) / ranks.world
         loss_sum, correct, seen = ranks.sum([loss_sum, correct, seen])
-        val = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device)
+        val = evaluate_snn(snn, val_part, timesteps, window=cfg.eval_window, seed=seed, device=device,
+                           samples=cfg.val_samples)
         lr_used, event = optimizer.param_groups[0]["lr"], ""
         if val["accuracy"] > best:
             best, best_state = val["accuracy"], snapshot(trainable)
