@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import describe  # noqa: E402
 from trainer.convert import balance_thresholds, balance_thresholds_by_replay  # noqa: E402
 from trainer.models import ANN, build_config  # noqa: E402
 
@@ -44,6 +45,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
+    print(describe(args.device), flush=True)
     device = torch.device(args.device)
     torch.manual_seed(0)
     ann = ANN(build_config(args.arch, (3, 32, 32), 10)).to(device).eval()

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.machine import describe  # noqa: E402
 from export.graph import Core, CoreGraph  # noqa: E402
 from records.encoding import InputEncoding  # noqa: E402
 import torch  # noqa: E402
@@ -393,6 +394,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    print(describe(args.device), flush=True)
     if args.arch == "vgg16" or (args.device == "cuda" and args.arch is None):
         return vgg16_main(args)
     args.images = args.images or 16

@@ -33,6 +33,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
 from trainer.models import ANN, build_config, neuron_layers  # noqa: E402
 from trainer.snn import SNN  # noqa: E402
@@ -155,6 +156,7 @@ def main() -> None:
     p.add_argument("--no-memory", action="store_true", help="CPU: skip the per-method peak-RSS processes")
     p.add_argument("--peak-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    print(describe(args.device), flush=True)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.arch = args.arch or ("vgg16" if cuda else "vgg5")
