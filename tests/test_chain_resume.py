@@ -36,3 +36,19 @@ def test_a_rerun_chain_keeps_the_conversion_and_its_evaluations(tmp_path, monkey
     other = dataclasses.replace(cfg, convert=ConvertConfig(scaling_factor=0.8))
     with pytest.raises(AssertionError, match="redone"):
         chain(other, quiet)
+
+
+def test_the_large_t_is_evaluated_with_the_thresholds_before_the_scaling_factor(tmp_path, monkeypatch):
+    """The paper's conversion column is the balanced network; 0.7 adjusts it for the reduced T only."""
+    seen, evaluate = {}, stages.evaluate
+
+    def spy(ckpt, bundle, timesteps, rt, samples=None, thresholds=None):
+        seen[timesteps] = thresholds or ckpt.snn.thresholds
+        return evaluate(ckpt, bundle, timesteps, rt, samples, thresholds)
+    monkeypatch.setattr(stages, "evaluate", spy)
+    cfg = dataclasses.replace(small_chain(tmp_path), snn=SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3,
+                                                                                    optimizer="adam")))
+    run, _ = chain(cfg, Runtime(progress=False))
+    converted = stages.load_checkpoint(run.checkpoint("converted"))
+    assert seen[16] == converted.metrics["balance"]["unscaled"]
+    assert seen[4] == converted.snn.thresholds == pytest.approx([0.7 * v for v in seen[16]])
