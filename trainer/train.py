@@ -297,6 +297,8 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
     spikes = np.zeros(len(snn.neurons))
     neurons = [0] * len(snn.neurons)
     n_batches = num_batches(bundle, "test", batch_size)
+    if samples is not None:                      # the bar's total (and ETA) for the images asked for
+        n_batches = min(n_batches, math.ceil(samples / batch_size))
     bar = progress_bar(batches(bundle, "test", batch_size, shuffle=False), total=n_batches, enabled=progress,
                        desc=f"SNN eval T={timesteps}", unit="batch", leave=False)
     for x, y in bar:
