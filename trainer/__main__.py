@@ -226,10 +226,9 @@ def cmd_diagnose(args) -> None:
     bundle = data_of(ckpt, args.data_root)
     thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled) or ckpt.snn.thresholds
     x = next(batches(bundle, "test", args.samples, shuffle=False))[0].to(rt.device)
-    rows = []
-    for t in args.timesteps:
-        rows += [{"timesteps": t, **r} for r in layer_agreement(ckpt.model().to(rt.device), thresholds, x, t,
-                                                                 leak=ckpt.snn.leak, seed=rt.seed)]
+    ann = ckpt.model().to(rt.device)
+    rows = [{"timesteps": t, **r} for t in args.timesteps
+            for r in layer_agreement(ann, thresholds, x, t, leak=ckpt.snn.leak, seed=rt.seed)]
     with atomic_file(out, "w") as f:
         f.write(csv_text(rows))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))

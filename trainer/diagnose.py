@@ -26,6 +26,10 @@ SATURATED_RATE = 0.95       # a neuron firing at this share of steps or more cou
 class _RecordingSNN(SNN):
     """The SNN, summing every neuron's spikes over the steps of a run."""
 
+    def begin(self, timesteps, window, device):
+        self.counts = [None] * len(self.neurons)
+        return super().begin(timesteps, window, device)
+
     def _neuron(self, k, current, states, t0, lut):
         spikes = super()._neuron(k, current, states, t0, lut)
         counts = spikes.detach().float().sum(0)
@@ -59,7 +63,6 @@ def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timestep
     logits = ann(x).float()
     activations = ann_activations(ann, x)
     snn = _RecordingSNN(ann, thresholds, leak=leak).eval()
-    snn.counts = [None] * len(snn.neurons)
     out = snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
     rows, scale = [], 1.0
     for k, ((i, part), a) in enumerate(zip(neuron_layers(ann.cfg), activations)):

@@ -73,10 +73,6 @@ class Surrogate:
     def to_dict(self) -> dict:
         return {"kind": self.kind, "alpha": self.alpha, "beta": self.beta, "through_reset": self.through_reset}
 
-    def reset_carry(self, theta: float, leak: float, slope: torch.Tensor) -> torch.Tensor | float:
-        """d u_{t+1} / d u_t for the surrogate slope g_t / theta: leak - g_t, or leak with the reset detached."""
-        return leak - theta * slope if self.through_reset else leak
-
     def lut(self, size: int, device=None) -> torch.Tensor:
         """alpha * exp(-beta * dt) for dt = 0..size-1, computed in float64: no underflow."""
         dt = torch.arange(size, dtype=torch.float64, device=device)
@@ -150,7 +146,7 @@ class _LIFSequence(torch.autograd.Function):
     """Multi-step LIF: forward recurrence without a per-step graph; backward by a reverse scan.
 
     dL/du_t = dL/do_t * g_t / theta + c_t * dL/du_{t+1};  dL/dI_t = dL/du_t,
-    c_t = leak - g_t through the reset, leak with it detached (Surrogate.reset_carry).
+    c_t = leak - g_t through the reset (``Surrogate.through_reset``), leak with it detached.
     Saved for backward: the int32 spike ages (STDB), the potentials (linear / exp) or the spikes (spikebp). The STDB
     slopes are one look-up in the table g(dt) / theta followed by zeros, where the ages of
     neurons that have not spiked (len(table) and up) land.
@@ -190,7 +186,7 @@ class _LIFSequence(torch.autograd.Function):
         grad_current = slope * grad_spikes
         for k in range(grad_spikes.shape[0] - 2, -1, -1):
             if surrogate.through_reset:
-                grad_current[k].addcmul_(surrogate.reset_carry(theta, leak, slope[k]), grad_current[k + 1])
+                grad_current[k].addcmul_(leak - theta * slope[k], grad_current[k + 1])
             else:
                 grad_current[k].add_(grad_current[k + 1], alpha=leak)
         return grad_current, None, None, None, None, None, None, None, None

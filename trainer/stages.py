@@ -200,13 +200,17 @@ def converted_already(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, 
     return ckpt if ckpt.stage == "converted" and all(found.get(k) == v for k, v in want.items()) else None
 
 
-def recorded_eval(ckpt: Checkpoint, timesteps: int, samples: int | None, test_images: int) -> dict | None:
-    """An evaluation at T already in the checkpoint's metrics (written after its last save)
-    on as many images as asked for (any number when the count was left to a deadline)."""
+def evaluated(ckpt: Checkpoint, path, bundle: DatasetBundle, timesteps: int, rt: Runtime, samples: int | None,
+              thresholds: list[float] | None = None) -> tuple[dict, Checkpoint]:
+    """The checkpoint's test at T: the one its metrics hold (written after its last save) on
+    as many images as asked for (any number when a deadline set the count), else ``evaluate``
+    recorded in the file at ``path``; (result, checkpoint as it now is)."""
     found = ckpt.metrics.get(f"test_T{timesteps}")
-    if not isinstance(found, dict) or "samples" not in found:
-        return None
-    return found if samples is None or found["samples"] >= min(samples, test_images) else None
+    if (isinstance(found, dict) and "samples" in found
+            and (samples is None or found["samples"] >= min(samples, len(bundle.test_y)))):
+        return found, ckpt
+    result = evaluate(ckpt, bundle, timesteps, rt, samples, thresholds=thresholds)
+    return result, record_eval(path, timesteps, result)
 
 
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
@@ -268,11 +272,7 @@ def _train_and_test(init: Checkpoint, bundle: DatasetBundle, stage: str, timeste
     trained = train_snn(bundle, init, stage, timesteps, cfg, out, rt)
     if not rt.ranks.is_main:
         return None
-    result = recorded_eval(trained, timesteps, eval_samples, len(bundle.test_y))
-    if result is None:
-        result = evaluate(trained, bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)
-        record_eval(out, timesteps, result)
-    return result
+    return evaluated(trained, out, bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)[0]
 
 
 def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps: int, seed: int,
@@ -362,21 +362,15 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     # as many images as it reached, so that both are compared on the same ones.
     t = time.time()
     end = clock.deadline("evaluate converted")
-    at_reduced = recorded_eval(converted, steps.reduced, cfg.eval_samples, len(bundle.test_y))
-    if at_reduced is None:
-        at_reduced = evaluate(converted, bundle, steps.reduced, dataclasses.replace(
-            rt, deadline=None if end is None else time.monotonic() + 0.4 * (end - time.monotonic())),
-            cfg.eval_samples)
-        converted = record_eval(run.checkpoint("converted"), steps.reduced, at_reduced)
+    at_reduced, converted = evaluated(converted, run.checkpoint("converted"), bundle, steps.reduced,
+                                      dataclasses.replace(rt, deadline=None if end is None else time.monotonic()
+                                                          + 0.4 * (end - time.monotonic())), cfg.eval_samples)
     eval_seconds = time.time() - t
     # The large T is the conversion's own column: the balanced thresholds without the
     # reduced T's scaling factor (trainer.convert), which saturates deep layers there.
-    large_samples = cfg.large_eval_samples or cfg.eval_samples
-    at_large = recorded_eval(converted, steps.large, large_samples, len(bundle.test_y))
-    if at_large is None:
-        at_large = evaluate(converted, bundle, steps.large, dataclasses.replace(rt, deadline=end), large_samples,
-                            thresholds=converted.metrics["balance"]["unscaled"])
-        converted = record_eval(run.checkpoint("converted"), steps.large, at_large)
+    at_large, converted = evaluated(converted, run.checkpoint("converted"), bundle, steps.large,
+                                    dataclasses.replace(rt, deadline=end), cfg.large_eval_samples or cfg.eval_samples,
+                                    thresholds=converted.metrics["balance"]["unscaled"])
     for t_eval, result in ((steps.large, at_large), (steps.reduced, at_reduced)):
         accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"], result["samples"]))
     clock.done("evaluate converted")
