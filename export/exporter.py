@@ -75,7 +75,7 @@ def float_snn_run(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndar
     """The checkpoint's float SNN on the quantized graph's input spikes: (predictions, spikes
     per neuron of each spiking layer)."""
     from trainer.snn import SNN
-    snn = SNN(ckpt.model(), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
+    snn = SNN.of_checkpoint(ckpt).eval()
     with torch.no_grad():
         x = ckpt.normalisation.apply(torch.from_numpy(images))
         logits = snn(x, graph.timesteps, window=50, input_spikes=torch.from_numpy(spikes_in.astype(np.float32)))
@@ -145,7 +145,7 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
     out = writable_dir(cfg.out or nir_import_dir(path), "--out")
     bundle = load_dataset(nir_cfg.dataset, cfg.data_root)
-    encoding = InputEncoding(bundle.input_shape, bundle.normalisation)
+    encoding = InputEncoding(bundle.input_shape, bundle.normalisation, net.input_rule)
     peak = None
     if cfg.calibration_samples > 0:
         spikes = encoding.encode(bundle.train_x[:cfg.calibration_samples].numpy(), calibration_t, cfg.seed)

@@ -18,6 +18,8 @@ Bit widths and rounding (docs/fixedpoint.md, checked against lava-nc's sources):
   LIF bias, in the voltage's units (not shifted by 6).
   The reset is the paper's Eq. 2: the threshold is subtracted at the step after the
   spike, outside the leak (identical to an immediate soft reset when dv = 0).
+- initial state: ``v_{-1} = v_init`` (the core's, in the voltage's units; 0 by default),
+  ``o_{-1} = 0``.
 - output layer: the same voltage update with no spikes and no reset; its ``v``
   after all steps is the class score.
 - shortcuts (``export.graph.Shortcut``, residual nets): a shortcut's current is
@@ -199,7 +201,7 @@ def run_reference(graph, input_spikes: np.ndarray) -> CoreRun:
     """Step the whole graph on input spikes (T, N, C, H, W) in {-1, 0, 1}, one step of every
     layer at a time, exactly as the module docstring says."""
     steps, n = input_spikes.shape[:2]
-    v = [np.zeros((n, *c.output_shape), dtype=np.int64) for c in graph.cores]
+    v = [np.full((n, *c.output_shape), c.v_init, dtype=np.int64) for c in graph.cores]
     prev = [np.zeros_like(x) for x in v]
     spikes_out = [np.zeros((steps, n, *c.output_shape), dtype=np.uint8) for c in graph.cores if c.spiking]
     max_abs = [0] * len(graph.cores)

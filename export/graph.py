@@ -31,8 +31,10 @@ from records.header import RecordError, header, npz_header, read_npz_record
 from records.layout import SNN_STAGES
 
 FORMAT = "hybrid-snn-coregraph"
-VERSION = 4              # 4: neuron bias; 3: shortcut synapse groups (a DAG); 2: stage, data, pool, ANN MACs
-OLDEST_READABLE = 2      # a version-2 file is a graph without shortcuts, a version-3 one without biases
+VERSION = 5              # 5: initial potential, input rule; 4: neuron bias; 3: shortcut synapse groups (a DAG);
+#                          2: stage, data, pool, ANN MACs
+OLDEST_READABLE = 2      # a version-2 file is a graph without shortcuts, a version-3 one without biases, a
+#                          version-4 one with every neuron starting at 0 and Poisson input
 
 
 class GraphError(RecordError):
@@ -161,6 +163,10 @@ class Core:
     ``bias``: None, or a 13-bit signed mantissa per output channel (conv: (C_out,)) or
     neuron (dense: (N_out,)), added to the voltage every step as ``bias << bias_exp``
     (``bias_exp`` 0..7) in the voltage's units, Loihi's LIF bias (a folded batch norm).
+    ``v_init``: every neuron's voltage before the first step, in the voltage's units (those
+    of ``vth << 6``), 0 ..  ``vth << 6`` (a neuron above its threshold would fire unprompted;
+    the output accumulator starts at 0): the LIF process's initial ``v`` on Lava (the
+    low-latency recipe starts at half the threshold).
     """
     name: str
     op: str
@@ -183,6 +189,7 @@ class Core:
     shortcuts: list[Shortcut] = field(default_factory=list)
     bias: np.ndarray | None = None
     bias_exp: int = 0
+    v_init: int = 0
 
     def __post_init__(self):
         self.input_shape, self.output_shape = _shape(self.input_shape), _shape(self.output_shape)
@@ -233,6 +240,16 @@ class Core:
                 raise GraphError(f"{where}: shortcuts must be Shortcut objects, got {type(sc).__name__}")
             sc.check_maps(f"{where}, shortcut from {sc.source}", self.output_shape)
         self._check_bias(where)
+        self._check_v_init(where)
+
+    def _check_v_init(self, where: str) -> None:
+        if isinstance(self.v_init, bool) or not isinstance(self.v_init, (int, np.integer)):
+            raise GraphError(f"{where}: v_init must be an integer, got {self.v_init!r}")
+        self.v_init = int(self.v_init)
+        top = (self.vth << fx.VTH_SHIFT) if self.spiking else 0
+        if not 0 <= self.v_init <= top:
+            raise GraphError(f"{where}: v_init={self.v_init} outside 0..{top} (the threshold's voltage"
+                             f"{'' if self.spiking else '; the output accumulator starts at 0'})")
 
     def _check_bias(self, where: str) -> None:
         self.bias_exp = int(self.bias_exp)
@@ -288,7 +305,8 @@ class Core:
                 "stride": list(self.stride), "padding": list(self.padding), "reset": self.reset,
                 "float_threshold": float(self.float_threshold), "weight_scale": float(self.weight_scale),
                 "pool": list(self.pool), "ann_macs": self.ann_macs,
-                "shortcuts": [sc.header() for sc in self.shortcuts], "bias_exp": self.bias_exp}
+                "shortcuts": [sc.header() for sc in self.shortcuts], "bias_exp": self.bias_exp,
+                "v_init": self.v_init}
 
 
 @dataclass

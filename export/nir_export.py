@@ -36,7 +36,8 @@ Nodes and parameters are chosen so that released NIR importers run the file as w
   the floor of negative ``weight_exp`` shifts) is the fixed point of ``export.fixedpoint``; the
   integers it needs are in the metadata of each node: core name/index, op, vth, vth_shifted,
   dv, du, leak, weight_exp, weight_bits, weight_scale (integer = float x scale),
-  float_threshold, act_shift, vth_shift, shapes, stride/padding, reset, and the synapse's
+  float_threshold, act_shift, vth_shift, shapes, stride/padding, reset, v_init (the voltage
+  before the first step, in v_threshold's units: NIR's neurons have no initial state), and the synapse's
   integer weights are its weight over ``input_scale = 2**weight_exp``.
 nir 1.0.8 (and NIR's main branch) sizes a Conv2d's output with ``weight.shape[2]`` for both
 spatial dims, so a graph with a non-square kernel fails NIR's type check: such a graph is
@@ -84,6 +85,7 @@ def _core_metadata(core, k: int, role: str) -> dict:
         "output_shape": np.asarray(core.output_shape, dtype=np.int64),
         "stride": np.asarray(core.stride, dtype=np.int64), "padding": np.asarray(core.padding, dtype=np.int64),
         "voltage_unit": "synaptic current a; hardware voltage = 64 * v (<< 6 alignment)",
+        "v_init": float(core.v_init) / 2 ** fx.VTH_SHIFT,
     }
 
 

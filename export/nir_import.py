@@ -27,11 +27,15 @@ default ``Leaky``, SpikingJelly's ``v_reset=None``); otherwise it is an error na
 Everything else the core cannot represent (branches, recurrence, dilation, groups,
 other node types) is an ``NIRImportError`` naming the node.
 
+Initial voltages: NIR's neurons have none; a neuron node whose metadata hold "v_init" (in
+``v_threshold``'s units, as ``export.nir_export`` writes it) starts there, any other at 0.
+
 ``NIRNetwork.run_float`` is the float reference of the imported network (the same rule with
 real numbers) that calibration and the float-vs-fixed comparison use.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -45,7 +49,7 @@ from export.graph import CoreGraph
 from export.nir_export import DT, readout_leak, says_subtract_reset
 from export.quantize import FloatLayer, fold_pool, quantize_layers
 from records.dataref import DataRef
-from records.encoding import InputEncoding
+from records.encoding import RULES, InputEncoding
 from records.header import RecordError
 
 SYNAPSES = (nir.Conv2d, nir.Linear, nir.Affine)
@@ -64,6 +68,7 @@ class NIRLayer:
     threshold: float | None          # None: the non-spiking output
     leak: float                      # lambda per step
     nodes: list[str] = field(default_factory=list)
+    v_init: float = 0.0              # the voltage before the first step, a fraction of the threshold
 
 
 @dataclass
@@ -74,6 +79,20 @@ class NIRNetwork:
     dt: float
     source: str
     metadata: dict = field(default_factory=dict)
+
+    @property
+    def input_rule(self) -> str:
+        """The input encoding's rule ``export.nir_export`` recorded (``records.encoding``);
+        "poisson" for a graph from elsewhere."""
+        raw = self.metadata.get("input_encoding")
+        try:
+            rule = json.loads(str(np.asarray(raw).reshape(-1)[0]) if isinstance(raw, np.ndarray) else raw)["rule"]
+        except (TypeError, ValueError, KeyError, IndexError):
+            return "poisson"
+        if rule not in RULES:
+            raise NIRImportError(f"{self.source}: metadata input_encoding names the rule {rule!r} (one of "
+                                 f"{', '.join(RULES)})")
+        return rule
 
     @property
     def thresholds(self) -> list[float]:
@@ -104,7 +123,9 @@ class NIRNetwork:
                     u = s.reshape(n, -1) @ w.T
                 if biases[k] is not None:
                     u = u + biases[k]
-                v[k] = u if v[k] is None else item.leak * v[k] + u
+                if v[k] is None:
+                    v[k] = torch.full_like(u, item.v_init * (item.threshold or 0.0))
+                v[k] = item.leak * v[k] + u
                 if item.threshold is None:
                     peak = max(peak, float(v[k].abs().max()))
                     continue
@@ -300,12 +321,29 @@ class _Reader:
             threshold = uniform(name, "v_threshold", node.v_threshold)
             if threshold <= 0:
                 raise NIRImportError(f"node {name}: v_threshold {threshold:g} must be > 0")
+            v_init = self._v_init(name, node, threshold)
+        else:
+            v_init = 0.0
         lay = self.synapse
         lay.weights = lay.weights * gain
         if lay.bias is not None:
             lay.bias = lay.bias * gain
-        self.layers.append(NIRLayer(lay, threshold, leak, self.synapse_nodes + [name]))
+        self.layers.append(NIRLayer(lay, threshold, leak, self.synapse_nodes + [name], v_init))
         self.synapse, self.synapse_nodes = None, []
+
+    @staticmethod
+    def _v_init(name: str, node, threshold: float) -> float:
+        """The neuron's initial voltage as a fraction of its threshold: NIR's neurons carry
+        none, so ``export.nir_export``'s metadata "v_init" (in v_threshold's units), else 0."""
+        raw = (node.metadata or {}).get("v_init", 0.0)
+        try:
+            value = float(np.asarray(raw, dtype=np.float64).reshape(-1)[0]) if np.size(raw) == 1 else math.nan
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (math.isfinite(value) and 0.0 <= value <= threshold):
+            raise NIRImportError(f"node {name}: metadata v_init {raw!r} must be one number in 0..v_threshold "
+                                 f"({threshold:g})")
+        return value / threshold
 
     def output(self, name: str, readout_leak: float) -> None:
         if self.pool > 1:
@@ -377,7 +415,8 @@ def quantize_nir(net: NIRNetwork, encoding: InputEncoding, class_names: list[str
         layers[0] = replace(layers[0], input_shape=tuple(encoding.shape))   # a flat input: the image in C-order
     cores, report = quantize_layers(layers, net.thresholds,
                                     [fx.leak_to_dv(lay.leak) for lay in net.layers], weight_bits=weight_bits,
-                                    output_peak=output_peak, source=net.source)
+                                    output_peak=output_peak, source=net.source,
+                                    v_init=[lay.v_init for lay in net.layers[:-1]])
     graph = CoreGraph(input=encoding, cores=cores, timesteps=timesteps, class_names=list(class_names), data=data,
                       provenance={"nir": net.source, "arch": f"NIR graph {os.path.basename(net.source)}",
                                   "dt": net.dt, "float_thresholds": net.thresholds,

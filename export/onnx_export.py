@@ -14,7 +14,8 @@ core's name):
 - outputs: ``output`` int64 (N, *output_shape of the last core), the accumulator's voltage
   after the step (= ``v_{K-1}_next``); for every spiking core ``spikes_k`` uint8; for every
   core ``v_k_next`` int64.
-- to step: start with zeros, feed ``v_k_next`` back as ``v_k`` and ``spikes_k`` as ``o_k``.
+- to step: start with every ``v_k`` at its core's ``v_init`` (metadata ``cores``; 0 unless
+  the core sets it) and every ``o_k`` at zeros, feed ``v_k_next`` back as ``v_k`` and ``spikes_k`` as ``o_k``.
 
 State tensors are int64 (voltages, the 24-bit values of Lava, unshifted: the threshold
 compared with is ``vth << 6``) and uint8 (spikes). Arithmetic:
@@ -240,6 +241,13 @@ def _neuron(b: _Builder, k: int, core, a: str) -> tuple[str, str | None]:
     return v, s
 
 
+ENCODING_TEXT = {
+    "poisson": "x = clip((pixel/255 - mean[c]) / std[c], -clip, clip); each step a pixel emits sign(x) "
+               "when a fresh uniform number in [0, 1) is below |x| (signed Poisson rate coding)",
+    "integrate": "x = clip((pixel/255 - mean[c]) / std[c], -clip, clip); a pixel emits sign(x) at step t "
+                 "(0-based) when c(t + 1) > c(t), c(t) = floor(t * |x| + 1/2) in float32 (deterministic)"}
+
+
 def _metadata(graph: CoreGraph, groups: list[int]) -> dict[str, object]:
     cores = []
     for k, c in enumerate(graph.cores):
@@ -249,9 +257,7 @@ def _metadata(graph: CoreGraph, groups: list[int]) -> dict[str, object]:
                        "o": o_name(k) if c.spiking else None, "spikes": spikes_name(k) if c.spiking else None})
         cores.append(h)
     enc = graph.input.to_json()
-    enc.update(rule="x = clip((pixel/255 - mean[c]) / std[c], -clip, clip); each step a pixel emits sign(x) "
-                    "when a fresh uniform number in [0, 1) is below |x| (signed Poisson rate coding)",
-               dtype="int8", values=[-1, 0, 1])
+    enc.update(description=ENCODING_TEXT[graph.input.rule], dtype="int8", values=[-1, 0, 1])
     return {
         "format": EXPORT_FORMAT,
         "export_version": EXPORT_VERSION,
@@ -270,7 +276,8 @@ def _metadata(graph: CoreGraph, groups: list[int]) -> dict[str, object]:
                      "Lava delays each Dense/Conv by one step, so its spikes of core k at step t + k + 1 equal "
                      "these at step t (run Lava T + len(cores) steps: export.fixedpoint.latency_steps)",
         "state": {"v": "int64 voltage (24-bit value as in Lava; threshold compared with is vth << 6)",
-                  "o": "uint8 spikes of the previous step", "initial": "zeros",
+                  "o": "uint8 spikes of the previous step",
+                  "initial": "v_k: the core's v_init (cores[k].v_init; 0 unless set), o_k: zeros",
                   "loop": "feed v_k_next back as v_k and spikes_k as o_k"},
         "inputs": [INPUT_NAME] + [n for k, c in enumerate(graph.cores)
                                   for n in ([v_name(k), o_name(k)] if c.spiking else [v_name(k)])],
@@ -345,7 +352,9 @@ def run_onnx(model: str | os.PathLike | bytes, input_spikes: np.ndarray, threads
     x = x.astype(np.int8, copy=False)
     steps, n = x.shape[:2]
     dtypes = {"tensor(int64)": np.int64, "tensor(uint8)": np.uint8}
-    state = {i.name: np.zeros((n, *i.shape[1:]), dtype=dtypes[i.type])
+    meta = sess.get_modelmeta().custom_metadata_map
+    v_init = {c["onnx"]["v"]: int(c.get("v_init", 0)) for c in json.loads(meta["cores"])} if "cores" in meta else {}
+    state = {i.name: np.full((n, *i.shape[1:]), v_init.get(i.name, 0), dtype=dtypes[i.type])
              for i in sess.get_inputs() if i.name != INPUT_NAME}
     out_info = {o.name: o for o in sess.get_outputs()}
     spiking = sorted((int(name.split("_")[1]) for name in out_info if name.startswith("spikes_")))

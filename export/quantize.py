@@ -13,7 +13,8 @@
 3. The output accumulator's voltage must not saturate over T steps: its scale is set
    from the largest accumulated output of the float SNN on calibration images, with 2x
    headroom, through ``weight_exp``.
-4. A layer's bias (a folded batch norm) is the neuron's bias, in the voltage's units:
+4. A layer's initial potential (a fraction of its threshold) is that fraction of
+   ``vth << 6``, rounded to nearest. A layer's bias (a folded batch norm) is the neuron's bias, in the voltage's units:
    ``bias * scale << 6`` per step as a 13-bit mantissa and the smallest exponent 0..7 that
    holds it (rounded to nearest); one that needs more is an error naming the layer.
 5. Residual blocks: a block is two cores, its first conv and its second conv with the
@@ -193,12 +194,14 @@ def _mantissa_scale(w: np.ndarray, bits: int) -> float:
 
 def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list[int], *,
                     weight_bits: int = fx.WEIGHT_BITS, output_peak: float | None = None,
-                    source: str = "") -> tuple[list[Core], list[dict]]:
+                    source: str = "", v_init: list[float] | None = None) -> tuple[list[Core], list[dict]]:
     """Cores and report rows for float layers (the last one the output accumulator) with the
     hidden layers' float ``thresholds`` and every layer's ``dvs`` (the module docstring's rules).
 
     ``output_peak``: the largest |accumulated output| of the float SNN over its T steps (in
-    float units), from calibration; None assumes no saturation risk.
+    float units), from calibration; None assumes no saturation risk. ``v_init``: each hidden
+    layer's initial potential as a fraction of its threshold (None: 0), which becomes
+    ``round(fraction * (vth << 6))``.
     """
     if not 2 <= weight_bits <= 8:
         raise QuantizationError(f"weight bits must be in 2..8, got {weight_bits}")
@@ -236,6 +239,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
                     f"weights, more than the {fx.VTH_BITS}-bit maximum {fx.VTH_MAX}")
             if vth < 1:
                 raise QuantizationError(f"{source}: layer {layer.name}: threshold {theta:.6g} rounds to vth=0")
+        start = 0 if is_output or v_init is None else int(round(float(v_init[k]) * (vth << fx.VTH_SHIFT)))
         stored = mant * step
         shortcuts = [_quantize_shortcut(layer.shortcut, scale_eff * 2.0 ** weight_exp, weight_bits, layer.name,
                                         names)] if layer.shortcut is not None else []
@@ -250,7 +254,8 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
                               spiking=not is_output, weight_exp=weight_exp, weight_bits=weight_bits,
                               stride=layer.stride, padding=layer.padding, float_threshold=theta,
                               weight_scale=scale_eff * 2.0 ** weight_exp, pool=(layer.pool, layer.pool),
-                              ann_macs=layer.ann_macs, shortcuts=shortcuts, bias=bias, bias_exp=bias_exp))
+                              ann_macs=layer.ann_macs, shortcuts=shortcuts, bias=bias, bias_exp=bias_exp,
+                              v_init=start))
         except GraphError as exc:
             raise QuantizationError(f"{source}: {exc}") from None
         report.append({
@@ -264,7 +269,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
             "shortcut": (f"{shortcuts[0].op} from {shortcuts[0].source}, weight_exp {shortcuts[0].weight_exp}"
                          if shortcuts else "-"),
-            "bias_exp": "-" if bias is None else bias_exp,
+            "bias_exp": "-" if bias is None else bias_exp, "v_init": start,
         })
     return cores, report
 
@@ -283,10 +288,11 @@ def quantize_checkpoint(ckpt: Checkpoint, *, timesteps: int | None = None, weigh
         raise QuantizationError(f"{source}: neuron layers do not match weighted layers")
     dv = fx.leak_to_dv(ckpt.snn.leak)
     cores, report = quantize_layers(layers, list(thresholds), [dv] * (len(layers) - 1) + [0],
-                                    weight_bits=weight_bits, output_peak=output_peak, source=source)
+                                    weight_bits=weight_bits, output_peak=output_peak, source=source,
+                                    v_init=ckpt.snn.v_init)
     norm = ckpt.normalisation
     graph = CoreGraph(
-        input=InputEncoding(tuple(ckpt.arch.input_shape), norm), cores=cores, timesteps=timesteps or ckpt.snn.timesteps,
+        input=InputEncoding(tuple(ckpt.arch.input_shape), norm, ckpt.snn.encoding), cores=cores, timesteps=timesteps or ckpt.snn.timesteps,
         class_names=list(ckpt.data["class_names"]), stage=ckpt.stage, data=ckpt.data_ref,
         provenance={"checkpoint": str(source), "arch": ckpt.arch.name, "leak": ckpt.snn.leak,
                     "float_thresholds": list(thresholds), "trained_by": ckpt.provenance,
@@ -299,7 +305,7 @@ def float_output_peak(ckpt: Checkpoint, images: torch.Tensor, timesteps: int, se
                       device: str = "cpu") -> float:
     """Largest |accumulated output| of the float SNN over ``timesteps`` on normalised images."""
     from trainer.snn import SNN
-    snn = SNN(ckpt.model().to(device), ckpt.snn.thresholds, leak=ckpt.snn.leak).eval()
+    snn = SNN.of_checkpoint(ckpt).to(device).eval()
     logits = snn(images.to(device), timesteps, window=50,
                  generator=torch.Generator(device=device).manual_seed(seed))
     return float(logits.abs().max()) * timesteps

@@ -197,7 +197,7 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
                 _, src_sum, src_hwc = kept[sc.source]
                 syn_acc[i] += (src_sum.sum(0).to(f64) * sc.fan_out[src_hwc]).sum()
             if v[i] is None:
-                v[i] = torch.zeros((n, p.neurons), dtype=p.dtype, device=dev)
+                v[i] = torch.full((n, p.neurons), p.core.v_init, dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
             shortcut_spikes = [kept[sc.source][0] for sc in p.shortcuts]
             events = (event_density[i] > 0 and p.events_ok

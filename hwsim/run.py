@@ -1,6 +1,8 @@
-"""``python -m hwsim.run --edp``: replay the same Poisson inputs through the integer LIF
-core for every network, count spikes per layer, and compute energy, delay and EDP,
-comparing e.g. the converted and the STDB-trained network under identical conditions.
+"""``python -m hwsim.run --edp``: replay the same inputs through the integer LIF core for
+every network, count spikes per layer, and compute energy, delay and EDP, comparing e.g.
+the converted and the STDB-trained network under identical conditions. Every network
+encodes the same images by its graph's rule (``records.encoding``): networks of the same
+rule see the same spike trains.
 
 Defaults: the newest run folder ``runs/<name>/`` holding both
 ``export/converted/coregraph.npz`` and ``export/stdb/coregraph.npz`` (``records.layout``);
@@ -158,9 +160,9 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     for label, path, g in graphs[1:]:
         if g.input.shape != g0.input.shape:
             raise BadInput(f"{path}: input shape {g.input.shape} differs from {graphs[0][1]}'s {g0.input.shape}")
-        if g.input != g0.input:
+        if g.input.normalisation != g0.input.normalisation:       # the rule may differ: same images, own rule
             raise BadInput(f"{path}: input normalisation differs from {graphs[0][1]}'s: "
-                           "the networks would not see the same spike trains")
+                           "the networks would not see the same inputs")
         if cfg.timesteps is None and g.timesteps != g0.timesteps:
             raise BadInput(f"{path}: T={g.timesteps} differs from {graphs[0][1]}'s T={g0.timesteps} "
                            "(compared networks must share T; pass --timesteps to choose one)")

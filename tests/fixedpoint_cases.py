@@ -5,7 +5,9 @@ signed inputs, the 24-bit current wrap, the conv sum wrap, voltage saturation, L
 mixed-sign dense weights, float32 exactness limits, residual shortcuts (identity and
 conv, from the input, across stride 2 and a folded pool, with negative exponents), neuron
 biases (per channel and per neuron, both signs, exponents, saturating, beside a shortcut),
-bursts that go on after the input has fallen silent."""
+bursts that go on after the input has fallen silent, initial potentials (at half and at the
+whole threshold, with leak, on a chain Lava delays, beside a bias and a shortcut) under the
+integrate encoding."""
 from __future__ import annotations
 
 import math
@@ -254,9 +256,33 @@ def bursts_after_silence():
     return graph_of([c1, c2, out_core(rng, c2.output_shape)], shape, timesteps=9), spikes
 
 
+def initial_potentials():
+    """Neurons that start charged (``Core.v_init``): half the threshold with leak on a conv,
+    the whole threshold (fires on the first positive input, never without) on a sparse map
+    that an event-driven core may skip, beside a bias and an identity shortcut on a dense
+    core 3 synapses down the chain (Lava holds its state until its input arrives), with the
+    deterministic integrate encoding's input."""
+    rng = np.random.default_rng(14)
+    shape = (2, 6, 6)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=40, dv=300)
+    c1.v_init = 40 << 5
+    c1.__post_init__()
+    c2 = conv_core(rng, "c2", 4, 3, (3, 3), (6, 6), stride=(2, 2), pad=(1, 1), vth=50)
+    c2.v_init = 50 << 6
+    c2.__post_init__()
+    n2 = math.prod(c2.output_shape)
+    h1 = Core("h1", "dense", dense_w(rng, 6, n2), c2.output_shape, (6,), vth=30, dv=700, v_init=(30 << 6) - 1,
+              bias=rng.integers(-300, 301, size=6))
+    h2 = Core("h2", "dense", dense_w(rng, 6, 6), (6,), (6,), vth=150, v_init=150 << 5,
+              shortcuts=[Shortcut("h1", "identity", [30], (6,))])
+    graph = graph_of([c1, c2, h1, h2, out_core(rng, (6,))], shape, timesteps=7,
+                     encoding=InputEncoding.of(shape, [0.5, 0.5], [0.5, 0.5], rule="integrate"))
+    return graph, encoded(graph, 3, 7)
+
+
 CASES = {f.__name__: f for f in (dense_exp_and_leak, conv_nonsymmetric_nonsquare_leak, folded_pools,
                                  folded_pool_odd_input, current_wrap_and_saturation, largest_threshold,
                                  leak_signed_input_24bit_overflow, all_negative_dense, dense_flat_after_conv,
                                  conv_sum_wraps_24bit, wide_conv_beyond_float32,
                                  residual_identity_and_projection, residual_after_pool_dense, neuron_biases,
-                                 bursts_after_silence)}
+                                 bursts_after_silence, initial_potentials)}

@@ -72,6 +72,13 @@ def test_cases_exercise_what_they_claim(references):
         core.bias = kept
         assert not np.array_equal(alone.output, ref.output), f"neuron_biases: {core.name}'s bias is idle"
     assert ref.spikes[0][:, :, 2].all()               # bias 4095 << 2 > vth << 6: fires at every step
+    graph, spikes, ref = references["initial_potentials"]
+    assert graph.input.rule == "integrate"
+    for k, core in enumerate(graph.spiking_cores):    # each initial potential changes its core's spikes
+        kept, core.v_init = core.v_init, 0
+        alone = fx.run_reference(graph, spikes)
+        core.v_init = kept
+        assert not np.array_equal(alone.spikes[k], ref.spikes[k]), f"initial_potentials: {core.name}'s v_init is idle"
 
 
 @pytest.mark.parametrize("backend", OTHERS)

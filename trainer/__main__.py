@@ -108,7 +108,8 @@ def data_from(args) -> DataConfig:
 
 
 def arch_from(args) -> ArchChoice:
-    return ArchChoice(args.arch, args.conv_dropout, args.fc_dropout)
+    return ArchChoice(args.arch, args.conv_dropout, args.fc_dropout, getattr(args, "batch_norm", False),
+                      getattr(args, "quant_levels", None))
 
 
 def convert_from(args, batch_size: int) -> ConvertConfig:
@@ -261,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
     p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
     p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+    p.add_argument("--batch-norm", action="store_true",
+                   help="a batch norm after every conv layer, folded into weights and neuron biases at conversion")
+    p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
+                   help="QCFS activations with L levels and trainable thresholds, the input quantized to L levels "
+                        "(the low-latency recipe's ANN; default: ReLU)")
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
     restart(p), add_optim_args(p, None)
 

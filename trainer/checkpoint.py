@@ -4,7 +4,7 @@ A checkpoint is a ``torch.save`` of plain containers and tensors, read back with
 ``weights_only=True`` so that a file from a colleague cannot execute code:
 
     format, version, stage, arch (ArchConfig dict), state_dict,
-    snn: {thresholds, leak, timesteps, surrogate} (None for a plain ANN),
+    snn: {thresholds, leak, timesteps, surrogate[, v_init, encoding]} (None for a plain ANN),
     data: {dataset, data_root, normalisation, class_names, input_shape},
     metrics: {...}, provenance: {command, version, created, torch},
     train_state: {epoch, optimizer, scheduler, best_metric, ...} (resume; optional)
@@ -24,7 +24,7 @@ import torch
 
 from records.atomic import atomic_file, settle
 from records.dataref import DataRef
-from records.encoding import Normalisation
+from records.encoding import RULES, Normalisation
 from records.header import RecordError, check_header, header
 from records.layout import STAGES
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
@@ -42,20 +42,31 @@ class CheckpointError(RecordError):
 
 @dataclass
 class SNNParams:
-    """Everything beyond the weights that defines the spiking network."""
+    """Everything beyond the weights that defines the spiking network: thresholds per neuron
+    layer, leak, T, the fine-tuning surrogate, each neuron layer's initial potential as a
+    fraction of its threshold (``v_init``; None: all start at rest, 0) and the input
+    encoding's rule (``records.encoding``)."""
     thresholds: list[float]
     leak: float = 1.0
     timesteps: int = 100
     surrogate: dict = field(default_factory=lambda: {"kind": "stdb", "alpha": 0.3, "beta": 0.01})
+    v_init: list[float] | None = None
+    encoding: str = "poisson"
 
     def to_dict(self) -> dict:
-        return {"thresholds": [float(v) for v in self.thresholds], "leak": float(self.leak),
-                "timesteps": int(self.timesteps), "surrogate": dict(self.surrogate)}
+        d = {"thresholds": [float(v) for v in self.thresholds], "leak": float(self.leak),
+             "timesteps": int(self.timesteps), "surrogate": dict(self.surrogate)}
+        if self.v_init is not None or self.encoding != "poisson":    # absent: the paper's (files of before them)
+            d.update(v_init=None if self.v_init is None else [float(v) for v in self.v_init], encoding=self.encoding)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "SNNParams":
+        v_init = d.get("v_init")
         return cls(thresholds=[float(v) for v in d["thresholds"]], leak=float(d["leak"]),
-                   timesteps=int(d["timesteps"]), surrogate=dict(d["surrogate"]))
+                   timesteps=int(d["timesteps"]), surrogate=dict(d["surrogate"]),
+                   v_init=None if v_init is None else [float(v) for v in v_init],
+                   encoding=str(d.get("encoding", "poisson")))
 
 
 @dataclass
@@ -155,11 +166,14 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
         raise CheckpointError(f"{where}: {biases[0]} is a bias its layer does not declare; SNN-friendly layers "
                               "are bias-free (only a folded batch norm gives a layer \"bias\": true)")
     norms = sorted(k for k in ckpt.state_dict if "running_mean" in k or "running_var" in k)
-    if norms:
-        raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use")
+    if norms and (ckpt.stage != "ann" or norms[0] not in declared):
+        raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use "
+                              "(an ANN's declared batch norms are folded at conversion)")
     for k, v in ckpt.state_dict.items():
         if not isinstance(v, torch.Tensor):
             raise CheckpointError(f"{where}: {k} is not a tensor")
+        if k.endswith(".num_batches_tracked") and k in declared:
+            continue                           # a batch norm's step counter (an integer)
         if not v.is_floating_point():
             raise CheckpointError(f"{where}: {k} holds {v.dtype} values; weights are floating point")
         if not bool(torch.isfinite(v).all()):
@@ -201,6 +215,12 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
             raise CheckpointError(f"{where}: thresholds must be positive and finite, got {ckpt.snn.thresholds}")
         if not 0.0 < ckpt.snn.leak <= 1.0 or ckpt.snn.timesteps < 1:
             raise CheckpointError(f"{where}: leak must be in (0, 1] and timesteps >= 1")
+        if ckpt.snn.encoding not in RULES:
+            raise CheckpointError(f"{where}: unknown input encoding {ckpt.snn.encoding!r} (one of {', '.join(RULES)})")
+        if ckpt.snn.v_init is not None and (len(ckpt.snn.v_init) != n or not all(
+                math.isfinite(v) and 0 <= v <= 1 for v in ckpt.snn.v_init)):
+            raise CheckpointError(f"{where}: v_init needs {n} fractions of the thresholds in [0, 1], got "
+                                  f"{ckpt.snn.v_init}")
         try:
             Surrogate(**ckpt.snn.surrogate)
         except (TypeError, ValueError) as exc:

@@ -18,6 +18,8 @@ in ``keep_bytes``), so each synapse runs about once: the whole balancing costs a
 pass over T x images.
 ``balance_thresholds_by_replay`` is Algorithm 1 as written - it replays the network from
 the input for every layer - and the reference the tests hold the fast path to.
+
+A QCFS ANN (``trainer.qcfs``) needs no balancing: ``qcfs_snn`` takes its trained thresholds.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import torch
 from records.encoding import poisson_spikes
 from records.progress import progress as progress_bar
 from trainer.lif import Surrogate
-from trainer.models import ANN, neuron_layers
+from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.snn import SNN
 
 STATISTICS = ("max", "percentile")
@@ -144,3 +146,26 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
                 values.append(current_statistic(current, statistic, percentile))
         thresholds[k] = _threshold(k, values, statistic, timesteps, images, "replayed")
     return scale_thresholds(ann, thresholds, scaling_factor)
+
+
+@torch.no_grad()
+def qcfs_snn(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict, list[float]]:
+    """QCFS conversion (``trainer.qcfs``): (the ReLU architecture, the state_dict with each layer's weights times the lambda
+    feeding it, the thresholds lambda per neuron layer) of a QCFS ANN without batch norms
+    (``trainer.norms.fold_ann_norms`` first)."""
+    if cfg.quant_levels is None or cfg.normed:
+        raise ArchError(f"{cfg.name}: snn_weights needs a QCFS ANN with its batch norms folded")
+    lam = [float(v) for v in state["act_thresholds"]]
+    if not all(math.isfinite(v) and v > 0 for v in lam):
+        raise ArchError(f"{cfg.name}: QCFS thresholds {lam} must be positive to become an SNN's; retrain the ANN")
+    plain = ArchConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "quant_levels"})
+    scaled = {k: v.detach().clone() for k, v in state.items() if k != "act_thresholds"}
+    feed, k = 1.0, 0
+    for i, layer in enumerate(cfg.layers):
+        if layer["kind"] == "resblock":
+            raise ArchError(f"{cfg.name}: the QCFS recipe does not support residual blocks yet")
+        if layer["kind"] in ("conv", "linear"):
+            scaled[f"layers.{i}.weight"] *= feed
+            if i != len(cfg.layers) - 1:
+                feed, k = lam[k], k + 1
+    return plain, scaled, lam

@@ -103,8 +103,9 @@ class NeuronState:
     last: torch.Tensor       # int32 step of the latest spike, NEVER if none
 
     @classmethod
-    def zeros(cls, like: torch.Tensor) -> "NeuronState":
-        return cls(torch.zeros_like(like), torch.zeros_like(like),
+    def zeros(cls, like: torch.Tensor, u0: float = 0.0) -> "NeuronState":
+        """The state before the first step: potential ``u0`` (0: at rest), no spikes."""
+        return cls(torch.full_like(like, u0), torch.zeros_like(like),
                    torch.full_like(like, NEVER, dtype=torch.int32))
 
     def detached(self) -> "NeuronState":

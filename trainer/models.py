@@ -2,7 +2,7 @@
 
 An architecture is a JSON-able config (``ArchConfig``) saved in every checkpoint, so
 that any stage (conversion, STDB, export) rebuilds exactly the same model. The ANN
-families follow the paper's SNN-friendly constraints: no bias, no batch norm,
+families follow the paper's SNN-friendly constraints: no bias, no batch norm in the SNN,
 average pooling only, ReLU, dropout.
 
 ``ArchConfig.layers`` is a flat list of layer specs, each a dict with a ``kind``:
@@ -18,8 +18,16 @@ average pooling only, ReLU, dropout.
 Every ``conv``/``linear``/``resblock`` except the final ``linear`` is followed by a
 ReLU in the ANN and by a spiking neuron layer in the SNN; the final ``linear`` is
 the classifier (the SNN's non-spiking accumulator). ``bias`` (default false) is only set
-by a batch norm folded into the layer (the BN-on-currents method, ``trainer.norms``): the
-neuron's per-channel bias on the core.
+by a batch norm folded into the layer (``trainer.norms``): the neuron's per-channel bias
+on the core. ``norm`` (default false; conv and hidden linear layers) puts a batch norm
+between the layer and its activation in the ANN; conversion folds it into the weights
+and that bias, so no SNN or core graph ever holds one.
+
+``ArchConfig.quant_levels`` L (default None: ReLU) selects the low-latency recipe's ANN
+(``trainer.qcfs``): every hidden activation is QCFS's clip-floor-shift with L levels and
+a trainable threshold per neuron layer (``ANN.act_thresholds``, which conversion makes
+the SNN's thresholds), and the input is quantized to L levels as the integrate encoding
+delivers it in L steps.
 """
 from __future__ import annotations
 
@@ -29,11 +37,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from trainer import qcfs
 
 class ArchError(ValueError):
     """An architecture name or config that cannot be built."""
 
 
+NORM_EPS = 1e-5        # the ANN's batch norms' epsilon, which the fold at conversion uses as well
 LAYER_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear", "resblock")
 
 # The paper's feature configurations (docs/method.md); "A" = 2x2 average pool.
@@ -71,36 +81,57 @@ class ArchConfig:
     input_shape: tuple[int, int, int]
     num_classes: int
     layers: list[dict] = field(default_factory=list)
+    quant_levels: int | None = None        # QCFS levels L of the hidden activations and the input; None: ReLU
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "input_shape": list(self.input_shape),
-                "num_classes": self.num_classes, "layers": [dict(l) for l in self.layers]}
+        d = {"name": self.name, "input_shape": list(self.input_shape),
+             "num_classes": self.num_classes, "layers": [dict(l) for l in self.layers]}
+        if self.quant_levels is not None:          # absent: the paper's ReLU ANN (files of before it load)
+            d["quant_levels"] = self.quant_levels
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ArchConfig":
         try:
+            levels = d.get("quant_levels")
+            if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
+                raise ValueError(f"quant_levels must be an integer, got {levels!r}")
             cfg = cls(name=str(d["name"]), input_shape=tuple(int(v) for v in d["input_shape"]),
-                      num_classes=int(d["num_classes"]), layers=[dict(l) for l in d["layers"]])
-        except (KeyError, TypeError, ValueError) as exc:
+                      num_classes=int(d["num_classes"]), layers=[dict(l) for l in d["layers"]],
+                      quant_levels=levels)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ArchError(f"malformed architecture config: {exc!r}") from None
         cfg.validate()
         return cfg
 
     def validate(self) -> None:
         """Walk the layers once, checking kinds and that shapes chain."""
+        if self.quant_levels is not None and not 1 <= self.quant_levels <= 1024:
+            raise ArchError(f"{self.name}: quant_levels must be an integer in 1..1024, got {self.quant_levels}")
+        if self.quant_levels is not None and any(l.get("kind") == "resblock" for l in self.layers):
+            raise ArchError(f"{self.name}: QCFS activations (quant_levels) are supported in VGG nets (conv, pool, "
+                            "linear), not yet in residual blocks")
         layer_shapes(self)
 
+    @property
+    def normed(self) -> list[int]:
+        """Indices of the layers followed by a batch norm in the ANN."""
+        return [i for i, l in enumerate(self.layers) if l.get("norm")]
 
-def build_config(name: str, input_shape, num_classes: int, *,
-                 conv_dropout: float = 0.2, fc_dropout: float = 0.5) -> ArchConfig:
-    """The named architecture for this input shape and class count."""
+
+def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: float = 0.2, fc_dropout: float = 0.5,
+                 norm: bool = False, quant_levels: int | None = None) -> ArchConfig:
+    """The named architecture for this input shape and class count; ``norm``: a batch norm
+    after every conv layer (VGG nets and the residual nets' pre-processing convs),
+    ``quant_levels``: QCFS activations (the module docstring)."""
     if name in VGG_FEATURES:
         layers: list[dict] = []
         for item in VGG_FEATURES[name]:
             if item == "A":
                 layers.append({"kind": "avgpool", "kernel": 2})
             else:
-                layers.append({"kind": "conv", "out_channels": item, "kernel": 3, "stride": 1, "padding": 1})
+                layers.append({"kind": "conv", "out_channels": item, "kernel": 3, "stride": 1, "padding": 1,
+                               **({"norm": True} if norm else {})})
                 if conv_dropout > 0:
                     layers.append({"kind": "dropout", "p": conv_dropout})
         layers.append({"kind": "flatten"})
@@ -113,7 +144,8 @@ def build_config(name: str, input_shape, num_classes: int, *,
         pre, blocks = RESNETS[name]
         layers = []
         for width in pre:
-            layers.append({"kind": "conv", "out_channels": width, "kernel": 3, "stride": 1, "padding": 1})
+            layers.append({"kind": "conv", "out_channels": width, "kernel": 3, "stride": 1, "padding": 1,
+                           **({"norm": True} if norm else {})})
             if conv_dropout > 0:
                 layers.append({"kind": "dropout", "p": conv_dropout})
         layers.append({"kind": "avgpool", "kernel": 2})
@@ -124,7 +156,7 @@ def build_config(name: str, input_shape, num_classes: int, *,
     else:
         raise ArchError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     cfg = ArchConfig(name=name, input_shape=tuple(int(v) for v in input_shape),
-                     num_classes=int(num_classes), layers=layers)
+                     num_classes=int(num_classes), layers=layers, quant_levels=quant_levels)
     cfg.validate()
     return cfg
 
@@ -175,6 +207,11 @@ def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
         elif kind == "dropout":
             if not 0.0 <= float(layer.get("p", 0.0)) < 1.0:
                 raise ArchError(f"{cfg.name}: layer {i} dropout p must be in [0, 1)")
+        if not isinstance(layer.get("norm", False), bool):
+            raise ArchError(f"{cfg.name}: layer {i} norm must be true or false, got {layer['norm']!r}")
+        if layer.get("norm") and (kind not in ("conv", "linear") or i == len(cfg.layers) - 1):
+            raise ArchError(f"{cfg.name}: layer {i} ({kind}) cannot take a batch norm (conv and hidden linear "
+                            "layers can)")
         if min(shape) < 1:
             raise ArchError(f"{cfg.name}: layer {i} ({kind}) leaves an empty shape {shape}")
         shapes.append(shape)
@@ -196,8 +233,9 @@ class ResBlock(nn.Module):
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.shortcut is None else self.shortcut(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.skip(x))
+    def forward(self, x: torch.Tensor, inner=torch.relu, out=torch.relu) -> torch.Tensor:
+        """``inner``, ``out``: the activations after conv1 and after the sum (ReLU or QCFS)."""
+        return out(self.conv2(inner(self.conv1(x))) + self.skip(x))
 
 
 def build_layers(cfg: ArchConfig) -> nn.ModuleList:
@@ -242,23 +280,46 @@ def neuron_layers(cfg: ArchConfig) -> list[tuple[int, str]]:
 
 
 class ANN(nn.Module):
-    """The ANN under SNN-friendly constraints; input is the normalised, clipped image."""
+    """The ANN under SNN-friendly constraints; input is the normalised, clipped image.
+
+    ``norms[str(i)]``: the batch norm after layer i (``ArchConfig.normed``);
+    ``act_thresholds``: QCFS's lambda per neuron layer (only with ``quant_levels``).
+    """
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
         self.cfg = cfg
         self.layers = build_layers(cfg)
+        shapes = layer_shapes(cfg)
+        self.norms = nn.ModuleDict({
+            str(i): (nn.BatchNorm2d if cfg.layers[i]["kind"] == "conv" else nn.BatchNorm1d)(shapes[i][0], eps=NORM_EPS)
+            for i in cfg.normed})
+        if cfg.quant_levels is not None:
+            self.act_thresholds = nn.Parameter(torch.full((len(neuron_layers(cfg)),), qcfs.INITIAL_THRESHOLD))
+
+    def _act(self, k: int):
+        """Neuron layer k's activation."""
+        if self.cfg.quant_levels is None:
+            return torch.relu
+        return lambda x: qcfs.qcfs(x, self.act_thresholds[k], self.cfg.quant_levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.cfg.layers) - 1
+        if self.cfg.quant_levels is not None:
+            x = qcfs.quantize_input(x, self.cfg.quant_levels)
+        k = 0
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.layers)):
             kind = spec["kind"]
             if kind in ("conv", "linear"):
                 x = module(x)
+                if str(i) in self.norms:
+                    x = self.norms[str(i)](x)
                 if i != last:
-                    x = torch.relu(x)
+                    x = self._act(k)(x)
+                    k += 1
             elif kind == "resblock":
-                x = module(x)
+                x = module(x, self._act(k), self._act(k + 1))
+                k += 2
             elif kind == "avgpool":
                 x = nn.functional.avg_pool2d(x, int(spec.get("kernel", 2)))
             elif kind == "dropout":

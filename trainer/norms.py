@@ -1,4 +1,5 @@
-"""Batch norm on input currents (Ledinauskas et al. 2020) and its fold into weights and biases.
+"""Batch norms and their fold into weights and neuron biases: on the SNN's input currents
+(Ledinauskas et al. 2020) and in the ANN (``ArchConfig.normed``, the low-latency recipe).
 
 Training (``trainer.methods``, "bncurrent"): each hidden neuron layer normalises its
 synaptic current per channel before the neuron, with statistics over the batch, the time
@@ -9,15 +10,17 @@ the layer it follows,
     W' = W * gamma / sigma,      b' = beta - gamma * mu / sigma,
 and the layer's bias becomes each neuron's bias on the core (``export.graph.Core.bias``):
 the SNN after the fold computes what the trained one computes in evaluation mode.
+An ANN's own batch norms (after a conv or linear layer, before its activation) fold the
+same way at conversion (``fold_ann_norms``), so no SNN or core graph holds a batch norm.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from trainer.models import ArchConfig, ArchError, layer_shapes, neuron_layers
+from trainer.models import NORM_EPS, ArchConfig, ArchError, layer_shapes, neuron_layers
 
-EPS = 1e-5          # the batch norms' epsilon, which the fold must use as well
+EPS = NORM_EPS       # the batch norms' epsilon, which the fold must use as well
 
 
 class CurrentNorms(nn.Module):
@@ -41,6 +44,16 @@ class CurrentNorms(nn.Module):
         return self.norms[k](current.flatten(0, 1)).unflatten(0, current.shape[:2])
 
 
+def _fold_layer(folded: dict, i: int, norm: dict) -> None:
+    """Fold one batch norm (its weight, bias, running_mean, running_var) into layer i of a state_dict."""
+    norm = {name: norm[name].double() for name in ("weight", "bias", "running_mean", "running_var")}
+    gain = norm["weight"] / torch.sqrt(norm["running_var"] + EPS)
+    w = folded[f"layers.{i}.weight"]
+    old_bias = folded.get(f"layers.{i}.bias", torch.zeros(len(gain), dtype=w.dtype)).double()
+    folded[f"layers.{i}.weight"] = (w.double() * gain.view((-1,) + (1,) * (w.dim() - 1))).to(w.dtype)
+    folded[f"layers.{i}.bias"] = (gain * (old_bias - norm["running_mean"]) + norm["bias"]).to(w.dtype)
+
+
 @torch.no_grad()
 def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     """(the architecture with ``bias: true`` on every normalised layer, its folded state_dict)
@@ -49,12 +62,21 @@ def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     cfg = ArchConfig.from_dict(cfg.to_dict())
     folded = {k[len("ann."):]: v.detach().clone() for k, v in state.items() if k.startswith("ann.")}
     for k, (i, _) in enumerate(neuron_layers(cfg)):
-        norm = {name: state[f"norms.norms.{k}.{name}"].double() for name in ("weight", "bias", "running_mean",
-                                                                             "running_var")}
-        gain = norm["weight"] / torch.sqrt(norm["running_var"] + EPS)
-        w = folded[f"layers.{i}.weight"]
-        old_bias = folded.get(f"layers.{i}.bias", torch.zeros(len(gain), dtype=w.dtype)).double()
-        folded[f"layers.{i}.weight"] = (w.double() * gain.view((-1,) + (1,) * (w.dim() - 1))).to(w.dtype)
-        folded[f"layers.{i}.bias"] = (gain * (old_bias - norm["running_mean"]) + norm["bias"]).to(w.dtype)
+        _fold_layer(folded, i, {name: state[f"norms.norms.{k}.{name}"] for name in
+                                ("weight", "bias", "running_mean", "running_var")})
+        cfg.layers[i]["bias"] = True
+    return cfg, folded
+
+
+@torch.no_grad()
+def fold_ann_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
+    """(the architecture without batch norms, ``bias: true`` where one was, its folded
+    state_dict) of an ANN's ``cfg`` and state_dict: in evaluation mode it computes the same."""
+    cfg = ArchConfig.from_dict(cfg.to_dict())
+    folded = {k: v.detach().clone() for k, v in state.items() if not k.startswith("norms.")}
+    for i in cfg.normed:
+        _fold_layer(folded, i, {name: state[f"norms.{i}.{name}"] for name in
+                                ("weight", "bias", "running_mean", "running_var")})
+        del cfg.layers[i]["norm"]
         cfg.layers[i]["bias"] = True
     return cfg, folded

@@ -6,9 +6,12 @@ norm of their input current comes first (``trainer.norms``). The output layer ac
 all steps and never spikes (Eq. 4); its potential divided by the steps so far is the logit
 (so the loss does not scale with T).
 
-Input: signed Poisson rate coding of the normalised image x in [-1, 1]: at every step a
-pixel emits sign(x) when a fresh uniform number is below |x|. Dropout masks are drawn
-once per mini-batch and kept for all T steps.
+Input: signed rate coding of the normalised image x in [-1, 1] by the checkpoint's rule
+(``records.encoding``): Poisson (the paper's: at every step a pixel emits sign(x) when a
+fresh uniform number is below |x|) or integrate (deterministic, the low-latency recipe's).
+Each neuron layer starts at ``v_init[k]`` times its threshold (0 by default; the
+low-latency recipe's 1/2, ``trainer.qcfs``). Dropout masks are drawn once per mini-batch
+and kept for all T steps.
 
 The synapses of all steps of a window run as one batched conv/matmul over steps x batch,
 and only the neuron recurrence runs step by step (the "reference" backend instead runs
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from records.encoding import poisson_spikes
+from records.encoding import check_rule, integrate_spikes, poisson_spikes
 from trainer.lif import BACKENDS, NeuronState, Surrogate, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_layers
 from trainer.norms import CurrentNorms
@@ -34,7 +37,7 @@ class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
     def __init__(self, ann: ANN, thresholds, leak: float = 1.0, surrogate: Surrogate | None = None,
-                 backend: str = "auto", norms: CurrentNorms | None = None):
+                 backend: str = "auto", norms: CurrentNorms | None = None, v_init=None, encoding: str = "poisson"):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -48,6 +51,10 @@ class SNN(nn.Module):
         self.surrogate = surrogate or Surrogate()
         self.backend = backend
         self.norms = norms                    # batch norm on input currents (trainer.norms), None: none
+        self.v_init = [0.0] * len(self.neurons) if v_init is None else [float(v) for v in v_init]
+        if len(self.v_init) != len(self.neurons):
+            raise ValueError(f"{len(self.v_init)} initial potentials for {len(self.neurons)} neuron layers")
+        self.encoding = check_rule(encoding)
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
 
@@ -55,7 +62,7 @@ class SNN(nn.Module):
         """Run neuron layer k over the window's currents, updating states[k]."""
         current = current.float()      # under bf16 autocast the synapses are bf16, the neurons fp32
         if states[k] is None:
-            states[k] = NeuronState.zeros(current[0])
+            states[k] = NeuronState.zeros(current[0], self.v_init[k] * self.thresholds[k])
         lif = neuron_backend(self.backend, current.device, self.surrogate.kind)
         spikes, states[k] = lif(current, states[k], self.thresholds[k], self.leak, t0, self.surrogate, lut)
         self.spike_counts[k] += int(torch.count_nonzero(spikes.detach()))   # exact: spikes are 0 or 1
@@ -104,6 +111,22 @@ class SNN(nn.Module):
                 spikes = spikes.flatten(2)
         raise AssertionError("architecture without classifier")  # validated by ArchConfig
 
+    @classmethod
+    def of_checkpoint(cls, ckpt, thresholds=None, **kwargs) -> "SNN":
+        """The SNN a checkpoint defines (its weights, thresholds or the given ones, leak,
+        surrogate, initial potentials and input rule); ``kwargs`` as the constructor's."""
+        params = ckpt.snn
+        kwargs.setdefault("surrogate", Surrogate(**params.surrogate))
+        kwargs.setdefault("leak", params.leak)
+        return cls(ckpt.model(), thresholds or params.thresholds, v_init=params.v_init, encoding=params.encoding,
+                   **kwargs)
+
+    def encode(self, x: torch.Tensor, t0: int, steps: int, generator=None) -> torch.Tensor:
+        """The input spikes (steps, *x.shape) of steps t0 .. t0 + steps - 1 by this SNN's rule."""
+        if self.encoding == "integrate":
+            return integrate_spikes(x, t0, steps)
+        return poisson_spikes(x, steps, generator)
+
     def _dropout_masks(self, x: torch.Tensor, generator) -> dict[int, torch.Tensor]:
         """One mask per dropout layer for this mini-batch, fixed over all steps."""
         if not self.training:
@@ -141,7 +164,7 @@ class SNN(nn.Module):
         total = None
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            spikes = (shard(poisson_spikes(x, steps, generator), dim=1) if input_spikes is None
+            spikes = (shard(self.encode(x, t0, steps, generator), dim=1) if input_spikes is None
                       else input_spikes[t0:t0 + steps].to(x.dtype))
             if self.backend == "reference":
                 summed = sum(self._propagate(spikes[k:k + 1], states, masks, t0 + k, lut) for k in range(steps))
@@ -179,5 +202,5 @@ class SNN(nn.Module):
         window, states, lut = self.begin(timesteps, window, x.device)
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            yield self._propagate(poisson_spikes(x, steps, generator), states, {}, t0, lut, stop_at=layer)
+            yield self._propagate(self.encode(x, t0, steps, generator), states, {}, t0, lut, stop_at=layer)
 

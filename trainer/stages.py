@@ -20,12 +20,14 @@ from records.layout import RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import STATISTICS, balance_thresholds, scale_thresholds
+from trainer.convert import STATISTICS, balance_thresholds, qcfs_snn, scale_thresholds
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
 from trainer.methods import baseline_config
+from trainer import qcfs
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
+from trainer.norms import fold_ann_norms
 from trainer.snn import SNN
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
                            fast_precision, train_ann, train_snn, weights_digest)
@@ -102,10 +104,13 @@ class ArchChoice:
     name: str | None = None          # None: the data set's default
     conv_dropout: float = 0.2
     fc_dropout: float = 0.5
+    norm: bool = False                 # batch norm after every conv (folded at conversion)
+    quant_levels: int | None = None    # QCFS activations with L levels (trainer.qcfs); None: ReLU
 
     def config(self, bundle: DatasetBundle) -> ArchConfig:
         return build_config(self.name or DEFAULT_ARCH[bundle.name], bundle.input_shape, bundle.num_classes,
-                            conv_dropout=self.conv_dropout, fc_dropout=self.fc_dropout)
+                            conv_dropout=self.conv_dropout, fc_dropout=self.fc_dropout, norm=self.norm,
+                            quant_levels=self.quant_levels)
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,10 @@ def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None 
 
 
 def balance_record(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, seed: int) -> dict:
-    """What decides a conversion's thresholds, as its checkpoint records it (``metrics.balance``)."""
+    """What decides a conversion's thresholds, as its checkpoint records it (``metrics.balance``):
+    the balancing's settings, or for a QCFS ANN (``trainer.qcfs``) its trained thresholds."""
+    if ann_ckpt.arch.quant_levels is not None:
+        return {"thresholds_from": "qcfs", "leak": cfg.leak, "timesteps": timesteps, "ann": weights_digest(ann_ckpt)}
     return {"statistic": cfg.statistic, "percentile": cfg.percentile, "scaling_factor": cfg.scaling_factor,
             "batches": cfg.balance_batches, "batch_size": cfg.batch_size, "leak": cfg.leak, "timesteps": timesteps,
             "seed": seed, "ann": weights_digest(ann_ckpt)}
@@ -215,24 +223,37 @@ def evaluated(ckpt: Checkpoint, path, bundle: DatasetBundle, timesteps: int, rt:
 
 def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
             ) -> Checkpoint:
-    """Threshold balancing (Algorithm 1) at T, written to ``out``: the thresholds scaled for the
-    reduced T, and the unscaled ones, for the large T, in ``metrics["balance"]["unscaled"]``."""
-    ann = ann_ckpt.model().to(rt.device)
+    """The ANN's batch norms folded (``trainer.norms``), then its SNN written to ``out``.
+    A QCFS ANN (``trainer.qcfs``) takes its trained thresholds (each layer's weights scaled
+    by the threshold feeding it), every layer starting at half of its threshold, and the
+    integrate input encoding. Any other is balanced (Algorithm 1)
+    at T: the thresholds scaled for the reduced T, and the unscaled ones, for the large T,
+    in ``metrics["balance"]["unscaled"]``."""
+    arch, state = fold_ann_norms(ann_ckpt.arch, ann_ckpt.state_dict)
+    record = balance_record(ann_ckpt, cfg, timesteps, rt.seed)
+    if arch.quant_levels is not None:
+        arch, state, thresholds = qcfs_snn(arch, state)
+        params = SNNParams(thresholds=thresholds, leak=cfg.leak, timesteps=timesteps,
+                           v_init=[qcfs.SNN_V_INIT] * len(thresholds), encoding="integrate")
+        unscaled = thresholds
+    else:
+        ann = ANN(arch).to(rt.device)
+        ann.load_state_dict(state)
 
-    def calibration():
-        for b, (x, _) in enumerate(batches(bundle, "train", cfg.batch_size, shuffle=True, augment=False,
-                                           seed=rt.seed)):
-            if b >= cfg.balance_batches:
-                break
-            yield x.to(rt.device)
+        def calibration():
+            for b, (x, _) in enumerate(batches(bundle, "train", cfg.batch_size, shuffle=True, augment=False,
+                                               seed=rt.seed)):
+                if b >= cfg.balance_batches:
+                    break
+                yield x.to(rt.device)
 
-    unscaled = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic, percentile=cfg.percentile,
-                                  scaling_factor=1.0, leak=cfg.leak, window=50, seed=rt.seed, progress=rt.progress)
-    params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
-                       timesteps=timesteps)
-    ckpt = Checkpoint(stage="converted", arch=ann_ckpt.arch, state_dict=ann_ckpt.state_dict, data=ann_ckpt.data,
-                      snn=params, metrics={"balance": {**balance_record(ann_ckpt, cfg, timesteps, rt.seed),
-                                                       "unscaled": unscaled}})
+        unscaled = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic,
+                                      percentile=cfg.percentile, scaling_factor=1.0, leak=cfg.leak, window=50,
+                                      seed=rt.seed, progress=rt.progress)
+        params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
+                           timesteps=timesteps)
+    ckpt = Checkpoint(stage="converted", arch=arch, state_dict=state, data=ann_ckpt.data,
+                      snn=params, metrics={"balance": {**record, "unscaled": unscaled}})
     save_checkpoint(ckpt, out)
     return load_checkpoint(out)
 
@@ -242,8 +263,7 @@ def evaluate(ckpt: Checkpoint, bundle: DatasetBundle, timesteps: int, rt: Runtim
     """Accuracy (percent) and spikes per layer of an SNN checkpoint at T on the test split
     (the first ``samples`` images, or as many as ``rt.deadline`` leaves time for), with its
     own thresholds or the given ones."""
-    snn = SNN(ckpt.model().to(rt.device), thresholds or ckpt.snn.thresholds, leak=ckpt.snn.leak,
-              surrogate=Surrogate(**ckpt.snn.surrogate))
+    snn = SNN.of_checkpoint(ckpt, thresholds).to(rt.device)
     return evaluate_snn(snn, bundle, timesteps, samples=samples, seed=rt.seed, device=rt.device,
                         progress=rt.progress, deadline=rt.deadline)
 

@@ -558,12 +558,13 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
     leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
-                       surrogate=surrogate.to_dict())
+                       surrogate=surrogate.to_dict(), v_init=init.snn.v_init, encoding=init.snn.encoding)
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, cfg.val_fraction, seed)
     ann = init.model().to(device)
     norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
-    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms)
+    snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms,
+              v_init=params.v_init, encoding=params.encoding)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
     optimizer = make_optimizer(trainable.parameters(), opt)
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},

@@ -130,10 +130,11 @@ class LavaNetwork:
                 for name in STATE_VARS if (var := getattr(proc, name, None)) is not None]
 
     def reset(self) -> None:
-        """Zero every state (voltages, currents, last spikes, the synapses' delayed outputs) of a
-        paused network, so that the next run starts as a fresh one."""
+        """Return every state (voltages, currents, last spikes, the synapses' delayed outputs) of a
+        paused network to its initial value (0; a voltage to its core's ``v_init``), so that the
+        next run starts as a fresh one."""
         for var in self.state_vars():
-            var.set(np.zeros(var.shape, dtype=np.int32))
+            var.set(np.full(var.shape, var.init if np.isscalar(var.init) else 0, dtype=np.int32))
 
 
 def _check_lava_exact(core: Core) -> None:
@@ -207,12 +208,12 @@ def _shortcut_synapse(graph: CoreGraph, core: Core, sc: Shortcut):
 def soft_reset_lif(core: Core, latency: int = 0):
     """The neuron process that computes ``core`` bit for bit (``export.fixedpoint``);
     ``latency``: the Lava steps before the core's first input arrives, in which its bias
-    is held back (the reference's neurons start with their input, at step 0)."""
+    and leak are held back (the reference's neurons start with their input, at step 0)."""
     bias = 0 if core.bias is None else np.ascontiguousarray(     # per neuron, in Lava's layout
         to_lava_layout(fx.per_neuron(core.bias, core.output_shape), core.output_shape))
     return SoftResetLIF(shape=lava_shape(core.output_shape), vth=core.vth, dv=core.dv, du=core.du,
                         spiking=core.spiking, bias_mant=bias, bias_exp=core.bias_exp, bias_delay=latency,
-                        name=core.name)
+                        v_init=core.v_init, name=core.name)
 
 
 def build_lava_network(graph: CoreGraph, neuron_process: Callable[[Core, int], object] = soft_reset_lif

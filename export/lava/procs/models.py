@@ -64,8 +64,11 @@ class PySoftResetLIFModelFixed(PyLoihiProcessModel):
         # voltage: leak, add the current and the bias, subtract the threshold of last step's spikes, clip
         vth = np.int64(self.vth) << VTH_SHIFT
         started = self.steps_run[0] >= self.bias_delay[0]
-        bias = self.bias_mant.astype(np.int64) << np.int64(self.bias_exp) if started else 0
         self.steps_run[:] += 1
+        if not started:         # before its first input the neuron holds its initial state (no leak, no bias)
+            self.s_out.send(self.spiked)
+            return
+        bias = self.bias_mant.astype(np.int64) << np.int64(self.bias_exp)
         voltage = _decay(self.v.astype(np.int64), self.dv) + wrapped + bias - vth * self.spiked
         self.v[:] = np.clip(voltage, -(STATE_HALF_RANGE - 1), STATE_HALF_RANGE - 1)
         if self.spiking:
