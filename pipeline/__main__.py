@@ -1,8 +1,10 @@
 """The whole chain in one command: ``python -m pipeline [--dataset digits] ...``.
 
 trainer (ANN -> conversion -> STDB, + from-scratch baseline) writes runs/<name>/*.pt;
-``--methods hybrid,spikebp,bncurrent`` trains the hybrid's baselines too (trainer.methods:
-Lee 2020's spike-based BP, batch norm on input currents), exported and simulated beside it;
+``--methods hybrid,spikebp,bncurrent,qcfs`` trains the hybrid's baselines too (trainer.methods:
+Lee 2020's spike-based BP, batch norm on input currents) and the low-latency recipe (qcfs: a
+QCFS ANN with batch norm, converted and fine-tuned at the same T; the digits default),
+exported and simulated beside it;
 export quantizes the converted and STDB networks into core graphs (runs/<name>/export/);
 hwsim replays the same Poisson inputs through both (runs/<name>/hwsim/, --edp);
 reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.md).
@@ -28,7 +30,7 @@ from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
 from records.atomic import atomic_file
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, number, run_main, run_name
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, integer, number, run_main, run_name
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
@@ -69,10 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--restart", action="store_true",
                    help="retrain where the run folder holds runs of another configuration (default: refuse)")
-    p.add_argument("--methods", type=methods_list, default=("hybrid",),
+    p.add_argument("--methods", type=methods_list, default=None,
                    help=f"training methods to compare at the reduced T, comma-separated from {', '.join(METHODS)} "
                         "(hybrid always among them): each is trained, exported and run through hwsim on the same "
-                        "inputs, and the report compares them")
+                        "images, and the report compares them (default: hybrid,qcfs on digits, else hybrid)")
+    p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
+                   help="levels of the qcfs method's ANN activations (default: the reduced T)")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
                    help="epochs of each baseline of --methods (default: the ANN's)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
@@ -90,17 +94,27 @@ def methods_list(text: str) -> tuple[str, ...]:
     return names
 
 
+DEFAULT_METHODS = {"digits": ("hybrid", "qcfs")}     # else the hybrid alone
+
+
+def methods_of(args) -> tuple[str, ...]:
+    return args.methods or DEFAULT_METHODS.get(args.dataset, ("hybrid",))
+
+
 def compared_stages(args) -> list[str]:
-    """The stages exported and simulated: converted and STDB, then each baseline of --methods."""
-    return list(COMPARED_STAGES) + [METHOD_STAGES[m] for m in args.methods if m != "hybrid"]
+    """The stages exported and simulated: converted and STDB, then each method's of --methods
+    (the qcfs recipe's conversion too)."""
+    extra = [s for m in methods_of(args) if m != "hybrid"
+             for s in (("qcfs_converted", "qcfs") if m == "qcfs" else (METHOD_STAGES[m],))]
+    return list(COMPARED_STAGES) + extra
 
 
 def chain_config(args, timesteps, device: str) -> ChainConfig:
     budget = args.budget_minutes is not None
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
-                      runs=args.runs, name=args.name, baselines=tuple(m for m in args.methods if m != "hybrid"),
-                      baseline_epochs=args.method_epochs, eval_samples=args.eval_samples,
+                      runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),
+                      baseline_epochs=args.method_epochs, qcfs_levels=args.quant_levels, eval_samples=args.eval_samples,
                       large_eval_samples=args.large_eval_samples)
     if budget:
         cfg.ann_optim = fast_recipe(args.dataset, device)

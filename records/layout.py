@@ -5,6 +5,7 @@
     runs/<name>/                       RunLayout(root)
         ann.pt converted.pt stdb.pt scratch.pt          checkpoint(stage)
         spikebp.pt bncurrent.pt                          (the baselines of --methods)
+        qcfs_ann.pt qcfs_converted.pt qcfs.pt            (the low-latency recipe of --methods)
         metrics_<stage>.csv                              metrics(checkpoint path)
         trainer_summary.json                             trainer_summary
         export/<stage>/coregraph.npz ...                 export_dir(stage), graph(stage)
@@ -23,11 +24,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STAGES = ("ann", "converted", "stdb", "scratch", "spikebp", "bncurrent")
-SNN_STAGES = ("converted", "stdb", "scratch", "spikebp", "bncurrent")
+STAGES = ("ann", "converted", "stdb", "scratch", "spikebp", "bncurrent", "qcfs_ann", "qcfs_converted", "qcfs")
+SNN_STAGES = ("converted", "stdb", "scratch", "spikebp", "bncurrent", "qcfs_converted", "qcfs")
+ANN_STAGES = ("ann", "qcfs_ann")                 # the paper's ANN, the low-latency recipe's (trainer.qcfs)
+CONVERTED_STAGES = ("converted", "qcfs_converted")
 # The training methods ``python -m pipeline --methods`` compares, and the stage each one's network comes from:
-# the hybrid (conversion + STDB), Lee 2020's spike-based BP, batch norm on input currents (trainer.methods).
-METHOD_STAGES = {"hybrid": "stdb", "spikebp": "spikebp", "bncurrent": "bncurrent"}
+# the hybrid (conversion + STDB), Lee 2020's spike-based BP, batch norm on input currents (trainer.methods),
+# the low-latency recipe (a QCFS ANN with batch norm, converted, then STDB: trainer.qcfs).
+METHOD_STAGES = {"hybrid": "stdb", "spikebp": "spikebp", "bncurrent": "bncurrent", "qcfs": "qcfs"}
 COMPARED_STAGES = ("converted", "stdb")        # what hwsim compares by default (converted / STDB)
 
 GRAPH_FILE = "coregraph.npz"

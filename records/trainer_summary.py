@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from records.header import RecordError, check_header, finite_number, header, read_json_record, write_json_record
-from records.layout import STAGES
+from records.layout import ANN_STAGES, STAGES
 from records.timesteps import TimeSteps
 
 FORMAT = "hybrid-snn-trainer-summary"
@@ -43,7 +43,7 @@ class StageAccuracy:
     def __post_init__(self):
         if self.stage not in STAGES:
             raise SummaryError(f"accuracy of unknown stage {self.stage!r}")
-        if (self.stage == "ann") != (self.timesteps is None):
+        if (self.stage in ANN_STAGES) != (self.timesteps is None):
             raise SummaryError(f"{self.stage}: the ANN has no T, every SNN stage has one")
         if self.timesteps is not None and (isinstance(self.timesteps, bool) or not isinstance(self.timesteps, int)
                                            or self.timesteps < 1):

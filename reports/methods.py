@@ -13,11 +13,13 @@ from reports.tables import markdown_table
 
 METHODS_PNG, METHODS_CSV = "methods.png", "methods.csv"
 METHOD_NAMES = {"hybrid": "hybrid (conversion + STDB)", "spikebp": "spike-based BP (Lee 2020)",
-                "bncurrent": "BN on input currents (Ledinauskas 2020)"}
+                "bncurrent": "BN on input currents (Ledinauskas 2020)",
+                "qcfs": "low latency (QCFS ANN + BN, conversion + STDB)"}
 METHODS_COLUMNS = ["method", "stage", "timesteps", "float_accuracy", "fixed_point_accuracy", "training_seconds",
                    "spikes_per_neuron", "spikes_per_image", "energy", "delay", "edp"]
 # The trainer's wall-time steps that make each method's network.
-TRAINING_STEPS = {"hybrid": ("ann", "convert", "stdb"), "spikebp": ("spikebp",), "bncurrent": ("bncurrent",)}
+TRAINING_STEPS = {"hybrid": ("ann", "convert", "stdb"), "spikebp": ("spikebp",), "bncurrent": ("bncurrent",),
+                  "qcfs": ("qcfs_ann", "qcfs_convert", "qcfs")}
 
 
 def _compared(results: dict) -> list[tuple[str, dict]]:

@@ -25,8 +25,11 @@ TABLE1_COLUMNS = ["row", "network", "timesteps", "float_accuracy", "float_sample
                   "fixed_point_samples",
                   "hwsim_network", "paper_accuracy", "paper_timesteps"]
 KIND_NAMES = {"ann": "ANN", "converted": "converted", "stdb": "hybrid (STDB)", "scratch": "from scratch",
-              "spikebp": "spike-based BP (Lee 2020)", "bncurrent": "BN on input currents"}
-_KIND_ORDER = {"ann": 0, "converted": 1, "stdb": 2, "scratch": 3, "spikebp": 4, "bncurrent": 5}
+              "spikebp": "spike-based BP (Lee 2020)", "bncurrent": "BN on input currents",
+              "qcfs_ann": "low-latency ANN (QCFS + BN)", "qcfs_converted": "low latency: converted",
+              "qcfs": "low latency: hybrid (STDB)"}
+_KIND_ORDER = {"ann": 0, "converted": 1, "stdb": 2, "scratch": 3, "spikebp": 4, "bncurrent": 5, "qcfs_ann": 6,
+               "qcfs_converted": 7, "qcfs": 8}
 
 
 def paper_rows_text() -> str:

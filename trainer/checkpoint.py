@@ -26,7 +26,7 @@ from records.atomic import atomic_file, settle
 from records.dataref import DataRef
 from records.encoding import RULES, Normalisation
 from records.header import RecordError, check_header, header
-from records.layout import STAGES
+from records.layout import ANN_STAGES, STAGES
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.lif import Surrogate
 
@@ -166,7 +166,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
         raise CheckpointError(f"{where}: {biases[0]} is a bias its layer does not declare; SNN-friendly layers "
                               "are bias-free (only a folded batch norm gives a layer \"bias\": true)")
     norms = sorted(k for k in ckpt.state_dict if "running_mean" in k or "running_var" in k)
-    if norms and (ckpt.stage != "ann" or norms[0] not in declared):
+    if norms and (ckpt.stage not in ANN_STAGES or norms[0] not in declared):
         raise CheckpointError(f"{where}: {norms[0]} belongs to a batch norm, which the SNN cannot use "
                               "(an ANN's declared batch norms are folded at conversion)")
     for k, v in ckpt.state_dict.items():
@@ -204,7 +204,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
     if norm.channels != ckpt.arch.input_shape[0]:
         raise CheckpointError(f"{where}: normalisation has {norm.channels} channels, the network's input "
                               f"{ckpt.arch.input_shape[0]}")
-    if ckpt.stage != "ann":
+    if ckpt.stage not in ANN_STAGES:
         if ckpt.snn is None:
             raise CheckpointError(f"{where}: stage {ckpt.stage!r} needs SNN parameters (thresholds, leak, T)")
     if ckpt.snn is not None:

@@ -28,7 +28,7 @@ from records.layout import METHOD_STAGES
 from trainer.lif import Surrogate
 from trainer.train import OptimConfig, SNNTrainConfig
 
-METHODS = tuple(METHOD_STAGES)
+METHODS = tuple(METHOD_STAGES)         # "qcfs" is a recipe of the chain (trainer.stages.low_latency), not a baseline
 BASELINES = ("spikebp", "bncurrent")
 SPIKEBP_LEAK = 0.99
 BN_SURROGATE_ALPHA = 0.5

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 
 from records.cli import BadInput, require
-from records.layout import RunLayout
+from records.layout import CONVERTED_STAGES, RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
@@ -160,8 +160,9 @@ class ChainConfig:
     name: str | None = None
     eval_samples: int | None = None               # test images of the SNN evaluations (None: all, or the deadline's)
     large_eval_samples: int | None = None         # of the large-T evaluation (None: as eval_samples)
-    baselines: tuple[str, ...] = ()               # trainer.methods.BASELINES to train beside the hybrid
+    baselines: tuple[str, ...] = ()               # trainer.methods.BASELINES, or "qcfs", to train beside the hybrid
     baseline_epochs: int | None = None            # None: as many as the ANN's
+    qcfs_levels: int | None = None                # L of the low-latency recipe's ANN (None: the reduced T)
 
 
 def resolve_device(device: str) -> str:
@@ -205,7 +206,7 @@ def converted_already(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, 
         return None
     found = ckpt.metrics.get("balance") or {}
     want = balance_record(ann_ckpt, cfg, timesteps, seed)
-    return ckpt if ckpt.stage == "converted" and all(found.get(k) == v for k, v in want.items()) else None
+    return ckpt if ckpt.stage in CONVERTED_STAGES and all(found.get(k) == v for k, v in want.items()) else None
 
 
 def evaluated(ckpt: Checkpoint, path, bundle: DatasetBundle, timesteps: int, rt: Runtime, samples: int | None,
@@ -221,8 +222,8 @@ def evaluated(ckpt: Checkpoint, path, bundle: DatasetBundle, timesteps: int, rt:
     return result, record_eval(path, timesteps, result)
 
 
-def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime
-            ) -> Checkpoint:
+def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, timesteps: int, out, rt: Runtime,
+            stage: str = "converted") -> Checkpoint:
     """The ANN's batch norms folded (``trainer.norms``), then its SNN written to ``out``.
     A QCFS ANN (``trainer.qcfs``) takes its trained thresholds (each layer's weights scaled
     by the threshold feeding it), every layer starting at half of its threshold, and the
@@ -252,7 +253,7 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
                                       seed=rt.seed, progress=rt.progress)
         params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
                            timesteps=timesteps)
-    ckpt = Checkpoint(stage="converted", arch=arch, state_dict=state, data=ann_ckpt.data,
+    ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state, data=ann_ckpt.data,
                       snn=params, metrics={"balance": {**record, "unscaled": unscaled}})
     save_checkpoint(ckpt, out)
     return load_checkpoint(out)
@@ -313,7 +314,7 @@ def train_baseline(method: str, arch: ArchConfig, bundle: DatasetBundle, timeste
 
 
 def check_converted(init: Checkpoint, path) -> None:
-    if init.stage not in ("converted", "stdb"):
+    if init.stage not in CONVERTED_STAGES + ("stdb", "qcfs"):
         raise CheckpointError(f"{path}: stage {init.stage!r}; STDB starts from a converted checkpoint")
 
 
@@ -333,17 +334,48 @@ class _NoClock:
         pass
 
 
-def train_ann_in_time(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out, rt: Runtime) -> Checkpoint:
+def train_ann_in_time(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out, rt: Runtime,
+                      stage: str = "ann") -> Checkpoint:
     """``train_ann``; under a deadline a net that falls silent is trained once more at half
     the learning rate (a budgeted run has no second chance to change the recipe)."""
     try:
-        return train_ann(bundle, arch, opt, out, rt)
+        return train_ann(bundle, arch, opt, out, rt, stage=stage)
     except DeadNetwork as exc:
         if rt.deadline is None:
             raise
         retry = dataclasses.replace(opt, lr=opt.lr / 2)
         print(f"{exc}\nretrying once at --lr {retry.lr:g}", flush=True)
-        return train_ann(bundle, arch, retry, out, dataclasses.replace(rt, restart=True))
+        return train_ann(bundle, arch, retry, out, dataclasses.replace(rt, restart=True), stage=stage)
+
+
+def low_latency(cfg: ChainConfig, bundle: DatasetBundle, arch_name: str, timesteps: int, run: RunLayout,
+                rt: Runtime, accuracies: list, seconds: dict) -> None:
+    """The low-latency recipe (``trainer.qcfs``) in ``run``: the chain's ANN with batch norm
+    after every conv and QCFS activations of L levels (default: L = T), trained
+    by the chain's ANN recipe (qcfs_ann.pt); converted with its own thresholds, every layer
+    starting at half of them, the integrate encoding (qcfs_converted.pt); fine-tuned at T as
+    the hybrid is (qcfs.pt). Appends its accuracies and wall times."""
+    levels = cfg.qcfs_levels or timesteps
+    arch = dataclasses.replace(cfg.arch, name=arch_name, norm=True, quant_levels=levels).config(bundle)
+    optim = cfg.ann_optim or ANN_RECIPES[bundle.name]
+    t = time.time()
+    ann = train_ann_in_time(bundle, arch, optim, run.checkpoint("qcfs_ann"), rt, stage="qcfs_ann")
+    check_learned(ann, optim, run.checkpoint("qcfs_ann"))
+    accuracies.append(StageAccuracy("qcfs_ann", None, ann.metrics["test_acc"], len(bundle.test_y)))
+    seconds["qcfs_ann"] = time.time() - t
+    t = time.time()
+    path = run.checkpoint("qcfs_converted")
+    converted = (converted_already(ann, cfg.convert, timesteps, path, rt.seed)
+                 or convert(ann, bundle, cfg.convert, timesteps, path, rt, stage="qcfs_converted"))
+    result, converted = evaluated(converted, path, bundle, timesteps, dataclasses.replace(rt, deadline=None),
+                                  cfg.eval_samples)
+    accuracies.append(StageAccuracy("qcfs_converted", timesteps, result["accuracy"], result["samples"]))
+    seconds["qcfs_convert"] = time.time() - t
+    t = time.time()
+    result = fine_tune(converted, bundle, "qcfs", timesteps, cfg.snn, cfg.surrogate, run.checkpoint("qcfs"), rt,
+                       result["samples"])
+    accuracies.append(StageAccuracy("qcfs", timesteps, result["accuracy"], result["samples"]))
+    seconds["qcfs"] = time.time() - t
 
 
 def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[RunLayout, TrainerSummary]:
@@ -407,6 +439,9 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         seconds[stage] = time.time() - t
         accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"], result["samples"]))
     for method in cfg.baselines:
+        if method == "qcfs":
+            low_latency(cfg, bundle, arch.name, steps.reduced, run, stage_rt, accuracies, seconds)
+            continue
         t = time.time()
         result = train_baseline(method, arch, bundle, steps.reduced, cfg.baseline_epochs or ann_optim.epochs,
                                 run.checkpoint(method), stage_rt, cfg.convert.leak, at_reduced["samples"])

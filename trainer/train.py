@@ -388,7 +388,7 @@ def check_weights(model: torch.nn.Module, where: str) -> None:
 
 
 def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, rt: Runtime = Runtime(), *,
-              val_fraction: float = 0.1) -> Checkpoint:
+              val_fraction: float = 0.1, stage: str = "ann") -> Checkpoint:
     """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted.
 
     ``opt.batch_size`` is the global batch; under torchrun each rank trains on its slice.
@@ -404,7 +404,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     if opt.channels_last:
         ann = ann.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(ann.parameters(), opt)
-    config = run_config("ann", arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
+    config = run_config(stage, arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
     state = resume(out, config, ann, optimizer, rt.restart) or Progress()
     start, best, best_state = state.start, state.best, state.best_state
     sched = dataclasses.replace(opt, epochs=state.train_state.get("planned_epochs", opt.epochs))
@@ -416,7 +416,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         t = time.time()
         if ranks.is_main:
             planned = {"planned_epochs": sched.epochs} if rt.deadline is not None else {}
-            _save_stage(out, "ann", arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
+            _save_stage(out, stage, arch, best_state, bundle, None, {"best_val_acc": best}, rt.command,
                         {"epoch": done, "last_state_dict": ann.state_dict(), "optimizer": optimizer.state_dict(),
                          "best_metric": best, "history": metrics.rows, "config": config, **planned}, seed)
             metrics.flush()
