@@ -36,7 +36,7 @@ from records.table import csv_text
 from reports import render_report
 from trainer.data import DATASETS
 from trainer.methods import METHODS
-from trainer.models import ARCHITECTURES
+from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
 from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps, fast_recipe,
                             fast_snn_optim, resolve_device)
@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=methods_list, default=None,
                    help=f"training methods to compare at the reduced T, comma-separated from {', '.join(METHODS)} "
                         "(hybrid always among them): each is trained, exported and run through hwsim on the same "
-                        "images, and the report compares them (default: hybrid,qcfs on digits, else hybrid)")
+                        "images, and the report compares them (default: hybrid,qcfs on digits without a budget, "
+                        "else hybrid)")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="levels of the qcfs method's ANN activations (default: the reduced T)")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
@@ -94,11 +95,15 @@ def methods_list(text: str) -> tuple[str, ...]:
     return names
 
 
-DEFAULT_METHODS = {"digits": ("hybrid", "qcfs")}     # else the hybrid alone
+DEFAULT_METHODS = {"digits": ("hybrid", "qcfs")}     # else (residual nets, which qcfs lacks; a budget) the hybrid
 
 
 def methods_of(args) -> tuple[str, ...]:
-    return args.methods or DEFAULT_METHODS.get(args.dataset, ("hybrid",))
+    if args.methods:
+        return args.methods
+    if args.arch in RESNETS or args.budget_minutes is not None:      # a budget's stage shares are the hybrid's
+        return ("hybrid",)
+    return DEFAULT_METHODS.get(args.dataset, ("hybrid",))
 
 
 def compared_stages(args) -> list[str]:

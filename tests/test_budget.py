@@ -35,7 +35,8 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
     ann = load_checkpoint(run.checkpoint("ann"))
     config = ann.train_state["config"]
     assert config["precision"] == fast_precision("cpu") and config["channels_last"]
-    assert 1 <= ann.metrics["epochs"] == ann.train_state["planned_epochs"] <= 200
+    # the plan, or fewer where the machine slowed after the timing (the deadline ends the epoch in hand)
+    assert 1 <= ann.metrics["epochs"] <= ann.train_state["planned_epochs"] <= 200
     assert (run.root / "report.md").exists() and (run.hwsim_dir / "results.json").exists()
 
 

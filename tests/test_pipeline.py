@@ -7,7 +7,8 @@ from trainer.checkpoint import load_checkpoint
 
 
 def test_pipeline_reduced(tmp_path, capsys):
-    """With its progress on (the output is not a terminal): lines, one per epoch, not a bar's redraws."""
+    """With its progress on (the output is not a terminal): lines, one per epoch, not a bar's redraws;
+    on digits the low-latency recipe runs beside the paper's by default."""
     code = main(["--runs", str(tmp_path), "--name", "small", "--epochs", "3", "--snn-epochs", "1",
                  "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch",
                  "--eval-samples", "40", "--large-eval-samples", "20"])
@@ -21,13 +22,16 @@ def test_pipeline_reduced(tmp_path, capsys):
     assert "grad_max_layers.0.weight" in columns          # each layer's largest gradient, before clipping
     out, err = capsys.readouterr()
     assert "summary: " + str(run / "report.md") in out
-    assert "\r" not in out + err and len((out + err).splitlines()) < 80
+    assert "\r" not in out + err and len((out + err).splitlines()) < 120
     assert "ANN epoch 3/3: train " in out and "STDB epoch 1/1: train " in out and "SNN eval T=4: " in err
-    for stage in ("converted", "stdb"):
+    for stage in ("converted", "stdb", "qcfs_converted", "qcfs"):
         assert (run / "export" / stage / "coregraph.npz").is_file()
         assert (run / "export" / stage / "model.onnx").is_file()
     results = json.loads((run / "hwsim" / "results.json").read_text())
-    assert [n["label"] for n in results["networks"]] == ["converted", "stdb"]
+    assert [n["label"] for n in results["networks"]] == ["converted", "stdb", "qcfs_converted", "qcfs"]
+    qcfs = load_checkpoint(run / "qcfs_converted.pt")
+    assert qcfs.snn.encoding == "integrate" and qcfs.snn.v_init == [0.5] * len(qcfs.snn.thresholds)
+    assert "low latency (QCFS ANN + BN, conversion + STDB)" in (run / "report.md").read_text()
     assert {p["timesteps"] for p in results["sweep"]} == {2, 4, 8}
     assert all(n["samples"] == 60 for n in results["networks"])
     report = (run / "report.md").read_text()
