@@ -98,6 +98,37 @@ def test_biases_read_back_to_the_same_integers():
     np.testing.assert_array_equal(net.run_float(spikes)[0] * 2 ** fx.ACT_SHIFT, ref.output)
 
 
+def test_initial_voltages_and_the_input_rule_read_back():
+    """Initial voltages (NIR's neurons have none: node metadata) and the integrate input rule
+    (graph metadata) through NIR and back: the same integers, spikes and output; a v_init
+    beyond the threshold in the metadata is refused naming the node."""
+    rng = np.random.default_rng(6)
+    shape = (2, 6, 6)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=40)
+    h1 = Core("h1", "dense", dense_w(rng, 5, 4 * 36), c1.output_shape, (5,), vth=32)
+    out = out_core(rng, (5,))
+    for core, full_scale in ((c1, 127), (h1, 254), (out, 254)):
+        core.weights.flat[0] = full_scale
+    c1.v_init, h1.v_init = 40 << 5, (32 << 6) - 64
+    for core in (c1, h1, out):
+        core.__post_init__()
+    graph = graph_of([c1, h1, out], shape, timesteps=8,
+                     encoding=InputEncoding.of(shape, [0.5, 0.5], [0.5, 0.5], rule="integrate"))
+    spikes = random_spikes(rng, 8, 3, shape, p=0.3)
+    nir_graph = build_nir(graph)
+    net = read_nir(nir_graph)
+    assert net.input_rule == "integrate"
+    back, _ = quantize_nir(net, graph.input, graph.class_names, graph.timesteps)
+    assert [c.v_init for c in back.cores] == [c.v_init for c in graph.cores]
+    ref, got = fx.run_reference(graph, spikes), fx.run_reference(back, spikes)
+    np.testing.assert_array_equal(ref.output, got.output)
+    np.testing.assert_array_equal(net.run_float(spikes)[0] * 2 ** fx.ACT_SHIFT, ref.output)
+    name = next(n for n, node in nir_graph.nodes.items() if isinstance(node, nir.IF))
+    nir_graph.nodes[name].metadata["v_init"] = 1e9
+    with pytest.raises(NIRImportError, match=f"node {name}: metadata v_init"):
+        read_nir(nir_graph)
+
+
 def _chain(*nodes) -> nir.NIRGraph:
     names = ["input"] + [f"n{i}" for i in range(len(nodes))] + ["output"]
     shapes = {"input": nir.Input(input_type=np.array([1, 4, 4]))}
