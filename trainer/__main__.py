@@ -223,6 +223,9 @@ def cmd_diagnose(args) -> None:
     if ckpt.snn is None:
         raise BadInput(f"{args.checkpoint}: an ANN checkpoint; diagnose compares an SNN (converted or fine-tuned) "
                        "with its ANN")
+    if ckpt.snn.v_init is not None or ckpt.snn.encoding != "poisson":
+        raise BadInput(f"{args.checkpoint}: a low-latency (QCFS) SNN; diagnose compares a balanced conversion "
+                       "(Poisson input, neurons from rest) with its ANN, rate x the thresholds' product per layer")
     out = writable_file(args.out, "--out")
     bundle = data_of(ckpt, args.data_root)
     thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled) or ckpt.snn.thresholds
