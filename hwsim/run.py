@@ -65,7 +65,9 @@ def _parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m hwsim.run", description=__doc__.split("\n\n")[0],
                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--edp", action="store_true",
-                   help="report energy, delay and EDP with the paper's first-order model (the default model)")
+                   help="print energy, delay, EDP and the SNN/ANN energy beside accuracy and spikes (under "
+                        "--energy-model, by default the paper's first-order model); results.json and the CSVs "
+                        "hold them either way")
     p.add_argument("--graph", action="append", default=[], metavar="LABEL=PATH",
                    help="a network to simulate (repeatable; the first is the numerator of the ratios)")
     p.add_argument("--runs", default="runs", help="folder of run folders searched by default (default: runs)")
@@ -247,7 +249,9 @@ def _fmt(v, digits=4) -> str:
     return f"{v:.{digits}g}"
 
 
-def print_report(doc: dict, paths: dict, out=None) -> None:
+def print_report(doc: dict, paths: dict, out=None, edp: bool = True) -> None:
+    """The results on a terminal: spikes per layer, then per network its accuracy and spikes
+    and, with ``edp``, energy, delay, EDP, the ratios and the SNN/ANN energy."""
     out = out or sys.stdout
     em = doc["energy_model"]
     unit, dunit = em["parameters"]["energy_unit"], em["parameters"]["delay_unit"]
@@ -272,16 +276,31 @@ def print_report(doc: dict, paths: dict, out=None) -> None:
         for n in nets:
             w(f"  {n['label']}: " + ", ".join(f"{l['name']}={_fmt(l['avg_spikes_per_neuron'])}"
                                               for l in n["layers"] if l["spiking"]) + "\n")
-    w(f"\n{'network':<12}{'accuracy':>9}{'spikes/img':>13}{'syn.ev/img':>13}{'energy':>12}{'delay':>8}"
-      f"{'EDP':>12}{'SNN/ANN':>9}\n")
+    w(f"\n{'network':<12}{'accuracy':>9}{'spikes/img':>13}{'syn.ev/img':>13}"
+      + (f"{'energy':>12}{'delay':>8}{'EDP':>12}{'SNN/ANN':>9}" if edp else "") + "\n")
     cmp = doc["snn_vs_ann"]
     for n in nets:
         t = n["totals"]
         acc = "n/a" if n["accuracy"] is None else f"{100 * n['accuracy']:.2f}%"
         ratio = cmp["networks"].get(n["label"], {}).get("ratio")
         w(f"{n['label'][:11]:<12}{acc:>9}{_fmt(t['spikes_per_image']):>13}"
-          f"{_fmt(t['synaptic_events'] / max(n['samples'], 1)):>13}{_fmt(t['energy']):>12}{_fmt(t['delay']):>8}"
-          f"{_fmt(t['edp']):>12}{_fmt(ratio, 3):>9}\n")
+          f"{_fmt(t['synaptic_events'] / max(n['samples'], 1)):>13}"
+          + (f"{_fmt(t['energy']):>12}{_fmt(t['delay']):>8}{_fmt(t['edp']):>12}{_fmt(ratio, 3):>9}" if edp else "")
+          + "\n")
+    if edp:
+        _print_energy(doc, w)
+    if doc.get("sweep"):
+        def acc(p):
+            return "n/a" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}%"
+        w("accuracy vs T: " + "; ".join(f"{p['network']} T={p['timesteps']} {acc(p)}" for p in doc["sweep"]) + "\n")
+    for note in doc["notes"]:
+        w(f"note: {note}\n")
+    w("\nwritten: " + ", ".join(str(p) for p in paths.values()) + "\n")
+
+
+def _print_energy(doc: dict, w) -> None:
+    """The ANN baseline's energy, the ratios between networks and the SNN/ANN energy."""
+    em, cmp = doc["energy_model"], doc["snn_vs_ann"]
     ann = doc["ann_baseline"]
     w(f"{'ANN':<12}{'':>9}{'':>13}{'':>13}{_fmt(ann['energy']):>12}   ({_fmt(ann['macs'])} MACs/img "
       f"of the ANN; {ann['model']}, {ann['energy_unit']})\n")
@@ -294,13 +313,6 @@ def print_report(doc: dict, paths: dict, out=None) -> None:
         w(f"SNN/ANN energy under {cmp['model']} ({cmp['energy_unit']}): "
           + ", ".join(f"{k} {_fmt(v['energy'])} vs ANN {_fmt(cmp['ann_energy'])}" for k, v in cmp["networks"].items())
           + "\n")
-    if doc.get("sweep"):
-        def acc(p):
-            return "n/a" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}%"
-        w("accuracy vs T: " + "; ".join(f"{p['network']} T={p['timesteps']} {acc(p)}" for p in doc["sweep"]) + "\n")
-    for note in doc["notes"]:
-        w(f"note: {note}\n")
-    w("\nwritten: " + ", ".join(str(p) for p in paths.values()) + "\n")
 
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:
@@ -329,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             doc, paths = run_hwsim(specs, cfg, default_out)
             if paths:                          # under torchrun: rank 0 writes and reports
-                print_report(doc, paths)
+                print_report(doc, paths, edp=args.edp)
             finished = True
         finally:
             close_shards(finished)

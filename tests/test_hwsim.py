@@ -499,3 +499,21 @@ def test_cli_exit_code_in_a_subprocess(cli_files):
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "missing.npz" in lines[0]
+
+
+def test_edp_flag_adds_energy_delay_and_edp_to_the_printed_report(tmp_path, capsys):
+    """Without --edp the terminal gets accuracy and spikes; with it energy, delay, EDP and the
+    SNN/ANN energy too. The files hold everything either way."""
+    graph, _ = CASES["initial_potentials"]()
+    save_graph(graph, tmp_path / "g.npz")
+    images = np.random.default_rng(0).integers(0, 256, (4, *graph.input.shape), dtype=np.uint8)
+    save_inputs(tmp_path / "in.npz", InputSet(images, np.zeros(4, dtype=np.int64), 0, graph.timesteps))
+    printed = {}
+    for flag in ([], ["--edp"]):
+        out = tmp_path / f"hw{len(flag)}"
+        assert hwrun.main(["--graph", f"a={tmp_path / 'g.npz'}", "--inputs", str(tmp_path / "in.npz"),
+                           "--out", str(out), "--no-progress", *flag]) == 0
+        printed[bool(flag)] = capsys.readouterr().out
+        assert "edp" in json.loads((out / "results.json").read_text())["networks"][0]["totals"]
+    assert "EDP" not in printed[False] and "spikes/img" in printed[False]
+    assert "EDP" in printed[True] and "SNN/ANN" in printed[True]
