@@ -3,7 +3,7 @@
 one folder (``records.layout``: ``<run>/export/<stage>/`` or ``<name>_core/`` by default), all at once:
 
     coregraph.npz             the core graph (hwsim's input)
-    quantization_report.csv   per layer: scale, exponent, vth, clipped fraction, errors
+    quantization_report.csv   per layer: scale, exponent, vth, weight errors, largest input
     export_summary.json       float vs quantized accuracy on the same input spikes, spikes per layer
     model.onnx, model.nir     the same network for ONNX and NIR tools
 

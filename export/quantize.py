@@ -264,7 +264,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
             "float_threshold": theta, "vth": vth,
             "vth_rel_error": abs(vth - theta * scale_eff * 2.0 ** weight_exp) / max(theta * scale_eff, 1e-12)
             if not is_output else 0.0,
-            "clipped_fraction": 0.0, "max_abs_weight_error": float(error.max()),
+            "max_abs_weight_error": float(error.max()),
             "max_abs_weight_error_steps": float(error.max() * scale_eff / step),
             "max_possible_input": max_input, "exceeds_hw_16bit_input": max_input >= 2 ** (fx.HW_INPUT_BITS - 1),
             "shortcut": (f"{shortcuts[0].op} from {shortcuts[0].source}, weight_exp {shortcuts[0].weight_exp}"

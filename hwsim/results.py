@@ -15,7 +15,7 @@ class NetworkRun:
     label: str
     graph_path: str
     graph: object            # export.graph.CoreGraph
-    sim: object              # hwsim.core.SimResult
+    sim: object              # hwsim.counters.SimResult
     labels: object           # true labels (N,)
 
 

@@ -27,8 +27,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from records.atomic import atomic_file
-from records.header import RecordError, check_header, header
+from records.header import RecordError, check_header
 
 FORMAT = "hybrid-snn-energy-model"
 VERSION = 1
@@ -74,11 +73,6 @@ class EnergyModel:
         """How results files cite the model."""
         return {"name": self.name, "source": self.source, "description": self.description,
                 "path": self.path, "parameters": self.parameters}
-
-    def to_file_dict(self) -> dict:
-        d = asdict(self)
-        d.pop("path")
-        return {**header(FORMAT, VERSION), **d}
 
 
 def _check_number(where: str, key: str, value, optional: bool) -> float | None:
@@ -130,9 +124,3 @@ def read_energy_model(path: str | os.PathLike, shown: str | None = None) -> Ener
         raise EnergyModelError(f"{shown}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
     return parse_energy_model(data, shown, str(path))
 
-
-def save_energy_model(model: EnergyModel, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    with atomic_file(path, "w") as f:
-        f.write(json.dumps(model.to_file_dict(), indent=2) + "\n")
-    return path

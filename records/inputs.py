@@ -71,11 +71,6 @@ class InputSet:
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()
 
-    def spikes(self, encoding, first: int = 0, count: int | None = None) -> np.ndarray:
-        """Spike trains (T, n, C, H, W) int8 of samples [first, first + count) under an
-        ``InputEncoding`` (sample i of the whole set always uses the generator [seed, i])."""
-        stop = self.samples if count is None else min(self.samples, first + count)
-        return encoding.encode(self.images[first:stop], self.timesteps, self.seed, first_index=first)
 
 
 def inputs_to_bytes(inputs: InputSet) -> bytes:

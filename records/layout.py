@@ -10,7 +10,7 @@
         trainer_summary.json                             trainer_summary
         export/<stage>/coregraph.npz ...                 export_dir(stage), graph(stage)
         hwsim/results.json layers.csv summary.csv inputs.npz   hwsim_dir, hwsim_file(...)
-        report.md, report/*.png *.csv                    report, report_dir
+        report.md, report/*.png *.csv                    REPORT_FILE, report_dir
         stage_times.csv                                  STAGE_TIMES_FILE (python -m pipeline)
 
     <folder>/<name>.nir -> <folder>/<name>_core/coregraph.npz ...   nir_import_dir (export.to_lava x.nir)
@@ -117,10 +117,6 @@ class RunLayout:
     @property
     def results(self) -> Path:
         return self.hwsim_dir / RESULTS_FILE
-
-    @property
-    def report(self) -> Path:
-        return self.root / REPORT_FILE
 
     @property
     def report_dir(self) -> Path:

@@ -88,10 +88,6 @@ def norm_name(s: str | None) -> str:
     return re.sub(r"[^a-z0-9]", "", (s or "").lower())
 
 
-def spiking_layers(net: dict) -> list[dict]:
-    return [l for l in net["layers"] if l["spiking"]]
-
-
 def layer_names(results: dict, spiking_only: bool) -> list[str]:
     """Layer names in the order of the first network, then any others' extra layers."""
     names: list[str] = []

@@ -53,7 +53,6 @@ def test_quantization_round_trip_within_half_a_step(converted):
         scale = core.weight_scale * 2.0 ** -core.weight_exp  # integer units per float unit
         assert np.abs(core.weights / scale - layer.weights).max() <= 0.5 * step / scale + 1e-12
         assert row["max_abs_weight_error_steps"] <= 0.5 + 1e-9
-        assert row["clipped_fraction"] == 0.0
         if core.spiking:
             assert core.vth == round(core.float_threshold * core.weight_scale)
 
