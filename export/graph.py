@@ -41,8 +41,17 @@ class GraphError(RecordError):
     """A core graph that is malformed, of another format or version, or not representable."""
 
 
-def _shape(v) -> tuple[int, ...]:
-    return tuple(int(x) for x in v)
+def _int(where: str, name: str, value) -> int:
+    """An integer field as it is: 168.9, "4" or true is an error, never rounded or converted."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise GraphError(f"{where}: {name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def _shape(v, where: str = "graph", name: str = "shape") -> tuple[int, ...]:
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise GraphError(f"{where}: {name} must be a list of integers, got {v!r}")
+    return tuple(_int(where, name, x) for x in v)
 
 
 def _fan_out(op: str, weights: np.ndarray, input_shape, output_shape, stride, padding) -> np.ndarray:
@@ -115,9 +124,11 @@ class Shortcut:
 
     def __post_init__(self):
         self.source = str(self.source)
-        self.input_shape = _shape(self.input_shape)
-        self.stride, self.padding = _shape(self.stride), _shape(self.padding)
-        self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
+        where = f"shortcut from {self.source}"
+        self.input_shape = _shape(self.input_shape, where, "input_shape")
+        self.stride, self.padding = _shape(self.stride, where, "stride"), _shape(self.padding, where, "padding")
+        self.weight_exp = _int(where, "weight_exp", self.weight_exp)
+        self.weight_bits = _int(where, "weight_bits", self.weight_bits)
         self.weights = _integer_weights(f"shortcut from {self.source}", self.weights)
         if self.op not in ("conv", "identity"):
             raise GraphError(f"shortcut from {self.source}: unsupported op {self.op!r} (conv or identity)")
@@ -192,15 +203,20 @@ class Core:
     v_init: int = 0
 
     def __post_init__(self):
-        self.input_shape, self.output_shape = _shape(self.input_shape), _shape(self.output_shape)
-        self.stride, self.padding, self.pool = _shape(self.stride), _shape(self.padding), _shape(self.pool)
-        if self.ann_macs is not None:
-            self.ann_macs = int(self.ann_macs)
-        self.vth, self.dv, self.du = int(self.vth), int(self.dv), int(self.du)
-        self.weight_exp, self.weight_bits = int(self.weight_exp), int(self.weight_bits)
+        where = f"core {self.name}"
+        for name in ("input_shape", "output_shape", "stride", "padding", "pool"):
+            setattr(self, name, _shape(getattr(self, name), where, name))
+        for name in ("vth", "dv", "du", "weight_exp", "weight_bits", "bias_exp", "v_init") + (
+                ("ann_macs",) if self.ann_macs is not None else ()):
+            setattr(self, name, _int(where, name, getattr(self, name)))
+        if not isinstance(self.spiking, (bool, np.bool_)):
+            raise GraphError(f"{where}: spiking must be true or false, got {self.spiking!r}")
+        for name in ("float_threshold", "weight_scale"):
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+                raise GraphError(f"{where}: {name} must be a number, got {value!r}")
         self.spiking = bool(self.spiking)
         self.weights = _integer_weights(f"core {self.name}", self.weights)
-        where = f"core {self.name}"
         if not (math.isfinite(self.float_threshold) and math.isfinite(self.weight_scale)):
             raise GraphError(f"{where}: float_threshold and weight_scale must be finite")
         if self.float_threshold < 0 or self.weight_scale <= 0:
@@ -243,16 +259,12 @@ class Core:
         self._check_v_init(where)
 
     def _check_v_init(self, where: str) -> None:
-        if isinstance(self.v_init, bool) or not isinstance(self.v_init, (int, np.integer)):
-            raise GraphError(f"{where}: v_init must be an integer, got {self.v_init!r}")
-        self.v_init = int(self.v_init)
         top = (self.vth << fx.VTH_SHIFT) if self.spiking else 0
         if not 0 <= self.v_init <= top:
             raise GraphError(f"{where}: v_init={self.v_init} outside 0..{top} (the threshold's voltage"
                              f"{'' if self.spiking else '; the output accumulator starts at 0'})")
 
     def _check_bias(self, where: str) -> None:
-        self.bias_exp = int(self.bias_exp)
         if not 0 <= self.bias_exp <= fx.BIAS_EXP_MAX:
             raise GraphError(f"{where}: bias_exp={self.bias_exp} outside 0..{fx.BIAS_EXP_MAX}")
         if self.bias is None:

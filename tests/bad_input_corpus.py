@@ -33,6 +33,8 @@ CLASSES = {
     "inconsistent-results": "result files whose numbers contradict each other",
     "arguments": "out-of-range options, unwritable or full output folders",
     "unclear-before": "inputs that used to get a misleading or unhelpful message",
+    "malformed-values": "a value of the wrong type in a file (a fraction where an integer belongs, a number as a "
+                        "string): refused, never converted",
 }
 
 
@@ -513,4 +515,25 @@ CASES = [
     Case("unclear-before", "energy model with an unknown field", "hwsim.run",
          f"{G2} {IN} {HW} --energy-model {{t}}/e.json", "unknown field",
          edit_json("energy.json", "e.json", _set(["e_bogus"], 1.0))),
+    # values that used to be converted or truncated silently (T 4.9 -> 4, "1.5" -> 1.5, vth 168.9 -> 168)
+    Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "timesteps must be an integer",
+         edit_checkpoint("run/converted.pt", "t.pt", lambda r: r["snn"].update(timesteps=4.9))),
+    Case("malformed-values", "checkpoint with a threshold stored as a string", "trainer", f"eval {{t}}/s.pt {Q}",
+         "thresholds must be a number",
+         edit_checkpoint("run/converted.pt", "s.pt", lambda r: r["snn"]["thresholds"].__setitem__(0, "1.5"))),
+    Case("malformed-values", "checkpoint with v_init beyond the threshold", "trainer", f"eval {{t}}/v.pt {Q}",
+         "v_init", edit_checkpoint("run/converted.pt", "v.pt",
+                                   lambda r: r["snn"].update(v_init=[1.5] * len(r["snn"]["thresholds"])))),
+    Case("malformed-values", "checkpoint with an unknown input rule", "trainer", f"eval {{t}}/e.pt {Q}",
+         "input encoding", edit_checkpoint("run/converted.pt", "e.pt", lambda r: r["snn"].update(encoding="burst"))),
+    Case("malformed-values", "graph core with vth 168.9", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
+         "vth must be an integer", edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "vth", 168.9))),
+    Case("malformed-values", "graph core with a stride stored as strings", "hwsim.run",
+         f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "stride must be",
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "stride", ["1", "1"]))),
+    Case("malformed-values", "graph core with v_init above its threshold", "hwsim.run",
+         f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "v_init",
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "v_init", 10 ** 7))),
+    Case("malformed-values", "graph with an unknown input rule", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
+         "rule", edit_graph("run/export/converted/coregraph.npz", "g.npz", lambda h, a: h["input"].update(rule="burst"))),
 ]

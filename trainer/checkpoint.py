@@ -62,11 +62,27 @@ class SNNParams:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SNNParams":
-        v_init = d.get("v_init")
-        return cls(thresholds=[float(v) for v in d["thresholds"]], leak=float(d["leak"]),
-                   timesteps=int(d["timesteps"]), surrogate=dict(d["surrogate"]),
-                   v_init=None if v_init is None else [float(v) for v in v_init],
-                   encoding=str(d.get("encoding", "poisson")))
+        """Read as written: a threshold "1.5", a T of 4.9 or a leak of true is an error
+        (ValueError), never converted."""
+        def number(name, v):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(f"SNN {name} must be a number, got {v!r}")
+            return float(v)
+
+        def numbers(name, vs):
+            if not isinstance(vs, (list, tuple)):
+                raise ValueError(f"SNN {name} must be a list of numbers, got {vs!r}")
+            return [number(name, v) for v in vs]
+
+        t, v_init, encoding = d["timesteps"], d.get("v_init"), d.get("encoding", "poisson")
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise ValueError(f"SNN timesteps must be an integer, got {t!r}")
+        if not isinstance(encoding, str) or not isinstance(d["surrogate"], dict):
+            raise ValueError(f"SNN encoding must be a name and surrogate a dict, got {encoding!r}, "
+                             f"{d['surrogate']!r}")
+        return cls(thresholds=numbers("thresholds", d["thresholds"]), leak=number("leak", d["leak"]),
+                   timesteps=t, surrogate=dict(d["surrogate"]),
+                   v_init=None if v_init is None else numbers("v_init", v_init), encoding=encoding)
 
 
 @dataclass
