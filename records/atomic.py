@@ -8,8 +8,9 @@ A *set* of files (export's folder, hwsim's results, the report) changes as one: 
 temporaries are written first; then a journal listing the renames is committed (itself
 by rename), the renames run, and the journal is removed. A writer killed before the
 journal leaves only temporaries; one killed after it leaves a journal that ``settle``
-plays to the end. ``settle`` runs before every write into a folder and before every
-record is read from it, and also removes the temporaries of writers that are no longer
+plays to the end, after checking that it names only files inside its folder (a journal
+planted in a shared run that names others is refused: ``JournalError``, naming it). ``settle``
+runs before every write into a folder and before every record is read from it, and also removes the temporaries of writers that are no longer
 running (temporaries carry their writer's process id). Files get the mode the user's
 umask gives a new file (temporary files start private, 0600).
 """
@@ -71,6 +72,7 @@ def settle(folder: str | os.PathLike) -> None:
                 pairs = json.loads(journal.read_text())
             except ValueError:           # killed before its content was committed
                 pairs = []
+            pairs = _checked_pairs(folder, journal, pairs)
             for tmp, final in pairs:
                 if (folder / tmp).exists():
                     (folder / final).parent.mkdir(parents=True, exist_ok=True)
@@ -79,8 +81,45 @@ def settle(folder: str | os.PathLike) -> None:
         for tmp in (p for p in names if p.name.endswith(".tmp")):
             if tmp.exists() and not _alive(int(_TMP.match(tmp.name).group(1))):
                 tmp.unlink()
+    except JournalError:
+        raise
     except (OSError, ValueError):
         return
+
+
+class JournalError(ValueError):
+    """A journal that names a file outside its own folder: refused, and left as it is."""
+
+
+def _checked_pairs(folder: Path, journal: Path, pairs) -> list[tuple[str, str]]:
+    """The journal's renames, each a temporary of this folder (a plain name a writer of this
+    module gives) to a path inside the folder (relative, no "..", no link on the way); a
+    journal with anything else (planted in a shared or downloaded run) is an error naming it."""
+    def refuse(what) -> JournalError:
+        return JournalError(f"{journal}: refused, the journal names {what!r} outside {folder} (left as it is)")
+
+    if not isinstance(pairs, list):
+        raise refuse(pairs)
+    root = folder.resolve()
+    checked = []
+    for pair in pairs:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)):
+            raise refuse(pair)
+        tmp, final = pair
+        if os.sep in tmp or (os.altsep and os.altsep in tmp) or not _TMP.match(tmp) or not tmp.endswith(".tmp"):
+            raise refuse(tmp)
+        rel = Path(final)
+        if rel.is_absolute() or not rel.parts or ".." in rel.parts:
+            raise refuse(final)
+        where = folder
+        for part in rel.parts:              # no symbolic link anywhere on the way, the file included
+            where = where / part
+            if where.is_symlink():
+                raise refuse(final)
+        if root not in (folder / rel).resolve().parents:
+            raise refuse(final)
+        checked.append((tmp, final))
+    return checked
 
 
 def _prepare(folder: Path, target: Path) -> None:

@@ -33,6 +33,7 @@ CLASSES = {
     "inconsistent-results": "result files whose numbers contradict each other",
     "arguments": "out-of-range options, unwritable or full output folders",
     "unclear-before": "inputs that used to get a misleading or unhelpful message",
+    "outside-folder": "files a run folder's contents would make a command touch outside it",
     "malformed-values": "a value of the wrong type in a file (a fraction where an integer belongs, a number as a "
                         "string): refused, never converted",
 }
@@ -217,6 +218,18 @@ def _graph_core(i: int, key: str, value):
     def change(head, arrays):
         head["cores"][i][key] = value
     return change
+
+
+def planted_journal(folder: str, final: str) -> Callable[[Path], None]:
+    """A set-write journal planted in ``folder`` (a shared or downloaded run) whose rename would
+    replace ``final`` (relative to the folder, or absolute: ``{t}`` is filled in), with a victim
+    file outside the run to replace."""
+    def make(t: Path) -> None:
+        (t / "victim.txt").write_text("keep me")
+        (t / folder / ".x.999999.a.tmp").write_text("attacker's content")
+        pairs = [[".x.999999.a.tmp", final.format(t=t)]]
+        (t / folder / ".results.json.journal.999999.b.commit").write_text(json.dumps(pairs))
+    return make
 
 
 # Shorthands for arguments.
@@ -515,6 +528,25 @@ CASES = [
     Case("unclear-before", "energy model with an unknown field", "hwsim.run",
          f"{G2} {IN} {HW} --energy-model {{t}}/e.json", "unknown field",
          edit_json("energy.json", "e.json", _set(["e_bogus"], 1.0))),
+    Case("outside-folder", "a planted journal renames over a file outside the run (hwsim)", "hwsim.run",
+         f"--graph a={{t}}/run/export/converted/coregraph.npz {IN} {OUT_HW} {HW}", "refused, the journal names",
+         planted_journal("run/export/converted", "../../../victim.txt")),
+    Case("outside-folder", "a planted journal names an absolute path (reports)", "reports",
+         "{t}/run", "refused, the journal names", planted_journal("run", "{t}/victim.txt")),
+    Case("outside-folder", "a planted journal renames a file that is not its temporary (trainer)", "trainer",
+         f"eval {{t}}/run/converted.pt {Q}", "refused, the journal names",
+         lambda t: (t / "run" / ".results.json.journal.999999.b.commit").write_text(
+             json.dumps([["../victim.txt", "converted.pt"]]))),
+    Case("outside-folder", "a planted journal renames through a link out of the run (hwsim)", "hwsim.run",
+         f"{G2} {IN} {OUT_HW} {HW}", "refused, the journal names",
+         lambda t: (planted_journal("run/export/converted", "out/victim.txt")(t),
+                    (t / "run" / "export" / "converted" / "out").symlink_to(t))),
+    Case("outside-folder", "a planted journal climbs out from a subfolder (export)", "export.to_lava",
+         "{t}/run/stdb.pt --out {t}/run/export/converted --eval-samples 0 --calibration-samples 0",
+         "refused, the journal names", planted_journal("run/export/converted", "report/../../../../victim.txt")),
+    Case("outside-folder", "a planted journal that is not a list of renames (reports)", "reports", "{t}/run",
+         "refused, the journal names", lambda t: (t / "run" / ".results.json.journal.999999.b.commit").write_text(
+             json.dumps({"../victim.txt": "x"}))),
     # values that used to be converted or truncated silently (T 4.9 -> 4, "1.5" -> 1.5, vth 168.9 -> 168)
     Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "timesteps must be an integer",
          edit_checkpoint("run/converted.pt", "t.pt", lambda r: r["snn"].update(timesteps=4.9))),
