@@ -21,7 +21,7 @@ from pathlib import Path
 
 from export import fixedpoint as fx
 from export.exporter import ExportConfig, NIRImportConfig, export_checkpoint, export_nir_file
-from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, Parser, integer, number, require, run_main
+from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, require, run_main
 
 
 def print_summary(summary: dict, report: list[dict], out: Path) -> None:
@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test images for float vs quantized accuracy (0 = skip)")
     p.add_argument("--calibration-samples", type=COUNT, default=128,
                    help="training images to size the output accumulator (0 = skip)")
-    p.add_argument("--timesteps", type=POSITIVE, default=None, help="T (default: the checkpoint's)")
-    p.add_argument("--calibration-timesteps", type=POSITIVE, default=None,
+    p.add_argument("--timesteps", type=TIMESTEPS, default=None, help="T (default: the checkpoint's)")
+    p.add_argument("--calibration-timesteps", type=TIMESTEPS, default=None,
                    help="largest T the graph will run at: sizes the output accumulator so it does not "
                         "saturate there (default: T; larger costs output precision at small T)")
     p.add_argument("--weight-bits", type=integer(2, fx.WEIGHT_BITS), default=fx.WEIGHT_BITS)

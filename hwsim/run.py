@@ -30,9 +30,10 @@ import numpy as np
 
 from export import fixedpoint as fx
 from hwsim.shard import close as close_shards
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, BadInput, Parser, require, run_main, writable_dir
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, require, run_main, writable_dir
 from records.progress import progress as progress_bar
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
+from records.timesteps import MAX_TIMESTEPS
 
 MAX_DEFAULT_SAMPLES = 1500
 
@@ -73,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="folder of run folders searched by default (default: runs)")
     p.add_argument("--samples", type=POSITIVE, default=None,
                    help=f"test samples (default: the whole test set up to {MAX_DEFAULT_SAMPLES})")
-    p.add_argument("--timesteps", "-T", type=POSITIVE, default=None, help="time steps (default: the graphs' T)")
+    p.add_argument("--timesteps", "-T", type=TIMESTEPS, default=None, help="time steps (default: the graphs' T)")
     p.add_argument("--seed", type=SEED, default=None, help="Poisson seed (default 0, or the inputs file's)")
     p.add_argument("--energy-model", default=None, metavar="first_order|cmos45nm|loihi|PATH",
                    help="energy model preset or JSON file (default: first_order)")
@@ -322,8 +323,8 @@ def parse_sweep(text: str | None) -> tuple[int, ...]:
         ts = tuple(sorted({int(t) for t in text.split(",") if t.strip()}))
     except ValueError:
         raise BadInput(f"--sweep: expected comma-separated integers, got {text!r}") from None
-    if not ts or min(ts) < 1:
-        raise BadInput(f"--sweep: time steps must be >= 1, got {text!r}")
+    if not ts or min(ts) < 1 or max(ts) > MAX_TIMESTEPS:
+        raise BadInput(f"--sweep: time steps must be in 1..{MAX_TIMESTEPS:,}, got {text!r}")
     return ts
 
 

@@ -30,7 +30,7 @@ from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
 from records.atomic import atomic_file
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, Parser, integer, number, run_main, run_name
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, run_main, run_name
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-root", default=None)
     p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-    p.add_argument("--timesteps", type=POSITIVE, default=None, help="reduced T (STDB, export, hwsim)")
-    p.add_argument("--timesteps-large", type=POSITIVE, default=None, help="large T to evaluate the conversion")
+    p.add_argument("--timesteps", type=TIMESTEPS, default=None, help="reduced T (STDB, export, hwsim)")
+    p.add_argument("--timesteps-large", type=TIMESTEPS, default=None, help="large T to evaluate the conversion")
     p.add_argument("--epochs", type=POSITIVE, default=None, help="ANN epochs")
     p.add_argument("--snn-epochs", type=POSITIVE, default=None, help="STDB / from-scratch epochs")
     p.add_argument("--train-subset", type=POSITIVE, default=None)

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from records.timesteps import MAX_TIMESTEPS
+
 EXIT_BAD_INPUT = 2
 
 
@@ -98,6 +100,7 @@ def run_name(text: str) -> str:
 
 
 POSITIVE = integer(1)
+TIMESTEPS = integer(1, MAX_TIMESTEPS)    # every T option: work sized before it starts
 COUNT = integer(0)          # a count where 0 means "none" / "skip"
 SEED = integer(0, 2**32 - 1)
 

@@ -12,6 +12,17 @@ from dataclasses import dataclass
 
 from records.header import RecordError
 
+# The most steps any command runs: 40 times the paper's largest T (2,500). Larger asks for
+# hours per image before anything is written, so every option and file is checked against it.
+MAX_TIMESTEPS = 100_000
+
+
+def check_timesteps(value, where: str) -> int:
+    """``value`` as a T: an integer in 1..MAX_TIMESTEPS, else a RecordError naming ``where``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMESTEPS:
+        raise RecordError(f"{where}: T must be an integer in 1..{MAX_TIMESTEPS:,}, got {value!r}")
+    return value
+
 
 def default_sweep(reduced: int, large: int) -> tuple[int, ...]:
     """Powers of two below the large T, plus both Ts: the accuracy-vs-T trade-off."""
@@ -26,12 +37,10 @@ class TimeSteps:
 
     def __post_init__(self):
         for name in ("reduced", "large"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise RecordError(f"timesteps: {name} T must be an integer >= 1, got {v!r}")
+            check_timesteps(getattr(self, name), f"timesteps: {name}")
         sweep = tuple(self.sweep) or default_sweep(self.reduced, self.large)
-        if any(isinstance(t, bool) or not isinstance(t, int) or t < 1 for t in sweep):
-            raise RecordError(f"timesteps: sweep values must be integers >= 1, got {list(sweep)}")
+        for t in sweep:
+            check_timesteps(t, "timesteps: sweep")
         object.__setattr__(self, "sweep", tuple(sorted(set(sweep))))
 
     @property

@@ -34,6 +34,7 @@ CLASSES = {
     "arguments": "out-of-range options, unwritable or full output folders",
     "unclear-before": "inputs that used to get a misleading or unhelpful message",
     "outside-folder": "files a run folder's contents would make a command touch outside it",
+    "sized-before": "work too large to finish, refused before it starts",
     "malformed-values": "a value of the wrong type in a file (a fraction where an integer belongs, a number as a "
                         "string): refused, never converted",
 }
@@ -547,6 +548,20 @@ CASES = [
     Case("outside-folder", "a planted journal that is not a list of renames (reports)", "reports", "{t}/run",
          "refused, the journal names", lambda t: (t / "run" / ".results.json.journal.999999.b.commit").write_text(
              json.dumps({"../victim.txt": "x"}))),
+    # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
+    Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
+         "--timesteps"),
+    Case("sized-before", "export --calibration-timesteps 1e9", "export.to_lava",
+         "{t}/run/stdb.pt --out {t}/e --calibration-timesteps 1000000000", "--calibration-timesteps"),
+    Case("sized-before", "checkpoint recording T = 1e9", "export.to_lava", "{t}/big.pt --out {t}/e", "SNN timesteps",
+         edit_checkpoint("run/stdb.pt", "big.pt", lambda r: r["snn"].update(timesteps=10 ** 9))),
+    Case("sized-before", "graph recording T = 1e9", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
+         "timesteps must be an integer in", edit_graph("run/export/converted/coregraph.npz", "g.npz",
+                                                      lambda h, a: h.update(timesteps=10 ** 9))),
+    Case("sized-before", "hwsim --sweep up to 1e9", "hwsim.run", f"{G2} {IN} {OUT_HW} {HW} --sweep 4,1000000000",
+         "--sweep"),
+    Case("sized-before", "pipeline --timesteps-large 1e9", "pipeline",
+         "--runs {t}/runs --timesteps-large 1000000000 --quiet", "--timesteps-large"),
     # values that used to be converted or truncated silently (T 4.9 -> 4, "1.5" -> 1.5, vth 168.9 -> 168)
     Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "timesteps must be an integer",
          edit_checkpoint("run/converted.pt", "t.pt", lambda r: r["snn"].update(timesteps=4.9))),

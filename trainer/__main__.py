@@ -15,8 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from records.atomic import atomic_file
-from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, BadInput, Parser, integer, number, run_main,
-                         run_name, writable_file)
+from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, number,
+                         run_main, run_name, writable_file)
 from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import load_checkpoint
@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("convert", help="threshold balancing (Algorithm 1) of an ANN checkpoint")
     p.add_argument("checkpoint"), common(p), add_convert_args(p)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--timesteps", type=POSITIVE, required=True)
+    p.add_argument("--timesteps", type=TIMESTEPS, required=True)
     p.add_argument("--batch-size", type=POSITIVE, default=64)
     p.add_argument("--out", type=OUTPUT_FILE, default=None)
 
@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--out", type=OUTPUT_FILE, required=True)
             p.add_argument("--leak", type=LEAK, default=1.0)
         common(p), restart(p), add_snn_args(p)
-        p.add_argument("--timesteps", type=POSITIVE, required=True)
+        p.add_argument("--timesteps", type=TIMESTEPS, required=True)
         add_optim_args(p, SNN_OPTIM)
 
     for name, help_ in (("spikebp", "Lee 2020's spike-based BP from scratch, its recipe (trainer.methods)"),
@@ -310,21 +310,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
         p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
         p.add_argument("--out", type=OUTPUT_FILE, required=True)
-        p.add_argument("--timesteps", type=POSITIVE, required=True)
+        p.add_argument("--timesteps", type=TIMESTEPS, required=True)
         p.add_argument("--epochs", type=POSITIVE, default=30)
         p.add_argument("--leak", type=LEAK, default=1.0, help="bncurrent's leak (spikebp uses its recipe's, 0.99)")
 
     p = sub.add_parser("eval", help="accuracy and spikes per layer of any checkpoint at any T")
     p.add_argument("checkpoint"), common(p)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--timesteps", type=POSITIVE, nargs="*", default=None)
+    p.add_argument("--timesteps", type=TIMESTEPS, nargs="*", default=None)
     p.add_argument("--unscaled", action="store_true",
                    help="the converted thresholds before the scaling factor (the large-T column)")
 
     p = sub.add_parser("diagnose", help="a converted SNN against its ANN, layer by layer (trainer.diagnose)")
     p.add_argument("checkpoint"), common(p)
     p.add_argument("--data-root", default=None)
-    p.add_argument("--timesteps", type=POSITIVE, nargs="+", required=True)
+    p.add_argument("--timesteps", type=TIMESTEPS, nargs="+", required=True)
     p.add_argument("--samples", type=integer(1, 4096), default=64, help="first test images compared")
     p.add_argument("--unscaled", action="store_true", help="the converted thresholds before the scaling factor")
     p.add_argument("--out", type=OUTPUT_FILE, required=True, help="CSV, one row per T and neuron layer")
@@ -336,8 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
     p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
     p.add_argument("--name", type=run_name, default=None)
-    p.add_argument("--timesteps", type=POSITIVE, default=None, help="reduced T for STDB")
-    p.add_argument("--timesteps-large", type=POSITIVE, default=None, help="large T to evaluate the conversion")
+    p.add_argument("--timesteps", type=TIMESTEPS, default=None, help="reduced T for STDB")
+    p.add_argument("--timesteps-large", type=TIMESTEPS, default=None, help="large T to evaluate the conversion")
     p.add_argument("--no-scratch", action="store_true", help="skip the from-scratch baseline")
     add_optim_args(p, None)
     add_optim_args(p, SNN_OPTIM, prefix="snn-")

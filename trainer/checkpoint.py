@@ -27,6 +27,7 @@ from records.dataref import DataRef
 from records.encoding import RULES, Normalisation
 from records.header import RecordError, check_header, header
 from records.layout import ANN_STAGES, STAGES
+from records.timesteps import check_timesteps
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.lif import Surrogate
 
@@ -229,8 +230,12 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
             raise CheckpointError(f"{where}: {len(ckpt.snn.thresholds)} thresholds for {n} neuron layers")
         if any(not (0 < v < math.inf) for v in ckpt.snn.thresholds):
             raise CheckpointError(f"{where}: thresholds must be positive and finite, got {ckpt.snn.thresholds}")
-        if not 0.0 < ckpt.snn.leak <= 1.0 or ckpt.snn.timesteps < 1:
-            raise CheckpointError(f"{where}: leak must be in (0, 1] and timesteps >= 1")
+        if not 0.0 < ckpt.snn.leak <= 1.0:
+            raise CheckpointError(f"{where}: leak must be in (0, 1]")
+        try:
+            check_timesteps(ckpt.snn.timesteps, "SNN timesteps")
+        except RecordError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
         if ckpt.snn.encoding not in RULES:
             raise CheckpointError(f"{where}: unknown input encoding {ckpt.snn.encoding!r} (one of {', '.join(RULES)})")
         if ckpt.snn.v_init is not None and (len(ckpt.snn.v_init) != n or not all(
