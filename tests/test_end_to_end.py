@@ -114,3 +114,35 @@ def test_cifar_recipe_leaves_chance(tmp_path):
                      QUIET)
     assert ckpt.metrics["test_acc"] >= 18.0, ckpt.metrics
     assert not is_silent(ckpt.model(), bundle)
+
+
+def test_interrupted_ann_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """The ANN killed after its first epoch (dropout on: its draws are the random state a
+    resume must reproduce), re-run, ends bit for bit where an uninterrupted run ends."""
+    import trainer.train as train
+    from trainer.stages import ArchChoice, ann_recipe
+
+    bundle = load_dataset("digits", train_subset=300, test_subset=60)
+    arch = ArchChoice(conv_dropout=0.3, fc_dropout=0.5).config(bundle)
+    opt = ann_recipe("digits", epochs=3)
+    whole = train.train_ann(bundle, arch, opt, tmp_path / "whole.pt", QUIET)
+
+    real, calls = train._save_stage, []
+
+    def killed_after_first_epoch(*args, **kwargs):
+        path = real(*args, **kwargs)
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return path
+    monkeypatch.setattr(train, "_save_stage", killed_after_first_epoch)
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train.train_ann(bundle, arch, opt, out, QUIET)
+    assert load_checkpoint(out).train_state["epoch"] == 1
+    monkeypatch.setattr(train, "_save_stage", real)
+    resumed = train.train_ann(bundle, arch, opt, out, QUIET)
+    for k, v in whole.train_state["last_state_dict"].items():
+        assert torch.equal(v, resumed.train_state["last_state_dict"][k]), k
+    timeless = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert timeless(resumed.train_state["history"]) == timeless(whole.train_state["history"])

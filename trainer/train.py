@@ -425,6 +425,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     epoch, saved, saved_at, save_seconds = start, True, -math.inf, 0.0
     while epoch < sched.epochs and not (epoch > start and rt.out_of_time()):
         ann.train()
+        torch.manual_seed(seed * 1000 + epoch)     # dropout's draws: per epoch, so a resumed run draws the same
         t0, loss_sum, correct, seen, t_warm = time.time(), 0.0, 0, 0, None
         bar = progress_bar(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=epoch),
                            total=steps_per_epoch, desc=f"ANN epoch {epoch + 1}/{sched.epochs}", unit="step",
