@@ -138,11 +138,15 @@ def _dir_problem(path: Path) -> str | None:
     return _folder_problem(path)
 
 
-def writable_file(path: str | os.PathLike, option: str) -> Path:
-    """``path`` can be written as a file: not a folder, and its folder exists or can be made."""
+def writable_file(path: str | os.PathLike, option: str, inputs: tuple = ()) -> Path:
+    """``path`` can be written as a file: not a folder, its folder exists or can be made,
+    and it is none of the command's ``inputs`` (no command writes over what it reads)."""
     problem = _file_problem(Path(path))
     if problem:
         raise BadInput(f"{option}: {problem}")
+    for given in inputs:
+        if Path(given).exists() and Path(path).exists() and os.path.samefile(given, path):
+            raise BadInput(f"{option}: {path} is the command's own input {given}; write to another file")
     return Path(path)
 
 

@@ -548,6 +548,10 @@ CASES = [
     Case("outside-folder", "a planted journal that is not a list of renames (reports)", "reports", "{t}/run",
          "refused, the journal names", lambda t: (t / "run" / ".results.json.journal.999999.b.commit").write_text(
              json.dumps({"../victim.txt": "x"}))),
+    Case("outside-folder", "convert writing over its own input", "trainer",
+         f"convert {{t}}/ann.pt --timesteps 4 --out {{t}}/ann.pt {Q}", "own input"),
+    Case("outside-folder", "stdb writing over its converted input", "trainer",
+         f"stdb {{t}}/run/converted.pt --timesteps 4 --epochs 1 --out {{t}}/run/converted.pt {Q}", "own input"),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),

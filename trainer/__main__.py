@@ -155,7 +155,8 @@ def cmd_convert(args) -> None:
     rt = runtime_from(args)
     ann_ckpt = load_checkpoint(args.checkpoint)
     bundle = data_of(ann_ckpt, args.data_root)
-    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("converted"), "--out")
+    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("converted"), "--out",
+                        inputs=(args.checkpoint,))
     ckpt = convert(ann_ckpt, bundle, convert_from(args, args.batch_size), args.timesteps, out, rt)
     print("thresholds:", ", ".join(f"{v:.4g}" for v in ckpt.snn.thresholds), f"-> {out}")
 
@@ -165,7 +166,8 @@ def cmd_stdb(args) -> None:
     init = load_checkpoint(args.checkpoint)
     check_converted(init, args.checkpoint)
     bundle = data_of(init, args.data_root, args.train_subset, args.test_subset)
-    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"), "--out")
+    out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"), "--out",
+                        inputs=(args.checkpoint,))
     cfg, surrogate = snn_from(args, optim_from(args), args.leak)
     result = fine_tune(init, bundle, "stdb", args.timesteps, cfg, surrogate, out, rt, args.eval_samples)
     if result is not None:
