@@ -146,3 +146,18 @@ def test_interrupted_ann_resumes_to_the_same_weights(tmp_path, monkeypatch):
         assert torch.equal(v, resumed.train_state["last_state_dict"][k]), k
     timeless = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert timeless(resumed.train_state["history"]) == timeless(whole.train_state["history"])
+
+
+def test_a_run_is_not_resumed_on_other_images_of_the_same_data_set(tmp_path):
+    """The recorded configuration identifies the training images, not only the data set's name."""
+    import dataclasses
+
+    import trainer.train as train
+    from trainer.stages import ArchChoice, ann_recipe
+
+    bundle = load_dataset("digits", train_subset=200, test_subset=60)
+    arch, opt = ArchChoice().config(bundle), ann_recipe("digits", epochs=1)
+    train.train_ann(bundle, arch, opt, tmp_path / "ann.pt", QUIET)
+    other = dataclasses.replace(bundle, train_x=bundle.train_x.flip(0), train_y=bundle.train_y.flip(0))
+    with pytest.raises(ValueError, match="train_data: "):
+        train.train_ann(other, arch, opt, tmp_path / "ann.pt", QUIET)

@@ -328,10 +328,21 @@ class Progress:
 
 
 def run_config(stage: str, arch: ArchConfig, settings: dict, bundle: DatasetBundle, seed: int, **more) -> dict:
-    """Everything that decides a training run's result, as recorded in its checkpoint."""
+    """Everything that decides a training run's result, as recorded in its checkpoint: the
+    data too, by a digest of the training images and labels (another folder of the same
+    data set's name is another run)."""
     config = {"stage": stage, "arch": arch.to_dict(), **settings, "seed": int(seed), "dataset": bundle.name,
-              "classes": list(bundle.class_names), "train_images": int(len(bundle.train_y)), **more}
+              "classes": list(bundle.class_names), "train_images": int(len(bundle.train_y)),
+              "train_data": data_digest(bundle), **more}
     return json.loads(json.dumps(config))        # as it reads back from the checkpoint (lists, not tuples)
+
+
+def data_digest(bundle: DatasetBundle) -> str:
+    """SHA-256 (16 hex digits) of the training split's images and labels."""
+    h = hashlib.sha256()
+    for t in (bundle.train_x, bundle.train_y):
+        h.update(str(tuple(t.shape)).encode() + t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def weights_digest(ckpt: Checkpoint) -> str:
@@ -352,6 +363,8 @@ def resume(out: Path, config: dict, model: torch.nn.Module, optimizer, restart: 
         return None
     ckpt = load_checkpoint(out)
     old = (ckpt.train_state or {}).get("config")
+    if old is not None and "train_data" not in old:       # recorded before the data digest: the name alone
+        config = {k: v for k, v in config.items() if k != "train_data"}
     if old is None:
         raise ValueError(f"{out}: holds a {ckpt.stage} checkpoint that is not a resumable run of this version; "
                          "pass --restart to overwrite it, or choose another output")
