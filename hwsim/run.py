@@ -30,7 +30,8 @@ import numpy as np
 
 from export import fixedpoint as fx
 from hwsim.shard import close as close_shards
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, require, run_main, writable_dir
+from records.cli import (OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, require, run_main,
+                         writable_dir)
 from records.progress import progress as progress_bar
 from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
 from records.timesteps import MAX_TIMESTEPS
@@ -80,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="energy model preset or JSON file (default: first_order)")
     p.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
     p.add_argument("--chunk", type=POSITIVE, default=None, help="samples per chunk (default: by device)")
-    p.add_argument("--threads", type=POSITIVE, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--threads", type=integer(1, 4 * (os.cpu_count() or 1)), default=None,
+                   help="CPU threads, at most 4 per core of this machine (default: torch's)")
     p.add_argument("--sweep", default=None, metavar="T1,T2,...",
                    help="also run every network at these T (same images and seed): accuracy vs T")
     p.add_argument("--data-root", default=None, help="data set folder (default: the one the graph records)")

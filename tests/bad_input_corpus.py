@@ -460,6 +460,7 @@ CASES = [
          "--weight-bits"),
     Case("arguments", "export --samples -1", "export.to_lava", "{t}/run/converted.pt --samples -1", "--samples"),
     Case("arguments", "hwsim --threads 0", "hwsim.run", f"{G2} {IN} --threads 0 {HW}", "--threads"),
+    Case("arguments", "hwsim --threads 1000000", "hwsim.run", f"{G2} {IN} --threads 1000000 {HW}", "--threads"),
     Case("arguments", "hwsim --samples beyond the inputs file", "hwsim.run", f"{G2} {IN} --samples 999 {HW}",
          "--samples"),
     Case("arguments", "chain --name with a slash", "trainer", f"chain --runs {{t}}/runs --name ../x {Q}", "--name"),
