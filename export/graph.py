@@ -74,6 +74,8 @@ def _fan_out(op: str, weights: np.ndarray, input_shape, output_shape, stride, pa
 def _conv_maps(where: str, weights: np.ndarray, input_shape, output_shape, stride, padding) -> None:
     if weights.ndim != 4 or len(input_shape) != 3 or len(output_shape) != 3:
         raise GraphError(f"{where}: conv needs 4-d weights and (C, H, W) shapes")
+    if len(stride) != 2 or len(padding) != 2 or min(stride) < 1 or min(padding) < 0:
+        raise GraphError(f"{where}: conv stride {stride} must be two integers >= 1 and padding {padding} two >= 0")
     o, c, kh, kw = weights.shape
     ho = (input_shape[1] + 2 * padding[0] - kh) // stride[0] + 1
     wo = (input_shape[2] + 2 * padding[1] - kw) // stride[1] + 1
@@ -249,13 +251,14 @@ class Core:
         else:
             raise GraphError(f"{where}: unsupported op {self.op!r} (conv or dense)")
         self._check_pool(where)
-        if self.ann_macs is not None and self.ann_macs < 0:
-            raise GraphError(f"{where}: ann_macs={self.ann_macs} is negative")
         self.shortcuts = list(self.shortcuts)
         for sc in self.shortcuts:
             if not isinstance(sc, Shortcut):
                 raise GraphError(f"{where}: shortcuts must be Shortcut objects, got {type(sc).__name__}")
             sc.check_maps(f"{where}, shortcut from {sc.source}", self.output_shape)
+        if self.ann_macs is not None and not 0 <= self.ann_macs <= self.synapses_per_step:
+            raise GraphError(f"{where}: ann_macs={self.ann_macs} is not the MAC count of an ANN layer this core "
+                             f"implements (0..{self.synapses_per_step:,}, the core's synapses per step)")
         self._check_bias(where)
         self._check_v_init(where)
 
@@ -304,6 +307,15 @@ class Core:
     @property
     def leak(self) -> float:
         return 1.0 - self.dv / fx.DECAY_UNITY
+
+    @property
+    def synapses_per_step(self) -> int:
+        """Multiply-accumulates of a dense evaluation of the core's synapses and shortcuts per
+        step: the most an ANN layer it implements can have (a folded pool only adds)."""
+        out = math.prod(self.output_shape)
+        own = self.weights.size if self.op == "dense" else out * math.prod(self.weights.shape[1:])
+        return own + sum(out * (1 if sc.op == "identity" else math.prod(sc.weights.shape[1:]))
+                         for sc in self.shortcuts)
 
     @property
     def fan_out_per_input(self) -> np.ndarray:
