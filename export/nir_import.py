@@ -87,7 +87,7 @@ class NIRNetwork:
         raw = self.metadata.get("input_encoding")
         try:
             rule = json.loads(str(np.asarray(raw).reshape(-1)[0]) if isinstance(raw, np.ndarray) else raw)["rule"]
-        except (TypeError, ValueError, KeyError, IndexError):
+        except (TypeError, ValueError, KeyError, IndexError, RecursionError):
             return "poisson"
         if rule not in RULES:
             raise NIRImportError(f"{self.source}: metadata input_encoding names the rule {rule!r} (one of "

@@ -72,6 +72,8 @@ def settle(folder: str | os.PathLike) -> None:
                 pairs = json.loads(journal.read_text())
             except ValueError:           # killed before its content was committed
                 pairs = []
+            except RecursionError:       # not a journal this module wrote
+                pairs = None
             pairs = _checked_pairs(folder, journal, pairs)
             for tmp, final in pairs:
                 if (folder / tmp).exists():

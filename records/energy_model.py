@@ -27,7 +27,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from records.header import RecordError, check_header
+from records.header import RecordError, check_header, parse_json
 
 FORMAT = "hybrid-snn-energy-model"
 VERSION = 1
@@ -119,7 +119,7 @@ def read_energy_model(path: str | os.PathLike, shown: str | None = None) -> Ener
     path = Path(path)
     shown = shown or str(path)
     try:
-        data = json.loads(path.read_text())
+        data = parse_json(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EnergyModelError(f"{shown}: not a readable JSON file ({type(exc).__name__}: {exc})") from None
     return parse_energy_model(data, shown, str(path))

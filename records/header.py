@@ -52,12 +52,24 @@ def finite_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def parse_json(text: str | bytes) -> object:
+    """``json.loads`` for files from anywhere: JSON nested too deep for the parser (thousands
+    of brackets) is a ``json.JSONDecodeError`` like any other malformed JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deep", "", 0) from None
+
+
 def npz_header(data, key: str, fmt: str, current: int, oldest: int, error: type[RecordError], what: str,
                rerun: str) -> dict:
     """The checked JSON header that an ``.npz`` record keeps under ``key``."""
     if key not in data.files:
         raise error(f"not {what} (no {key} header)")
-    head = json.loads(bytes(data[key]).decode())
+    try:
+        head = parse_json(bytes(data[key]).decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{what}'s {key} header is not valid JSON ({exc})") from None
     check_header(head, fmt, current, oldest, error, rerun=rerun)
     return head
 
@@ -69,7 +81,7 @@ def read_json_record(path: str | os.PathLike, what: str, error: type[RecordError
     if not path.is_file():
         raise error(f"{path}: {'is a folder, not a' if path.is_dir() else 'no such'} {what} file")
     try:
-        return parse(json.loads(path.read_text()))
+        return parse(parse_json(path.read_text()))
     except RecordError as exc:
         raise error(f"{path}: {exc}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

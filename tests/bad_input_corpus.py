@@ -561,6 +561,13 @@ CASES = [
     Case("malformed-values", "graph core with ANN MACs past float range", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "ann_macs",
          edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "ann_macs", 10 ** 400))),
+    Case("unclear-before", "energy model nested 100,000 deep", "hwsim.run", f"{G2} {IN} {HW} --energy-model {{t}}/e.json",
+         "nested too deep", lambda t: (t / "e.json").write_text("[" * 100000 + "]" * 100000)),
+    Case("unclear-before", "results file nested 100,000 deep", "reports", "{t}/run --results {t}/r.json",
+         "nested too deep", lambda t: (t / "r.json").write_text('{"a":' * 100000 + "1" + "}" * 100000)),
+    Case("unclear-before", "graph header nested 100,000 deep", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
+         "nested too deep", lambda t: np.savez(t / "g.npz", __graph__=np.frombuffer(
+             ("[" * 100000 + "]" * 100000).encode(), dtype=np.uint8))),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),
