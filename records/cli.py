@@ -186,6 +186,10 @@ def run_main(program: str, body: Callable[[], int | None]) -> int:
     except (ValueError, OSError) as exc:     # records' and data sets' errors are ValueErrors
         print(f"{program}: {describe(exc)}", file=sys.stderr)
     except (MemoryError, RuntimeError) as exc:
+        if str(exc).startswith("Symlink loop from "):        # pathlib's resolve() of a path that loops
+            print(f"{program}: {one_line(str(exc))}: a symbolic link that points back at itself, not a file or "
+                  "folder", file=sys.stderr)
+            return EXIT_BAD_INPUT
         if not isinstance(exc, MemoryError) and "allocate" not in str(exc):    # torch's allocators say so
             raise
         first = one_line(str(exc))[:160]

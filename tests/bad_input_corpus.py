@@ -568,6 +568,10 @@ CASES = [
     Case("unclear-before", "graph header nested 100,000 deep", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
          "nested too deep", lambda t: np.savez(t / "g.npz", __graph__=np.frombuffer(
              ("[" * 100000 + "]" * 100000).encode(), dtype=np.uint8))),
+    Case("unclear-before", "a symbolic link loop as the graph", "hwsim.run", f"--graph a={{t}}/loop {IN} {OUT_HW} {HW}",
+         "symbolic link", lambda t: (t / "loop").symlink_to(t / "loop")),
+    Case("unclear-before", "a symbolic link loop as the output folder", "hwsim.run", f"{G2} {IN} --out {{t}}/loop {HW}",
+         "symbolic link", lambda t: (t / "loop").symlink_to(t / "loop")),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),

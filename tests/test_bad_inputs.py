@@ -66,7 +66,8 @@ def snapshot(root: Path) -> dict[str, str]:
             out[os.path.relpath(os.path.join(dirpath, d), root) + "/"] = "dir"
         for f in filenames:
             p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+            out[os.path.relpath(p, root)] = ("link -> " + os.readlink(p) if os.path.islink(p)
+                                            else hashlib.sha256(Path(p).read_bytes()).hexdigest())
     return out
 
 
