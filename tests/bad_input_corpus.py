@@ -48,7 +48,7 @@ class Case:
     args: str                           # split on spaces after {t} is filled in
     expect: str                         # fragment of the message
     setup: Callable[[Path], None] | None = None
-    fault: str | None = None            # "no-space" | "no-permission"
+    fault: str | None = None            # "no-space" | "torch-full" | "no-permission"
 
 
 # ---- makers of bad files (each writes one new file inside the folder t)
@@ -572,6 +572,8 @@ CASES = [
          "symbolic link", lambda t: (t / "loop").symlink_to(t / "loop")),
     Case("unclear-before", "a symbolic link loop as the output folder", "hwsim.run", f"{G2} {IN} --out {{t}}/loop {HW}",
          "symbolic link", lambda t: (t / "loop").symlink_to(t / "loop")),
+    Case("arguments", "convert onto a disk that fills while torch writes", "trainer",
+         f"convert {{t}}/ann.pt --timesteps 4 --out {{t}}/c.pt {Q}", "cannot write", fault="torch-full"),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),

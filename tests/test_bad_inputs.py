@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import export.to_lava
 import hwsim.run
@@ -77,6 +78,11 @@ def inject(kind: str | None, monkeypatch) -> None:
         def full(path):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         monkeypatch.setattr(records.atomic, "_umask_mode", full)
+    elif kind == "torch-full":        # torch's zip writer on a full disk raises a RuntimeError, not an OSError
+        def enforce_fail(obj, f, *args, **kwargs):
+            f.write(b"PK")
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+        monkeypatch.setattr(torch, "save", enforce_fail)
     elif kind == "no-permission":
         def refuse(path, suffix=".tmp"):
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path.parent))

@@ -11,6 +11,7 @@ A checkpoint is a ``torch.save`` of plain containers and tensors, read back with
 """
 from __future__ import annotations
 
+import errno
 import math
 import os
 import pickle
@@ -22,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from records.atomic import atomic_file, settle
+from records.atomic import WriteError, atomic_file, settle
+from records.cli import one_line
 from records.dataref import DataRef
 from records.encoding import RULES, Normalisation
 from records.header import RecordError, check_header, header
@@ -131,8 +133,12 @@ def save_checkpoint(ckpt: Checkpoint, path: str | os.PathLike) -> Path:
         "data": ckpt.data, "metrics": ckpt.metrics,
         "provenance": ckpt.provenance or provenance(), "train_state": ckpt.train_state,
     }
-    with atomic_file(path) as f:
-        torch.save(payload, f)
+    try:
+        with atomic_file(path) as f:
+            torch.save(payload, f)
+    except RuntimeError as exc:       # torch's zip writer on a full disk: "[enforce fail at inline_container.cc...]"
+        raise WriteError(errno.EIO, f"cannot write ({one_line(str(exc))[:120]}); nothing was changed",
+                         str(path)) from None
     return path
 
 
