@@ -387,3 +387,26 @@ def test_unknown_name_and_bad_image_size():
         load_dataset("imagenet")
     with pytest.raises(DatasetError, match="--image-size"):
         load_dataset("digits", image_size=32)
+
+
+def test_a_damaged_cache_is_rebuilt_not_blamed_on_the_data(tmp_path, monkeypatch):
+    """Cached arrays that lost labels (or any other inconsistency) cost a rebuild; the data
+    folder is never reported as bad for them."""
+    import numpy as np
+
+    from trainer import datasets
+
+    monkeypatch.setenv("HYBRID_SNN_CACHE", str(tmp_path))
+    builds = []
+
+    def build():
+        builds.append(1)
+        x = np.zeros((6, 1, 4, 4), np.uint8)
+        return datasets._Splits(x, np.arange(6) % 3, x[:3], np.arange(3), ["a", "b", "c"])
+
+    datasets._cached("toy", "k" * 32, build)
+    folder = next(tmp_path.iterdir())
+    np.save(folder / "train_y.npy", np.arange(4))                 # damaged: two labels lost
+    splits = datasets._cached("toy", "k" * 32, build)
+    assert len(builds) == 2 and len(splits.train_y) == 6
+    assert len(datasets._cached("toy", "k" * 32, build).train_y) == 6 and len(builds) == 2   # and kept

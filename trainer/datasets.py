@@ -330,6 +330,21 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _consistent(splits: _Splits) -> _Splits:
+    """The cached arrays as the loaders make them (uint8 NCHW images, as many int64 labels,
+    each a class index), else ValueError: a damaged cache is rebuilt, not reported as bad data."""
+    classes = splits.class_names
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
+        raise ValueError("cached class names")
+    for x, y in ((splits.train_x, splits.train_y), (splits.test_x, splits.test_y)):
+        if x.dtype != np.uint8 or x.ndim != 4 or y.dtype != np.int64 or y.shape != (len(x),) or \
+                (y.size and not 0 <= int(y.min()) <= int(y.max()) < len(classes)):
+            raise ValueError("cached arrays")
+    if splits.train_x.shape[1:] != splits.test_x.shape[1:]:
+        raise ValueError("cached shapes")
+    return splits
+
+
 def _cached(name: str, key: str, build: Callable[[], _Splits]) -> _Splits:
     """Decoded arrays from the cache folder for `key`, else build them and store them atomically.
 
@@ -341,9 +356,9 @@ def _cached(name: str, key: str, build: Callable[[], _Splits]) -> _Splits:
         meta = json.loads((folder / "meta.json").read_text())
         if meta["key"] == key:
             arrays = [np.load(folder / f"{a}.npy", allow_pickle=False) for a in _ARRAY_NAMES]
-            return _Splits(*arrays, meta["class_names"])
+            return _consistent(_Splits(*arrays, meta["class_names"]))
     except (OSError, ValueError, EOFError, KeyError, TypeError):
-        pass  # absent or damaged: rebuild below
+        pass  # absent or damaged (never blamed on the data folder): rebuild below
     splits = build()
     try:
         folder.mkdir(parents=True, exist_ok=True)
