@@ -574,6 +574,10 @@ CASES = [
          "symbolic link", lambda t: (t / "loop").symlink_to(t / "loop")),
     Case("arguments", "convert onto a disk that fills while torch writes", "trainer",
          f"convert {{t}}/ann.pt --timesteps 4 --out {{t}}/c.pt {Q}", "cannot write", fault="torch-full"),
+    Case("sized-before", "a decompression-bomb PNG in an image folder", "trainer",
+         f"ann --dataset folder --data-root {{t}}/bomb --out {{t}}/x.pt --epochs 1 {Q}", "decompression bomb",
+         chain(image_folder("bomb", {"cat": 2, "dog": 2}),
+               lambda t: __import__("PIL.Image").Image.new("L", (10000, 10000)).save(t / "bomb/train/cat/big.png"))),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from records.atomic import atomic_file
+from records.cli import one_line
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 _CIFAR10_ARCHIVE = "cifar10-jpg.tar.gz"
@@ -304,16 +305,20 @@ def _decode_splits(entries: dict[str, list], where: str, size: int) -> _Splits:
         for i, (cls, name, source) in enumerate(items):
             try:
                 x[i] = _decode_image(source, size)
-            except (OSError, ValueError) as e:  # PIL's UnidentifiedImageError is an OSError
-                raise DatasetError(f"{where}: cannot decode {split}/{cls}/{name} ({e})") from e
+            except (OSError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+                raise DatasetError(f"{where}: cannot decode {split}/{cls}/{name} ({one_line(str(e))[:200]})") from None
         labels = np.array([label[cls] for cls, _, _ in items], dtype=np.int64)
         arrays += [np.ascontiguousarray(x.transpose(0, 3, 1, 2)), labels]
     return _Splits(*arrays, class_names)
 
 
 def _decode_image(source, size: int) -> np.ndarray:
-    """One image file (path or file object) as RGB uint8 (size, size, 3), bilinear-resized if needed."""
-    with Image.open(source) as img:
+    """One image file (path or file object) as RGB uint8 (size, size, 3), bilinear-resized if needed;
+    an image of more pixels than PIL's bomb limit (89 M) is an error before it is decoded."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(source)
+    with img:
         if img.size != (size, size):
             img.draft("RGB", (size, size))  # lets JPEG decode at 1/2..1/8 scale: large photos load fast
         rgb = img.convert("RGB")
