@@ -578,6 +578,10 @@ CASES = [
          f"ann --dataset folder --data-root {{t}}/bomb --out {{t}}/x.pt --epochs 1 {Q}", "decompression bomb",
          chain(image_folder("bomb", {"cat": 2, "dog": 2}),
                lambda t: __import__("PIL.Image").Image.new("L", (10000, 10000)).save(t / "bomb/train/cat/big.png"))),
+    Case("sized-before", "a small checkpoint whose config declares a 10^6-wide layer", "trainer",
+         f"eval {{t}}/huge.pt {Q}", "do not fit",
+         edit_checkpoint("run/converted.pt", "huge.pt", lambda r: next(
+             l for l in r["arch"]["layers"] if l["kind"] == "linear").update(out_features=10 ** 6))),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),

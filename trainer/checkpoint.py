@@ -183,7 +183,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def _validate(ckpt: Checkpoint, where: str) -> None:
     if ckpt.stage not in STAGES:
         raise CheckpointError(f"{where}: unknown stage {ckpt.stage!r} (one of {', '.join(STAGES)})")
-    declared = ANN(ckpt.arch).state_dict()
+    with torch.device("meta"):        # shapes only: a config that declares huge layers allocates nothing
+        declared = ANN(ckpt.arch).state_dict()
     biases = sorted(k for k in ckpt.state_dict if k.endswith(".bias") and k not in declared)
     if biases:
         raise CheckpointError(f"{where}: {biases[0]} is a bias its layer does not declare; SNN-friendly layers "
