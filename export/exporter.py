@@ -145,6 +145,7 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
     out = writable_dir(cfg.out or nir_import_dir(path), "--out")
     bundle = load_dataset(nir_cfg.dataset, cfg.data_root)
+    net.check_input(bundle.input_shape)                 # before calibration runs the graph on its images
     encoding = InputEncoding(bundle.input_shape, bundle.normalisation, net.input_rule)
     peak = None
     if cfg.calibration_samples > 0:

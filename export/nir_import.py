@@ -80,6 +80,13 @@ class NIRNetwork:
     source: str
     metadata: dict = field(default_factory=dict)
 
+    def check_input(self, shape) -> None:
+        """The data set's image shape fits the graph's input, else an error naming both."""
+        if math.prod(shape) != math.prod(self.input_shape) or \
+                (len(self.input_shape) == 3 and tuple(shape) != self.input_shape):
+            raise NIRImportError(f"{self.source}: the graph reads {self.input_shape} inputs, the data set gives "
+                                 f"{tuple(shape)}")
+
     @property
     def input_rule(self) -> str:
         """The input encoding's rule ``export.nir_export`` recorded (``records.encoding``);
@@ -146,6 +153,12 @@ def uniform(node_name: str, what: str, values) -> float:
     if not np.all(a == a.flat[0]):
         raise NIRImportError(f"node {node_name}: {what} differs between neurons; a core has one value per layer")
     return float(a.flat[0])
+
+
+def positive(node_name: str, what: str, value: float) -> float:
+    if not value > 0:
+        raise NIRImportError(f"node {node_name}: {what} = {value:g} must be > 0 (a time constant)")
+    return value
 
 
 def _pair(node_name: str, what: str, value) -> tuple[int, int]:
@@ -296,12 +309,13 @@ class _Reader:
         if isinstance(node, nir.IF):
             leak, gain = 1.0, dt * uniform(name, "r", node.r)
         elif isinstance(node, (nir.LIF, nir.LI)):
-            tau = uniform(name, "tau", node.tau)
+            tau = positive(name, "tau", uniform(name, "tau", node.tau))
             if uniform(name, "v_leak", node.v_leak) != 0:
                 raise NIRImportError(f"node {name}: v_leak != 0; the core's neurons leak toward 0")
             leak, gain = 1.0 - dt / tau, dt * uniform(name, "r", node.r) / tau
         elif isinstance(node, nir.CubaLIF):
-            tau_syn, tau_mem = uniform(name, "tau_syn", node.tau_syn), uniform(name, "tau_mem", node.tau_mem)
+            tau_syn = positive(name, "tau_syn", uniform(name, "tau_syn", node.tau_syn))
+            tau_mem = positive(name, "tau_mem", uniform(name, "tau_mem", node.tau_mem))
             if not np.isclose(tau_syn, dt, rtol=1e-6):
                 raise NIRImportError(f"node {name}: tau_syn = {tau_syn:g} keeps the synaptic current beyond one step "
                                      f"of dt = {dt:g}; the core's current is instantaneous (du = 4095)")
@@ -369,7 +383,7 @@ def read_nir(source: str | os.PathLike | nir.NIRGraph, *, dt: float | None = Non
     else:
         try:
             graph = nir.read(str(source), type_check=False)
-        except (OSError, KeyError, ValueError, TypeError) as exc:
+        except Exception as exc:       # nir's reader fails on a foreign file in many ways (an unknown node type...)
             raise NIRImportError(f"{where}: not a readable NIR file ({type(exc).__name__}: {exc})") from None
     meta = dict(graph.metadata or {})
     if dt is None:
@@ -406,10 +420,7 @@ def quantize_nir(net: NIRNetwork, encoding: InputEncoding, class_names: list[str
                  output_peak: float | None = None) -> tuple[CoreGraph, list[dict]]:
     """(core graph, quantization report) of ``net`` by the checkpoint's rules; ``encoding`` and
     ``class_names`` come from the data set the graph is deployed on."""
-    if math.prod(encoding.shape) != math.prod(net.input_shape) or \
-            (len(net.input_shape) == 3 and tuple(encoding.shape) != net.input_shape):
-        raise NIRImportError(f"{net.source}: the graph reads {net.input_shape} inputs, the data set gives "
-                             f"{tuple(encoding.shape)}")
+    net.check_input(encoding.shape)
     layers = [lay.layer for lay in net.layers]
     if layers[0].op == "dense" and len(layers[0].input_shape) == 1 and layers[0].pool == 1:
         layers[0] = replace(layers[0], input_shape=tuple(encoding.shape))   # a flat input: the image in C-order

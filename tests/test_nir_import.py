@@ -171,6 +171,9 @@ BAD = {
                                                             r=np.full((2, 4, 4), 100.0), v_leak=np.zeros((2, 4, 4)),
                                                             v_threshold=np.ones((2, 4, 4)), w_in=np.ones((2, 4, 4))),
                                          *_tail()), "node n1: tau_syn = 0.005 keeps the synaptic current"),
+    "zero time constant": (lambda: _chain(_conv(), nir.LIF(tau=np.zeros((2, 4, 4)), r=np.ones((2, 4, 4)),
+                                                           v_leak=np.zeros((2, 4, 4)), v_threshold=np.ones((2, 4, 4))),
+                                          *_tail()), "node n1: tau = 0 must be > 0"),
 }
 
 
@@ -218,3 +221,20 @@ def test_export_writes_an_importable_file(tmp_path, trained_digits):
     path = export_nir(graph, tmp_path / "net.nir")
     net = read_nir(path)
     assert net.dt == pytest.approx(1e-4) and len(net.layers) == len(graph.cores)
+
+
+def test_a_graph_that_does_not_fit_the_data_set_is_named_before_it_runs():
+    net = read_nir(_chain(_conv(), _if(), *_tail()), subtract_reset=True)
+    with pytest.raises(NIRImportError, match=r"reads \(1, 4, 4\) inputs, the data set gives \(1, 28, 28\)"):
+        net.check_input((1, 28, 28))
+
+
+def test_a_file_nir_cannot_read_is_one_error(tmp_path):
+    """An HDF5 file with a node type nir does not know: NIR's reader fails its own way; the
+    importer names the file."""
+    import h5py
+    with h5py.File(tmp_path / "odd.nir", "w") as f:
+        node = f.create_group("node").create_group("nodes").create_group("n0")
+        node["type"] = "QuantumNeuron"
+    with pytest.raises(NIRImportError, match="odd.nir: not a readable NIR file"):
+        read_nir(tmp_path / "odd.nir")
