@@ -93,3 +93,22 @@ def test_qcfs_refuses_residual_blocks_and_bad_levels():
             ArchConfig.from_dict({**d, "quant_levels": bad})
     with pytest.raises(ArchError, match="batch norm"):            # not on the classifier
         ArchConfig.from_dict({**d, "layers": d["layers"][:-1] + [{**d["layers"][-1], "norm": True}]})
+
+
+def test_thresholds_start_from_the_data_and_the_running_statistics_stay():
+    from trainer.qcfs import init_thresholds
+
+    torch.manual_seed(0)
+    cfg = build_config("vgg_tiny", (1, 8, 8), 10, conv_dropout=0.0, fc_dropout=0.0, norm=True, quant_levels=4)
+    ann = ANN(cfg)
+    x = torch.rand(64, 1, 8, 8) * 2 - 1
+    before = {k: v.clone() for k, v in ann.state_dict().items() if "running" in k or "tracked" in k}
+    lams = init_thresholds(ann, x)
+    assert ann.training and len(lams) == 3 and torch.allclose(ann.act_thresholds, torch.tensor(lams))
+    with torch.no_grad():                                  # the first activation's input, the batch's statistics
+        bn = ann.norms["0"]
+        z = torch.nn.functional.batch_norm(ann.layers[0](quantize_input(x, 4)), None, None, bn.weight, bn.bias,
+                                           training=True, eps=bn.eps)
+    assert lams[0] == pytest.approx(float(2.0 * 2 * z.abs().mean()), rel=1e-5)
+    for k, v in before.items():
+        assert torch.equal(ann.state_dict()[k], v), k

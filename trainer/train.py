@@ -36,6 +36,7 @@ from trainer.distributed import Group
 from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
 from trainer.norms import CurrentNorms, fold_norms
+from trainer.qcfs import init_thresholds as qcfs_init
 from trainer.snn import SNN
 
 
@@ -418,7 +419,12 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
         ann = ann.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(ann.parameters(), opt)
     config = run_config(stage, arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
-    state = resume(out, config, ann, optimizer, rt.restart) or Progress()
+    state = resume(out, config, ann, optimizer, rt.restart)
+    if state is None:
+        state = Progress()
+        if arch.quant_levels is not None:        # a QCFS ANN: its thresholds from the first batch (trainer.qcfs)
+            x, _ = next(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=0))
+            qcfs_init(ann, ranks.shard(x).to(device))
     start, best, best_state = state.start, state.best, state.best_state
     sched = dataclasses.replace(opt, epochs=state.train_state.get("planned_epochs", opt.epochs))
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
