@@ -53,6 +53,12 @@ def load_inputs(run_dir: str | os.PathLike, results_path=None, summary_path=None
         spath = None
     if rpath.is_dir():
         rpath = rpath / RESULTS_FILE
+    if summary is not None:            # both must describe the same run
+        for what, got, want in (("data set", results.get("dataset"), summary.dataset),
+                                ("architecture", results.get("arch"), summary.arch)):
+            if got and want and norm_name(got) != norm_name(want):
+                raise ReportError(f"{spath}: a trainer summary of {want!r}, but {rpath} holds hwsim results of "
+                                  f"{got!r} (its {what}): they are not from the same run")
     return Inputs(results, summary, rpath, spath)
 
 

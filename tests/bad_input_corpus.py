@@ -582,6 +582,12 @@ CASES = [
          f"eval {{t}}/huge.pt {Q}", "do not fit",
          edit_checkpoint("run/converted.pt", "huge.pt", lambda r: next(
              l for l in r["arch"]["layers"] if l["kind"] == "linear").update(out_features=10 ** 6))),
+    Case("inconsistent-results", "a trainer summary of another run (another data set)", "reports",
+         "{t}/run --trainer-summary {t}/s.json", "not from the same run",
+         edit_json("run/trainer_summary.json", "s.json", _set(["dataset"], "mnist"))),
+    Case("inconsistent-results", "a trainer summary of another architecture", "reports",
+         "{t}/run --trainer-summary {t}/s.json", "not from the same run",
+         edit_json("run/trainer_summary.json", "s.json", _set(["arch"], "vgg16"))),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),
