@@ -1,6 +1,6 @@
 #!/bin/bash
 # The CIFAR-10 VGG9 low-latency measurement, after the ANN: convert, export, hwsim at T = 4 and 8 (1,500 images),
-# the ANN on the same images, a short accuracy-vs-T sweep.
+# the ANN on the same images.
 set -e
 cd "$(dirname "$0")/../.."      # the repository root
 R=runs/cifar10-vgg9-qcfs          # its ann.pt: python -m trainer ann ... (RESULTS.md)
