@@ -89,9 +89,9 @@ def test_guarded_stdb_does_not_collapse_where_plain_recipe_does(chain_run, tmp_p
     start = evaluate_snn(SNN(init.model(), init.snn.thresholds), bundle, 4)["accuracy"]
     results = {}
     for name, opt, extra in (
-            ("plain", OptimConfig(epochs=3, lr=1e-2, optimizer="adam", weight_decay=0.0),
+            ("plain", OptimConfig(epochs=3, lr=3e-2, optimizer="adam", weight_decay=0.0),
              {"rollback_drop": math.inf, "keep_best": False}),
-            ("guarded", OptimConfig(epochs=3, lr=1e-2, optimizer="adam", weight_decay=0.0, warmup_epochs=0.5,
+            ("guarded", OptimConfig(epochs=3, lr=3e-2, optimizer="adam", weight_decay=0.0, warmup_epochs=0.5,
                                     grad_clip=1.0), {})):
         ckpt = train_snn(bundle, init, "stdb", 4, SNNTrainConfig(opt, surrogate=Surrogate("stdb"), **extra),
                          tmp_path / f"{name}.pt", QUIET)
