@@ -154,16 +154,14 @@ def qcfs_snn(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict, list[float
     feeding it, the thresholds lambda per neuron layer) of a QCFS ANN without batch norms
     (``trainer.norms.fold_ann_norms`` first)."""
     if cfg.quant_levels is None or cfg.normed:
-        raise ArchError(f"{cfg.name}: snn_weights needs a QCFS ANN with its batch norms folded")
+        raise ArchError(f"{cfg.name}: qcfs_snn needs a QCFS ANN with its batch norms folded")
     lam = [float(v) for v in state["act_thresholds"]]
     if not all(math.isfinite(v) and v > 0 for v in lam):
         raise ArchError(f"{cfg.name}: QCFS thresholds {lam} must be positive to become an SNN's; retrain the ANN")
     plain = ArchConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "quant_levels"})
     scaled = {k: v.detach().clone() for k, v in state.items() if k != "act_thresholds"}
     feed, k = 1.0, 0
-    for i, layer in enumerate(cfg.layers):
-        if layer["kind"] == "resblock":
-            raise ArchError(f"{cfg.name}: the QCFS recipe does not support residual blocks yet")
+    for i, layer in enumerate(cfg.layers):          # no residual blocks: ArchConfig refuses them with QCFS
         if layer["kind"] in ("conv", "linear"):
             scaled[f"layers.{i}.weight"] *= feed
             if i != len(cfg.layers) - 1:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import torch
 
-DEFAULT_LEVELS = 4            # QCFS's L for CIFAR-10 VGG16 (its best T = 4..8 results)
 INITIAL_THRESHOLD = 8.0       # lambda's value when built (QCFS's code starts every layer at 8)
 SNN_V_INIT = 0.5              # the converted SNN's initial potential, a fraction of lambda (the shift)
 
