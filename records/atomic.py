@@ -10,9 +10,10 @@ by rename), the renames run, and the journal is removed. A writer killed before 
 journal leaves only temporaries; one killed after it leaves a journal that ``settle``
 plays to the end, after checking that it names only files inside its folder (a journal
 planted in a shared run that names others is refused: ``JournalError``, naming it). ``settle``
-runs before every write into a folder and before every record is read from it, and also removes the temporaries of writers that are no longer
-running (temporaries carry their writer's process id). Files get the mode the user's
-umask gives a new file (temporary files start private, 0600).
+runs before every write into a folder and before every record is read from it, and also
+removes the temporaries of writers that are no longer running (temporaries carry their
+writer's process id). Files get the mode the user's umask gives a new file (temporary
+files start private, 0600).
 """
 from __future__ import annotations
 
