@@ -102,17 +102,19 @@ def test_guarded_stdb_does_not_collapse_where_plain_recipe_does(chain_run, tmp_p
 
 def test_cifar_recipe_leaves_chance(tmp_path):
     """The CIFAR ANN recipe learns where the digits one died (docs/method.md): VGG5 on
-    1,000 CIFAR-10 training images, 3 epochs, seed 0, scored on 500 test images."""
+    2,000 CIFAR-10 training images, 3 epochs, scored on 500 test images. Seeds 0/1/2 gave
+    29.8/29.6/28.2 % (1,000 images gave 15.2/15.0/21.0 %, too close to chance's 10 % for a
+    bound that holds across machines)."""
     from trainer.datasets import shared_data_root
     from trainer.stages import ArchChoice, ann_recipe
     from trainer.train import is_silent, train_ann
 
     if not (shared_data_root() / "cifar10-jpg.tar.gz").is_file():
         pytest.skip("the shared CIFAR-10 archive is absent")
-    bundle = load_dataset("cifar10", train_subset=1000, test_subset=500)
+    bundle = load_dataset("cifar10", train_subset=2000, test_subset=500)
     ckpt = train_ann(bundle, ArchChoice("vgg5").config(bundle), ann_recipe("cifar10", epochs=3), tmp_path / "a.pt",
                      QUIET)
-    assert ckpt.metrics["test_acc"] >= 18.0, ckpt.metrics
+    assert ckpt.metrics["test_acc"] >= 20.0, ckpt.metrics
     assert not is_silent(ckpt.model(), bundle)
 
 
