@@ -107,7 +107,8 @@ def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
     return folded
 
 
-def _bias(ckpt: Checkpoint, i: int) -> np.ndarray | None:
+def _bias(ckpt: Checkpoint, i: int | str) -> np.ndarray | None:
+    """Layer ``i``'s bias (``"7.conv1"``: a block's part), None where it has none."""
     b = ckpt.state_dict.get(f"layers.{i}.bias")
     return None if b is None else b.double().numpy()
 
@@ -118,9 +119,10 @@ def _fold_block(ckpt: Checkpoint, i: int, stride: int, in_shape: tuple, out_shap
     ``source`` (whose un-pooled output is ``in_shape``; a pending ``pool`` folds into conv1
     and the shortcut)."""
     weight = lambda part: ckpt.state_dict[f"layers.{i}.{part}.weight"].double().numpy()  # noqa: E731
+    bias = lambda part: _bias(ckpt, f"{i}.{part}")  # noqa: E731
     c_in, c_out = in_shape[0], out_shape[0]
     conv1 = fold_pool(FloatLayer(f"block{i}_conv1", "conv", weight("conv1"), in_shape, out_shape, (stride, stride),
-                                 (1, 1), ann_macs=math.prod(out_shape) * c_in * 9), pool)
+                                 (1, 1), ann_macs=math.prod(out_shape) * c_in * 9, bias=bias("conv1")), pool)
     projection = f"layers.{i}.shortcut.weight" in ckpt.state_dict
     if projection or pool > 1:          # a conv: the 1x1 projection, or the identity after a pool
         ws = weight("shortcut") if projection else np.eye(c_in)[:, :, None, None]
@@ -129,8 +131,11 @@ def _fold_block(ckpt: Checkpoint, i: int, stride: int, in_shape: tuple, out_shap
     else:
         short = FloatShortcut(source, "identity", np.ones(1), in_shape)
     macs = math.prod(out_shape) * (c_out * 9 + (c_in if projection else 0))
+    out_bias = bias("conv2")                # the shortcut's bias feeds the same neurons
+    if out_bias is not None and projection and bias("shortcut") is not None:
+        out_bias = out_bias + bias("shortcut")
     conv2 = FloatLayer(f"block{i}_conv2", "conv", weight("conv2"), out_shape, out_shape, padding=(1, 1),
-                       ann_macs=macs, shortcut=short)
+                       ann_macs=macs, shortcut=short, bias=out_bias)
     return [conv1, conv2]
 
 

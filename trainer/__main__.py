@@ -1,4 +1,6 @@
-"""Command line: ``python -m trainer {ann,convert,stdb,scratch,spikebp,bncurrent,eval,diagnose,chain} ...``.
+"""Command line: ``python -m trainer {ann,import,convert,stdb,scratch,spikebp,bncurrent,eval,diagnose,chain} ...``.
+
+``import`` takes a user's own PyTorch module as the ANN (``trainer.torch_import``).
 
 ``chain`` runs ANN -> conversion -> STDB (and the from-scratch baseline) into
 ``runs/<name>/`` with defaults that finish in a few minutes on ``digits`` on 2 CPU cores.
@@ -19,16 +21,17 @@ from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, TIMESTEPS, Bad
                          run_main, run_name, writable_file)
 from records.table import csv_text
 from records.layout import RunLayout
-from trainer.checkpoint import load_checkpoint
-from trainer.convert import STATISTICS
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.convert import STATISTICS, rescale_biases
 from trainer.data import DATASETS, batches
 from trainer.diagnose import layer_agreement
 from trainer.distributed import setup as setup_ranks
-from trainer.models import ARCHITECTURES
+from trainer.models import ANN, ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
                             resolve_device, scratch_init, train_baseline)
+from trainer.torch_import import ImportRefused, imported_checkpoint, load_user_module
 from trainer.train import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
@@ -151,6 +154,24 @@ def cmd_ann(args) -> None:
         print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
 
 
+def cmd_import(args) -> None:
+    rt = runtime_from(args)
+    out = writable_file(args.out, "--out", inputs=(args.module.rpartition(":")[0],) + ((args.weights,) if args.weights
+                                                                                      else ()))
+    bundle = load_data(data_from(args), rt.seed)
+    module = load_user_module(args.module, args.weights)
+    try:
+        ckpt = imported_checkpoint(module, bundle, name=args.name or Path(args.module.rpartition(":")[0]).stem,
+                                   seed=rt.seed, command=sys.argv)
+    except ImportRefused as exc:
+        raise BadInput(f"{args.module}: {exc}") from None
+    save_checkpoint(ckpt, out)
+    m = ckpt.metrics
+    print(f"imported {len(ckpt.arch.layers)} layers ({', '.join(l['kind'] for l in ckpt.arch.layers)}); test "
+          f"accuracy {m['test_acc']:.2f} % (the module: {m['module_test_acc']:.2f} %), largest logit difference "
+          f"{m['max_abs_difference']:.3g} -> {out}")
+
+
 def cmd_convert(args) -> None:
     rt = runtime_from(args)
     ann_ckpt = load_checkpoint(args.checkpoint)
@@ -232,9 +253,14 @@ def cmd_diagnose(args) -> None:
     bundle = data_of(ckpt, args.data_root)
     thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled) or ckpt.snn.thresholds
     x = next(batches(bundle, "test", args.samples, shuffle=False))[0].to(rt.device)
-    ann = ckpt.model().to(rt.device)
-    rows = [{"timesteps": t, **r} for t in args.timesteps
-            for r in layer_agreement(ann, thresholds, x, t, leak=ckpt.snn.leak, seed=rt.seed)]
+    ann = ANN(ckpt.arch).to(rt.device)            # the ANN: the biases back in its own units
+    ann.load_state_dict(rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds, None))
+    rows = []
+    for t in args.timesteps:
+        snn = ANN(ckpt.arch).to(rt.device)
+        snn.load_state_dict(rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds, thresholds))
+        rows += [{"timesteps": t, **r} for r in layer_agreement(ann, thresholds, x, t, leak=ckpt.snn.leak,
+                                                                seed=rt.seed, snn_model=snn)]
     with atomic_file(out, "w") as f:
         f.write(csv_text(rows))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -274,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(the low-latency recipe's ANN; default: ReLU)")
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
     restart(p), add_optim_args(p, None)
+
+    p = sub.add_parser("import", help="a PyTorch module of your own as the ANN (trainer.torch_import)")
+    p.add_argument("module", help="FILE.py:NAME, a function or class building the torch.nn.Module (runs your code)")
+    p.add_argument("--weights", default=None, help="its state_dict (torch.save); default: the module as built")
+    p.add_argument("--name", type=run_name, default=None, help="the architecture's name (default: the file's)")
+    add_data_args(p), common(p)
+    p.add_argument("--out", type=OUTPUT_FILE, required=True)
 
     p = sub.add_parser("convert", help="threshold balancing (Algorithm 1) of an ANN checkpoint")
     p.add_argument("checkpoint"), common(p), add_convert_args(p)
@@ -346,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-COMMANDS = {"ann": cmd_ann, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch, "eval": cmd_eval,
+COMMANDS = {"ann": cmd_ann, "import": cmd_import, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch,
+            "eval": cmd_eval,
             "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline, "diagnose": cmd_diagnose}
 
 

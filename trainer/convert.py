@@ -19,6 +19,14 @@ pass over T x images.
 ``balance_thresholds_by_replay`` is Algorithm 1 as written - it replays the network from
 the input for every layer - and the reference the tests hold the fast path to.
 
+Biases (a folded batch norm, an imported module's own: ``trainer.torch_import``) change
+units with the thresholds: neuron layer m's rate stands for its ANN activation divided by
+the product of the thresholds up to m, so a bias summed into neuron layer m's current is
+the ANN's divided by the product of the thresholds of the neuron layers before m
+(``rescale_biases``). Balancing sets each bias so before it measures the currents it
+feeds; the converted checkpoint holds its biases in the units of its own (scaled)
+thresholds.
+
 A QCFS ANN (``trainer.qcfs``) needs no balancing: ``qcfs_snn`` takes its trained thresholds.
 """
 from __future__ import annotations
@@ -51,6 +59,41 @@ def _check_arguments(statistic: str, scaling_factor: float) -> None:
         raise ValueError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
     if not 0 < scaling_factor:
         raise ValueError("scaling factor must be positive")
+
+
+def bias_feeds(cfg: ArchConfig) -> dict[str, int]:
+    """Each bias's state_dict key -> the neuron layer its current drives (the classifier: the
+    number of neuron layers). Keys of layers without a bias are listed too."""
+    feeds, k = {}, 0
+    for i, layer in enumerate(cfg.layers):
+        if layer["kind"] in ("conv", "linear"):
+            feeds[f"layers.{i}.bias"] = k
+            k += 1
+        elif layer["kind"] == "resblock":
+            feeds[f"layers.{i}.conv1.bias"] = k
+            feeds[f"layers.{i}.conv2.bias"] = feeds[f"layers.{i}.shortcut.bias"] = k + 1
+            k += 2
+    return feeds
+
+
+def rescale_biases(cfg: ArchConfig, state: dict, old: list[float] | None, new: list[float] | None) -> dict:
+    """``state`` with every bias moved from the units of thresholds ``old`` to those of ``new``
+    (None: the ANN's own units, every product 1): a bias driving neuron layer m is multiplied
+    by prod(old[:m]) / prod(new[:m])."""
+    out = dict(state)
+    for key, m in bias_feeds(cfg).items():
+        if key in state:
+            factor = math.prod(old[:m]) if old is not None else 1.0
+            out[key] = state[key] * (factor / (math.prod(new[:m]) if new is not None else 1.0))
+    return out
+
+
+@torch.no_grad()
+def _set_biases(ann: ANN, ann_biases: dict[str, torch.Tensor], thresholds: list[float]) -> None:
+    """The ANN's biases (``ann_biases``, in its own units) into its modules, in the units of ``thresholds``."""
+    params = dict(ann.named_parameters())
+    for key, value in rescale_biases(ann.cfg, ann_biases, None, thresholds).items():
+        params[key].copy_(value)
 
 
 def _balanced(ann: ANN) -> list[int]:
@@ -88,10 +131,24 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
     generator = torch.Generator(device=inputs[0].device).manual_seed(seed)  # on the inputs' device
     # trains[b][w]: the spikes entering at layer index `entry`, batch b, window w (int8: inputs are signed)
     trains = [[poisson_spikes(x, n, generator).to(torch.int8) for _, n in steps] for x in inputs]
-    images = sum(len(x) for x in inputs)
-    entry, upstream = 0, "the input"
     bar = progress_bar(balanced, desc="threshold balancing", unit="layer", enabled=progress)
+    ann_biases = {key: p.detach().clone() for key, p in ann.named_parameters() if key in bias_feeds(ann.cfg)}
+    try:
+        thresholds = _balance_layers(snn, bar, inputs, trains, steps, lut, ann_biases, statistic, percentile,
+                                     timesteps, keep_bytes)
+    finally:
+        _set_biases(ann, ann_biases, [1.0] * len(layers))       # the ANN's modules as they came
+    return scale_thresholds(ann, thresholds, scaling_factor)
+
+
+def _balance_layers(snn: SNN, bar, inputs, trains, steps, lut, ann_biases, statistic, percentile, timesteps,
+                    keep_bytes) -> list[float]:
+    """``balance_thresholds``'s layer loop: the unscaled thresholds."""
+    layers, images = snn.neurons, sum(len(x) for x in inputs)
+    entry, upstream = 0, "the input"
     for k in bar:
+        _set_biases(snn.ann, ann_biases, snn.thresholds)
+
         def currents(b, states):
             return [snn.layer_currents(train.to(inputs[b].dtype), k, entry, states, t0, lut)
                     for (t0, _), train in zip(steps, trains[b])]
@@ -118,7 +175,7 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
         trains, entry = fired, layers[k][0] + 1
         upstream = f"neuron layer {k} fired {int(snn.spike_counts[k])} spikes"
         bar.set_postfix(layer=k, threshold=f"{snn.thresholds[k]:.3g}")
-    return scale_thresholds(ann, snn.thresholds, scaling_factor)
+    return list(snn.thresholds)
 
 
 def scale_thresholds(ann: ANN, thresholds: list[float], scaling_factor: float) -> list[float]:
@@ -135,7 +192,9 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
     layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
     thresholds = [1.0] * len(layers)
     ann.eval()
+    ann_biases = {key: p.detach().clone() for key, p in ann.named_parameters() if key in bias_feeds(ann.cfg)}
     for k in balanced:
+        _set_biases(ann, ann_biases, thresholds)
         snn = SNN(ann, thresholds, leak=leak, surrogate=Surrogate())
         generator, values, images = None, [], 0
         for x in batches():
@@ -145,6 +204,7 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
             for current in snn.input_currents(x, timesteps, k, window=window, generator=generator):
                 values.append(current_statistic(current, statistic, percentile))
         thresholds[k] = _threshold(k, values, statistic, timesteps, images, "replayed")
+    _set_biases(ann, ann_biases, [1.0] * len(layers))
     return scale_thresholds(ann, thresholds, scaling_factor)
 
 

@@ -54,15 +54,17 @@ def ann_activations(ann: ANN, x: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timesteps: int, *, leak: float = 1.0,
-                    seed: int = 0) -> list[dict]:
+                    seed: int = 0, snn_model: ANN | None = None) -> list[dict]:
     """One row per neuron layer: threshold, mean rate, saturated and clipped shares, and the
     relative error of rate x prod(theta) against the ANN's activation on the images ``x``;
     then one for the output: the SNN's logits x prod(theta) against the ANN's, and the share
-    of images on which both predict the same class (``ann_agreement``)."""
+    of images on which both predict the same class (``ann_agreement``). ``snn_model``: the
+    SNN's weights where they differ from the ANN's (biases in the thresholds' units:
+    ``trainer.convert.rescale_biases``); default ``ann``."""
     ann.eval()
     logits = ann(x).float()
     activations = ann_activations(ann, x)
-    snn = _RecordingSNN(ann, thresholds, leak=leak).eval()
+    snn = _RecordingSNN(snn_model or ann, thresholds, leak=leak).eval()
     out = snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
     rows, scale = [], 1.0
     for k, ((i, part), a) in enumerate(zip(neuron_layers(ann.cfg), activations)):

@@ -12,16 +12,18 @@ average pooling only, ReLU, dropout.
 - ``dropout``  {p}
 - ``flatten``  {}
 - ``linear``   {out_features, bias}
-- ``resblock`` {out_channels, stride}                     basic block, 1x1 conv shortcut
+- ``resblock`` {out_channels, stride, bias}               basic block, 1x1 conv shortcut
                                                           when the shape changes
 
 Every ``conv``/``linear``/``resblock`` except the final ``linear`` is followed by a
 ReLU in the ANN and by a spiking neuron layer in the SNN; the final ``linear`` is
 the classifier (the SNN's non-spiking accumulator). ``bias`` (default false) is only set
-by a batch norm folded into the layer (``trainer.norms``): the neuron's per-channel bias
-on the core. ``norm`` (default false; conv and hidden linear layers) puts a batch norm
-between the layer and its activation in the ANN; conversion folds it into the weights
-and that bias, so no SNN or core graph ever holds one.
+by a batch norm folded into the layer (``trainer.norms``, or an imported module's own
+biases and batch norms: ``trainer.torch_import``): the neuron's per-channel bias on the
+core. A residual block's ``bias`` gives each of its convs one (the shortcut's adds to
+conv2's: both feed the block's output neurons). ``norm`` (default false; conv and hidden
+linear layers) puts a batch norm between the layer and its activation in the ANN;
+conversion folds it into the weights and that bias, so no SNN or core graph ever holds one.
 
 ``ArchConfig.quant_levels`` L (default None: ReLU) selects the low-latency recipe's ANN
 (``trainer.qcfs``): every hidden activation is QCFS's clip-floor-shift with L levels and
@@ -223,11 +225,11 @@ def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
 class ResBlock(nn.Module):
     """Basic residual block: conv3x3-ReLU-conv3x3 + shortcut (1x1 conv when shapes change), ReLU."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, bias: bool = False):
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=bias)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=bias)
+        self.shortcut = (nn.Conv2d(in_channels, out_channels, 1, stride, 0, bias=bias)
                          if stride != 1 or in_channels != out_channels else None)
 
     def skip(self, x: torch.Tensor) -> torch.Tensor:
@@ -252,7 +254,7 @@ def build_layers(cfg: ArchConfig) -> nn.ModuleList:
             modules.append(nn.Conv2d(prev[0], shape[0], int(layer.get("kernel", 3)), int(layer.get("stride", 1)),
                                      int(layer.get("padding", 1)), bias=bool(layer.get("bias", False))))
         elif kind == "resblock":
-            modules.append(ResBlock(prev[0], shape[0], int(layer.get("stride", 1))))
+            modules.append(ResBlock(prev[0], shape[0], int(layer.get("stride", 1)), bool(layer.get("bias", False))))
         elif kind == "linear":
             modules.append(nn.Linear(prev[0], shape[0], bias=bool(layer.get("bias", False))))
         else:

@@ -20,7 +20,7 @@ from records.layout import CONVERTED_STAGES, RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
-from trainer.convert import STATISTICS, balance_thresholds, qcfs_snn, scale_thresholds
+from trainer.convert import STATISTICS, balance_thresholds, qcfs_snn, rescale_biases, scale_thresholds
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
@@ -253,6 +253,7 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
                                       seed=rt.seed, progress=rt.progress)
         params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
                            timesteps=timesteps)
+        state = rescale_biases(arch, state, None, params.thresholds)      # biases in the SNN's units
     ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state, data=ann_ckpt.data,
                       snn=params, metrics={"balance": {**record, "unscaled": unscaled}})
     save_checkpoint(ckpt, out)
@@ -263,7 +264,10 @@ def evaluate(ckpt: Checkpoint, bundle: DatasetBundle, timesteps: int, rt: Runtim
              samples: int | None = None, thresholds: list[float] | None = None) -> dict:
     """Accuracy (percent) and spikes per layer of an SNN checkpoint at T on the test split
     (the first ``samples`` images, or as many as ``rt.deadline`` leaves time for), with its
-    own thresholds or the given ones."""
+    own thresholds or the given ones (its biases moved to their units: ``trainer.convert``)."""
+    if thresholds is not None:
+        ckpt = dataclasses.replace(ckpt, state_dict=rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds,
+                                                                   thresholds))
     snn = SNN.of_checkpoint(ckpt, thresholds).to(rt.device)
     return evaluate_snn(snn, bundle, timesteps, samples=samples, seed=rt.seed, device=rt.device,
                         progress=rt.progress, deadline=rt.deadline)
