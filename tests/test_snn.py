@@ -107,17 +107,52 @@ def test_dropout_mask_fixed_over_steps():
     assert 0 < (seen[0][2] == 0).float().mean() < 1  # some units dropped, some kept
 
 
-@pytest.mark.parametrize("arch,statistic,window,keep", [
-    ("vgg_tiny", "max", None, True), ("vgg_tiny", "percentile", 3, True), ("vgg_tiny", "max", 4, False),
-    ("resnet20", "max", 5, True), ("resnet20", "percentile", None, False)])
-def test_one_pass_balancing_equals_replay(arch, statistic, window, keep):
+def _with_biases(cfg):
+    """``cfg`` with a bias on every weighted layer (a folded batch norm, an imported module's)."""
+    for layer in cfg.layers:
+        if layer["kind"] in ("conv", "linear", "resblock"):
+            layer["bias"] = True
+    return cfg
+
+
+@pytest.mark.parametrize("arch,statistic,window,keep,biased", [
+    ("vgg_tiny", "max", None, True, False), ("vgg_tiny", "percentile", 3, True, False),
+    ("vgg_tiny", "max", 4, False, False), ("resnet20", "max", 5, True, False),
+    ("resnet20", "percentile", None, False, False), ("vgg_tiny", "max", 4, True, True),
+    ("resnet_tiny", "max", None, False, True)])
+def test_one_pass_balancing_equals_replay(arch, statistic, window, keep, biased):
     torch.manual_seed(0)
-    ann = ANN(build_config(arch, (1, 8, 8), 10))
+    cfg = build_config(arch, (1, 8, 8), 10)
+    ann = ANN(_with_biases(cfg) if biased else cfg)
+    if biased:
+        for name, p in ann.named_parameters():
+            if name.endswith("bias"):
+                p.data.uniform_(-0.2, 0.3)
+    before = {k: v.clone() for k, v in ann.state_dict().items()}
     xs = [torch.rand(3, 1, 8, 8) * 2 - 1, torch.rand(2, 1, 8, 8) * 2 - 1]
     options = dict(statistic=statistic, percentile=99.0, window=window, seed=4)
     fast = balance_thresholds(ann, lambda: iter(xs), 10, progress=False, keep_bytes=2 ** 30 if keep else 0,
                               **options)
     assert fast == balance_thresholds_by_replay(ann, lambda: iter(xs), 10, **options)
+    assert all(torch.equal(before[k], v) for k, v in ann.state_dict().items())   # the ANN as it came
+
+
+def test_biases_move_to_the_thresholds_units():
+    """A bias driving neuron layer m is divided by the product of the thresholds before m:
+    the SNN's rate of layer m then stands for the ANN's activation / that product."""
+    from trainer.convert import rescale_biases
+
+    cfg = _with_biases(build_config("resnet_tiny", (1, 8, 8), 10))
+    state = {k: torch.ones_like(v) for k, v in ANN(cfg).state_dict().items()}
+    thresholds = [2.0, 3.0, 5.0, 1.0, 1.0, 1.0, 1.0]
+    moved = rescale_biases(cfg, state, None, thresholds)
+    assert float(moved["layers.0.bias"][0]) == 1.0                          # fed by the input
+    assert float(moved["layers.4.bias"][0]) == pytest.approx(1 / 6)         # after two layers
+    assert float(moved["layers.7.conv1.bias"][0]) == pytest.approx(1 / 30)
+    assert float(moved["layers.7.conv2.bias"][0]) == float(moved["layers.7.shortcut.bias"][0]) == pytest.approx(1 / 30)
+    assert float(moved["layers.10.bias"][0]) == pytest.approx(1 / 30)       # the classifier
+    back = rescale_biases(cfg, moved, thresholds, None)
+    assert all(torch.allclose(back[k], state[k]) for k in state)
 
 
 def test_silent_layer_is_named():
