@@ -127,17 +127,21 @@ class NIRImportConfig:
     dataset: str | None = None            # a trainer.data data set name (normalisation, classes, images)
     dt: float | None = None               # the time step (default: the file's metadata, else 1e-4 s)
     subtract_reset: bool = False          # IF/LIF nodes reset by subtraction (NIR 1.0 cannot state it)
+    source: str = "core"                  # the framework it was trained in (nir_import.SEMANTICS): implies
+                                          # subtract reset and adds the comparison against its own neurons
 
 
 def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
                     nir_cfg: NIRImportConfig = NIRImportConfig()) -> Exported:
     """Import the NIR graph at ``path`` (``export.nir_import``), quantize it by the checkpoint's
     rules and write the same export folder a checkpoint gets (default ``<name>_core/``)."""
-    from export.nir_import import read_nir, quantize_nir
+    from export.nir_import import SEMANTICS, quantize_nir, read_nir
     from records.dataref import DataRef
     from records.encoding import InputEncoding
     from trainer.data import load_dataset
-    net = read_nir(path, dt=nir_cfg.dt, subtract_reset=nir_cfg.subtract_reset)
+    require(nir_cfg.source in SEMANTICS, "source", nir_cfg.source, f"one of {', '.join(SEMANTICS)}")
+    semantics = SEMANTICS[nir_cfg.source]
+    net = read_nir(path, dt=nir_cfg.dt, subtract_reset=nir_cfg.subtract_reset or nir_cfg.source != "core")
     timesteps = cfg.timesteps or (int(np.asarray(net.metadata["timesteps"])) if "timesteps" in net.metadata else None)
     require(timesteps is not None, "timesteps", None, "given: the NIR file does not record T")
     require(nir_cfg.dataset is not None, "dataset", None,
@@ -157,18 +161,26 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
                "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
                "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph),
                "nir_nodes": graph.provenance["nir_nodes"]}
+    if nir_cfg.source != "core":
+        summary["source"] = {"framework": semantics.framework,
+                             "differences": semantics.differences([lay.leak for lay in net.layers[:-1]])}
 
     def float_model(images, spikes_in):
         scores, _, per_neuron = net.run_float(spikes_in)
         return scores.argmax(1), per_neuron
-    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model)
+
+    def source_model(images, spikes_in):
+        return net.run_float(spikes_in, semantics)[0].argmax(1)
+    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model,
+                               source_model if nir_cfg.source != "core" else None)
 
 
 def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out: Path, cfg: ExportConfig, bundle,
-                        float_model) -> Exported:
+                        float_model, source_model=None) -> Exported:
     """Float vs quantized on the same test spikes, the optional Lava check, then every file
     of the export folder at once. ``float_model(images, spikes) -> (predictions, spikes per
-    neuron per spiking layer)``."""
+    neuron per spiking layer)``; ``source_model(images, spikes) -> predictions``: the source
+    framework's own neurons, which the quantized predictions are compared with as well."""
     for row in layers:
         if row["exceeds_hw_16bit_input"]:
             log.warning("layer %s: input current can reach %s, beyond the %s-bit input of real Loihi hardware "
@@ -190,6 +202,11 @@ def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out
             "float_spikes_per_neuron": [float(v) for v in float_spikes],
             "quantized_spikes_per_neuron": ref.spikes_per_neuron,
             "max_abs_input": ref.max_abs_input, "reference_seconds": time.time() - t}
+        if source_model is not None:
+            source_pred = source_model(images, spikes_in)
+            summary["source"].update({"float_accuracy": 100.0 * float((source_pred == labels).mean()),
+                                      "prediction_agreement": 100.0 * float((ref.predictions == source_pred).mean()),
+                                      "float_agreement": 100.0 * float((float_pred == source_pred).mean())})
         if cfg.lava_samples > 0:
             n = cfg.lava_samples
             summary["lava"] = run_lava_check(graph, spikes_in[:, :n], fx.CoreRun(

@@ -31,7 +31,15 @@ Initial voltages: NIR's neurons have none; a neuron node whose metadata hold "v_
 ``v_threshold``'s units, as ``export.nir_export`` writes it) starts there, any other at 0.
 
 ``NIRNetwork.run_float`` is the float reference of the imported network (the same rule with
-real numbers) that calibration and the float-vs-fixed comparison use.
+real numbers) that calibration and the float-vs-fixed comparison use. Given the source
+framework (``SEMANTICS``), it also runs that framework's own neuron rule, where it differs
+from the core's, so the exporter reports agreement against what the network was trained
+as, and names each difference (``NeuronSemantics.differences``):
+
+- the core and snnTorch's ``Leaky`` (subtract reset): ``v_t = lam * v_{t-1} + u_t - theta *
+  s_{t-1}``, ``s_t = v_t > theta``;
+- SpikingJelly's ``IFNode``/``LIFNode`` with ``v_reset=None``: ``v_t = lam * (v_{t-1} - theta *
+  s_{t-1}) + u_t`` (the subtracted threshold decays with the leak) and ``s_t = v_t >= theta``.
 """
 from __future__ import annotations
 
@@ -59,6 +67,31 @@ READOUTS = (nir.LI, nir.I)
 
 class NIRImportError(RecordError):
     """A NIR graph the core cannot represent (the message names the node)."""
+
+
+@dataclass(frozen=True)
+class NeuronSemantics:
+    """A framework's spiking neuron where it may differ from the core's (module docstring)."""
+    framework: str
+    reset_decays: bool = False          # v_t = lam * (v_{t-1} - theta * s_{t-1}) + u_t
+    fires_at_threshold: bool = False    # s_t = v_t >= theta (the core: v_t > theta)
+
+    def differences(self, leaks: list[float]) -> list[str]:
+        """Each way this framework's neurons step differently from the core's, in words."""
+        found = []
+        if self.reset_decays and any(lam < 1.0 for lam in leaks):
+            found.append(f"{self.framework} subtracts the threshold before the leak (v = lam * (v - theta * s) + u); "
+                         "the core after it (v = lam * v + u - theta * s): a neuron that fired keeps "
+                         "(1 - lam) * theta more")
+        if self.fires_at_threshold:
+            found.append(f"{self.framework} fires at v >= theta; the core at v > theta (a voltage exactly at "
+                         "threshold fires one step later)")
+        return found
+
+
+SEMANTICS = {"core": NeuronSemantics("the core"), "snntorch": NeuronSemantics("snnTorch (Leaky, subtract reset)"),
+             "spikingjelly": NeuronSemantics("SpikingJelly (v_reset=None)", reset_decays=True,
+                                             fires_at_threshold=True)}
 
 
 @dataclass
@@ -106,9 +139,11 @@ class NIRNetwork:
         return [lay.threshold for lay in self.layers[:-1]]
 
     @torch.no_grad()
-    def run_float(self, spikes: np.ndarray) -> tuple[np.ndarray, float, list[float]]:
+    def run_float(self, spikes: np.ndarray, semantics: NeuronSemantics = SEMANTICS["core"]
+                  ) -> tuple[np.ndarray, float, list[float]]:
         """(scores (B, classes), the largest |output voltage| over the steps, spikes per neuron of
-        each spiking layer) for input spikes (T, B, ...): v <- lambda v + u + b - theta * s_prev."""
+        each spiking layer) for input spikes (T, B, ...): v <- lambda v + u + b - theta * s_prev,
+        or the rule of another framework's ``semantics``."""
         x = torch.as_tensor(np.asarray(spikes), dtype=torch.float64)
         weights = [torch.as_tensor(item.layer.weights) for item in self.layers]
         biases = [None if item.layer.bias is None else      # per channel (conv) or neuron (dense)
@@ -132,13 +167,16 @@ class NIRNetwork:
                     u = u + biases[k]
                 if v[k] is None:
                     v[k] = torch.full_like(u, item.v_init * (item.threshold or 0.0))
+                if semantics.reset_decays and prev[k] is not None:
+                    v[k] = v[k] - item.threshold * prev[k]
                 v[k] = item.leak * v[k] + u
                 if item.threshold is None:
                     peak = max(peak, float(v[k].abs().max()))
                     continue
-                if prev[k] is not None:
+                if not semantics.reset_decays and prev[k] is not None:
                     v[k] = v[k] - item.threshold * prev[k]
-                prev[k] = (v[k] > item.threshold).to(torch.float64)
+                fired = v[k] >= item.threshold if semantics.fires_at_threshold else v[k] > item.threshold
+                prev[k] = fired.to(torch.float64)
                 counts[k] += float(prev[k].sum())
                 s = prev[k]
         neurons = [math.prod(lay.layer.output_shape) for lay in self.layers[:-1]]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from export import fixedpoint as fx
 from export.exporter import ExportConfig, NIRImportConfig, export_checkpoint, export_nir_file
+from export.nir_import import SEMANTICS
 from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, require, run_main
 
 
@@ -36,6 +37,14 @@ def print_summary(summary: dict, report: list[dict], out: Path) -> None:
               f"(predictions agree on {ev['prediction_agreement']:.1f} %)")
         print("spikes per neuron (float / quantized): " + ", ".join(
             f"{a:.3f}/{b:.3f}" for a, b in zip(ev["float_spikes_per_neuron"], ev["quantized_spikes_per_neuron"])))
+    source = summary.get("source")
+    if source:
+        for difference in source["differences"] or [f"{source['framework']} steps its neurons as the core does"]:
+            print(f"note: {difference}")
+        if "float_accuracy" in source:
+            print(f"against {source['framework']}'s own neurons (float): {source['float_accuracy']:.2f} %; the "
+                  f"quantized predictions agree with it on {source['prediction_agreement']:.1f} %, the core's float "
+                  f"rule on {source['float_agreement']:.1f} %")
     lava = summary.get("lava")
     if lava:
         print(f"Lava fixed_pt on {lava['samples']} images: accuracy {lava['accuracy']:.2f} %, "
@@ -73,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subtract-reset", action="store_true",
                    help="IF/LIF nodes reset by subtraction (snnTorch's Leaky, SpikingJelly's v_reset=None); "
                         "NIR 1.0 cannot state it")
+    g.add_argument("--source", default=None, choices=tuple(SEMANTICS),
+                   help="the framework the network was trained in: implies --subtract-reset, names where its "
+                        "neurons differ from the core's and compares the quantized predictions with its own "
+                        "neuron rule (export.nir_import)")
     return p
 
 
@@ -91,9 +104,9 @@ def main(argv=None) -> int:
     def body():
         if Path(args.checkpoint).suffix == ".nir":
             done = export_nir_file(args.checkpoint, config_from(args),
-                                   NIRImportConfig(args.dataset, args.dt, args.subtract_reset))
+                                   NIRImportConfig(args.dataset, args.dt, args.subtract_reset, args.source or "core"))
         else:
-            for name in ("dataset", "dt", "subtract_reset"):
+            for name in ("dataset", "dt", "subtract_reset", "source"):
                 require(getattr(args, name) in (None, False), name, getattr(args, name),
                         "left out for a checkpoint (it records its data set, T and reset; the option is a NIR file's)")
             done = export_checkpoint(args.checkpoint, config_from(args))

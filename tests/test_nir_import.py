@@ -192,14 +192,17 @@ def test_branches_are_named():
 
 
 def test_cli_imports_and_hwsim_runs_it(tmp_path, spikingjelly_net):
-    """``python -m export.to_lava net.nir --dataset digits --subtract-reset``, then hwsim on the result;
-    a bad file is one line and exit code 2."""
+    """``python -m export.to_lava net.nir --dataset digits --source spikingjelly`` (subtract reset
+    implied, SpikingJelly's own neurons compared), then hwsim on the result; a bad file is one
+    line and exit code 2."""
     nir.write(tmp_path / "sj.nir", spikingjelly_net[1])
     run = lambda *a: subprocess.run([sys.executable, "-m", *a], cwd=ROOT, capture_output=True, text=True,  # noqa: E731
                                     timeout=300)
     done = run("export.to_lava", str(tmp_path / "sj.nir"), "--dataset", "digits", "--timesteps", str(T),
-               "--subtract-reset", "--eval-samples", "50", "--calibration-samples", "64")
+               "--source", "spikingjelly", "--eval-samples", "50", "--calibration-samples", "64")
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "note: SpikingJelly (v_reset=None) fires at v >= theta" in done.stdout
+    assert "against SpikingJelly (v_reset=None)'s own neurons (float)" in done.stdout
     out = tmp_path / "sj_core"
     assert sorted(p.name for p in out.iterdir()) == ["coregraph.npz", "export_summary.json", "model.nir",
                                                      "model.onnx", "quantization_report.csv"]
@@ -238,3 +241,44 @@ def test_a_file_nir_cannot_read_is_one_error(tmp_path):
         node["type"] = "QuantumNeuron"
     with pytest.raises(NIRImportError, match="odd.nir: not a readable NIR file"):
         read_nir(tmp_path / "odd.nir")
+
+
+def _leaky_graph(w1: np.ndarray, w2: np.ndarray, tau_steps: float) -> nir.NIRGraph:
+    """Linear -> LIF (tau = tau_steps * dt, r = 1, threshold 1) -> Linear readout, on 16 inputs."""
+    n = w1.shape[0]
+    lif = nir.LIF(tau=np.full(n, tau_steps * 1e-4), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n),
+                  v_reset=np.zeros(n))
+    nodes = {"input": nir.Input(input_type=np.array([w1.shape[1]])), "fc1": nir.Linear(weight=w1), "lif": lif,
+             "fc2": nir.Linear(weight=w2), "output": nir.Output(output_type=np.array([w2.shape[0]]))}
+    return nir.NIRGraph(nodes=nodes, edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "fc2"), ("fc2", "output")],
+                        type_check=False)
+
+
+def test_the_source_frameworks_own_neurons_are_simulated_and_named():
+    """A leaky SpikingJelly network (LIFNode, tau 2, v_reset=None) imported from NIR: the
+    importer's SpikingJelly rule reproduces SpikingJelly's own outputs, the core's rule does
+    not (the reset decays with the leak there), and both differences are named."""
+    pytest.importorskip("spikingjelly.activation_based")
+    import torch
+    from spikingjelly.activation_based import functional, neuron
+
+    from export.nir_import import SEMANTICS
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(0, 0.8, (20, 16)), rng.normal(0, 1, (5, 20))
+    spikes = (rng.random((12, 40, 16)) < 0.4).astype(np.float64)
+    lif = neuron.LIFNode(tau=2.0, decay_input=True, v_threshold=1.0, v_reset=None)
+    functional.reset_net(lif)
+    with torch.no_grad():
+        x = torch.from_numpy(spikes)
+        own = sum(torch.from_numpy(w2) @ lif(x[t] @ torch.from_numpy(w1).T).T for t in range(len(x))).T.numpy()
+    net = read_nir(_leaky_graph(w1, w2, 2.0), subtract_reset=True)
+    assert net.layers[0].leak == pytest.approx(0.5)
+    as_sj = net.run_float(spikes, SEMANTICS["spikingjelly"])[0]
+    np.testing.assert_allclose(as_sj, own, atol=1e-9)
+    as_core = net.run_float(spikes)[0]
+    assert not np.allclose(as_core, own)                       # the rules differ, and it shows
+    differences = SEMANTICS["spikingjelly"].differences([lay.leak for lay in net.layers[:-1]])
+    assert len(differences) == 2 and "before the leak" in differences[0] and ">= theta" in differences[1]
+    assert SEMANTICS["spikingjelly"].differences([1.0]) == [differences[1]]       # no leak: the order is moot
+    assert SEMANTICS["snntorch"].differences([0.5]) == []
