@@ -23,7 +23,7 @@ from trainer.snn import SNN
 SATURATED_RATE = 0.95       # a neuron firing at this share of steps or more counts as saturated
 
 
-class _RecordingSNN(SNN):
+class RecordingSNN(SNN):
     """The SNN, summing every neuron's spikes over the steps of a run."""
 
     def begin(self, timesteps, window, device):
@@ -38,18 +38,10 @@ class _RecordingSNN(SNN):
 
 
 def ann_activations(ann: ANN, x: torch.Tensor) -> list[torch.Tensor]:
-    """The ANN's output (after the ReLU) at every neuron layer of the SNN, in order."""
-    found: dict[int, torch.Tensor] = {}
-    hooks = []
-    for k, (i, part) in enumerate(neuron_layers(ann.cfg)):
-        module = ann.layers[i] if part == "out" else ann.layers[i].conv1
-        hooks.append(module.register_forward_hook(lambda _m, _in, out, k=k: found.__setitem__(k, torch.relu(out))))
-    try:
-        ann(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return [found[k] for k in range(len(found))]
+    """The ANN's output (after its activation) at every neuron layer of the SNN, in order."""
+    found: list[torch.Tensor] = []
+    ann(x, record=found)
+    return found
 
 
 @torch.no_grad()
@@ -64,7 +56,7 @@ def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timestep
     ann.eval()
     logits = ann(x).float()
     activations = ann_activations(ann, x)
-    snn = _RecordingSNN(snn_model or ann, thresholds, leak=leak).eval()
+    snn = RecordingSNN(snn_model or ann, thresholds, leak=leak).eval()
     out = snn(x, timesteps, window=min(timesteps, 50), generator=torch.Generator(device=x.device).manual_seed(seed))
     rows, scale = [], 1.0
     for k, ((i, part), a) in enumerate(zip(neuron_layers(ann.cfg), activations)):

@@ -305,10 +305,21 @@ class ANN(nn.Module):
             return torch.relu
         return lambda x: qcfs.qcfs(x, self.act_thresholds[k], self.cfg.quant_levels)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _recorded(self, record: list):
+        """``_act`` that appends each activation to ``record``."""
+        def act(k):
+            def run(x):
+                record.append(self._act(k)(x))
+                return record[-1]
+            return run
+        return act
+
+    def forward(self, x: torch.Tensor, record: list | None = None) -> torch.Tensor:
+        """The logits; ``record``, a list: every neuron layer's activation is appended to it, in order."""
         last = len(self.cfg.layers) - 1
         if self.cfg.quant_levels is not None:
             x = qcfs.quantize_input(x, self.cfg.quant_levels)
+        act = self._act if record is None else self._recorded(record)
         k = 0
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.layers)):
             kind = spec["kind"]
@@ -317,10 +328,10 @@ class ANN(nn.Module):
                 if str(i) in self.norms:
                     x = self.norms[str(i)](x)
                 if i != last:
-                    x = self._act(k)(x)
+                    x = act(k)(x)
                     k += 1
             elif kind == "resblock":
-                x = module(x, self._act(k), self._act(k + 1))
+                x = module(x, act(k), act(k + 1))
                 k += 2
             elif kind == "avgpool":
                 x = nn.functional.avg_pool2d(x, int(spec.get("kernel", 2)))
