@@ -135,7 +135,8 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
                     nir_cfg: NIRImportConfig = NIRImportConfig()) -> Exported:
     """Import the NIR graph at ``path`` (``export.nir_import``), quantize it by the checkpoint's
     rules and write the same export folder a checkpoint gets (default ``<name>_core/``)."""
-    from export.nir_import import SEMANTICS, quantize_nir, read_nir
+    from export.neuron_semantics import SEMANTICS
+    from export.nir_import import quantize_nir, read_nir
     from records.dataref import DataRef
     from records.encoding import InputEncoding
     from trainer.data import load_dataset

@@ -31,15 +31,9 @@ Initial voltages: NIR's neurons have none; a neuron node whose metadata hold "v_
 ``v_threshold``'s units, as ``export.nir_export`` writes it) starts there, any other at 0.
 
 ``NIRNetwork.run_float`` is the float reference of the imported network (the same rule with
-real numbers) that calibration and the float-vs-fixed comparison use. Given the source
-framework (``SEMANTICS``), it also runs that framework's own neuron rule, where it differs
-from the core's, so the exporter reports agreement against what the network was trained
-as, and names each difference (``NeuronSemantics.differences``):
-
-- the core and snnTorch's ``Leaky`` (subtract reset): ``v_t = lam * v_{t-1} + u_t - theta *
-  s_{t-1}``, ``s_t = v_t > theta``;
-- SpikingJelly's ``IFNode``/``LIFNode`` with ``v_reset=None``: ``v_t = lam * (v_{t-1} - theta *
-  s_{t-1}) + u_t`` (the subtracted threshold decays with the leak) and ``s_t = v_t >= theta``.
+real numbers) that calibration and the float-vs-fixed comparison use; given the source
+framework's neuron rule (``export.neuron_semantics``) it runs that instead, so the exporter
+reports agreement against what the network was trained as.
 """
 from __future__ import annotations
 
@@ -54,6 +48,7 @@ import torch
 
 from export import fixedpoint as fx
 from export.graph import CoreGraph
+from export.neuron_semantics import SEMANTICS, NeuronSemantics
 from export.nir_export import DT, readout_leak, says_subtract_reset
 from export.quantize import FloatLayer, fold_pool, quantize_layers
 from records.dataref import DataRef
@@ -69,29 +64,6 @@ class NIRImportError(RecordError):
     """A NIR graph the core cannot represent (the message names the node)."""
 
 
-@dataclass(frozen=True)
-class NeuronSemantics:
-    """A framework's spiking neuron where it may differ from the core's (module docstring)."""
-    framework: str
-    reset_decays: bool = False          # v_t = lam * (v_{t-1} - theta * s_{t-1}) + u_t
-    fires_at_threshold: bool = False    # s_t = v_t >= theta (the core: v_t > theta)
-
-    def differences(self, leaks: list[float]) -> list[str]:
-        """Each way this framework's neurons step differently from the core's, in words."""
-        found = []
-        if self.reset_decays and any(lam < 1.0 for lam in leaks):
-            found.append(f"{self.framework} subtracts the threshold before the leak (v = lam * (v - theta * s) + u); "
-                         "the core after it (v = lam * v + u - theta * s): a neuron that fired keeps "
-                         "(1 - lam) * theta more")
-        if self.fires_at_threshold:
-            found.append(f"{self.framework} fires at v >= theta; the core at v > theta (a voltage exactly at "
-                         "threshold fires one step later)")
-        return found
-
-
-SEMANTICS = {"core": NeuronSemantics("the core"), "snntorch": NeuronSemantics("snnTorch (Leaky, subtract reset)"),
-             "spikingjelly": NeuronSemantics("SpikingJelly (v_reset=None)", reset_decays=True,
-                                             fires_at_threshold=True)}
 
 
 @dataclass

@@ -262,7 +262,7 @@ def test_the_source_frameworks_own_neurons_are_simulated_and_named():
     import torch
     from spikingjelly.activation_based import functional, neuron
 
-    from export.nir_import import SEMANTICS
+    from export.neuron_semantics import SEMANTICS
 
     rng = np.random.default_rng(0)
     w1, w2 = rng.normal(0, 0.8, (20, 16)), rng.normal(0, 1, (5, 20))

@@ -1,6 +1,6 @@
 """Command line: ``python -m trainer {ann,import,convert,stdb,scratch,spikebp,bncurrent,eval,diagnose,chain} ...``.
 
-``import`` takes a user's own PyTorch module as the ANN (``trainer.torch_import``).
+``import`` takes a user's own PyTorch module as the ANN (``trainer.user_network``).
 
 ``chain`` runs ANN -> conversion -> STDB (and the from-scratch baseline) into
 ``runs/<name>/`` with defaults that finish in a few minutes on ``digits`` on 2 CPU cores.
@@ -31,7 +31,8 @@ from trainer.lif import BACKENDS, SURROGATES
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
                             check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
                             resolve_device, scratch_init, train_baseline)
-from trainer.torch_import import ImportRefused, imported_checkpoint, load_user_module
+from trainer.torch_import import ImportRefused
+from trainer.user_network import imported_checkpoint, load_user_module
 from trainer.train import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
 
 
@@ -304,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
     restart(p), add_optim_args(p, None)
 
-    p = sub.add_parser("import", help="a PyTorch module of your own as the ANN (trainer.torch_import)")
+    p = sub.add_parser("import", help="a PyTorch module of your own as the ANN (trainer.user_network)")
     p.add_argument("module", help="FILE.py:NAME, a function or class building the torch.nn.Module (runs your code)")
     p.add_argument("--weights", default=None, help="its state_dict (torch.save); default: the module as built")
     p.add_argument("--name", type=run_name, default=None, help="the architecture's name (default: the file's)")
