@@ -142,17 +142,17 @@ def test_bias_calibration_moves_the_snn_toward_its_ann_at_few_steps(tmp_path):
     arch = ArchChoice("vgg_tiny", 0.0, 0.0, True, 4).config(bundle)
     ann_ckpt = train_ann(bundle, arch, ann_recipe("digits", epochs=6), tmp_path / "ann.pt", rt)
     plain = convert(ann_ckpt, bundle, ConvertConfig(), 2, tmp_path / "plain.pt", rt)
-    calibrated = convert(ann_ckpt, bundle, ConvertConfig(calibration_samples=256), 2, tmp_path / "calibrated.pt", rt)
+    calibrated = convert(ann_ckpt, bundle, ConvertConfig(bias_calibration=256), 2, tmp_path / "calibrated.pt", rt)
     x = next(batches(bundle, "train", 256, shuffle=True, augment=False, seed=rt.seed))[0]
     before, after = _mean_shift(plain, ann_ckpt.model(), x, 2), _mean_shift(calibrated, ann_ckpt.model(), x, 2)
     print(f"mean |shift| per channel: {before:.4f} -> {after:.4f}")
     assert after < 0.6 * before, (before, after)        # 0.0702 -> 0.0291 on an AMD EPYC
     hidden = [i for i, _ in neuron_layers(calibrated.arch)]
     assert all(f"layers.{i}.bias" in calibrated.state_dict for i in hidden)
-    record = calibrated.metrics["calibration"]
+    record = calibrated.metrics["bias_calibration"]
     assert record["timesteps"] == 2 and record["samples"] == 256 and len(record["mean_abs_shift"]) == len(hidden)
-    assert calibrated.metrics["balance"]["calibration_samples"] == 256
+    assert calibrated.metrics["balance"]["bias_calibration"] == 256
     with pytest.raises(ValueError, match="bias calibration belongs to the low-latency recipe"):
         balanced = train_ann(bundle, ArchChoice("vgg_tiny").config(bundle), ann_recipe("digits", epochs=1),
                              tmp_path / "relu.pt", rt)
-        convert(balanced, bundle, ConvertConfig(calibration_samples=8), 2, tmp_path / "x.pt", rt)
+        convert(balanced, bundle, ConvertConfig(bias_calibration=8), 2, tmp_path / "x.pt", rt)

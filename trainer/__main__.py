@@ -80,7 +80,7 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=0.7)
     p.add_argument("--balance-batches", type=POSITIVE, default=4, help="batches the statistic is taken over")
     p.add_argument("--leak", type=LEAK, default=1.0, help="membrane leak lambda in (0, 1] (1.0 = IF)")
-    p.add_argument("--calibration-samples", type=integer(0, 100000), default=0, metavar="N",
+    p.add_argument("--calibrate-biases", type=integer(0, 100000), default=0, metavar="N",
                    help="a QCFS ANN's SNN: calibrate its biases at T on N training images (trainer.calibrate; "
                         "0 = none)")
 
@@ -121,7 +121,7 @@ def arch_from(args) -> ArchChoice:
 
 def convert_from(args, batch_size: int) -> ConvertConfig:
     return ConvertConfig(args.statistic, args.percentile, args.scaling_factor, args.balance_batches, batch_size,
-                         args.leak, args.calibration_samples)
+                         args.leak, args.calibrate_biases)
 
 
 def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConfig, SurrogateChoice]:

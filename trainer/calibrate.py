@@ -16,7 +16,7 @@ neurons' input currents are in the ANN's units (QCFS conversion scales each laye
 weights by the lambda that feeds it), so the correction of the activation is that of the
 current, where the neuron is not clipped. Each layer is corrected with the layers before
 it already corrected. The biases are those of the T they were calibrated at: the
-converted checkpoint records that T (``metrics["calibration"]``).
+converted checkpoint records that T (``metrics["bias_calibration"]``).
 """
 from __future__ import annotations
 

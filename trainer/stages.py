@@ -122,7 +122,7 @@ class ConvertConfig:
     balance_batches: int = 4
     batch_size: int = 64
     leak: float = 1.0
-    calibration_samples: int = 0      # a QCFS conversion's bias calibration at T on this many images (0: none)
+    bias_calibration: int = 0      # a QCFS conversion's bias calibration at T on this many images (0: none)
 
     def __post_init__(self) -> None:
         require(self.statistic in STATISTICS, "statistic", self.statistic, f"one of {', '.join(STATISTICS)}")
@@ -133,7 +133,7 @@ class ConvertConfig:
         require(self.balance_batches >= 1, "balance_batches", self.balance_batches, "an integer >= 1")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
-        require(0 <= self.calibration_samples <= 100000, "calibration_samples", self.calibration_samples,
+        require(0 <= self.bias_calibration <= 100000, "bias_calibration", self.bias_calibration,
                 "an integer in 0..100000")
 
 
@@ -196,7 +196,7 @@ def balance_record(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, see
     the balancing's settings, or for a QCFS ANN (``trainer.qcfs``) its trained thresholds."""
     if ann_ckpt.arch.quant_levels is not None:
         return {"thresholds_from": "qcfs", "leak": cfg.leak, "timesteps": timesteps, "ann": weights_digest(ann_ckpt),
-                **({"calibration_samples": cfg.calibration_samples, "seed": seed} if cfg.calibration_samples else {})}
+                **({"bias_calibration": cfg.bias_calibration, "seed": seed} if cfg.bias_calibration else {})}
     return {"statistic": cfg.statistic, "percentile": cfg.percentile, "scaling_factor": cfg.scaling_factor,
             "batches": cfg.balance_batches, "batch_size": cfg.batch_size, "leak": cfg.leak, "timesteps": timesteps,
             "seed": seed, "ann": weights_digest(ann_ckpt)}
@@ -232,7 +232,7 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
     """The ANN's batch norms folded (``trainer.norms``), then its SNN written to ``out``.
     A QCFS ANN (``trainer.qcfs``) takes its trained thresholds (each layer's weights scaled
     by the threshold feeding it), every layer starting at half of its threshold, and the
-    integrate input encoding, and with ``cfg.calibration_samples`` its biases calibrated at T
+    integrate input encoding, and with ``cfg.bias_calibration`` its biases calibrated at T
     (``trainer.calibrate``). Any other is balanced (Algorithm 1)
     at T: the thresholds scaled for the reduced T, and the unscaled ones, for the large T,
     in ``metrics["balance"]["unscaled"]``."""
@@ -244,14 +244,14 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
         params = SNNParams(thresholds=thresholds, leak=cfg.leak, timesteps=timesteps,
                            v_init=[qcfs.SNN_V_INIT] * len(thresholds), encoding="integrate")
         unscaled = thresholds
-        if cfg.calibration_samples:
-            x = next(batches(bundle, "train", cfg.calibration_samples, shuffle=True, augment=False, seed=rt.seed))[0]
+        if cfg.bias_calibration:
+            x = next(batches(bundle, "train", cfg.bias_calibration, shuffle=True, augment=False, seed=rt.seed))[0]
             arch, state, shifts = calibrate_biases(ann_ckpt.model(), arch, state, thresholds, params.v_init, x,
                                                    timesteps, params.encoding)
-            metrics["calibration"] = {"timesteps": timesteps, "samples": len(x), "mean_abs_shift": shifts}
+            metrics["bias_calibration"] = {"timesteps": timesteps, "samples": len(x), "mean_abs_shift": shifts}
     else:
-        if cfg.calibration_samples:
-            raise BadInput(f"calibration_samples: bias calibration belongs to the low-latency recipe (a QCFS ANN, "
+        if cfg.bias_calibration:
+            raise BadInput(f"--calibrate-biases: bias calibration belongs to the low-latency recipe (a QCFS ANN, "
                            f"--quant-levels); {ann_ckpt.arch.name} is balanced instead")
         ann = ANN(arch).to(rt.device)
         ann.load_state_dict(state)
