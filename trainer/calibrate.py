@@ -15,15 +15,18 @@ with a_k the ANN's activation of neuron layer k and r_k the SNN's spikes per ste
 neurons' input currents are in the ANN's units (QCFS conversion scales each layer's
 weights by the lambda that feeds it), so the correction of the activation is that of the
 current, where the neuron is not clipped. Each layer is corrected with the layers before
-it already corrected. The biases are those of the T they were calibrated at: the
-converted checkpoint records that T (``metrics["bias_calibration"]``).
+it already corrected; the SNN runs only up to the layer calibrated. The biases are those
+of the T they were calibrated at: the converted checkpoint records that T
+(``metrics["bias_calibration"]``).
 """
 from __future__ import annotations
 
 import torch
 
-from trainer.diagnose import RecordingSNN
 from trainer.models import ANN, ArchConfig, neuron_layers
+from trainer.snn import SNN
+
+CALIBRATION_WINDOW = 8     # steps per window of the layers before the one calibrated (bounds their memory)
 
 
 @torch.no_grad()
@@ -47,11 +50,12 @@ def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[f
             state[f"layers.{i}.bias"] = torch.zeros(state[f"layers.{i}.weight"].shape[0])
     model = ANN(arch)
     model.load_state_dict(state)
-    snn = RecordingSNN(model, thresholds, v_init=v_init, encoding=encoding).eval()
+    snn = SNN(model, thresholds, v_init=v_init, encoding=encoding).eval()
     corrections = []
     for k, (i, _) in enumerate(layers):
-        snn(x, timesteps, window=None)
-        rate = snn.counts[k] / timesteps
+        currents = torch.cat(list(snn.input_currents(x, timesteps, k, window=CALIBRATION_WINDOW)))
+        _, states, lut = snn.begin(timesteps, None, x.device)      # layer k alone, from its initial potential
+        rate = snn.fire(k, currents, states, 0, lut).sum(0) / timesteps
         dims = [0, 2, 3] if rate.dim() == 4 else [0]
         shift = (target[k] - rate * thresholds[k]).mean(dims)
         model.layers[i].bias += shift
