@@ -12,18 +12,5 @@ $PY -m export.to_lava $R/qcfs_converted.pt --timesteps 8 --calibration-timesteps
 date
 $PY -m hwsim.run --edp --graph qcfs_converted=$R/export/qcfs_converted/coregraph.npz --timesteps 8 --sweep 4,8 --samples 1500 --energy-model cmos45nm --out $R/hwsim --no-progress
 date
-$PY - <<'PY'
-import numpy as np, torch
-from records.inputs import load_inputs
-from trainer.checkpoint import load_checkpoint
-ck = load_checkpoint("runs/cifar10-vgg9-qcfs/ann.pt")
-inp = load_inputs("runs/cifar10-vgg9-qcfs/hwsim/inputs.npz")
-ann = ck.model().eval()
-with torch.no_grad():
-    x = ck.normalisation.apply(torch.from_numpy(inp.images))
-    pred = torch.cat([ann(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)])
-acc = float((pred.numpy() == inp.labels).mean() * 100)
-print(f"ANN on the same {len(x)} images: {acc:.2f} %  (test set: {ck.metrics.get('test_acc')} %, epochs {ck.metrics.get('epochs')})")
-print("act thresholds", [round(float(v), 3) for v in ck.state_dict['act_thresholds']])
-PY
+$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim/inputs.npz
 date

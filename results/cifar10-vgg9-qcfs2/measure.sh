@@ -21,18 +21,5 @@ for T in 8 4; do
     --energy-model cmos45nm --out $R/hwsim_T$T --no-progress
   date
 done
-$PY - <<'PY'
-import torch
-from records.inputs import load_inputs
-from trainer.checkpoint import load_checkpoint
-ck = load_checkpoint("runs/cifar10-vgg9-qcfs2/ann.pt")
-inp = load_inputs("runs/cifar10-vgg9-qcfs2/hwsim_T8/inputs.npz")
-ann = ck.model().eval()
-with torch.no_grad():
-    x = ck.normalisation.apply(torch.from_numpy(inp.images))
-    pred = torch.cat([ann(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)])
-acc = float((pred.numpy() == inp.labels).mean() * 100)
-print(f"ANN on the same {len(x)} images: {acc:.2f} %  (test set: {ck.metrics.get('test_acc')} %, epochs {ck.metrics.get('epochs')})")
-print("act thresholds", [round(float(v), 3) for v in ck.state_dict['act_thresholds']])
-PY
+$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim_T8/inputs.npz
 date
