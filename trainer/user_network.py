@@ -72,7 +72,7 @@ def load_user_module(spec: str, weights: str | None = None) -> nn.Module:
             module.load_state_dict(state)
         except RuntimeError as exc:
             raise ValueError(f"{weights}: does not fit {spec} ({' '.join(str(exc).split())[:300]})") from None
-    return module.float().eval()
+    return module.float().cpu().eval()
 
 
 def imported_checkpoint(module: nn.Module, bundle, *, name: str, seed: int = 0, command=None,
