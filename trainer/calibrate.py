@@ -3,9 +3,8 @@ ANN": the light pipeline's bias correction).
 
 A QCFS conversion (``trainer.qcfs``) is exact in expectation only when a layer's inputs
 are spread evenly over the quantization steps. With few steps, the SNN's rate x threshold
-of a layer departs from the ANN's activation by a mean per channel: on CIFAR-10 VGG9 at
-T = 8, the first layer fired on 25 % of its neurons where the ANN's activation was
-non-zero on 11 %. Layer by layer, in order, ``calibrate_biases`` runs the SNN on a batch of
+of a layer departs from the ANN's activation by a mean per channel (docs/method.md).
+Layer by layer, in order, ``calibrate_biases`` runs the SNN on a batch of
 training images for T steps and adds to each channel's bias the mean over images and
 positions of
 
