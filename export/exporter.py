@@ -142,6 +142,10 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
     from trainer.data import load_dataset
     require(nir_cfg.source in SEMANTICS, "source", nir_cfg.source, f"one of {', '.join(SEMANTICS)}")
     semantics = SEMANTICS[nir_cfg.source]
+    if nir_cfg.subtract_reset and nir_cfg.source == "core":
+        log.warning("--subtract-reset without --source: float and fixed point are compared under the core's "
+                    "neuron rule only; name the framework that trained the network (--source %s) to compare with "
+                    "its own (SpikingJelly's differs with a leak)", "|".join(k for k in SEMANTICS if k != "core"))
     net = read_nir(path, dt=nir_cfg.dt, subtract_reset=nir_cfg.subtract_reset or nir_cfg.source != "core")
     timesteps = cfg.timesteps or (int(np.asarray(net.metadata["timesteps"])) if "timesteps" in net.metadata else None)
     require(timesteps is not None, "timesteps", None, "given: the NIR file does not record T")
