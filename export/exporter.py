@@ -166,18 +166,19 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
                "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
                "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph),
                "nir_nodes": graph.provenance["nir_nodes"]}
-    if nir_cfg.source != "core":
-        summary["source"] = {"framework": semantics.framework,
-                             "differences": semantics.differences([lay.leak for lay in net.layers[:-1]])}
 
     def float_model(images, spikes_in):
         scores, _, per_neuron = net.run_float(spikes_in)
         return scores.argmax(1), per_neuron
 
-    def source_model(images, spikes_in):
-        return net.run_float(spikes_in, semantics)[0].argmax(1)
-    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model,
-                               source_model if nir_cfg.source != "core" else None)
+    source_model = None
+    if nir_cfg.source != "core":
+        summary["source"] = {"framework": semantics.framework,
+                             "differences": semantics.differences([lay.leak for lay in net.layers[:-1]])}
+
+        def source_model(images, spikes_in):
+            return net.run_float(spikes_in, semantics)[0].argmax(1)
+    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model, source_model)
 
 
 def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out: Path, cfg: ExportConfig, bundle,

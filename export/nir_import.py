@@ -64,8 +64,6 @@ class NIRImportError(RecordError):
     """A NIR graph the core cannot represent (the message names the node)."""
 
 
-
-
 @dataclass
 class NIRLayer:
     """One core's worth of the graph in float: the synapse with its neuron's gain folded in."""

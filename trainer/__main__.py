@@ -259,12 +259,10 @@ def cmd_diagnose(args) -> None:
     x = next(batches(bundle, "test", args.samples, shuffle=False))[0].to(rt.device)
     ann = ANN(ckpt.arch).to(rt.device)            # the ANN: the biases back in its own units
     ann.load_state_dict(rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds, None))
-    rows = []
-    for t in args.timesteps:
-        snn = ANN(ckpt.arch).to(rt.device)
-        snn.load_state_dict(rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds, thresholds))
-        rows += [{"timesteps": t, **r} for r in layer_agreement(ann, thresholds, x, t, leak=ckpt.snn.leak,
-                                                                seed=rt.seed, snn_model=snn)]
+    snn = ANN(ckpt.arch).to(rt.device)            # the SNN's weights: biases in the units of ``thresholds``
+    snn.load_state_dict(rescale_biases(ckpt.arch, ckpt.state_dict, ckpt.snn.thresholds, thresholds))
+    rows = [{"timesteps": t, **r} for t in args.timesteps
+            for r in layer_agreement(ann, thresholds, x, t, leak=ckpt.snn.leak, seed=rt.seed, snn_model=snn)]
     with atomic_file(out, "w") as f:
         f.write(csv_text(rows))
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -384,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"ann": cmd_ann, "import": cmd_import, "convert": cmd_convert, "stdb": cmd_stdb, "scratch": cmd_scratch,
-            "eval": cmd_eval,
-            "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline, "diagnose": cmd_diagnose}
+            "eval": cmd_eval, "chain": cmd_chain, "spikebp": cmd_baseline, "bncurrent": cmd_baseline,
+            "diagnose": cmd_diagnose}
 
 
 def main(argv=None) -> int:

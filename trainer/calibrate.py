@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 
+from trainer.diagnose import ann_activations
 from trainer.models import ANN, ArchConfig, neuron_layers
 from trainer.snn import SNN
 
@@ -34,9 +35,7 @@ def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[f
     """(the architecture with a bias on every hidden layer, the state_dict with the calibrated
     biases, the mean |correction| per neuron layer) of the QCFS-converted SNN (``arch``,
     ``state``, ``thresholds``, ``v_init``) of ``ann`` on the normalised images ``x`` at T."""
-    ann.eval()
-    target = []
-    ann(x, record=target)
+    target = ann_activations(ann.eval(), x)
     arch = ArchConfig.from_dict(arch.to_dict())
     state = {k: v.clone() for k, v in state.items()}
     layers = neuron_layers(arch)

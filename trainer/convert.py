@@ -88,6 +88,12 @@ def rescale_biases(cfg: ArchConfig, state: dict, old: list[float] | None, new: l
     return out
 
 
+def _ann_biases(ann: ANN) -> dict[str, torch.Tensor]:
+    """A copy of the ANN's biases, in its own units (what ``_set_biases`` moves)."""
+    keys = bias_feeds(ann.cfg)
+    return {key: p.detach().clone() for key, p in ann.named_parameters() if key in keys}
+
+
 @torch.no_grad()
 def _set_biases(ann: ANN, ann_biases: dict[str, torch.Tensor], thresholds: list[float]) -> None:
     """The ANN's biases (``ann_biases``, in its own units) into its modules, in the units of ``thresholds``."""
@@ -132,7 +138,7 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
     # trains[b][w]: the spikes entering at layer index `entry`, batch b, window w (int8: inputs are signed)
     trains = [[poisson_spikes(x, n, generator).to(torch.int8) for _, n in steps] for x in inputs]
     bar = progress_bar(balanced, desc="threshold balancing", unit="layer", enabled=progress)
-    ann_biases = {key: p.detach().clone() for key, p in ann.named_parameters() if key in bias_feeds(ann.cfg)}
+    ann_biases = _ann_biases(ann)
     try:
         thresholds = _balance_layers(snn, bar, inputs, trains, steps, lut, ann_biases, statistic, percentile,
                                      timesteps, keep_bytes)
@@ -192,7 +198,7 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
     layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
     thresholds = [1.0] * len(layers)
     ann.eval()
-    ann_biases = {key: p.detach().clone() for key, p in ann.named_parameters() if key in bias_feeds(ann.cfg)}
+    ann_biases = _ann_biases(ann)
     for k in balanced:
         _set_biases(ann, ann_biases, thresholds)
         snn = SNN(ann, thresholds, leak=leak, surrogate=Surrogate())

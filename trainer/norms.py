@@ -44,14 +44,25 @@ class CurrentNorms(nn.Module):
         return self.norms[k](current.flatten(0, 1)).unflatten(0, current.shape[:2])
 
 
+def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor | None, mean: torch.Tensor, var: torch.Tensor,
+                    gamma: torch.Tensor | None, beta: torch.Tensor | None, eps: float = EPS
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W', b') of a layer (``weight``, ``bias``; None: no bias) followed by a batch norm in
+    evaluation mode (``gamma``, ``beta`` None: not affine), computed in float64 and returned
+    in the weight's dtype: W' = W * gamma / sigma, b' = gamma * (b - mu) / sigma + beta."""
+    var = var.double()
+    gain = (torch.ones_like(var) if gamma is None else gamma.double()) / torch.sqrt(var + eps)
+    old_bias = torch.zeros_like(gain) if bias is None else bias.double()
+    shift = torch.zeros_like(gain) if beta is None else beta.double()
+    folded = weight.double() * gain.view((-1,) + (1,) * (weight.dim() - 1))
+    return folded.to(weight.dtype), (gain * (old_bias - mean.double()) + shift).to(weight.dtype)
+
+
 def _fold_layer(folded: dict, i: int, norm: dict) -> None:
     """Fold one batch norm (its weight, bias, running_mean, running_var) into layer i of a state_dict."""
-    norm = {name: norm[name].double() for name in ("weight", "bias", "running_mean", "running_var")}
-    gain = norm["weight"] / torch.sqrt(norm["running_var"] + EPS)
-    w = folded[f"layers.{i}.weight"]
-    old_bias = folded.get(f"layers.{i}.bias", torch.zeros(len(gain), dtype=w.dtype)).double()
-    folded[f"layers.{i}.weight"] = (w.double() * gain.view((-1,) + (1,) * (w.dim() - 1))).to(w.dtype)
-    folded[f"layers.{i}.bias"] = (gain * (old_bias - norm["running_mean"]) + norm["bias"]).to(w.dtype)
+    folded[f"layers.{i}.weight"], folded[f"layers.{i}.bias"] = fold_batch_norm(
+        folded[f"layers.{i}.weight"], folded.get(f"layers.{i}.bias"), norm["running_mean"], norm["running_var"],
+        norm["weight"], norm["bias"])
 
 
 @torch.no_grad()

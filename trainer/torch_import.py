@@ -37,6 +37,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from trainer.models import ANN, ArchConfig, ArchError
+from trainer.norms import fold_batch_norm
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm1d/2d (folded), ReLU, AvgPool2d, AdaptiveAvgPool2d (as a plain pool), "
              "Dropout, Flatten/view, Identity and residual additions")
@@ -221,18 +222,16 @@ class _Walker:
         """A conv or linear node's weight and bias with a batch norm right after it folded in; the
         value after them (the node itself or its batch norm)."""
         m = self.ops[node].module
-        weight = m.weight.detach().double()
-        bias = None if m.bias is None else m.bias.detach().double()
+        weight = m.weight.detach().float()
+        bias = None if m.bias is None else m.bias.detach().float()
         after = self.follow(node)
         if after is None or self.ops[after].kind != "bn":
-            return weight.float(), None if bias is None else bias.float(), node
+            return weight, bias, node
         bn = self.ops[after].module
-        var = bn.running_var.detach().double()
-        gain = (bn.weight.detach().double() if bn.affine else torch.ones_like(var)) / torch.sqrt(var + bn.eps)
-        shift = bn.bias.detach().double() if bn.affine else torch.zeros_like(gain)
-        weight = weight * gain.view(-1, *([1] * (weight.dim() - 1)))
-        bias = ((torch.zeros_like(gain) if bias is None else bias) - bn.running_mean.double()) * gain + shift
-        return weight.float(), bias.float(), after
+        weight, bias = fold_batch_norm(weight, bias, bn.running_mean, bn.running_var,
+                                       bn.weight.detach() if bn.affine else None,
+                                       bn.bias.detach() if bn.affine else None, bn.eps)
+        return weight, bias, after
 
     def relu_after(self, value: fx.Node, of: fx.Node) -> fx.Node:
         """The ReLU that must follow ``of`` (dropouts before it commute with it and are kept after)."""

@@ -20,12 +20,6 @@ from torch import nn
 from trainer.models import ANN
 from trainer.torch_import import ImportRefused, import_module
 
-@torch.no_grad()
-def max_difference(module: nn.Module, ann: nn.Module, x: torch.Tensor) -> float:
-    """max |module(x) - ann(x)| over a batch, both in eval mode."""
-    return float((module.eval()(x) - ann.eval()(x)).abs().max())
-
-
 TOLERANCE = 1e-4     # |module - imported| allowed, relative to the largest |logit| (float32 rounding of a fold)
 
 
@@ -87,13 +81,15 @@ def imported_checkpoint(module: nn.Module, bundle, *, name: str, seed: int = 0, 
     cfg, state = import_module(module, tuple(bundle.input_shape), name=name, num_classes=len(bundle.class_names))
     ann = ANN(cfg)
     ann.load_state_dict(state)
+    module.eval(), ann.eval()
     worst = scale = 0.0
     for b, (x, _) in enumerate(batches(bundle, "test", 256, shuffle=False)):
         if b >= compare_batches:
             break
         with torch.no_grad():
-            worst = max(worst, max_difference(module, ann, x))
-            scale = max(scale, float(module(x).abs().max()))
+            logits = module(x)
+            worst = max(worst, float((logits - ann(x)).abs().max()))
+            scale = max(scale, float(logits.abs().max()))
     if not worst <= TOLERANCE * max(scale, 1.0):
         raise ImportRefused(f"the imported network's logits differ from the module's by {worst:.3g} (largest "
                             f"|logit| {scale:.3g}): the module computes something its trace does not show")
