@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +30,10 @@ from records.atomic import write_together
 from records.cli import require, writable_dir
 from records.layout import (EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE, QUANTIZATION_REPORT_FILE, RunLayout,
                             nir_import_dir)
+from records.sizing import require_memory
 from records.table import csv_text
 from trainer.checkpoint import load_checkpoint
+from trainer.models import neuron_count
 from trainer.stages import data_of
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,24 @@ class Exported:
     summary: dict
     layers: list[dict]
 
+
+# Bytes the export holds per test image and step, for all steps at once: the input spikes
+# (int8), the float SNN's float32 copy of them and the integrate rule's two float32 count
+# arrays (13 per input); one byte per neuron for the integer reference's spike trains, and
+# as much again for Lava's. A NIR graph's calibration holds its inputs as int8, the rule's
+# counts and float64 (17 per input).
+EVALUATION_BYTES_PER_INPUT = 13
+NIR_CALIBRATION_BYTES_PER_INPUT = 17
+
+
+def require_export_memory(cfg: ExportConfig, timesteps: int, t_named: str, inputs: int, neurons: int) -> None:
+    """Refuse, naming the options, an evaluation whose spike trains cannot fit in memory."""
+    n = max(cfg.eval_samples, cfg.lava_samples)
+    need = n * timesteps * (EVALUATION_BYTES_PER_INPUT * inputs + (2 if cfg.lava_samples else 1) * neurons)
+    require_memory(need, f"--eval-samples {n} at {t_named}",
+                   f"the float-vs-fixed-point evaluation of {n} test images over {timesteps} steps",
+                   "fewer --eval-samples (0: none) or time steps need less")
+
 def float_snn_run(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndarray
                   ) -> tuple[np.ndarray, list[float]]:
     """The checkpoint's float SNN on the quantized graph's input spikes: (predictions, spikes
@@ -102,6 +123,8 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
                                 "`python -m trainer convert` first")
     timesteps = cfg.timesteps or ckpt.snn.timesteps
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
+    require_export_memory(cfg, timesteps, f"--timesteps {timesteps}" if cfg.timesteps else f"{path}'s T = {timesteps}",
+                          math.prod(ckpt.arch.input_shape), neuron_count(ckpt.arch))
     out = writable_dir(cfg.out or RunLayout.of_checkpoint(path).export_dir(ckpt.stage), "--out")
     needs_data = cfg.calibration_samples > 0 or cfg.eval_samples > 0 or cfg.lava_samples > 0
     bundle = data_of(ckpt, cfg.data_root) if needs_data else None
@@ -152,6 +175,13 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
     require(nir_cfg.dataset is not None, "dataset", None,
             "the data set the graph is deployed on (its normalisation, classes and test images)")
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
+    inputs, neurons = math.prod(net.input_shape), sum(math.prod(item.layer.output_shape) for item in net.layers)
+    require_export_memory(cfg, timesteps, f"--timesteps {timesteps}" if cfg.timesteps else f"{path}'s T = {timesteps}",
+                          inputs, neurons)
+    require_memory(cfg.calibration_samples * calibration_t * NIR_CALIBRATION_BYTES_PER_INPUT * inputs,
+                   f"--calibration-samples {cfg.calibration_samples} at T = {calibration_t}",
+                   f"sizing the output on {cfg.calibration_samples} training images over {calibration_t} steps",
+                   "fewer --calibration-samples or --calibration-timesteps need less")
     out = writable_dir(cfg.out or nir_import_dir(path), "--out")
     bundle = load_dataset(nir_cfg.dataset, cfg.data_root)
     net.check_input(bundle.input_shape)                 # before calibration runs the graph on its images

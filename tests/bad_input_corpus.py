@@ -602,6 +602,24 @@ CASES = [
          "--sweep"),
     Case("sized-before", "pipeline --timesteps-large 1e9", "pipeline",
          "--runs {t}/runs --timesteps-large 1000000000 --quiet", "--timesteps-large"),
+    # work within the T bound whose memory grows with T: estimated from the options and files, refused
+    # before it starts (records.sizing), where it used to be killed by the kernel with nothing on stderr
+    Case("sized-before", "stdb backpropagating through 100,000 steps", "trainer",
+         f"stdb {{t}}/run/converted.pt --out {{t}}/s.pt --timesteps 100000 --epochs 1 {Q}", "memory is available"),
+    Case("sized-before", "spikebp at T = 20,000 and a batch of 4,096", "trainer",
+         f"spikebp {{t}}/run/converted.pt --out {{t}}/s.pt --timesteps 20000 --batch-size 4096 --epochs 1 {Q}",
+         "--batch-size 4096"),
+    Case("sized-before", "export evaluating 100,000 images at T = 100,000", "export.to_lava",
+         "{t}/run/stdb.pt --out {t}/e --timesteps 100000 --eval-samples 100000", "--eval-samples 100000"),
+    Case("sized-before", "export of a checkpoint recording T = 100,000", "export.to_lava",
+         "{t}/big.pt --out {t}/e --eval-samples 20000", "big.pt's T = 100000",
+         edit_checkpoint("run/stdb.pt", "big.pt", lambda r: r["snn"].update(timesteps=100_000))),
+    Case("sized-before", "a NIR graph calibrated on 20,000 images at T = 100,000", "export.to_lava",
+         "{t}/g.nir --dataset digits --out {t}/n --calibration-samples 20000 --calibration-timesteps 100000",
+         "--calibration-samples 20000", lambda t: __import__("export.nir_export").nir_export.export_nir(
+             __import__("export.graph").graph.load_graph(t / "run/export/converted/coregraph.npz"), t / "g.nir")),
+    Case("sized-before", "pipeline fine-tuning at T = 100,000", "pipeline", "--runs {t}/runs --timesteps 100000 --quiet",
+         "memory is available"),
     # values that used to be converted or truncated silently (T 4.9 -> 4, "1.5" -> 1.5, vth 168.9 -> 168)
     Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "timesteps must be an integer",
          edit_checkpoint("run/converted.pt", "t.pt", lambda r: r["snn"].update(timesteps=4.9))),

@@ -25,11 +25,11 @@ from trainer.convert import STATISTICS, balance_thresholds, qcfs_snn, rescale_bi
 from trainer.data import DatasetBundle, batches, check_fits, data_record, load_dataset, load_recorded
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
-from trainer.methods import baseline_config
+from trainer.methods import BASELINES, baseline_config
 from trainer import qcfs
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
-from trainer.snn import SNN
+from trainer.snn import SNN, require_training_memory
 from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
                            fast_precision, train_ann, train_snn, weights_digest)
 
@@ -407,6 +407,11 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         bundle = bundle.to(rt.device)            # decoded once, cropped and flipped on the GPU
     arch = cfg.arch.config(bundle)
     steps = cfg.timesteps or default_timesteps(bundle.name, arch=arch.name)
+    # Sized before the ANN trains: fine-tuning at the reduced T is the chain's largest hold.
+    batch = max([cfg.snn.optim.batch_size] + [baseline_config(m, 1).optim.batch_size for m in cfg.baselines
+                                              if m in BASELINES])
+    require_training_memory(arch, steps.reduced, batch, cfg.snn.window, rt.device,
+                            f"--timesteps {steps.reduced}", "fewer time steps need less")
     run = RunLayout.named(cfg.runs, bundle.name, arch.name, cfg.name)
     run.root.mkdir(parents=True, exist_ok=True)
     seconds, accuracies = {}, []

@@ -37,7 +37,7 @@ from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
 from trainer.norms import CurrentNorms, fold_norms
 from trainer.qcfs import init_thresholds as qcfs_init
-from trainer.snn import SNN
+from trainer.snn import SNN, require_training_memory
 
 
 SCHEDULES = ("cosine", "step", "step0.2", "onecycle", "none")
@@ -579,6 +579,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
                        surrogate=surrogate.to_dict(), v_init=init.snn.v_init, encoding=init.snn.encoding)
+    require_training_memory(init.arch, timesteps, opt.batch_size, cfg.window, device,
+                            f"--timesteps {timesteps}, --batch-size {opt.batch_size}",
+                            "fewer time steps, a smaller --batch-size or truncated BPTT (--bptt-window N) need less")
     torch.manual_seed(seed)
     train_part, val_part = validation_split(bundle, cfg.val_fraction, seed)
     ann = init.model().to(device)
