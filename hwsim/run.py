@@ -33,7 +33,7 @@ from hwsim.shard import close as close_shards
 from records.cli import (OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, require, run_main,
                          writable_dir)
 from records.progress import progress as progress_bar
-from records.layout import COMPARED_STAGES, INPUTS_FILE, RunLayout
+from records.layout import COMPARED_STAGES, INPUTS_FILE, SNN_STAGES, RunLayout
 from records.timesteps import MAX_TIMESTEPS
 
 MAX_DEFAULT_SAMPLES = 1500
@@ -161,6 +161,10 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     out_dir = writable_dir(cfg.out or default_out, "--out")
     model = load_energy_model(cfg.energy_model or DEFAULT_MODEL)
     graphs = [(label, path, load_graph(path)) for label, path in specs]
+    for label, path, g in graphs:
+        if label in SNN_STAGES and g.stage is not None and label != g.stage:
+            raise BadInput(f"--graph {label}={path}: the label names a trainer stage, and the graph is of the "
+                           f"{g.stage!r} network; reports would show it as {label!r}")
     g0 = graphs[0][2]
     for label, path, g in graphs[1:]:
         if g.input.shape != g0.input.shape:

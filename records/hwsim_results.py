@@ -120,6 +120,9 @@ def _check_network(net: dict, where: str, doc: dict) -> None:
     _check(net, _NET, where)
     if net["stage"] is not None and net["stage"] not in SNN_STAGES:
         raise ResultsError(f"{where}: stage {net['stage']!r} is not one of {', '.join(SNN_STAGES)}")
+    if net["label"] in SNN_STAGES and net["stage"] is not None and net["label"] != net["stage"]:
+        raise ResultsError(f"{where}: labelled {net['label']!r}, a trainer stage, but its graph is of the "
+                           f"{net['stage']!r} network")
     acc = net.get("accuracy")
     if acc is not None and (isinstance(acc, bool) or not isinstance(acc, _NUM) or not 0 <= acc <= 1):
         raise ResultsError(f"{where}: accuracy {acc!r} is not in [0, 1]")
