@@ -40,7 +40,7 @@ from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
 from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps, fast_recipe,
                             fast_snn_optim, resolve_device)
-from trainer.train import Runtime
+from trainer.recipe import Runtime
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,8 @@ from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_chec
 from trainer.convert import balance_thresholds  # noqa: E402
 from trainer.data import batches, load_dataset  # noqa: E402
 from trainer.models import ANN, build_config  # noqa: E402
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn  # noqa: E402
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig  # noqa: E402
+from trainer.train import train_snn  # noqa: E402
 
 
 @pytest.fixture(scope="session")

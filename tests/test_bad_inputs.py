@@ -28,7 +28,8 @@ from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.data import load_dataset
 from trainer.stages import ArchChoice, ann_recipe
-from trainer.train import Runtime, train_ann
+from trainer.recipe import Runtime
+from trainer.train import train_ann
 
 MAINS = {"trainer": trainer.__main__.main, "export.to_lava": export.to_lava.main, "hwsim.run": hwsim.run.main,
          "reports": reports.__main__.main, "pipeline": pipeline.__main__.main}

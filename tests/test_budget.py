@@ -14,8 +14,9 @@ from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
 from trainer.stages import fast_recipe, fast_snn_optim, train_ann_in_time
-from trainer.train import (OptimConfig, Runtime, SNNTrainConfig, fast_precision, fit_warmup, plan_epochs, train_ann,
-                           train_snn)
+from trainer.fit import fit_warmup, plan_epochs
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
+from trainer.train import train_ann, train_snn
 
 QUIET = Runtime(progress=False)
 

@@ -8,7 +8,7 @@ import pytest
 import trainer.stages as stages
 from records.timesteps import TimeSteps
 from trainer.stages import ChainConfig, ConvertConfig, DataConfig, chain
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 
 
 def small_chain(tmp_path) -> ChainConfig:

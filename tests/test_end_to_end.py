@@ -11,7 +11,9 @@ from trainer.data import load_dataset
 from trainer.lif import Surrogate
 from trainer.snn import SNN
 from trainer.stages import ChainConfig, chain
-from trainer.train import OptimConfig, Runtime, SNNTrainConfig, evaluate_snn, train_snn
+from trainer.evaluate import evaluate_snn
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
+from trainer.train import train_snn
 
 QUIET = Runtime(progress=False)
 
@@ -107,7 +109,8 @@ def test_cifar_recipe_leaves_chance(tmp_path):
     bound that holds across machines)."""
     from trainer.datasets import shared_data_root
     from trainer.stages import ArchChoice, ann_recipe
-    from trainer.train import is_silent, train_ann
+    from trainer.evaluate import is_silent
+    from trainer.train import train_ann
 
     if not (shared_data_root() / "cifar10-jpg.tar.gz").is_file():
         pytest.skip("the shared CIFAR-10 archive is absent")

@@ -11,7 +11,7 @@ from trainer.methods import baseline_config
 from trainer.models import ANN, ArchError, build_config, neuron_layers
 from trainer.norms import CurrentNorms, fold_norms
 from trainer.snn import SNN
-from trainer.train import lr_factor
+from trainer.recipe import lr_factor
 
 
 def test_folded_batch_norm_keeps_every_spike():

@@ -135,7 +135,8 @@ def test_bias_calibration_moves_the_snn_toward_its_ann_at_few_steps(tmp_path):
     that drift (on the same images), biases every hidden layer, and is recorded."""
     from trainer.data import batches, load_dataset
     from trainer.stages import ArchChoice, ConvertConfig, ann_recipe, convert
-    from trainer.train import Runtime, train_ann
+    from trainer.recipe import Runtime
+    from trainer.train import train_ann
 
     rt = Runtime(progress=False)
     bundle = load_dataset("digits", train_subset=600, test_subset=100)

@@ -168,7 +168,8 @@ def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits)
     the basic blocks keeps threshold 1; STDB then fine-tunes all of them."""
     from trainer.checkpoint import Checkpoint, SNNParams
     from trainer.data import batches
-    from trainer.train import OptimConfig, Runtime, SNNTrainConfig, train_snn
+    from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
+    from trainer.train import train_snn
     torch.manual_seed(0)
     cfg = build_config(arch, digits.input_shape, digits.num_classes)
     ann = ANN(cfg)

@@ -21,7 +21,7 @@ from trainer.__main__ import main as trainer_main
 from trainer.checkpoint import load_checkpoint
 from trainer.data import batches
 from trainer.snn import SNN
-from trainer.train import evaluate_snn
+from trainer.evaluate import evaluate_snn
 from trainer.torch_import import ImportRefused, import_module
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "own_network.py"

@@ -33,7 +33,9 @@ from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, 
                             resolve_device, scratch_init, train_baseline)
 from trainer.torch_import import ImportRefused
 from trainer.user_network import imported_checkpoint, load_user_module
-from trainer.train import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig, evaluate_ann, train_ann
+from trainer.evaluate import evaluate_ann
+from trainer.recipe import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig
+from trainer.train import train_ann
 
 
 LEAK = number(0, 1, lo_open=True)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from records.layout import METHOD_STAGES
 from trainer.lif import Surrogate
-from trainer.train import OptimConfig, SNNTrainConfig
+from trainer.recipe import OptimConfig, SNNTrainConfig
 
 METHODS = tuple(METHOD_STAGES)         # "qcfs" is a recipe of the chain (trainer.stages.low_latency), not a baseline
 BASELINES = ("spikebp", "bncurrent")

@@ -30,8 +30,11 @@ from trainer import qcfs
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
 from trainer.snn import SNN, require_training_memory
-from trainer.train import (DeadNetwork, OptimConfig, Runtime, SNNTrainConfig, check_learned, evaluate_snn,
-                           fast_precision, train_ann, train_snn, weights_digest)
+from trainer.evaluate import evaluate_snn
+from trainer.fit import DeadNetwork
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
+from trainer.train import check_learned, train_ann, train_snn
+from trainer.train_state import weights_digest
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
 # (large T for conversion, reduced T for STDB) per data set: the paper's VGG5 setting for CIFAR.

@@ -76,7 +76,7 @@ def imported_checkpoint(module: nn.Module, bundle, *, name: str, seed: int = 0, 
     Metrics: both networks' test accuracy and the largest difference of their logits."""
     from trainer.checkpoint import Checkpoint, provenance
     from trainer.data import batches, data_record
-    from trainer.train import evaluate_ann
+    from trainer.evaluate import evaluate_ann
 
     cfg, state = import_module(module, tuple(bundle.input_shape), name=name, num_classes=len(bundle.class_names))
     ann = ANN(cfg)
