@@ -6,7 +6,7 @@ minutes of work; a few that grow step by step never reach Python's ``MemoryError
 command that holds something proportional to T (STDB's spike trains for backpropagation,
 export's reference spike trains) estimates it from its options and input files first, and
 refuses, naming them, what cannot fit. The estimates are stated where the work is
-(``trainer.train.bptt_memory``, ``export.exporter.evaluation_memory``).
+(``trainer.snn.training_window_memory``, ``export.exporter.require_export_memory``).
 """
 from __future__ import annotations
 
