@@ -33,8 +33,8 @@ from records.layout import (EXPORT_SUMMARY_FILE, GRAPH_FILE, NIR_FILE, ONNX_FILE
 from records.sizing import require_memory
 from records.table import csv_text
 from trainer.checkpoint import load_checkpoint
+from trainer.data import data_of
 from trainer.models import neuron_count
-from trainer.stages import data_of
 
 log = logging.getLogger(__name__)
 

@@ -38,8 +38,8 @@ from trainer.data import DATASETS
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
-from trainer.stages import (ArchChoice, ChainConfig, DataConfig, ann_recipe, chain, default_timesteps, fast_recipe,
-                            fast_snn_optim, resolve_device)
+from trainer.defaults import ann_recipe, default_timesteps, fast_recipe, fast_snn_optim
+from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain, resolve_device
 from trainer.recipe import Runtime
 
 

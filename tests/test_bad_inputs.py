@@ -27,7 +27,8 @@ from records.layout import COMPARED_STAGES, RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.data import load_dataset
-from trainer.stages import ArchChoice, ann_recipe
+from trainer.defaults import ann_recipe
+from trainer.stages import ArchChoice
 from trainer.recipe import Runtime
 from trainer.train import train_ann
 

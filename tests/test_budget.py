@@ -13,7 +13,8 @@ from records.trainer_summary import load_trainer_summary
 from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
-from trainer.stages import fast_recipe, fast_snn_optim, train_ann_in_time
+from trainer.defaults import fast_recipe, fast_snn_optim
+from trainer.stages import train_ann_in_time
 from trainer.fit import fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
 from trainer.train import train_ann, train_snn

@@ -108,7 +108,8 @@ def test_cifar_recipe_leaves_chance(tmp_path):
     29.8/29.6/28.2 % (1,000 images gave 15.2/15.0/21.0 %, too close to chance's 10 % for a
     bound that holds across machines)."""
     from trainer.datasets import shared_data_root
-    from trainer.stages import ArchChoice, ann_recipe
+    from trainer.defaults import ann_recipe
+    from trainer.stages import ArchChoice
     from trainer.evaluate import is_silent
     from trainer.train import train_ann
 
@@ -125,7 +126,8 @@ def test_interrupted_ann_resumes_to_the_same_weights(tmp_path, monkeypatch):
     """The ANN killed after its first epoch (dropout on: its draws are the random state a
     resume must reproduce), re-run, ends bit for bit where an uninterrupted run ends."""
     import trainer.train as train
-    from trainer.stages import ArchChoice, ann_recipe
+    from trainer.defaults import ann_recipe
+    from trainer.stages import ArchChoice
 
     bundle = load_dataset("digits", train_subset=300, test_subset=60)
     arch = ArchChoice(conv_dropout=0.3, fc_dropout=0.5).config(bundle)
@@ -158,7 +160,8 @@ def test_a_run_is_not_resumed_on_other_images_of_the_same_data_set(tmp_path):
     import dataclasses
 
     import trainer.train as train
-    from trainer.stages import ArchChoice, ann_recipe
+    from trainer.defaults import ann_recipe
+    from trainer.stages import ArchChoice
 
     bundle = load_dataset("digits", train_subset=200, test_subset=60)
     arch, opt = ArchChoice().config(bundle), ann_recipe("digits", epochs=1)

@@ -134,7 +134,8 @@ def test_bias_calibration_moves_the_snn_toward_its_ann_at_few_steps(tmp_path):
     activations by a mean per channel; calibration on 256 training images removes most of
     that drift (on the same images), biases every hidden layer, and is recorded."""
     from trainer.data import batches, load_dataset
-    from trainer.stages import ArchChoice, ConvertConfig, ann_recipe, convert
+    from trainer.defaults import ann_recipe
+    from trainer.stages import ArchChoice, ConvertConfig, convert
     from trainer.recipe import Runtime
     from trainer.train import train_ann
 

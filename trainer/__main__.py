@@ -23,14 +23,15 @@ from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, rescale_biases
-from trainer.data import DATASETS, batches
+from trainer.data import DATASETS, batches, data_of
 from trainer.diagnose import layer_agreement
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
-from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, ann_recipe, chain,
-                            check_converted, convert, data_of, default_timesteps, evaluate, fine_tune, load_data,
-                            resolve_device, scratch_init, train_baseline)
+from trainer.defaults import ann_recipe, default_timesteps
+from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
+                            check_converted, convert, evaluate, fine_tune, load_data, resolve_device, scratch_init,
+                            train_baseline)
 from trainer.torch_import import ImportRefused
 from trainer.user_network import imported_checkpoint, load_user_module
 from trainer.evaluate import evaluate_ann

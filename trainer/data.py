@@ -13,7 +13,7 @@ import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from records.dataref import DataRef
 from records.encoding import Normalisation
 from trainer.datasets import (CIFAR_SIZE, SPLITS, DatasetError, check_labels, load_cifar10, load_cifar100,
                               load_digits, load_folder, load_mnist, shared_data_root)
+
+if TYPE_CHECKING:
+    from trainer.checkpoint import Checkpoint
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "folder")
 _CROP_PAD = 4
@@ -155,6 +158,15 @@ def check_fits(bundle: DatasetBundle, class_names, input_shape, owner: str) -> D
                            f"{owner} was trained on {len(class_names)} classes of {tuple(input_shape)} images "
                            "(another data set under --data-root?)")
     return bundle
+
+
+def data_of(ckpt: Checkpoint, root: str | None = None, train_subset: int | None = None,
+            test_subset: int | None = None) -> DatasetBundle:
+    """The checkpoint's own data set, split and normalisation; a data set of other classes
+    or image size than the checkpoint's (another ``--data-root``) is an error."""
+    bundle = load_recorded(ckpt.data_ref, ckpt.normalisation, root, train_subset=train_subset,
+                           test_subset=test_subset)
+    return check_fits(bundle, ckpt.data["class_names"], ckpt.arch.input_shape, "the checkpoint")
 
 
 def data_record(bundle: DatasetBundle, seed: int) -> dict:
