@@ -29,7 +29,7 @@ from records.dataref import DataRef
 from records.encoding import InputEncoding
 from records.header import RecordError, header, npz_header, read_npz_record
 from records.layout import SNN_STAGES
-from records.timesteps import MAX_TIMESTEPS
+from records.timesteps import check_timesteps
 
 FORMAT = "hybrid-snn-coregraph"
 VERSION = 5              # 5: initial potential, input rule; 4: neuron bias; 3: shortcut synapse groups (a DAG);
@@ -363,9 +363,7 @@ class CoreGraph:
         self.validate()
 
     def validate(self) -> None:
-        if isinstance(self.timesteps, bool) or not isinstance(self.timesteps, (int, np.integer)) \
-                or not 1 <= self.timesteps <= MAX_TIMESTEPS:
-            raise GraphError(f"timesteps must be an integer in 1..{MAX_TIMESTEPS:,}, got {self.timesteps!r}")
+        check_timesteps(self.timesteps, "timesteps", GraphError)
         if self.stage is not None and self.stage not in SNN_STAGES:
             raise GraphError(f"stage {self.stage!r} is not one of {', '.join(SNN_STAGES)}")
         names = [c.name for c in self.cores]

@@ -23,7 +23,7 @@ import numpy as np
 
 from records.atomic import atomic_file
 from records.header import RecordError, header, npz_header, read_npz_record
-from records.timesteps import MAX_TIMESTEPS
+from records.timesteps import check_timesteps
 
 FORMAT = "hybrid-snn-hwsim-inputs"
 VERSION = 1
@@ -52,14 +52,10 @@ class InputSet:
             raise InputsError(f"labels must be {len(self.images)} integers, got {self.labels.dtype} "
                               f"{self.labels.shape}")
         self.labels = self.labels.astype(np.int64)
-        for name in ("seed", "timesteps"):
-            v = getattr(self, name)
-            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
-                raise InputsError(f"{name} must be an integer, got {v!r}")
-        self.seed, self.timesteps = int(self.seed), int(self.timesteps)
-        if not 1 <= self.timesteps <= MAX_TIMESTEPS or self.seed < 0:
-            raise InputsError(f"timesteps must be in 1..{MAX_TIMESTEPS:,} and seed >= 0, got T={self.timesteps}, "
-                              f"seed {self.seed}")
+        self.timesteps = check_timesteps(self.timesteps, "timesteps", InputsError)
+        if isinstance(self.seed, (bool, np.bool_)) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise InputsError(f"seed must be an integer >= 0, got {self.seed!r}")
+        self.seed = int(self.seed)
         self.class_names = [str(c) for c in self.class_names]
         if len(self.labels) and (self.labels.min() < 0 or
                                  (self.class_names and self.labels.max() >= len(self.class_names))):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from records.header import RecordError
 
 # The most steps any command runs: 40 times the paper's largest T (2,500). Larger asks for
@@ -17,11 +19,14 @@ from records.header import RecordError
 MAX_TIMESTEPS = 100_000
 
 
-def check_timesteps(value, where: str) -> int:
-    """``value`` as a T: an integer in 1..MAX_TIMESTEPS, else a RecordError naming ``where``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_TIMESTEPS:
-        raise RecordError(f"{where}: T must be an integer in 1..{MAX_TIMESTEPS:,}, got {value!r}")
-    return value
+def check_timesteps(value, where: str, error: type[ValueError] = RecordError) -> int:
+    """``value`` as a T: an integer (Python's or numpy's, never a bool or a float) in
+    1..MAX_TIMESTEPS, returned as an int, else ``error`` naming ``where``. Every T of an
+    option, a checkpoint, a graph, an inputs file or a sweep passes here."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) \
+            or not 1 <= value <= MAX_TIMESTEPS:
+        raise error(f"{where}: T must be an integer in 1..{MAX_TIMESTEPS:,}, got {value!r}")
+    return int(value)
 
 
 def default_sweep(reduced: int, large: int) -> tuple[int, ...]:

@@ -601,7 +601,7 @@ CASES = [
     Case("sized-before", "checkpoint recording T = 1e9", "export.to_lava", "{t}/big.pt --out {t}/e", "SNN timesteps",
          edit_checkpoint("run/stdb.pt", "big.pt", lambda r: r["snn"].update(timesteps=10 ** 9))),
     Case("sized-before", "graph recording T = 1e9", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
-         "timesteps must be an integer in", edit_graph("run/export/converted/coregraph.npz", "g.npz",
+         "timesteps: T must be an integer in", edit_graph("run/export/converted/coregraph.npz", "g.npz",
                                                       lambda h, a: h.update(timesteps=10 ** 9))),
     Case("sized-before", "hwsim --sweep up to 1e9", "hwsim.run", f"{G2} {IN} {OUT_HW} {HW} --sweep 4,1000000000",
          "--sweep"),
@@ -626,7 +626,7 @@ CASES = [
     Case("sized-before", "pipeline fine-tuning at T = 100,000", "pipeline", "--runs {t}/runs --timesteps 100000 --quiet",
          "memory is available"),
     # values that used to be converted or truncated silently (T 4.9 -> 4, "1.5" -> 1.5, vth 168.9 -> 168)
-    Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "timesteps must be an integer",
+    Case("malformed-values", "checkpoint with T = 4.9", "trainer", f"eval {{t}}/t.pt {Q}", "SNN timesteps: T must be an integer",
          edit_checkpoint("run/converted.pt", "t.pt", lambda r: r["snn"].update(timesteps=4.9))),
     Case("malformed-values", "checkpoint with a threshold stored as a string", "trainer", f"eval {{t}}/s.pt {Q}",
          "thresholds must be a number",

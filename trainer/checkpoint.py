@@ -78,8 +78,7 @@ class SNNParams:
             return [number(name, v) for v in vs]
 
         t, v_init, encoding = d["timesteps"], d.get("v_init"), d.get("encoding", "poisson")
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise ValueError(f"SNN timesteps must be an integer, got {t!r}")
+        t = check_timesteps(t, "SNN timesteps", ValueError)
         if not isinstance(encoding, str) or not isinstance(d["surrogate"], dict):
             raise ValueError(f"SNN encoding must be a name and surrogate a dict, got {encoding!r}, "
                              f"{d['surrogate']!r}")
