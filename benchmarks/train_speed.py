@@ -6,13 +6,15 @@
 One training iteration = Poisson input, forward over T steps, cross-entropy, full BPTT,
 Adam. Methods: our backends (reference, multistep, and fused on CUDA), SpikingJelly's
 multi-step IFNode with subtractive reset on the same layers (when spikingjelly is
-installed: ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), and the dense
-ANN of the same layers at batch T*B (forward + backward + Adam, the limit a spiking
-network's synapses cannot beat). Every round times each method for ``--iters``
+installed: ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), the dense
+ANN of the same layers at batch T*B (forward + backward + Adam), and the limit: the
+synaptic work alone, the same convolutions and matmuls on binary inputs at batch T*B
+(10 % ones), forward and both backward products (to the weights and to the inputs), no
+neurons and no optimizer. Every round times each method for ``--iters``
 iterations, in a rotating order so that a change in the machine's load spreads over all
 of them; after ``--repeats`` rounds it prints min and median images/s, peak memory (CUDA:
 allocated during the method's rounds; CPU: the peak RSS of a separate process running one
-iteration), and the medians' ratios to the dense ANN and to SpikingJelly.
+iteration), and the medians' ratios to the synaptic work and to SpikingJelly.
 Targets (issue "fused LIF kernel"): on one H100 the fused backend >= 1,000 images/s at
 T = 100, batch 64, <= 6 GiB; on a CPU at least SpikingJelly's speed.
 """
@@ -35,10 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
-from trainer.models import ANN, build_config, neuron_layers  # noqa: E402
+from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
 from trainer.snn import SNN  # noqa: E402
 
 DENSE = "dense ANN (T*B)"
+SYNAPSES = "synapses (T*B)"
+INPUT_DENSITY = 0.1      # the binary inputs' share of ones (dense kernels cost the same at any share)
 SPIKINGJELLY = "spikingjelly"
 
 
@@ -64,6 +68,22 @@ def spikingjelly_net(ann: ANN) -> nn.Module:
     return nn.Sequential(*modules)
 
 
+def synapse_inputs(ann: ANN, batch: int, device: torch.device) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Each conv and linear layer of ``ann`` with a binary input of its shape at ``batch``,
+    wanting a gradient (BPTT carries one back to the layer before)."""
+    cfg = ann.cfg
+    shapes = [tuple(cfg.input_shape)] + layer_shapes(cfg)[:-1]
+    generator = torch.Generator(device=device).manual_seed(2)
+    pairs = []
+    for spec, module, shape in zip(cfg.layers, ann.layers, shapes):
+        if spec["kind"] not in ("conv", "linear", "avgpool", "dropout", "flatten"):
+            raise ValueError(f"the synapses-only limit covers VGGs, not layer kind {spec['kind']!r}")
+        if spec["kind"] in ("conv", "linear"):
+            x = (torch.rand((batch, *shape), generator=generator, device=device) < INPUT_DENSITY).float()
+            pairs.append((module, x.requires_grad_()))
+    return pairs
+
+
 def training_step(method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool):
     """A closure that runs one training iteration of ``method`` (same weights and data for all)."""
     torch.manual_seed(0)
@@ -73,7 +93,10 @@ def training_step(method: str, arch: str, timesteps: int, batch: int, device: to
     y = torch.randint(0, 10, (batch,), device=device)
     generator = torch.Generator(device=device).manual_seed(1)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    if method == DENSE:
+    if method == SYNAPSES:
+        model, inputs = ann, synapse_inputs(ann, timesteps * batch, device)
+        loss = lambda: sum(m(x).float().mean() for m, x in inputs)  # noqa: E731
+    elif method == DENSE:
         model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1), y.repeat(timesteps)
         loss = lambda: F.cross_entropy(model(xs), ys)  # noqa: E731
     elif method == SPIKINGJELLY:
@@ -133,11 +156,11 @@ def compare(args, timesteps: int, methods: list[str], device: torch.device) -> N
         peaks = {m: peak_rss_gib(args, m) for m in methods}
     medians = {m: statistics.median(v) for m, v in speeds.items()}
     print(f"\nT={timesteps}, batch {args.batch}, {args.iters} iterations x {args.repeats} rounds, interleaved")
-    print(f"{'method':<18} {'min img/s':>10} {'median img/s':>13} {'peak GiB':>9} {'vs dense':>9} {'vs SJ':>7}")
+    print(f"{'method':<18} {'min img/s':>10} {'median img/s':>13} {'peak GiB':>9} {'vs synapses':>12} {'vs SJ':>7}")
     for m in methods:
         vs_sj = f"{medians[m] / medians[SPIKINGJELLY]:6.2f}x" if SPIKINGJELLY in medians else "      -"
         memory = f"{peaks[m]:9.2f}" if peaks[m] else "        -"
-        print(f"{m:<18} {min(speeds[m]):10.2f} {medians[m]:13.2f} {memory} {medians[m] / medians[DENSE]:8.2f}x "
+        print(f"{m:<18} {min(speeds[m]):10.2f} {medians[m]:13.2f} {memory} {medians[m] / medians[SYNAPSES]:11.2f}x "
               f"{vs_sj}")
 
 
@@ -173,7 +196,7 @@ def main() -> None:
     methods = args.backends or (["fused", "multistep", "reference"] if cuda else ["multistep", "reference"])
     if importlib.util.find_spec("spikingjelly") is not None:
         methods.append(SPIKINGJELLY)
-    methods.append(DENSE)
+    methods += [DENSE, SYNAPSES]
     print(f"{args.arch}, 3x32x32, device {device}, {'bf16 synapses' if args.bf16 else 'fp32'}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
     for timesteps in args.timesteps:
