@@ -52,7 +52,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from hwsim import int8_products  # noqa: E402
 from hwsim.plan import make_plans  # noqa: E402
-from hwsim.simulate import simulate  # noqa: E402
+from hwsim.simulate import SimOptions, simulate  # noqa: E402
 
 VGG5_CONVS = [64, "A", 128, 128, "A"]
 VGG16_CONVS = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512]
@@ -239,7 +239,8 @@ def time_rate(args, rate: float, rng) -> dict:
     paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf, int8=False),
              "hwsim, int8 path": dict(event_density=0.0, int8=True),
              "hwsim, dense float path": dict(event_density=0.0, int8=False)}
-    methods = {name: (lambda kw=kw: simulate(g, spikes, plans=plans, **kw), image_steps) for name, kw in paths.items()}
+    methods = {name: (lambda kw=kw: simulate(g, spikes, plans=plans, options=SimOptions(**kw)), image_steps)
+               for name, kw in paths.items()}
     methods["fp32 conv (no neurons)"] = (dense_convs(g, spikes), image_steps)
     fired = simulate(g, spikes, plans=plans)
     lavas = []
@@ -348,7 +349,8 @@ def vgg16_main(args) -> int:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
-    r = simulate(g, (images, 0), timesteps=steps, device=device, chunk=args.chunk, threads=args.threads)
+    r = simulate(g, (images, 0), timesteps=steps, device=device,
+                 options=SimOptions(chunk=args.chunk, threads=args.threads))
     if device == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t

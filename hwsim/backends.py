@@ -32,8 +32,8 @@ Backend = Callable[[CoreGraph, np.ndarray], fx.CoreRun]
 
 def _hwsim(**options) -> Backend:
     def run(graph: CoreGraph, input_spikes: np.ndarray) -> fx.CoreRun:
-        from hwsim.simulate import simulate
-        sim = simulate(graph, input_spikes, record_spikes=True, **options)
+        from hwsim.simulate import SimOptions, simulate
+        sim = simulate(graph, input_spikes, record_spikes=True, options=SimOptions(**options))
         return fx.CoreRun(sim.spike_trains, sim.output, [l.max_abs_input for l in sim.layers])
     return run
 

@@ -154,7 +154,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     from hwsim.energy import DEFAULT_MODEL, load_energy_model
     from hwsim.results import NetworkRun, build_results, sweep_point
     from hwsim.shard import setup as setup_shard
-    from hwsim.simulate import simulate
+    from hwsim.simulate import SimOptions, simulate
     from records.hwsim_results import prediction_rows, save_results
     from records.inputs import InputSet, inputs_to_bytes, load_inputs
 
@@ -217,7 +217,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
                 f" (rank 0 of {shard.world})" if shard.world > 1 else ""), unit="img", leave=False, file=sys.stderr)
         try:
             part = simulate(g, (inputs.images[first:end], inputs.seed), timesteps=steps, device=cfg.device,
-                            chunk=cfg.chunk, threads=cfg.threads, first_index=first,
+                            options=SimOptions(chunk=cfg.chunk, threads=cfg.threads), first_index=first,
                             progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:

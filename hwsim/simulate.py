@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -48,42 +49,71 @@ def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,
     return chunk, max(1, min(block, steps))
 
 
-def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: str | torch.device = "cpu",
-             chunk: int | None = None, steps_per_block: int | None = None, record_spikes: bool = False,
-             sparse: bool | str = "auto", progress: Callable[[int], None] | None = None,
-             tf32: bool = True, encode_workers: int | None = None,
-             recurrence_threads: int | None = 1, conv_impl: str = "auto",
-             threads: int | None = None, plans: list[CorePlan] | None = None,
-             host_checks: bool | None = None, first_index: int = 0,
-             event_density: float | None = None, int8: bool | None = None) -> SimResult:
-    """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
+@dataclass(frozen=True)
+class SimOptions:
+    """How ``simulate`` computes, never what: every choice gives the same integers
+    (``tests/test_conformance.py``, ``tests/test_hwsim.py``); None picks the default for
+    the device.
 
-    ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
-    ``(images, seed)`` of uint8 images (N, C, H, W), encoded chunk by chunk with
-    ``graph.input.encode`` for ``timesteps`` steps (default ``graph.timesteps``).
     ``chunk``: samples per chunk; ``steps_per_block``: time steps per batched synaptic
     computation (defaults follow the device and a memory budget). ``sparse``: compute a
-    block's synaptic input on its active input channels/neurons only ("auto": on CPU).
+    block's synaptic input on its active input channels/neurons only ("auto": on the CPU).
     ``event_density``: a core whose block input has at most this fraction of non-zero
     entries runs event-driven (``hwsim.events``; CPU only; None: ``EVENT_DENSITY``, or
     ``EVENT_DENSITY_INT8`` for a core on the int8 path, on the CPU, never on CUDA;
     ``math.inf``: always). ``int8``: a block that does not run event-driven computes its
     synaptic input as one exact int8 product where the core has one (``CorePlan.int8``,
-    oneDNN on the CPU's int8 units); None: on the CPU.
-    ``progress(k)`` is called after each chunk with the number of samples it held.
+    oneDNN on the CPU's int8 units); None: on the CPU. ``tf32``: CUDA's TF32 where every
+    weight is exact in it. ``encode_workers``: threads that Poisson-encode the next chunks.
     ``recurrence_threads``: CPU threads for the step-by-step neuron updates (None: torch's).
     ``conv_impl``: "native" (torch's conv: oneDNN's direct convolution on the CPU), "gemm"
     (im2col + matmul), "auto" (gemm on CUDA, where cuDNN may choose FFT/Winograd algorithms
-    that are not exact: "native" is not guaranteed exact there).
-    ``threads``: torch CPU threads while simulating (None: leave torch's setting).
-    ``plans``: ``make_plans(graph, device)`` built beforehand (weights on the device, pool
-    rewrites), to reuse across calls on an unchanged graph; built here when None.
-    ``host_checks``: data-dependent shortcuts that need a device sync (skip a block's
-    wrap24 / clip when its currents cannot need them, skip silent inputs); None: on the CPU.
-    ``first_index``: the index of ``images[0]`` in the whole input set: image j is encoded
-    with the generator ``[seed, first_index + j]``, so a shard of the images (``hwsim.shard``)
-    gets the spike trains the whole set would.
+    that are not exact: "native" is not guaranteed exact there). ``threads``: torch CPU
+    threads while simulating (None: leave torch's setting). ``host_checks``: data-dependent
+    shortcuts that need a device sync (skip a block's wrap24 / clip when its currents cannot
+    need them, skip silent inputs); None: on the CPU.
     """
+    chunk: int | None = None
+    steps_per_block: int | None = None
+    sparse: bool | str = "auto"
+    event_density: float | None = None
+    int8: bool | None = None
+    tf32: bool = True
+    encode_workers: int | None = None
+    recurrence_threads: int | None = 1
+    conv_impl: str = "auto"
+    threads: int | None = None
+    host_checks: bool | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("chunk", "steps_per_block", "encode_workers", "recurrence_threads", "threads"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise SimError(f"{name} must be an integer >= 1, got {v!r}")
+        if self.sparse not in (True, False, "auto"):
+            raise SimError(f"sparse must be True, False or 'auto', got {self.sparse!r}")
+        if self.event_density is not None and not self.event_density >= 0:
+            raise SimError(f"event_density must be >= 0, got {self.event_density!r}")
+
+
+def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: str | torch.device = "cpu",
+             options: SimOptions = SimOptions(), record_spikes: bool = False,
+             progress: Callable[[int], None] | None = None, plans: list[CorePlan] | None = None,
+             first_index: int = 0) -> SimResult:
+    """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
+
+    ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
+    ``(images, seed)`` of uint8 images (N, C, H, W), encoded chunk by chunk with
+    ``graph.input.encode`` for ``timesteps`` steps (default ``graph.timesteps``).
+    ``options``: how it computes (``SimOptions``). ``progress(k)`` is called after each
+    chunk with the number of samples it held. ``plans``: ``make_plans(graph, device)``
+    built beforehand (weights on the device, pool rewrites), to reuse across calls on an
+    unchanged graph; built here when None. ``first_index``: the index of ``images[0]`` in
+    the whole input set: image j is encoded with the generator ``[seed, first_index + j]``,
+    so a shard of the images (``hwsim.shard``) gets the spike trains the whole set would.
+    """
+    o = options
+    host_checks, sparse, event_density, int8, tf32 = o.host_checks, o.sparse, o.event_density, o.int8, o.tf32
     dev = resolve_device(device)
     if host_checks is None:
         host_checks = dev.type == "cpu"
@@ -117,7 +147,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         raise SimError("need at least one time step")
     t_start = time.perf_counter()
     if plans is None:
-        plans = make_plans(graph, dev, conv_impl)
+        plans = make_plans(graph, dev, o.conv_impl)
     elif len(plans) != len(graph.cores) or any(p.core is not c or p.device != dev
                                                 for p, c in zip(plans, graph.cores)):
         raise SimError("plans were made for another graph or device")
@@ -126,7 +156,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         # and spike counts; checked anyway, the check is cheap
         tf32 = all(np.array_equal(tf32_round(w.astype(np.float32)), w) for c in graph.cores
                    for w in [c.weights, *(sc.weights for sc in c.shortcuts)])
-    chunk, block = _default_sizes(graph, dev, n, steps, chunk, steps_per_block)
+    chunk, block = _default_sizes(graph, dev, n, steps, o.chunk, o.steps_per_block)
     if event_density is not None:
         limits = [float(event_density)] * len(plans)
     elif dev.type == "cpu":
@@ -149,7 +179,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     pool = None
     futures: dict[int, object] = {}
     if images is not None:
-        workers = encode_workers or (min(8, max(1, (torch.get_num_threads() if dev.type == "cpu" else 8))))
+        workers = o.encode_workers or (min(8, max(1, (torch.get_num_threads() if dev.type == "cpu" else 8))))
         pool = ThreadPoolExecutor(max_workers=max(1, workers))
 
         def submit(k):
@@ -165,7 +195,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         for k in range(min(2, len(chunks))):
             submit(k)
     try:
-        with _tf32(dev, tf32), _threads(torch.device("cpu"), threads), torch.inference_mode():
+        with _tf32(dev, tf32), _threads(torch.device("cpu"), o.threads), torch.inference_mode():
             for k, (a, b) in enumerate(chunks):
                 if images is not None:
                     x_chunk = fetch(k)
@@ -173,7 +203,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                         submit(k + 2)
                 else:
                     x_chunk = spikes_in[:, a:b]
-                res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, recurrence_threads,
+                res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, o.recurrence_threads,
                                  host_checks, limits, int8)
                 spikes_ps[:, a:b] = res["spikes"]
                 syn_tot += res["syn"]

@@ -22,7 +22,7 @@ from hwsim import run as hwrun
 from hwsim.counters import SimError
 from hwsim.energy import ann_energy, available_presets, evaluate, load_energy_model
 from hwsim.results import NetworkRun, build_results
-from hwsim.simulate import simulate
+from hwsim.simulate import SimOptions, simulate
 from fixedpoint_cases import CASES, conv_core, dense_w, enc, graph_of, out_core, random_spikes
 from records.dataref import DataRef
 from records.energy_model import EnergyModelError
@@ -39,7 +39,7 @@ def assert_matches_reference(graph, spikes, **kw):
     if "conv_impl" not in kw:         # the CUDA code path (im2col + GEMM conv, no host-side shortcuts) on the CPU
         assert_matches_reference(graph, spikes, conv_impl="gemm", host_checks=False, **kw)
     ref = fx.run_reference(graph, spikes)
-    res = simulate(graph, spikes, record_spikes=True, **kw)
+    res = simulate(graph, spikes, record_spikes=True, options=SimOptions(**kw))
     assert len(ref.spikes) == len(res.spike_trains)
     for k, (a, b) in enumerate(zip(ref.spikes, res.spike_trains)):
         assert a.shape == b.shape
@@ -172,13 +172,13 @@ def test_chunking_blocking_and_sparse_paths_agree():
     g = graph_of([c1, h, h2, out_core(rng, (5,))], shape, timesteps=9)
     spikes = random_spikes(rng, 9, 7, shape, p=0.3)
     spikes[:, :, 1:] = 0                      # ...input channels 1 and 2 never spike (sparse path)
-    base = simulate(g, spikes, record_spikes=True, chunk=7, steps_per_block=9, sparse=False)
+    base = simulate(g, spikes, record_spikes=True, options=SimOptions(chunk=7, steps_per_block=9, sparse=False))
     ref = fx.run_reference(g, spikes)
     np.testing.assert_array_equal(base.output, ref.output)
     for kw in ({"chunk": 1, "steps_per_block": 1}, {"chunk": 3, "steps_per_block": 4, "sparse": True},
                {"chunk": 2, "steps_per_block": 5, "recurrence_threads": None},
                {"chunk": 4, "steps_per_block": 3, "conv_impl": "gemm", "sparse": False}):
-        r = simulate(g, spikes, record_spikes=True, **kw)
+        r = simulate(g, spikes, record_spikes=True, options=SimOptions(**kw))
         np.testing.assert_array_equal(r.output, base.output)
         for a, b in zip(r.spike_trains, base.spike_trains):
             np.testing.assert_array_equal(a, b)
@@ -219,7 +219,7 @@ def test_shortcut_events_are_counted_per_synapse_group(event_density):
     """A core with shortcuts receives its own synapse's events plus, per shortcut, its
     source's spikes times the shortcut's fan-out (the synaptic-operation energy)."""
     graph, spikes = CASES["residual_identity_and_projection"]()
-    res = simulate(graph, spikes, record_spikes=True, event_density=event_density)
+    res = simulate(graph, spikes, record_spikes=True, options=SimOptions(event_density=event_density))
     trains = {"input": np.abs(spikes).astype(np.int64)}
     trains.update({c.name: t.astype(np.int64) for c, t in zip(graph.spiking_cores, res.spike_trains)})
     prev = "input"
@@ -289,8 +289,8 @@ def test_same_seed_same_numbers_and_encoding_is_graph_input_encode():
     c1 = conv_core(rng, "c1", 1, 3, (3, 3), (6, 6), pad=(1, 1), vth=20)
     g = graph_of([c1, out_core(rng, c1.output_shape)], shape, timesteps=5)
     images = rng.integers(0, 256, size=(11, *shape), dtype=np.uint8)
-    a = simulate(g, (images, 3), chunk=4)
-    b = simulate(g, (images, 3), chunk=3, steps_per_block=2)
+    a = simulate(g, (images, 3), options=SimOptions(chunk=4))
+    b = simulate(g, (images, 3), options=SimOptions(chunk=3, steps_per_block=2))
     c = simulate(g, g.input.encode(images, 5, 3))
     for r in (b, c):
         np.testing.assert_array_equal(r.output, a.output)

@@ -19,7 +19,7 @@ import pytest
 from export import fixedpoint as fx
 from fixedpoint_cases import CASES, conv_core, graph_of, out_core
 from hwsim.plan import CorePlan
-from hwsim.simulate import simulate
+from hwsim.simulate import SimOptions, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,8 @@ def test_event_and_dense_blocks_interleave_exactly(case, path_counts):
     ref = fx.run_reference(graph, spikes)
     for int8 in (False, True):
         for density in (0.05, 0.2, 0.4, 0.7, 1.0):
-            got = simulate(graph, spikes, record_spikes=True, steps_per_block=1, event_density=density, int8=int8)
+            got = simulate(graph, spikes, record_spikes=True,
+                           options=SimOptions(steps_per_block=1, event_density=density, int8=int8))
             for core, a, b in zip(graph.spiking_cores, got.spike_trains, ref.spikes):
                 assert np.array_equal(a, b), (int8, density, core.name)
             np.testing.assert_array_equal(got.output, ref.output)
@@ -61,8 +62,8 @@ def test_event_and_dense_blocks_interleave_exactly(case, path_counts):
                          ids=["events", "int8"])
 def test_compiled_paths_count_what_the_dense_path_counts(path):
     graph, spikes = CASES["conv_nonsymmetric_nonsquare_leak"]()
-    dense = simulate(graph, spikes, event_density=0.0, int8=False)
-    other = simulate(graph, spikes, **path)
+    dense = simulate(graph, spikes, options=SimOptions(event_density=0.0, int8=False))
+    other = simulate(graph, spikes, options=SimOptions(**path))
     for a, b in zip(dense.layers, other.layers):
         assert (a.spikes, a.synaptic_events, a.neuron_updates, a.active_neuron_updates, a.max_abs_input) == \
                (b.spikes, b.synaptic_events, b.neuron_updates, b.active_neuron_updates, b.max_abs_input), a.name
@@ -77,8 +78,8 @@ def run_every_case_event_driven():
     c = conv_core(rng, "c", 4, 5, (6, 6), (8, 4), stride=(2, 2), pad=(2, 2), vth=60, w=w, pool=(2, 2))
     full = (graph_of([c, out_core(rng, c.output_shape)], (4, 8, 4)), np.ones((3, 2, 4, 8, 4), np.int8))
     for graph, spikes in [make() for make in CASES.values()] + [full]:
-        simulate(graph, spikes, event_density=np.inf)
-        simulate(graph, spikes, event_density=0.0, int8=True)
+        simulate(graph, spikes, options=SimOptions(event_density=np.inf))
+        simulate(graph, spikes, options=SimOptions(event_density=0.0, int8=True))
 
 
 def test_event_kernels_stay_within_their_arrays(tmp_path):

@@ -16,7 +16,7 @@ import torch
 from export import fixedpoint as fx
 from hwsim.device import tf32_round
 from hwsim.plan import FLOAT32_EXACT
-from hwsim.simulate import simulate
+from hwsim.simulate import SimOptions, simulate
 
 
 def bf16_round(x: np.ndarray) -> np.ndarray:
@@ -92,7 +92,8 @@ def test_cuda_matches_cpu_and_reference_bit_for_bit():
     spikes = g.input.encode(images, 9, seed=1)
     ref = fx.run_reference(g, spikes)
     for tf32 in (True, False):
-        gpu = simulate(g, spikes, device="cuda", record_spikes=True, tf32=tf32, chunk=16, steps_per_block=4)
+        gpu = simulate(g, spikes, device="cuda", record_spikes=True,
+                       options=SimOptions(tf32=tf32, chunk=16, steps_per_block=4))
         for a, b in zip(ref.spikes, gpu.spike_trains):
             np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(gpu.output, ref.output)
