@@ -2,12 +2,38 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 import numpy as np
+import torch
 
 
 class SimError(ValueError):
     """Inputs that do not fit the graph, or a device that is not there."""
+
+
+class BlockOutput(NamedTuple):
+    """One core over one block of steps, on any of the paths (``hwsim.kernel``)."""
+    spikes: torch.Tensor             # (steps*B, *out_shape) in the storage order below
+    counts: torch.Tensor | None      # spikes per sample and neuron (B, neurons); None for the output core
+    channels_last: bool              # the spikes' and the voltages' storage order (a conv's (H, W, C))
+    active: int | torch.Tensor       # neuron updates with a non-zero current
+    max_abs: int | torch.Tensor      # the largest |current|
+
+
+@dataclass
+class ChunkCounts:
+    """One chunk of samples over all steps (``hwsim.kernel._run_chunk``), per core where
+    per-core: spikes per sample (cores, B), synaptic events, active neuron updates and the
+    largest |current| (cores,); the input's spikes per sample (B,); the output core's
+    voltages (B, classes); the spike trains of the spiking cores when recorded."""
+    spikes: np.ndarray
+    synaptic_events: np.ndarray
+    active: np.ndarray
+    max_abs: np.ndarray
+    input_spikes: np.ndarray
+    output: np.ndarray
+    trains: list[np.ndarray] | None
 
 
 @dataclass

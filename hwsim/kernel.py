@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from export import fixedpoint as fx
+from hwsim.counters import BlockOutput, ChunkCounts
 from hwsim.device import _threads
 from hwsim.plan import CL, CorePlan
 
@@ -97,12 +98,11 @@ def _flat(x: torch.Tensor) -> tuple[torch.Tensor, bool]:
 
 def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v: torch.Tensor,
                  prev: torch.Tensor, tb: int, dev: torch.device, sparse: bool, host_checks: bool,
-                 rec_threads: int | None, sources: Sequence[torch.Tensor] = ()) -> tuple:
+                 rec_threads: int | None, sources: Sequence[torch.Tensor] = ()) -> BlockOutput:
     """One core over a block on the dense path: the batched synaptic computation (plus each
     shortcut's current from its source's spikes of the block, ``sources``), then the
-    step-by-step recurrence on v and prev (B, neurons), in place. Returns (spikes (tb*B,
-    *out_shape) or None, spike counts (B, neurons) or None, whether v is in (H, W, C) order,
-    non-zero currents, max |current|)."""
+    step-by-step recurrence on v and prev (B, neurons), in place; the spikes and their
+    counts are None for the output core."""
     n = v.shape[0]
     active = None
     if sparse:
@@ -157,12 +157,12 @@ def _dense_block(p: CorePlan, x: torch.Tensor, hwc: bool, s_tot: torch.Tensor, v
     if p.spiking:
         prev.copy_(pv)
         counts = of.view(tb, n, -1).sum(0)
-    return out, counts, out_hwc, active, amax
+    return BlockOutput(out, counts, out_hwc, active, amax)
 
 
 def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device,
                sparse: bool, record: bool, rec_threads: int | None, host_checks: bool,
-               event_density: Sequence[float], int8: bool) -> dict:
+               event_density: Sequence[float], int8: bool) -> ChunkCounts:
     """All steps of one chunk of samples, in blocks of ``block`` steps: per block and core,
     one batched synaptic computation, then the step-by-step neuron recurrence on flat
     (samples, neurons) views in storage order. Core i's block runs event-driven when its
@@ -205,12 +205,11 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
             if events or (int8 and p.int8 is not None):
                 if buffers[i] is None:
                     buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
-                out, counts, active, amax = p.run_block("events" if events else "int8", x, v[i], prev[i],
-                                                        buffers[i][:tb], shortcut_spikes)
-                out_hwc[i] = p.op == "conv"                             # v is kept in (H, W, C) order
+                res = p.run_block("events" if events else "int8", x, v[i], prev[i], buffers[i][:tb], shortcut_spikes)
             else:
-                out, counts, out_hwc[i], active, amax = _dense_block(
-                    p, x, hwc, s_tot, v[i], prev[i], tb, dev, sparse, host_checks, rec_threads, shortcut_spikes)
+                res = _dense_block(p, x, hwc, s_tot, v[i], prev[i], tb, dev, sparse, host_checks, rec_threads,
+                                   shortcut_spikes)
+            out, counts, out_hwc[i], active, amax = res
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
@@ -229,10 +228,10 @@ def _run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: 
         c, h, w = p.out_shape
         out_v = out_v.view(n, h, w, c).permute(0, 3, 1, 2)
     out_v = out_v.reshape(n, -1)
-    return {"spikes": torch.stack(spikes_acc).round().to(torch.int64).cpu().numpy(),
-            "syn": torch.stack(syn_acc).round().to(torch.int64).cpu().numpy(),
-            "active": torch.stack(active_acc).cpu().numpy(),
-            "max_abs": torch.stack(maxabs_acc).round().to(torch.int64).cpu().numpy(),
-            "in_spikes": in_acc.round().to(torch.int64).cpu().numpy(),
-            "output": out_v.round().to(torch.int64).cpu().numpy(),
-            "trains": [np.concatenate(t, axis=0) for t in trains] if record else None}
+    return ChunkCounts(spikes=torch.stack(spikes_acc).round().to(torch.int64).cpu().numpy(),
+                       synaptic_events=torch.stack(syn_acc).round().to(torch.int64).cpu().numpy(),
+                       active=torch.stack(active_acc).cpu().numpy(),
+                       max_abs=torch.stack(maxabs_acc).round().to(torch.int64).cpu().numpy(),
+                       input_spikes=in_acc.round().to(torch.int64).cpu().numpy(),
+                       output=out_v.round().to(torch.int64).cpu().numpy(),
+                       trains=[np.concatenate(t, axis=0) for t in trains] if record else None)

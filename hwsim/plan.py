@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from export import fixedpoint as fx
 from export.graph import Core, CoreGraph, Shortcut
-from hwsim.counters import SimError
+from hwsim.counters import BlockOutput, SimError
 from hwsim.int8_products import Int8Product
 
 CL = torch.channels_last
@@ -237,7 +237,7 @@ class CorePlan:
         return x.reshape(x.shape[0], -1)
 
     def run_block(self, kind: str, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray,
-                  sources: Sequence[torch.Tensor] = ()) -> tuple:
+                  sources: Sequence[torch.Tensor] = ()) -> BlockOutput:
         """The whole core (synaptic input and neurons) over a block of steps in compiled
         kernels: ``kind`` "events" gathers the synaptic input from the input events
         (``hwsim.events``); "int8" computes it as one exact int8 product
@@ -245,9 +245,8 @@ class CorePlan:
         x (steps*B, *in_shape) spikes, ``sources`` the spikes of the block that each shortcut
         reads, v and prev (B, neurons) in the output's storage order, updated in place;
         ``out`` (steps, B, neurons) int8, overwritten with the spikes (a buffer kept across
-        blocks: fresh pages cost more than the kernel). Returns (spikes (steps*B,
-        *out_shape), a view of ``out``, channels-last for a conv; spike counts (B, neurons)
-        float32 (None for the output core); non-zero currents; max |current|)."""
+        blocks: fresh pages cost more than the kernel). The spikes are a view of ``out``,
+        channels-last for a conv (whose v is kept in (H, W, C) order too)."""
         from hwsim.events import conv_core_events, dense_core_events, neuron_block
         steps, n = out.shape[:2]
         stats = np.zeros((n, 2), dtype=np.int64)
@@ -279,7 +278,7 @@ class CorePlan:
         else:
             spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
         counts = torch.from_numpy(counts) if self.spiking else None
-        return spikes, counts, int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0))
+        return BlockOutput(spikes, counts, self.op == "conv", int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0)))
 
     def shortcut_current(self, sources: Sequence[torch.Tensor]) -> torch.Tensor:
         """The sum of the shortcuts' currents (steps*B, *out_shape) from their sources' spikes."""

@@ -205,14 +205,14 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                     x_chunk = spikes_in[:, a:b]
                 res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, o.recurrence_threads,
                                  host_checks, limits, int8)
-                spikes_ps[:, a:b] = res["spikes"]
-                syn_tot += res["syn"]
-                active_tot += res["active"]
-                max_abs = np.maximum(max_abs, res["max_abs"])
-                in_spikes_ps[a:b] = res["in_spikes"]
-                output[a:b] = res["output"]
+                spikes_ps[:, a:b] = res.spikes
+                syn_tot += res.synaptic_events
+                active_tot += res.active
+                max_abs = np.maximum(max_abs, res.max_abs)
+                in_spikes_ps[a:b] = res.input_spikes
+                output[a:b] = res.output
                 if record_spikes:
-                    for tr, rec in zip(trains, res["trains"]):
+                    for tr, rec in zip(trains, res.trains):
                         tr[:, a:b] = rec
                 if progress is not None:
                     progress(b - a)
