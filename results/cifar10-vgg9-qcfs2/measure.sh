@@ -1,25 +1,4 @@
 #!/bin/bash
-# The CIFAR-10 VGG9 low-latency measurement after the ANN (lambda from the data): convert at T = 8 and T = 4,
-# each plain and with its biases calibrated at that T (256 training images), export each at its T, hwsim on
-# 1,500 test images (plain and calibrated side by side per T), the ANN on the same images.
-set -e
-cd "$(dirname "$0")/../.."      # the repository root
-R=runs/cifar10-vgg9-qcfs2         # its ann.pt: python -m trainer ann ... (RESULTS.md)
-PY=.venv/bin/python
-date
-lscpu | grep "Model name"
-for T in 8 4; do
-  $PY -m trainer convert $R/ann.pt --timesteps $T --out $R/plain_T$T.pt --quiet
-  $PY -m trainer convert $R/ann.pt --timesteps $T --calibrate-biases 256 --out $R/calibrated_T$T.pt --quiet
-  date
-  for N in plain calibrated; do
-    $PY -m export.to_lava $R/${N}_T$T.pt --timesteps $T --eval-samples 0 --calibration-samples 64 --no-nir \
-      --out $R/export/${N}_T$T
-  done
-  $PY -m hwsim.run --edp --graph plain=$R/export/plain_T$T/coregraph.npz \
-    --graph calibrated=$R/export/calibrated_T$T/coregraph.npz --timesteps $T --samples 1500 \
-    --energy-model cmos45nm --out $R/hwsim_T$T --no-progress
-  date
-done
-$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim_T8/inputs.npz
-date
+# The low-latency measurement of this run (results/measure_low_latency.sh); its ANN:
+# python -m trainer ann --dataset cifar10 --arch vgg9 --batch-norm --quant-levels 4 ... (RESULTS.md)
+exec "$(dirname "$0")/../measure_low_latency.sh" runs/cifar10-vgg9-qcfs2

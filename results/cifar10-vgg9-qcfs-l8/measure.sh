@@ -1,0 +1,4 @@
+#!/bin/bash
+# The low-latency measurement of this run (results/measure_low_latency.sh); its ANN:
+# python -m trainer ann --dataset cifar10 --arch vgg9 --batch-norm --quant-levels 8 --epochs 7 ... (RESULTS.md)
+exec "$(dirname "$0")/../measure_low_latency.sh" runs/cifar10-vgg9-qcfs-l8
