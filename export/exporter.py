@@ -83,13 +83,16 @@ EVALUATION_BYTES_PER_INPUT = 13
 NIR_CALIBRATION_BYTES_PER_INPUT = 17
 
 
-def require_export_memory(cfg: ExportConfig, timesteps: int, t_named: str, inputs: int, neurons: int) -> None:
-    """Refuse, naming the options, an evaluation whose spike trains cannot fit in memory."""
+def require_export_memory(cfg: ExportConfig, timesteps: int, source, inputs: int, neurons: int) -> None:
+    """Refuse, naming the options (or the ``source`` file whose T it is), an evaluation whose
+    spike trains cannot fit in memory."""
     n = max(cfg.eval_samples, cfg.lava_samples)
+    t_named = f"--timesteps {timesteps}" if cfg.timesteps else f"{source}'s T = {timesteps}"
     need = n * timesteps * (EVALUATION_BYTES_PER_INPUT * inputs + (2 if cfg.lava_samples else 1) * neurons)
     require_memory(need, f"--eval-samples {n} at {t_named}",
                    f"the float-vs-fixed-point evaluation of {n} test images over {timesteps} steps",
                    "fewer --eval-samples (0: none) or time steps need less")
+
 
 def float_snn_run(ckpt, graph: CoreGraph, images: np.ndarray, spikes_in: np.ndarray
                   ) -> tuple[np.ndarray, list[float]]:
@@ -123,8 +126,7 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
                                 "`python -m trainer convert` first")
     timesteps = cfg.timesteps or ckpt.snn.timesteps
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
-    require_export_memory(cfg, timesteps, f"--timesteps {timesteps}" if cfg.timesteps else f"{path}'s T = {timesteps}",
-                          math.prod(ckpt.arch.input_shape), neuron_count(ckpt.arch))
+    require_export_memory(cfg, timesteps, path, math.prod(ckpt.arch.input_shape), neuron_count(ckpt.arch))
     out = writable_dir(cfg.out or RunLayout.of_checkpoint(path).export_dir(ckpt.stage), "--out")
     needs_data = cfg.calibration_samples > 0 or cfg.eval_samples > 0 or cfg.lava_samples > 0
     bundle = data_of(ckpt, cfg.data_root) if needs_data else None
@@ -176,8 +178,7 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
             "the data set the graph is deployed on (its normalisation, classes and test images)")
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
     inputs, neurons = math.prod(net.input_shape), sum(math.prod(item.layer.output_shape) for item in net.layers)
-    require_export_memory(cfg, timesteps, f"--timesteps {timesteps}" if cfg.timesteps else f"{path}'s T = {timesteps}",
-                          inputs, neurons)
+    require_export_memory(cfg, timesteps, path, inputs, neurons)
     require_memory(cfg.calibration_samples * calibration_t * NIR_CALIBRATION_BYTES_PER_INPUT * inputs,
                    f"--calibration-samples {cfg.calibration_samples} at T = {calibration_t}",
                    f"sizing the output on {cfg.calibration_samples} training images over {calibration_t} steps",

@@ -238,10 +238,7 @@ def _validate(ckpt: Checkpoint, where: str) -> None:
             raise CheckpointError(f"{where}: thresholds must be positive and finite, got {ckpt.snn.thresholds}")
         if not 0.0 < ckpt.snn.leak <= 1.0:
             raise CheckpointError(f"{where}: leak must be in (0, 1]")
-        try:
-            check_timesteps(ckpt.snn.timesteps, "SNN timesteps")
-        except RecordError as exc:
-            raise CheckpointError(f"{where}: {exc}") from None
+        check_timesteps(ckpt.snn.timesteps, f"{where}: SNN timesteps", CheckpointError)
         if ckpt.snn.encoding not in RULES:
             raise CheckpointError(f"{where}: unknown input encoding {ckpt.snn.encoding!r} (one of {', '.join(RULES)})")
         if ckpt.snn.v_init is not None and (len(ckpt.snn.v_init) != n or not all(

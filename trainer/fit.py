@@ -109,7 +109,8 @@ class Deadline:
     def at_step(self, sched: OptimConfig, epoch: int, start: int, step: int, steps_per_epoch: int) -> OptimConfig:
         return sched
 
-    def save_due(self, epoch: int, sched: OptimConfig, saved_at: float) -> bool:
+    def save_due(self, epoch: int, sched: OptimConfig, since_save: float) -> bool:
+        """Whether the epoch just validated is saved, ``since_save`` seconds after the last save."""
         return True
 
     def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch) -> tuple[OptimConfig, bool]:
@@ -160,8 +161,8 @@ class EpochPlanner(Deadline):
             self.t_warm = time.time()
         return sched
 
-    def save_due(self, epoch, sched, saved_at):
-        return epoch + 1 >= sched.epochs or self.rt.out_of_time() or time.time() - saved_at >= CHECKPOINT_SECONDS
+    def save_due(self, epoch, sched, since_save):
+        return epoch + 1 >= sched.epochs or self.rt.out_of_time() or since_save >= CHECKPOINT_SECONDS
 
     def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch):
         # Planned after the first epoch and again after each warm-up epoch (their learning
@@ -291,7 +292,7 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
         metrics.add(row)
         if rt.shows_progress:
             epoch_line(step.label, row, sched.epochs, seen)
-        saved = deadline.save_due(epoch, sched, saved_at)        # saved_at starts at -inf: the first is saved
+        saved = deadline.save_due(epoch, sched, t_val - saved_at)     # saved_at starts at -inf: the first is saved
         if saved:
             save_seconds, saved_at = save(epoch + 1), time.time()
         sched, plan_ends = deadline.after_epoch(sched, state, epoch, start, (t0, t_train, t_val, save_seconds),

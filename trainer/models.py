@@ -281,13 +281,13 @@ def neuron_layers(cfg: ArchConfig) -> list[tuple[int, str]]:
     return found
 
 
-
 def neuron_count(cfg: ArchConfig) -> int:
     """Neurons per image: every weighted layer's outputs (a residual block's two layers, the
     accumulating classifier too); what a run holds per step scales with it."""
     shapes = layer_shapes(cfg)
     return sum(math.prod(shapes[i]) * (2 if layer["kind"] == "resblock" else 1)
                for i, layer in enumerate(cfg.layers) if layer["kind"] in ("conv", "linear", "resblock"))
+
 
 class ANN(nn.Module):
     """The ANN under SNN-friendly constraints; input is the normalised, clipped image.

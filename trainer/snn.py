@@ -56,6 +56,7 @@ def require_training_memory(cfg: ArchConfig, timesteps: int, batch: int, window:
     require_memory(training_window_memory(cfg, steps, batch), where,
                    f"backpropagation through {steps} steps of {batch} images of {cfg.name}", fix, device)
 
+
 class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
