@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
+from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock  # noqa: E402
 from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
 from trainer.snn import SNN  # noqa: E402
 
@@ -52,19 +53,18 @@ def spikingjelly_net(ann: ANN) -> nn.Module:
 
     modules, last = [], len(ann.cfg.layers) - 1
     for i, (spec, module) in enumerate(zip(ann.cfg.layers, ann.layers)):
-        kind = spec["kind"]
-        if kind in ("conv", "linear"):
+        if isinstance(spec, (Conv, Linear)):
             modules.append(layer.SeqToANNContainer(module))
             if i != last:
                 modules.append(neuron.IFNode(v_threshold=1.0, v_reset=None, detach_reset=True, step_mode="m"))
-        elif kind == "avgpool":
-            modules.append(layer.SeqToANNContainer(nn.AvgPool2d(int(spec.get("kernel", 2)))))
-        elif kind == "dropout":
-            modules.append(layer.Dropout(float(spec["p"]), step_mode="m"))
-        elif kind == "flatten":
+        elif isinstance(spec, AvgPool):
+            modules.append(layer.SeqToANNContainer(nn.AvgPool2d(spec.kernel)))
+        elif isinstance(spec, Dropout):
+            modules.append(layer.Dropout(spec.p, step_mode="m"))
+        elif isinstance(spec, Flatten):
             modules.append(layer.SeqToANNContainer(nn.Flatten()))
         else:
-            raise ValueError(f"no SpikingJelly counterpart for layer kind {kind!r}")
+            raise ValueError(f"no SpikingJelly counterpart for layer kind {spec.kind!r}")
     return nn.Sequential(*modules)
 
 
@@ -76,9 +76,9 @@ def synapse_inputs(ann: ANN, batch: int, device: torch.device) -> list[tuple[nn.
     generator = torch.Generator(device=device).manual_seed(2)
     pairs = []
     for spec, module, shape in zip(cfg.layers, ann.layers, shapes):
-        if spec["kind"] not in ("conv", "linear", "avgpool", "dropout", "flatten"):
-            raise ValueError(f"the synapses-only limit covers VGGs, not layer kind {spec['kind']!r}")
-        if spec["kind"] in ("conv", "linear"):
+        if isinstance(spec, ResBlock):
+            raise ValueError(f"the synapses-only limit covers VGGs, not layer kind {spec.kind!r}")
+        if isinstance(spec, (Conv, Linear)):
             x = (torch.rand((batch, *shape), generator=generator, device=device) < INPUT_DENSITY).float()
             pairs.append((module, x.requires_grad_()))
     return pairs

@@ -39,9 +39,8 @@ from export.graph import Core, CoreGraph, GraphError, Shortcut
 from records.encoding import InputEncoding
 from records.header import RecordError
 from trainer.checkpoint import Checkpoint
+from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
 from trainer.models import count_macs, layer_shapes, neuron_layers
-
-EXPORTABLE_KINDS = ("conv", "avgpool", "dropout", "flatten", "linear", "resblock")
 
 
 class QuantizationError(RecordError):
@@ -78,32 +77,30 @@ class FloatShortcut:
 def fold_layers(ckpt: Checkpoint) -> list[FloatLayer]:
     """The checkpoint's weighted layers with average pools folded in and dropout dropped."""
     cfg = ckpt.arch
-    for i, spec in enumerate(cfg.layers):
-        if spec["kind"] not in EXPORTABLE_KINDS:
-            raise QuantizationError(f"layer {i} ({spec['kind']}) cannot be exported: only feed-forward "
-                                    f"chains of {', '.join(EXPORTABLE_KINDS)} map onto cores")
     shapes = layer_shapes(cfg)
     macs = iter(count_macs(cfg))                                # one entry per weighted layer
     folded, pool, prev_shape = [], 1, tuple(cfg.input_shape)   # prev_shape: un-pooled spike shape
     for i, (spec, shape) in enumerate(zip(cfg.layers, shapes)):
-        kind = spec["kind"]
-        if kind == "resblock":
+        if isinstance(spec, ResBlock):
             next(macs)
-            folded += _fold_block(ckpt, i, int(spec.get("stride", 1)), prev_shape, shape, pool, len(folded) - 1)
+            folded += _fold_block(ckpt, i, spec.stride, prev_shape, shape, pool, len(folded) - 1)
             pool, prev_shape = 1, shape
-        elif kind == "avgpool":
-            pool *= int(spec.get("kernel", 2))
-        elif kind == "conv":
+        elif isinstance(spec, AvgPool):
+            pool *= spec.kernel
+        elif isinstance(spec, Conv):
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
-            s, p = int(spec.get("stride", 1)), int(spec.get("padding", 1))
+            s, p = spec.stride, spec.padding
             folded.append(fold_pool(FloatLayer(f"conv{i}", "conv", w, prev_shape, shape, (s, s), (p, p),
                                                ann_macs=next(macs), bias=_bias(ckpt, i)), pool))
             pool, prev_shape = 1, shape
-        elif kind == "linear":
+        elif isinstance(spec, Linear):
             w = ckpt.state_dict[f"layers.{i}.weight"].double().numpy()
             folded.append(fold_pool(FloatLayer(f"fc{i}", "dense", w, prev_shape, shape, ann_macs=next(macs),
                                                bias=_bias(ckpt, i)), pool))
             pool, prev_shape = 1, shape
+        elif not isinstance(spec, (Dropout, Flatten)):
+            raise QuantizationError(f"layer {i} ({spec.kind}) has no core form: only feed-forward chains of "
+                                    "conv, avgpool, dropout, flatten, linear and resblock map onto cores")
     return folded
 
 

@@ -7,6 +7,7 @@ import torch
 from trainer.__main__ import main
 from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.diagnose import layer_agreement
+from trainer.layers import Flatten, Linear
 from trainer.models import ANN, ArchConfig, neuron_layers
 from trainer.stages import ConvertConfig, convert
 from trainer.recipe import Runtime
@@ -14,8 +15,7 @@ from trainer.recipe import Runtime
 
 def one_layer_net() -> ANN:
     """Four inputs straight through to four neurons (identity weights), then a classifier."""
-    ann = ANN(ArchConfig("identity", (1, 1, 4), 2, [{"kind": "flatten"}, {"kind": "linear", "out_features": 4},
-                                                     {"kind": "linear", "out_features": 2}]))
+    ann = ANN(ArchConfig("identity", (1, 1, 4), 2, [Flatten(), Linear(4), Linear(2)]))
     with torch.no_grad():
         ann.layers[1].weight.copy_(torch.eye(4))
     return ann

@@ -12,6 +12,7 @@ from export import fixedpoint as fx
 from export.graph import load_graph
 from export.quantize import QuantizationError, fold_layers, quantize_checkpoint
 from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint
+from trainer.layers import AvgPool, Conv, Flatten, Linear, ResBlock
 from trainer.models import ANN, ArchConfig, build_config, count_macs, neuron_layers
 
 REPO = Path(__file__).resolve().parents[1]
@@ -22,9 +23,7 @@ def test_pool_folding_is_exact_in_float():
     spikes = (torch.rand(3, 4, 8, 12) < 0.3).double()
     conv_w = torch.randn(5, 4, 3, 3, dtype=torch.float64)
     expected = F.conv2d(F.avg_pool2d(spikes, 2), conv_w, padding=1)
-    layers = [{"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1}, {"kind": "avgpool", "kernel": 2},
-              {"kind": "conv", "out_channels": 5, "kernel": 3, "padding": 1}, {"kind": "avgpool", "kernel": 2},
-              {"kind": "flatten"}, {"kind": "linear", "out_features": 7}]
+    layers = [Conv(4), AvgPool(2), Conv(5), AvgPool(2), Flatten(), Linear(7)]
     cfg = ArchConfig("pooled", (2, 8, 12), 7, layers)
     ann = ANN(cfg).double()
     with torch.no_grad():
@@ -77,9 +76,7 @@ def _random_checkpoint(name, shape, threshold, seed=0):
 def test_residual_block_folds_exactly_in_float():
     """Block currents from the folded layers equal the torch block's: a 1x1 projection after a
     2x2 pool (folded to 2x2, stride 2) and an identity (a one-to-one shortcut of weight 1)."""
-    layers = [{"kind": "conv", "out_channels": 4, "kernel": 3, "padding": 1}, {"kind": "avgpool", "kernel": 2},
-              {"kind": "resblock", "out_channels": 6, "stride": 2}, {"kind": "resblock", "out_channels": 6},
-              {"kind": "flatten"}, {"kind": "linear", "out_features": 3}]
+    layers = [Conv(4), AvgPool(2), ResBlock(6, stride=2), ResBlock(6), Flatten(), Linear(3)]
     cfg = ArchConfig("res", (2, 8, 12), 3, layers)
     ann = ANN(cfg).double()
     data = {"dataset": "x", "normalisation": {"mean": [0, 0], "std": [1, 1]}, "class_names": list("abc")}

@@ -10,6 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from trainer.convert import balance_thresholds
+from trainer.layers import Flatten, Linear
 from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
 from trainer.snn import SNN
@@ -20,8 +21,8 @@ DEPTH, WIDTH, T = 10, 64, 100
 def layer_gradient_norms(through_reset: bool, backend: str = "multistep") -> list[float]:
     """Per hidden layer, the weight gradient's norm after one STDB backward at T, input first."""
     torch.manual_seed(0)
-    layers = [{"kind": "flatten"}] + [{"kind": "linear", "out_features": WIDTH}] * DEPTH
-    ann = ANN(ArchConfig("deep_mlp", (1, 8, 8), 10, layers + [{"kind": "linear", "out_features": 10}]))
+    layers = [Flatten()] + [Linear(WIDTH)] * DEPTH
+    ann = ANN(ArchConfig("deep_mlp", (1, 8, 8), 10, layers + [Linear(10)]))
     x = torch.rand(32, 1, 8, 8) * 2 - 1
     thresholds = balance_thresholds(ann, lambda: [x], T, progress=False)
     snn = SNN(ann, thresholds, surrogate=Surrogate("stdb", through_reset=through_reset), backend=backend).train()

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from export.quantize import QuantizationError, _quantize_bias
+from trainer.layers import Conv, Linear
 from trainer.lif import Surrogate
 from trainer.methods import baseline_config
 from trainer.models import ANN, ArchError, build_config, neuron_layers
@@ -36,7 +37,7 @@ def test_folded_batch_norm_keeps_every_spike():
         b = folded(x, 8, generator=torch.Generator().manual_seed(3))
     assert trained.spike_counts == folded.spike_counts and min(trained.spike_counts) > 0
     assert torch.allclose(a, b, atol=1e-5)
-    assert [l.get("bias", False) for l in arch.layers if l["kind"] in ("conv", "linear")] == [True, True, True, False]
+    assert [l.bias for l in arch.layers if isinstance(l, (Conv, Linear))] == [True, True, True, False]
 
 
 def test_batch_norm_on_currents_refuses_residual_blocks():

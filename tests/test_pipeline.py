@@ -4,6 +4,7 @@ import re
 
 from pipeline.__main__ import main
 from trainer.checkpoint import load_checkpoint
+from trainer.layers import Conv, Linear
 
 
 def test_pipeline_reduced(tmp_path, capsys):
@@ -70,7 +71,7 @@ def test_pipeline_methods(tmp_path, capsys):
     from trainer.checkpoint import load_checkpoint
     assert load_checkpoint(run / "spikebp.pt").snn.surrogate["kind"] == "spikebp"
     bn = load_checkpoint(run / "bncurrent.pt")
-    assert all(l.get("bias") for l in bn.arch.layers[:-1] if l["kind"] in ("conv", "linear"))
+    assert all(l.bias for l in bn.arch.layers[:-1] if isinstance(l, (Conv, Linear)))
     graph = load_graph(run / "export" / "bncurrent" / "coregraph.npz")
     assert all(c.bias is not None for c in graph.spiking_cores) and graph.cores[-1].bias is None
     assert all(c.bias is None for c in load_graph(run / "export" / "spikebp" / "coregraph.npz").cores)

@@ -8,6 +8,7 @@ import torch
 
 from records.encoding import InputEncoding, integrate_spikes
 from trainer.convert import qcfs_snn
+from trainer.layers import Conv, Linear
 from trainer.lif import NeuronState, Surrogate, lif_multistep, lif_reference
 from trainer.models import ANN, ArchConfig, ArchError, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
@@ -61,7 +62,7 @@ def test_batch_norms_fold_into_weights_and_biases():
         norm.bias.data.uniform_(-0.5, 0.5)
     ann.eval()
     folded_cfg, folded_state = fold_ann_norms(cfg, ann.state_dict())
-    assert not folded_cfg.normed and all(l.get("bias") for l in folded_cfg.layers if l["kind"] == "conv")
+    assert not folded_cfg.normed and all(l.bias for l in folded_cfg.layers if isinstance(l, Conv))
     folded = ANN(folded_cfg)
     folded.load_state_dict(folded_state)
     x = torch.rand(32, 1, 8, 8) * 2 - 1
@@ -76,7 +77,7 @@ def test_qcfs_conversion_scales_each_layer_by_the_threshold_feeding_it():
     ann.act_thresholds.data = torch.tensor([2.0, 3.0, 5.0])
     plain, state, thresholds = qcfs_snn(cfg, ann.state_dict())
     assert plain.quant_levels is None and "act_thresholds" not in state and thresholds == [2.0, 3.0, 5.0]
-    weighted = [i for i, l in enumerate(cfg.layers) if l["kind"] in ("conv", "linear")]
+    weighted = [i for i, l in enumerate(cfg.layers) if isinstance(l, (Conv, Linear))]
     for i, feed in zip(weighted, (1.0, 2.0, 3.0, 5.0)):
         assert torch.allclose(state[f"layers.{i}.weight"], ann.state_dict()[f"layers.{i}.weight"] * feed)
     ann.act_thresholds.data = torch.tensor([2.0, -1.0, 5.0])

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from trainer.convert import balance_thresholds, balance_thresholds_by_replay
+from trainer.layers import Dropout, Flatten, Linear
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from records.encoding import poisson_spikes
 from trainer.lif import Surrogate
@@ -42,12 +43,9 @@ def test_poisson_rate_matches_intensity():
 
 
 def tiny_mlp(weights_hidden, weights_out, dropout=0.0):
-    layers = [{"kind": "flatten"}, {"kind": "linear", "out_features": weights_hidden.shape[0]}]
-    if dropout:
-        layers.append({"kind": "dropout", "p": dropout})
-    layers.append({"kind": "linear", "out_features": weights_out.shape[0]})
+    layers = [Flatten(), Linear(weights_hidden.shape[0])] + ([Dropout(dropout)] if dropout else [])
+    layers.append(Linear(weights_out.shape[0]))
     cfg = ArchConfig("mlp", (1, 1, weights_hidden.shape[1]), weights_out.shape[0], layers)
-    cfg.validate()
     ann = ANN(cfg)
     with torch.no_grad():
         ann.layers[1].weight.copy_(weights_hidden)
@@ -70,9 +68,7 @@ def test_threshold_is_max_input_current():
 def test_threshold_balancing_is_sequential():
     # Layer 1's threshold depends on layer 0's spikes under layer 0's threshold.
     torch.manual_seed(0)
-    cfg = ArchConfig("mlp2", (1, 1, 4), 2, [{"kind": "flatten"}, {"kind": "linear", "out_features": 3},
-                                           {"kind": "linear", "out_features": 3},
-                                           {"kind": "linear", "out_features": 2}])
+    cfg = ArchConfig("mlp2", (1, 1, 4), 2, [Flatten(), Linear(3), Linear(3), Linear(2)])
     ann = ANN(cfg)
     with torch.no_grad():
         ann.layers[1].weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0.5, 0.5, 0, 0], [0.2, 0.2, 0.2, 0.2]]))
@@ -109,9 +105,9 @@ def test_dropout_mask_fixed_over_steps():
 
 def _with_biases(cfg):
     """``cfg`` with a bias on every weighted layer (a folded batch norm, an imported module's)."""
-    for layer in cfg.layers:
-        if layer["kind"] in ("conv", "linear", "resblock"):
-            layer["bias"] = True
+    for i, layer in enumerate(cfg.layers):
+        if layer.weighted:
+            cfg = cfg.with_layer(i, bias=True)
     return cfg
 
 
@@ -175,7 +171,7 @@ def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits)
     ann = ANN(cfg)
     calib = lambda: (x for x, _ in batches(digits, "train", 64, shuffle=False))  # noqa: E731
     thresholds = balance_thresholds(ann, calib, 6, progress=False)
-    kinds = [cfg.layers[i]["kind"] for i, _ in neuron_layers(cfg)]
+    kinds = [cfg.layers[i].kind for i, _ in neuron_layers(cfg)]
     assert kinds[:3] == ["conv"] * 3 and set(kinds[3:]) == {"resblock"}
     assert all(t > 0 and t != 1.0 for t in thresholds[:3]) and thresholds[3:] == [1.0] * (len(thresholds) - 3)
     data = {"dataset": "digits", "data_root": None, "normalisation": digits.normalisation.to_dict(),

@@ -59,7 +59,7 @@ def test_imported_ann_computes_the_modules_logits(name, imported, digits):
     x = next(batches(digits, "test", 60, shuffle=False))[0]
     with torch.no_grad():
         torch.testing.assert_close(ann_ckpt.model().eval()(x), module.eval()(x), rtol=1e-5, atol=1e-5)
-    kinds = [layer["kind"] for layer in ann_ckpt.arch.layers]
+    kinds = [layer.kind for layer in ann_ckpt.arch.layers]
     assert ("resblock" in kinds) == (name == "ResNet")
     assert ann_ckpt.metrics["test_acc"] == ann_ckpt.metrics["module_test_acc"] > 50
 

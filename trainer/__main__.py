@@ -174,7 +174,7 @@ def cmd_import(args) -> None:
         raise BadInput(f"{args.module}: {exc}") from None
     save_checkpoint(ckpt, out)
     m = ckpt.metrics
-    print(f"imported {len(ckpt.arch.layers)} layers ({', '.join(l['kind'] for l in ckpt.arch.layers)}); test "
+    print(f"imported {len(ckpt.arch.layers)} layers ({', '.join(l.kind for l in ckpt.arch.layers)}); test "
           f"accuracy {m['test_acc']:.2f} % (the module: {m['module_test_acc']:.2f} %), largest logit difference "
           f"{m['max_abs_difference']:.3g} -> {out}")
 

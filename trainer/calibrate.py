@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from trainer.diagnose import ann_activations
+from trainer.layers import Conv, Linear
 from trainer.models import ANN, ArchConfig, neuron_layers
 from trainer.snn import SNN
 
@@ -36,15 +37,14 @@ def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[f
     biases, the mean |correction| per neuron layer) of the QCFS-converted SNN (``arch``,
     ``state``, ``thresholds``, ``v_init``) of ``ann`` on the normalised images ``x`` at T."""
     target = ann_activations(ann.eval(), x)
-    arch = ArchConfig.from_dict(arch.to_dict())
     state = {k: v.clone() for k, v in state.items()}
     layers = neuron_layers(arch)
     for i, part in layers:
-        if part != "out" or arch.layers[i]["kind"] not in ("conv", "linear"):
+        if part != "out" or not isinstance(arch.layers[i], (Conv, Linear)):
             raise ValueError(f"{arch.name}: bias calibration takes conv and linear neuron layers "
-                             f"(layer {i} is a {arch.layers[i]['kind']})")
+                             f"(layer {i} is a {arch.layers[i].kind})")
         if f"layers.{i}.bias" not in state:
-            arch.layers[i]["bias"] = True
+            arch = arch.with_layer(i, bias=True)
             state[f"layers.{i}.bias"] = torch.zeros(state[f"layers.{i}.weight"].shape[0])
     model = ANN(arch)
     model.load_state_dict(state)

@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 
 import torch
 
 from records.encoding import poisson_spikes
 from records.progress import progress as progress_bar
+from trainer.layers import Conv, Linear, ResBlock
 from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.snn import SNN
@@ -66,10 +68,10 @@ def bias_feeds(cfg: ArchConfig) -> dict[str, int]:
     number of neuron layers). Keys of layers without a bias are listed too."""
     feeds, k = {}, 0
     for i, layer in enumerate(cfg.layers):
-        if layer["kind"] in ("conv", "linear"):
+        if isinstance(layer, (Conv, Linear)):
             feeds[f"layers.{i}.bias"] = k
             k += 1
-        elif layer["kind"] == "resblock":
+        elif isinstance(layer, ResBlock):
             feeds[f"layers.{i}.conv1.bias"] = k
             feeds[f"layers.{i}.conv2.bias"] = feeds[f"layers.{i}.shortcut.bias"] = k + 1
             k += 2
@@ -103,7 +105,7 @@ def _set_biases(ann: ANN, ann_biases: dict[str, torch.Tensor], thresholds: list[
 
 
 def _balanced(ann: ANN) -> list[int]:
-    return [k for k, (i, _) in enumerate(neuron_layers(ann.cfg)) if ann.cfg.layers[i]["kind"] != "resblock"]
+    return [k for k, (i, _) in enumerate(neuron_layers(ann.cfg)) if not isinstance(ann.cfg.layers[i], ResBlock)]
 
 
 def _threshold(k: int, values: list[float], statistic: str, timesteps: int, images: int, upstream: str) -> float:
@@ -224,11 +226,11 @@ def qcfs_snn(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict, list[float
     lam = [float(v) for v in state["act_thresholds"]]
     if not all(math.isfinite(v) and v > 0 for v in lam):
         raise ArchError(f"{cfg.name}: QCFS thresholds {lam} must be positive to become an SNN's; retrain the ANN")
-    plain = ArchConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "quant_levels"})
+    plain = replace(cfg, quant_levels=None)
     scaled = {k: v.detach().clone() for k, v in state.items() if k != "act_thresholds"}
     feed, k = 1.0, 0
     for i, layer in enumerate(cfg.layers):          # no residual blocks: ArchConfig refuses them with QCFS
-        if layer["kind"] in ("conv", "linear"):
+        if isinstance(layer, (Conv, Linear)):
             scaled[f"layers.{i}.weight"] *= feed
             if i != len(cfg.layers) - 1:
                 feed, k = lam[k], k + 1

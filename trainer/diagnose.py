@@ -64,7 +64,7 @@ def layer_agreement(ann: ANN, thresholds: list[float], x: torch.Tensor, timestep
         rate = snn.counts[k] / timesteps
         a = a.float()
         norm = float(a.norm())
-        rows.append({"neuron_layer": k, "layer": f"{ann.cfg.layers[i]['kind']}{i}" + ("" if part == "out" else
+        rows.append({"neuron_layer": k, "layer": f"{ann.cfg.layers[i].kind}{i}" + ("" if part == "out" else
                                                                                         f".{part}"),
                      "threshold": thresholds[k], "threshold_product": scale, "mean_rate": float(rate.mean()),
                      "saturated": float((rate >= SATURATED_RATE).float().mean()),

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from trainer.layers import Conv, Linear
 from trainer.models import NORM_EPS, ArchConfig, ArchError, layer_shapes, neuron_layers
 
 EPS = NORM_EPS       # the batch norms' epsilon, which the fold must use as well
@@ -31,12 +32,13 @@ class CurrentNorms(nn.Module):
         shapes = layer_shapes(cfg)
         norms = []
         for i, _ in neuron_layers(cfg):
-            kind = cfg.layers[i]["kind"]
-            if kind not in ("conv", "linear"):
+            layer = cfg.layers[i]
+            if not isinstance(layer, (Conv, Linear)):
                 raise ArchError(f"{cfg.name}: batch norm on input currents supports conv and linear layers; "
-                                f"layer {i} is a {kind}")
+                                f"layer {i} is a {layer.kind}")
             channels = shapes[i][0]
-            norms.append(nn.BatchNorm2d(channels, eps=EPS) if kind == "conv" else nn.BatchNorm1d(channels, eps=EPS))
+            norms.append(nn.BatchNorm2d(channels, eps=EPS) if isinstance(layer, Conv) else
+                         nn.BatchNorm1d(channels, eps=EPS))
         self.norms = nn.ModuleList(norms)
 
     def forward(self, k: int, current: torch.Tensor) -> torch.Tensor:
@@ -70,12 +72,11 @@ def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     """(the architecture with ``bias: true`` on every normalised layer, its folded state_dict)
     from ``state``: the state_dict of a ``ModuleDict(ann=ANN(cfg), norms=CurrentNorms(cfg))``
     (no module is touched, so a training loop may fold any snapshot it keeps)."""
-    cfg = ArchConfig.from_dict(cfg.to_dict())
     folded = {k[len("ann."):]: v.detach().clone() for k, v in state.items() if k.startswith("ann.")}
     for k, (i, _) in enumerate(neuron_layers(cfg)):
         _fold_layer(folded, i, {name: state[f"norms.norms.{k}.{name}"] for name in
                                 ("weight", "bias", "running_mean", "running_var")})
-        cfg.layers[i]["bias"] = True
+        cfg = cfg.with_layer(i, bias=True)
     return cfg, folded
 
 
@@ -83,11 +84,9 @@ def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
 def fold_ann_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     """(the architecture without batch norms, ``bias: true`` where one was, its folded
     state_dict) of an ANN's ``cfg`` and state_dict: in evaluation mode it computes the same."""
-    cfg = ArchConfig.from_dict(cfg.to_dict())
     folded = {k: v.detach().clone() for k, v in state.items() if not k.startswith("norms.")}
     for i in cfg.normed:
         _fold_layer(folded, i, {name: state[f"norms.{i}.{name}"] for name in
                                 ("weight", "bias", "running_mean", "running_var")})
-        del cfg.layers[i]["norm"]
-        cfg.layers[i]["bias"] = True
+        cfg = cfg.with_layer(i, norm=False, bias=True)
     return cfg, folded

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 
 from records.encoding import check_rule, integrate_spikes, poisson_spikes
 from records.sizing import require_memory
+from trainer.layers import ArchError, AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
 from trainer.lif import BACKENDS, NeuronState, Surrogate, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_count, neuron_layers
 from trainer.norms import CurrentNorms
@@ -106,8 +107,7 @@ class SNN(nn.Module):
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.ann.layers)):
             if i < start:
                 continue
-            kind = spec["kind"]
-            if kind in ("conv", "linear"):
+            if isinstance(spec, (Conv, Linear)):
                 current = merged(module, spikes)
                 if i == last:
                     return current.float().sum(0)
@@ -117,7 +117,7 @@ class SNN(nn.Module):
                     return current
                 spikes = self._neuron(k, current, states, t0, lut)
                 k += 1
-            elif kind == "resblock":
+            elif isinstance(spec, ResBlock):
                 current = merged(module.conv1, spikes)
                 if stop_at == k:
                     return current
@@ -127,12 +127,14 @@ class SNN(nn.Module):
                     return current
                 spikes = self._neuron(k + 1, current, states, t0, lut)
                 k += 2
-            elif kind == "avgpool":
-                spikes = merged(lambda p: F.avg_pool2d(p, int(spec.get("kernel", 2))), spikes)
-            elif kind == "dropout" and i in masks:
-                spikes = spikes * masks[i]
-            elif kind == "flatten":
+            elif isinstance(spec, AvgPool):
+                spikes = merged(lambda p: F.avg_pool2d(p, spec.kernel), spikes)
+            elif isinstance(spec, Dropout):
+                spikes = spikes * masks[i] if i in masks else spikes
+            elif isinstance(spec, Flatten):
                 spikes = spikes.flatten(2)
+            else:
+                raise ArchError(f"{self.cfg.name}: the SNN has no form for layer {i} ({spec.kind})")
         raise AssertionError("architecture without classifier")  # validated by ArchConfig
 
     @classmethod
@@ -157,8 +159,8 @@ class SNN(nn.Module):
             return {}
         masks = {}
         for i, (spec, shape) in enumerate(zip(self.cfg.layers, layer_shapes(self.cfg))):
-            if spec["kind"] == "dropout" and float(spec["p"]) > 0:
-                keep = 1.0 - float(spec["p"])
+            if isinstance(spec, Dropout) and spec.p > 0:
+                keep = 1.0 - spec.p
                 masks[i] = (torch.rand((x.shape[0], *shape), generator=generator, device=x.device) < keep
                             ).to(x.dtype) / keep
         return masks

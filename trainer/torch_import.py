@@ -36,6 +36,7 @@ import torch
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from trainer.layers import AvgPool, Conv, Dropout, Flatten, LayerSpec, Linear, ResBlock
 from trainer.models import ANN, ArchConfig, ArchError
 from trainer.norms import fold_batch_norm
 
@@ -200,7 +201,7 @@ class _Walker:
 
     def __init__(self, gm: fx.GraphModule):
         self.gm = gm
-        self.layers: list[dict] = []
+        self.layers: list[LayerSpec] = []
         self.state: dict[str, torch.Tensor] = {}
         self.ops = {n: _classify(n, gm) for n in gm.graph.nodes
                     if n.op not in ("placeholder", "output") and not _shape_only(n)}
@@ -237,7 +238,7 @@ class _Walker:
         """The ReLU that must follow ``of`` (dropouts before it commute with it and are kept after)."""
         node = self.follow(value)
         while node is not None and self.ops[node].kind == "dropout":
-            self.layers.append({"kind": "dropout", "p": self.ops[node].p})
+            self.layers.append(Dropout(self.ops[node].p))
             node = self.follow(node)
         if node is None or self.ops[node].kind != "relu":
             got = "the output" if node is None else _describe(node, self.gm)
@@ -264,17 +265,16 @@ class _Walker:
             if op.kind in ("conv", "linear"):
                 weight, bias, value = self.weighted(node)
                 m = op.module
-                self.layers.append({"kind": "conv", "out_channels": m.out_channels, "kernel": m.kernel_size[0],
-                                    "stride": m.stride[0], "padding": m.padding[0], "bias": bias is not None}
-                                   if op.kind == "conv" else
-                                   {"kind": "linear", "out_features": m.out_features, "bias": bias is not None})
+                self.layers.append(Conv(m.out_channels, m.kernel_size[0], m.stride[0], m.padding[0],
+                                        bias=bias is not None) if op.kind == "conv" else
+                                   Linear(m.out_features, bias=bias is not None))
                 self.put(f"layers.{i}", weight, bias)
                 if op.kind == "linear" and self.follow(value) is None:
                     return
                 value = self.relu_after(value, node)
             elif op.kind in ("pool", "dropout", "flatten"):
-                self.layers.append({"pool": {"kind": "avgpool", "kernel": op.pool}, "dropout": {"kind": "dropout",
-                                    "p": op.p}, "flatten": {"kind": "flatten"}}[op.kind])
+                self.layers.append(AvgPool(op.pool) if op.kind == "pool" else
+                                   Dropout(op.p) if op.kind == "dropout" else Flatten())
                 value = node
             else:
                 raise _refuse(node, self.gm, "expected a conv, linear, pool, dropout or flatten layer here (a ReLU "
@@ -328,8 +328,7 @@ class _Walker:
         i = len(self.layers)
         for name, (w, b, _) in parts.items():
             self.put(f"layers.{i}.{name}", w, torch.zeros(w.shape[0]) if biased and b is None else b)
-        self.layers.append({"kind": "resblock", "out_channels": out_ch, "stride": stride,
-                            **({"bias": True} if biased else {})})
+        self.layers.append(ResBlock(out_ch, stride, bias=biased))
         return self.relu_after(add, add)
 
 
@@ -356,14 +355,13 @@ def import_module(module: nn.Module, input_shape: tuple[int, int, int], name: st
     if len(inputs) != 1:
         raise ImportRefused(f"the module's forward takes {len(inputs)} inputs; the chain feeds one image tensor")
     walker = _Walker(gm)
-    walker.walk(inputs[0])
-    out_features = walker.layers[-1]["out_features"]
-    if num_classes is not None and out_features != num_classes:
-        raise ImportRefused(f"the module's classifier has {out_features} outputs; the data set has {num_classes} "
-                            "classes")
     try:
+        walker.walk(inputs[0])
+        out_features = walker.layers[-1].out_features
+        if num_classes is not None and out_features != num_classes:
+            raise ImportRefused(f"the module's classifier has {out_features} outputs; the data set has "
+                                f"{num_classes} classes")
         cfg = ArchConfig(name=name, input_shape=tuple(input_shape), num_classes=out_features, layers=walker.layers)
-        cfg.validate()
     except ArchError as exc:
         raise ImportRefused(f"the mapped architecture is not valid: {exc}") from None
     ann = ANN(cfg)
