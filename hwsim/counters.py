@@ -13,7 +13,7 @@ class SimError(ValueError):
 
 
 class BlockOutput(NamedTuple):
-    """One core over one block of steps, on any of the paths (``hwsim.kernel``)."""
+    """One core over one block of steps, on any of the paths (``hwsim.paths``)."""
     spikes: torch.Tensor             # (steps*B, *out_shape) in the storage order below
     counts: torch.Tensor | None      # spikes per sample and neuron (B, neurons); None for the output core
     channels_last: bool              # the spikes' and the voltages' storage order (a conv's (H, W, C))
@@ -23,7 +23,7 @@ class BlockOutput(NamedTuple):
 
 @dataclass
 class ChunkCounts:
-    """One chunk of samples over all steps (``hwsim.kernel._run_chunk``), per core where
+    """One chunk of samples over all steps (``hwsim.kernel.run_chunk``), per core where
     per-core: spikes per sample (cores, B), synaptic events, active neuron updates and the
     largest |current| (cores,); the input's spikes per sample (B,); the output core's
     voltages (B, classes); the spike trains of the spiking cores when recorded."""

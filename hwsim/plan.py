@@ -20,7 +20,6 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,13 +27,11 @@ import torch.nn.functional as F
 
 from export import fixedpoint as fx
 from export.graph import Core, CoreGraph, Shortcut
-from hwsim.counters import BlockOutput, SimError
-from hwsim.int8_products import Int8Product
+from hwsim.counters import SimError
+from hwsim.paths import DensePath, EventPath, Int8Path
+from hwsim.tensors import CL, conv2d_gemm, hwc_columns
 
-CL = torch.channels_last
 FLOAT32_EXACT = 2 ** 24          # integers of magnitude <= 2**24 are exact in float32
-SPARSE_FRACTION = 0.5            # compact a block's input when at most this fraction of it is active
-GEMM_COLS_BUDGET = 1 << 30       # bytes of im2col columns per GEMM
 _HALF = float(2 ** (fx.STATE_BITS - 1))
 
 
@@ -78,8 +75,9 @@ class ShortcutPlan:
 
 
 class CorePlan:
-    """Everything about one core that does not depend on the samples: weights on the
-    device in the layout the fast path uses, the exactness guard, the rewrites."""
+    """Everything about one core that does not depend on the samples: the exactness guard,
+    the rewrites, the bias and threshold in the kernels' units, and its paths
+    (``hwsim.paths``): ``dense`` always, ``events`` and ``int8`` where the CPU can run them."""
 
     def __init__(self, core: Core, device: torch.device, input_channels_last: bool, conv_impl: str = "native"):
         self.core = core
@@ -119,13 +117,11 @@ class CorePlan:
         self.pool_pad_explicit = False
         self.input_channels_last = input_channels_last
         self.weight_hwc = False          # dense: columns in (H, W, C) order, for channels-last inputs
-        dt = self.dtype
-        self.dtype_np = np.float32 if dt == torch.float32 else np.float64
+        self.dtype_np = np.float32 if self.dtype == torch.float32 else np.float64
         if core.op == "conv":
-            kh, kw = w.shape[2:]
             (sy, sx), (py, px) = core.stride, core.padding
             self.stride, self.padding = (sy, sx), (py, px)
-            if self.pool is not None:
+            if self.pool is not None:    # the folded pool: sum-pool the input, then the subsampled kernel
                 fy, fx_ = self.pool
                 w = w[:, :, ::fy, ::fx_]
                 h, wd = self.in_shape[1:]
@@ -135,46 +131,19 @@ class CorePlan:
                     self.pool_pad_explicit = True
                     self.padding = (0, 0)
                 self.stride = (sy // fy, sx // fx_)
-            self.weight = torch.from_numpy(w).to(device=device, dtype=dt).contiguous(memory_format=CL)
-            if device.type == "cpu":         # (KH, KW, C, O): one contiguous fan-out vector per input event
-                ew = w.transpose(2, 3, 1, 0).astype(self.dtype_np)
-                pad = (-ew.shape[2]) % 8                     # input channels padded to whole int64 words
-                self.event_weight = np.ascontiguousarray(np.pad(ew, ((0, 0), (0, 0), (0, pad), (0, 0))))
-                fy, fx_ = self.pool or (1, 1)
-                ppy, ppx = core.padding if self.pool_pad_explicit else (0, 0)
-                self.event_geometry = np.array([*self.stride, *self.padding, fy, fx_, ppy, ppx, *self.out_shape[1:]],
-                                               dtype=np.int64)
-        else:
-            if len(self.in_shape) == 3:
-                c, h, wd = self.in_shape
-                w4 = w.reshape(o, c, h, wd)
-                if self.pool is not None:
-                    w4 = w4[:, :, ::self.pool[0], ::self.pool[1]]
-                if input_channels_last:
-                    w = _hwc_columns(w4)
-                    self.weight_hwc = True
-                else:
-                    w = w4.reshape(o, -1)
-            self.weight = torch.from_numpy(np.ascontiguousarray(w.T)).to(device=device, dtype=dt)  # (in, out)
-            if device.type == "cpu":
-                self.event_weight = self.weight.numpy()
-        # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool;
-        # a shortcut's current is computed densely (``shortcut_current``) and added by the kernel
-        self.events_ok = device.type == "cpu" and (self.pool is None or math.prod(self.pool) <= 127)
-        if device.type == "cpu":         # the compiled kernels' bias per neuron, in their order (empty: none)
-            self.event_bias = (np.zeros(0, self.dtype_np) if self.bias is None or self.bias_max == 0
-                               else self.bias[core.op == "conv"].numpy())
-            # without leak, bias or shortcut a neuron without input events that did not fire keeps its state
-            self.event_quiet = core.dv == 0 and not self.event_bias.any() and not core.shortcuts
+        elif len(self.in_shape) == 3:
+            w4 = w.reshape(o, *self.in_shape)
+            if self.pool is not None:
+                w4 = w4[:, :, ::self.pool[0], ::self.pool[1]]
+            self.weight_hwc = input_channels_last
+            w = hwc_columns(w4) if input_channels_last else w4.reshape(o, -1)
         self.fan_out = _fan_out_orders(core.fan_out_per_input, device)
-        # the int8 path (CPU): the block's current as one exact oneDNN int8 product, None where it is not exact
-        self.int8 = None
-        if device.type == "cpu" and self.dtype == torch.float32:
-            if core.op == "conv":
-                self.int8 = Int8Product.make("conv", core.weights, core.stride, core.padding)
-            else:                        # the full (unpooled) weights, columns in the input's order
-                wd = _hwc_columns(core.weights.reshape(o, *self.in_shape)) if self.weight_hwc else core.weights
-                self.int8 = Int8Product.make("dense", wd)
+        cpu = device.type == "cpu"
+        self.dense = DensePath(self, w)
+        # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool
+        self.events = (EventPath(self, w if core.op == "conv" else self.dense)
+                       if cpu and (self.pool is None or math.prod(self.pool) <= 127) else None)
+        self.int8 = Int8Path.make(self) if cpu and self.dtype == torch.float32 else None
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),
@@ -182,43 +151,7 @@ class CorePlan:
                 "conv_wrap": self.need_conv_wrap, "wrap": bool(self.need_wrap), "ann_macs": self.core.ann_macs,
                 "shortcuts": [{"source": sc.source, "op": sc.op, "sum_abs_w_bound": sc.bound} for sc in self.shortcuts]}
 
-    # ---- synaptic current of a block of image-steps ------------------------------
-    def synaptic(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor | None:
-        """x (B, *in_shape) spikes; ``active``: which inputs spiked in this block -- per channel
-        (conv) or per input neuron in x's storage order (dense) -- or None for "compute
-        densely". Returns A (B, *out_shape) in self.dtype (conv: channels-last), or None when
-        no input spiked."""
-        if x.dtype != self.dtype:
-            x = x.to(self.dtype)
-        b = x.shape[0]
-        if self.op == "conv":
-            w = self.weight
-            if active is not None:
-                idx = torch.nonzero(active).flatten()
-                if idx.numel() == 0:
-                    return None
-                if idx.numel() <= SPARSE_FRACTION * x.shape[1]:     # compute on the active channels only
-                    x = x.index_select(1, idx).contiguous(memory_format=CL)
-                    w = w.index_select(1, idx).contiguous(memory_format=CL)
-            x = self._sum_pool(x)
-            if self.conv_impl == "gemm":
-                return conv2d_gemm(x, w, self.stride, self.padding)
-            a = F.conv2d(x, w, stride=self.stride, padding=self.padding)
-            return a if a.is_contiguous(memory_format=CL) else a.contiguous(memory_format=CL)
-        wt = self.weight
-        xf = self._dense_input(x)
-        if x.dim() == 4 and not self.weight_hwc and not x.is_contiguous():
-            active = None                                     # x's storage order is not the weights' order
-        if active is not None and self.pool is None:
-            idx = torch.nonzero(active).flatten()
-            if idx.numel() == 0:
-                return None
-            if idx.numel() <= SPARSE_FRACTION * xf.shape[1]:            # the active input neurons only
-                xf = xf.index_select(1, idx)
-                wt = wt.index_select(0, idx)
-        return (xf @ wt).view(b, *self.out_shape)
-
-    def _sum_pool(self, x: torch.Tensor) -> torch.Tensor:
+    def sum_pool(self, x: torch.Tensor) -> torch.Tensor:
         """A conv core's folded q x q pool as an exact integer sum-pool of its input (no pool: x)."""
         if self.pool is None:
             return x
@@ -227,80 +160,22 @@ class CorePlan:
             x = F.pad(x, (px, px, py, py))
         return F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
 
-    def _dense_input(self, x: torch.Tensor, pooled: bool = True) -> torch.Tensor:
-        """A dense core's input (B, ...) as (B, in) in its weights' row order, the folded pool
-        applied (``pooled``; the int8 path reads the unpooled input with the full weights)."""
+    def dense_input(self, x: torch.Tensor, pooled: bool = True) -> torch.Tensor:
+        """A dense core's input (B, ...) as (B, in) in its weights' column order, the folded
+        pool applied (``pooled``; the int8 path reads the unpooled input with the full weights)."""
         if pooled and self.pool is not None:
             x = F.avg_pool2d(x, self.pool, self.pool, divisor_override=1)
         if x.dim() == 4 and self.weight_hwc:
             return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1)      # a view of a channels-last tensor
         return x.reshape(x.shape[0], -1)
 
-    def run_block(self, kind: str, x: torch.Tensor, v: torch.Tensor, prev: torch.Tensor, out: np.ndarray,
-                  sources: Sequence[torch.Tensor] = ()) -> BlockOutput:
-        """The whole core (synaptic input and neurons) over a block of steps in compiled
-        kernels: ``kind`` "events" gathers the synaptic input from the input events
-        (``hwsim.events``); "int8" computes it as one exact int8 product
-        (``hwsim.int8_products``), then updates the neurons (``hwsim.events.neuron_block``).
-        x (steps*B, *in_shape) spikes, ``sources`` the spikes of the block that each shortcut
-        reads, v and prev (B, neurons) in the output's storage order, updated in place;
-        ``out`` (steps, B, neurons) int8, overwritten with the spikes (a buffer kept across
-        blocks: fresh pages cost more than the kernel). The spikes are a view of ``out``,
-        channels-last for a conv (whose v is kept in (H, W, C) order too)."""
-        from hwsim.events import conv_core_events, dense_core_events, neuron_block
-        steps, n = out.shape[:2]
-        stats = np.zeros((n, 2), dtype=np.int64)
-        counts = np.zeros((n, self.neurons), dtype=np.float32)
-        extra = np.zeros((0, 0, 0), self.dtype_np)                              # empty: no shortcut
-        if self.shortcuts:
-            a = self.shortcut_current(sources)
-            a = a.permute(0, 2, 3, 1) if a.dim() == 4 else a                  # the kernels' (H, W, C) order
-            extra = a.contiguous().numpy().reshape(steps, n, -1)
-        state = (v.numpy(), prev.numpy(), out, counts, self.event_bias, extra, stats, int(self.vth64), self.dv,
-                 self.exp, self.need_conv_wrap, self.spiking, bool(self.need_wrap))
-        if kind == "int8":
-            if self.op == "conv":
-                a = self.int8(x).permute(0, 2, 3, 1)                             # channels-last: a view
-            else:
-                a = self.int8(self._dense_input(x, pooled=False))
-            neuron_block(a.contiguous().numpy().reshape(steps, n, -1), *state)
-        elif self.op == "conv":
-            xs = _int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
-            xs = xs.reshape(steps, n, *xs.shape[1:])
-            conv_core_events(xs, xs.view(np.int64), self.event_weight, self.event_geometry, *state, self.event_quiet)
-        else:
-            if x.dim() == 4 and self.pool is not None:
-                x = x.to(self.dtype)                                            # avg_pool2d needs floats
-            xs = _int8_words(self._dense_input(x)).reshape(steps, n, -1)
-            dense_core_events(xs, xs.view(np.int64), self.event_weight, *state, self.event_quiet)
-        if self.op == "conv":
-            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape[1:], self.out_shape[0]).permute(0, 3, 1, 2)
-        else:
-            spikes = torch.from_numpy(out).view(steps * n, *self.out_shape)
-        counts = torch.from_numpy(counts) if self.spiking else None
-        return BlockOutput(spikes, counts, self.op == "conv", int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0)))
-
-    def shortcut_current(self, sources: Sequence[torch.Tensor]) -> torch.Tensor:
+    def shortcut_current(self, sources) -> torch.Tensor:
         """The sum of the shortcuts' currents (steps*B, *out_shape) from their sources' spikes."""
         total = None
         for sc, src in zip(self.shortcuts, sources, strict=True):
             a = sc.current(src)
             total = a if total is None else total.add_(a.view(total.shape))
         return total
-
-
-def _hwc_columns(w4: np.ndarray) -> np.ndarray:
-    """Dense weights (O, C, H, W) as (O, H*W*C): columns in a channels-last input's order."""
-    return w4.transpose(0, 2, 3, 1).reshape(len(w4), -1)
-
-
-def _int8_words(x: torch.Tensor) -> np.ndarray:
-    """x (..., K) as a contiguous int8 array whose last axis is zero-padded to whole int64 words
-    (the event kernels test eight inputs at once)."""
-    xs = x.to(torch.int8).contiguous().numpy()
-    if xs.shape[-1] % 8:
-        xs = np.concatenate([xs, np.zeros((*xs.shape[:-1], -xs.shape[-1] % 8), np.int8)], axis=-1)
-    return xs
 
 
 def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") -> list[CorePlan]:
@@ -317,27 +192,3 @@ def make_plans(graph: CoreGraph, device: torch.device, conv_impl: str = "auto") 
         plans.append(CorePlan(core, device, input_channels_last=cl, conv_impl=conv_impl))
         cl = core.op == "conv"
     return plans
-
-
-def conv2d_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
-    """Cross-correlation as explicit im2col + one matrix product per slice of the batch
-    (every partial sum is an integer below the exactness bound, whatever the GEMM's
-    summation order or TF32 input rounding). x (B, C, H, W) in any layout; returns
-    (B, O, H', W') channels-last."""
-    b, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    (sy, sx), (py, px) = stride, padding
-    ho, wo = (h + 2 * py - kh) // sy + 1, (wd + 2 * px - kw) // sx + 1
-    xn = x.permute(0, 2, 3, 1)                                           # (B, H, W, C)
-    if py or px:
-        xn = F.pad(xn, (0, 0, px, px, py, py))
-    wm = w.permute(0, 2, 3, 1).reshape(o, kh * kw * c).t()               # rows in (kh, kw, C) order
-    out = torch.empty((b, ho, wo, o), dtype=x.dtype, device=x.device)
-    per_image = ho * wo * kh * kw * c * x.element_size()
-    step = max(1, GEMM_COLS_BUDGET // max(per_image, 1))
-    for s in range(0, b, step):
-        e = min(b, s + step)
-        patches = xn[s:e].unfold(1, kh, sy).unfold(2, kw, sx)            # (b', H', W', C, kh, kw)
-        cols = patches.permute(0, 1, 2, 4, 5, 3).reshape((e - s) * ho * wo, kh * kw * c)
-        torch.mm(cols, wm, out=out[s:e].view((e - s) * ho * wo, o))
-    return out.permute(0, 3, 1, 2)                                       # channels-last view

@@ -1,6 +1,7 @@
 """``simulate``: run a CoreGraph on many samples at once, bit-exact to
 ``export.fixedpoint.run_reference``: chunks of samples (Poisson-encoded by a thread pool
-ahead of the kernel), blocks of steps (``hwsim.kernel``), per-core plans (``hwsim.plan``),
+ahead of the kernel), blocks of steps (``hwsim.kernel``), per-core plans (``hwsim.plan``) and
+their paths (``hwsim.paths``),
 counts per core (``hwsim.counters``).
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 from export.graph import CoreGraph
 from hwsim.counters import LayerCounts, SimError, SimResult
 from hwsim.device import _tf32, _threads, resolve_device, tf32_round
-from hwsim.kernel import _run_chunk
+from hwsim.kernel import run_chunk
+from hwsim.paths import BlockSettings
 from hwsim.plan import CorePlan, make_plans
 
 # On the CPU a core's block runs event-driven at or below this fraction of non-zero inputs
@@ -163,6 +165,8 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         limits = [EVENT_DENSITY_INT8 if int8 and p.int8 is not None else EVENT_DENSITY for p in plans]
     else:
         limits = [0.0] * len(plans)
+    settings = BlockSettings(sparse=bool(sparse), host_checks=bool(host_checks),
+                             recurrence_threads=o.recurrence_threads)
     ncores = len(plans)
     in_neurons = math.prod(graph.input.shape)
 
@@ -203,8 +207,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                         submit(k + 2)
                 else:
                     x_chunk = spikes_in[:, a:b]
-                res = _run_chunk(plans, x_chunk, steps, block, dev, sparse, record_spikes, o.recurrence_threads,
-                                 host_checks, limits, int8)
+                res = run_chunk(plans, x_chunk, steps, block, dev, record_spikes, settings, limits, int8)
                 spikes_ps[:, a:b] = res.spikes
                 syn_tot += res.synaptic_events
                 active_tot += res.active

@@ -18,7 +18,7 @@ import pytest
 
 from export import fixedpoint as fx
 from fixedpoint_cases import CASES, conv_core, graph_of, out_core
-from hwsim.plan import CorePlan
+from hwsim.paths import DensePath, EventPath, Int8Path
 from hwsim.simulate import SimOptions, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,17 +29,11 @@ def path_counts(monkeypatch):
     """How many (core, block) pairs ran on each path (in most cases several within one run:
     deeper cores see sparser inputs than the first)."""
     counts = {"events": 0, "int8": 0, "dense": 0}
-    run_block, synaptic = CorePlan.run_block, CorePlan.synaptic
-
-    def spy_block(self, kind, *args):
-        counts[kind] += 1
-        return run_block(self, kind, *args)
-
-    def spy_dense(self, *args):
-        counts["dense"] += 1
-        return synaptic(self, *args)
-    monkeypatch.setattr(CorePlan, "run_block", spy_block)
-    monkeypatch.setattr(CorePlan, "synaptic", spy_dense)
+    for path in (DensePath, EventPath, Int8Path):
+        def spy(self, *args, run=path.run):
+            counts[self.name] += 1
+            return run(self, *args)
+        monkeypatch.setattr(path, "run", spy)
     return counts
 
 
