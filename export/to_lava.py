@@ -22,7 +22,7 @@ from pathlib import Path
 from export import fixedpoint as fx
 from export.exporter import ExportConfig, NIRImportConfig, export_checkpoint, export_nir_file
 from export.neuron_semantics import SEMANTICS
-from records.cli import COUNT, OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, require, run_main
+from records.cli import COUNT, OUTPUT_DIR, SEED, TIMESTEPS, Parser, integer, number, require, run_main
 
 
 def print_summary(summary: dict, report: list[dict], out: Path) -> None:

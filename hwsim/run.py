@@ -35,6 +35,7 @@ from records.cli import (OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser
 from records.progress import progress as progress_bar
 from records.layout import COMPARED_STAGES, INPUTS_FILE, SNN_STAGES, RunLayout
 from records.timesteps import check_timesteps
+from reports.terminal import print_report
 
 MAX_DEFAULT_SAMPLES = 1500
 
@@ -246,80 +247,6 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     extra = {} if wrote_inputs is None else {"inputs": (INPUTS_FILE, inputs_to_bytes(wrote_inputs))}
     predictions = prediction_rows([(r.label, r.sim.output, r.labels) for r in runs])
     return doc, save_results(out_dir, doc, predictions, extra=extra)
-
-
-def _fmt(v, digits=4) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{v:.{digits}g}"
-
-
-def print_report(doc: dict, paths: dict, out=None, edp: bool = True) -> None:
-    """The results on a terminal: spikes per layer, then per network its accuracy and spikes
-    and, with ``edp``, energy, delay, EDP, the ratios and the SNN/ANN energy."""
-    out = out or sys.stdout
-    em = doc["energy_model"]
-    unit, dunit = em["parameters"]["energy_unit"], em["parameters"]["delay_unit"]
-    w = out.write
-    w(f"\nhwsim: {doc['dataset'] or '?'} {doc['arch'] or ''}, {doc['samples']} samples, T={doc['timesteps']}, "
-      f"seed {doc['seed']}, energy model {em['name']} ({unit} per image, delay in {dunit}s)\n")
-    nets = doc["networks"]
-    names = [l["name"] for l in nets[0]["layers"]]
-    same_layers = all([l["name"] for l in n["layers"]] == names for n in nets)
-    w("\naverage spikes per neuron per layer (all spikes over T steps / neurons, mean over samples; Fig. 3)\n")
-    if same_layers:
-        head = f"{'layer':<14}{'neurons':>10}" + "".join(f"{n['label'][:12]:>14}{'thr':>9}" for n in nets)
-        w(head + "\n")
-        for j, name in enumerate(names):
-            row = f"{name[:13]:<14}{nets[0]['layers'][j]['neurons']:>10}"
-            for n in nets:
-                l = n["layers"][j]
-                thr = _fmt(l["float_threshold"], 3) if l["spiking"] else "-"
-                row += f"{(_fmt(l['avg_spikes_per_neuron']) if l['spiking'] else '-'):>14}{thr:>9}"
-            w(row + "\n")
-    else:
-        for n in nets:
-            w(f"  {n['label']}: " + ", ".join(f"{l['name']}={_fmt(l['avg_spikes_per_neuron'])}"
-                                              for l in n["layers"] if l["spiking"]) + "\n")
-    w(f"\n{'network':<12}{'accuracy':>9}{'spikes/img':>13}{'syn.ev/img':>13}"
-      + (f"{'energy':>12}{'delay':>8}{'EDP':>12}{'SNN/ANN':>9}" if edp else "") + "\n")
-    cmp = doc["snn_vs_ann"]
-    for n in nets:
-        t = n["totals"]
-        acc = "n/a" if n["accuracy"] is None else f"{100 * n['accuracy']:.2f}%"
-        ratio = cmp["networks"].get(n["label"], {}).get("ratio")
-        w(f"{n['label'][:11]:<12}{acc:>9}{_fmt(t['spikes_per_image']):>13}"
-          f"{_fmt(t['synaptic_events'] / max(n['samples'], 1)):>13}"
-          + (f"{_fmt(t['energy']):>12}{_fmt(t['delay']):>8}{_fmt(t['edp']):>12}{_fmt(ratio, 3):>9}" if edp else "")
-          + "\n")
-    if edp:
-        _print_energy(doc, w)
-    if doc.get("sweep"):
-        def acc(p):
-            return "n/a" if p["accuracy"] is None else f"{100 * p['accuracy']:.1f}%"
-        w("accuracy vs T: " + "; ".join(f"{p['network']} T={p['timesteps']} {acc(p)}" for p in doc["sweep"]) + "\n")
-    for note in doc["notes"]:
-        w(f"note: {note}\n")
-    w("\nwritten: " + ", ".join(str(p) for p in paths.values()) + "\n")
-
-
-def _print_energy(doc: dict, w) -> None:
-    """The ANN baseline's energy, the ratios between networks and the SNN/ANN energy."""
-    em, cmp = doc["energy_model"], doc["snn_vs_ann"]
-    ann = doc["ann_baseline"]
-    w(f"{'ANN':<12}{'':>9}{'':>13}{'':>13}{_fmt(ann['energy']):>12}   ({_fmt(ann['macs'])} MACs/img "
-      f"of the ANN; {ann['model']}, {ann['energy_unit']})\n")
-    for r in doc["ratios"]:
-        w(f"\n{r['numerator']} / {r['denominator']}: spikes {_fmt(r['spikes'], 3)}x, energy "
-          f"{_fmt(r['energy'], 3)}x, EDP {_fmt(r['edp'], 3)}x")
-    if doc["ratios"]:
-        w("\n")
-    if cmp["model"] != em["name"]:
-        w(f"SNN/ANN energy under {cmp['model']} ({cmp['energy_unit']}): "
-          + ", ".join(f"{k} {_fmt(v['energy'])} vs ANN {_fmt(cmp['ann_energy'])}" for k, v in cmp["networks"].items())
-          + "\n")
 
 
 def parse_sweep(text: str | None) -> tuple[int, ...]:

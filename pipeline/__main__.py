@@ -28,12 +28,13 @@ import torch
 from export.exporter import ExportConfig, export_checkpoint
 from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
-from hwsim.run import HwsimConfig, parse_sweep, print_report, run_hwsim
+from hwsim.run import HwsimConfig, parse_sweep, run_hwsim
 from records.atomic import atomic_file
 from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, run_main, run_name
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
+from reports.terminal import print_report
 from trainer.data import DATASETS
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS

@@ -31,7 +31,8 @@ CONVERTED_STAGES = ("converted", "qcfs_converted")
 # The training methods ``python -m pipeline --methods`` compares, and the stage each one's network comes from:
 # the hybrid (conversion + STDB), Lee 2020's spike-based BP, batch norm on input currents (trainer.methods),
 # the low-latency recipe (a QCFS ANN with batch norm, converted, then STDB: trainer.qcfs).
-METHOD_STAGES = {"hybrid": "stdb", "spikebp": "spikebp", "bncurrent": "bncurrent", "qcfs": "qcfs"}
+BASELINE_STAGES = {"spikebp": "spikebp", "bncurrent": "bncurrent"}    # the hybrid's baselines (trainer.methods)
+METHOD_STAGES = {"hybrid": "stdb", **BASELINE_STAGES, "qcfs": "qcfs"}
 COMPARED_STAGES = ("converted", "stdb")        # what hwsim compares by default (converted / STDB)
 
 GRAPH_FILE = "coregraph.npz"

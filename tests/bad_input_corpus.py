@@ -12,226 +12,16 @@ the fragment, no traceback, and that no file under the folder changed or appeare
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import shutil
-import zipfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from bad_input_kit import (Case, chain, cifar_pickles, edit_checkpoint, edit_graph, edit_inputs, edit_json,
+                           edit_results, graph_core, image_folder, inf_weights, nan_weight, npz_object_array,
+                           pickle_payload, planted_journal, set_at, strip_config, torch_payload, truncated,
+                           write_bytes, zip_of)
 from records.inputs import InputSet, save_inputs
-
-CLASSES = {
-    "non-finite": "NaN or infinity in a checkpoint, graph, result, energy model or option",
-    "resume": "an output holding a run of another configuration",
-    "degenerate-data": "data sets a classifier cannot learn from or that do not fit the model",
-    "foreign-code": "files crafted to run code when read",
-    "inconsistent-results": "result files whose numbers contradict each other",
-    "arguments": "out-of-range options, unwritable or full output folders",
-    "unclear-before": "inputs that used to get a misleading or unhelpful message",
-    "outside-folder": "files a run folder's contents would make a command touch outside it",
-    "sized-before": "work too large to finish, refused before it starts",
-    "malformed-values": "a value of the wrong type in a file (a fraction where an integer belongs, a number as a "
-                        "string): refused, never converted",
-}
-
-
-@dataclass(frozen=True)
-class Case:
-    klass: str
-    name: str
-    program: str                        # trainer | export.to_lava | hwsim.run | reports | pipeline
-    args: str                           # split on spaces after {t} is filled in
-    expect: str                         # fragment of the message
-    setup: Callable[[Path], None] | None = None
-    fault: str | None = None            # "no-space" | "torch-full" | "no-permission"
-
-
-# ---- makers of bad files (each writes one new file inside the folder t)
-def edit_checkpoint(src: str, dst: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        raw = torch.load(t / src, weights_only=True)
-        change(raw)
-        torch.save(raw, t / dst)
-    return make
-
-
-def edit_json(src: str, dst: str, change: Callable[[dict], None]) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        doc = json.loads((t / src).read_text())
-        change(doc)
-        (t / dst).parent.mkdir(parents=True, exist_ok=True)
-        (t / dst).write_text(json.dumps(doc))       # allows NaN and Infinity, as a careless writer would
-    return make
-
-
-def edit_graph(src: str, dst: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
-    """change(header, arrays) on a copy of a core graph's .npz."""
-    def make(t: Path) -> None:
-        with np.load(t / src) as data:
-            arrays = {k: data[k] for k in data.files}
-        head = json.loads(bytes(arrays["__graph__"]).decode())
-        change(head, arrays)
-        arrays["__graph__"] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
-        np.savez(t / dst, **arrays)
-    return make
-
-
-def edit_inputs(dst: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        with np.load(t / "run/hwsim/inputs.npz") as data:
-            arrays = {k: data[k] for k in data.files}
-        head = json.loads(bytes(arrays["__inputs__"]).decode())
-        change(head, arrays)
-        arrays["__inputs__"] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
-        np.savez(t / dst, **arrays)
-    return make
-
-
-def write_bytes(dst: str, content: bytes) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        (t / dst).parent.mkdir(parents=True, exist_ok=True)
-        (t / dst).write_bytes(content)
-    return make
-
-
-def chain(*makers) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        for m in makers:
-            m(t)
-    return make
-
-
-class Payload:
-    """Unpickling this runs ``os.system``: the marker file it would create proves it ran."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {self.marker}",)
-
-
-def pickle_payload(dst: str) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        (t / dst).parent.mkdir(parents=True, exist_ok=True)
-        with open(t / dst, "wb") as f:
-            pickle.dump({b"data": Payload(t / "PWNED"), b"labels": [0]}, f)
-    return make
-
-
-def torch_payload(dst: str) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        torch.save({"format": "hybrid-snn-checkpoint", "payload": Payload(t / "PWNED")}, t / dst)
-    return make
-
-
-def npz_object_array(dst: str, key: str) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        np.savez(t / dst, **{key: np.array([Payload(t / "PWNED")], dtype=object)})
-    return make
-
-
-def image_folder(dst: str, classes: dict[str, int], val: dict[str, int] | None = None,
-                 corrupt: str | None = None) -> Callable[[Path], None]:
-    """An ImageFolder tree with that many 8x8 PNGs per class (``corrupt``: one file of random bytes)."""
-    from PIL import Image
-
-    def make(t: Path) -> None:
-        rng = np.random.default_rng(0)
-        for split, counts in (("train", classes), ("val", classes if val is None else val)):
-            for cls, n in counts.items():
-                folder = t / dst / split / cls
-                folder.mkdir(parents=True, exist_ok=True)
-                for i in range(n):
-                    Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-        if corrupt:
-            (t / dst / corrupt).write_bytes(os.urandom(300))
-    return make
-
-
-def cifar_pickles(dst: str, bad: str, content: Callable[[Path], None]) -> Callable[[Path], None]:
-    """A cifar-10-batches-py folder of tiny valid batches where ``bad`` is replaced by ``content``."""
-    def make(t: Path) -> None:
-        folder = t / dst / "cifar-10-batches-py"
-        folder.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            batch = {b"data": rng.integers(0, 255, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 0, 1]}
-            (folder / name).write_bytes(pickle.dumps(batch))
-        (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [b"a", b"b"]}))
-        content(t)
-    return make
-
-
-def truncated(src: str, dst: str, keep: float = 0.5) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        data = (t / src).read_bytes()
-        (t / dst).write_bytes(data[:int(len(data) * keep)])
-    return make
-
-
-def strip_config(src: str, dst: str) -> Callable[[Path], None]:
-    return edit_checkpoint(src, dst, lambda r: r["train_state"].pop("config"))
-
-
-def copy(src: str, dst: str) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        shutil.copy(t / src, t / dst)
-    return make
-
-
-def zip_of(dst: str, members: dict[str, bytes]) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        with zipfile.ZipFile(t / dst, "w") as z:
-            for name, data in members.items():
-                z.writestr(name, data)
-    return make
-
-
-def _set(path: list, value):
-    """A change that sets doc[path...] = value."""
-    def change(doc):
-        for k in path[:-1]:
-            doc = doc[k]
-        doc[path[-1]] = value
-    return change
-
-
-def _results(dst: str, *path_value) -> Callable[[Path], None]:
-    changes = [_set(list(path_value[i]), path_value[i + 1]) for i in range(0, len(path_value), 2)]
-    return edit_json("run/hwsim/results.json", dst, lambda d: [c(d) for c in changes])
-
-
-def _nan_weight(r):
-    r["state_dict"]["layers.0.weight"][0, 0, 0, 0] = float("nan")
-
-
-def _inf_weights(r):
-    r["state_dict"]["layers.0.weight"][:3] = float("inf")
-
-
-def _graph_core(i: int, key: str, value):
-    def change(head, arrays):
-        head["cores"][i][key] = value
-    return change
-
-
-def planted_journal(folder: str, final: str) -> Callable[[Path], None]:
-    """A set-write journal planted in ``folder`` (a shared or downloaded run) whose rename would
-    replace ``final`` (relative to the folder, or absolute: ``{t}`` is filled in), with a victim
-    file outside the run to replace."""
-    def make(t: Path) -> None:
-        (t / "victim.txt").write_text("keep me")
-        (t / folder / ".x.999999.a.tmp").write_text("attacker's content")
-        pairs = [[".x.999999.a.tmp", final.format(t=t)]]
-        (t / folder / ".results.json.journal.999999.b.commit").write_text(json.dumps(pairs))
-    return make
-
 
 # Shorthands for arguments.
 Q = "--quiet"
@@ -246,14 +36,14 @@ OUT_HW = "--out {t}/run/hwsim"
 CASES = [
     # 1. non-finite numbers --------------------------------------------------------------
     Case("non-finite", "eval: one NaN weight", "trainer", f"eval {{t}}/nan.pt {Q}", "non-finite",
-         edit_checkpoint("run/converted.pt", "nan.pt", _nan_weight)),
+         edit_checkpoint("run/converted.pt", "nan.pt", nan_weight)),
     Case("non-finite", "export: inf weights over a good graph", "export.to_lava",
-         f"{{t}}/inf.pt {OUT_EXP} {EXP}", "non-finite", edit_checkpoint("run/converted.pt", "inf.pt", _inf_weights)),
+         f"{{t}}/inf.pt {OUT_EXP} {EXP}", "non-finite", edit_checkpoint("run/converted.pt", "inf.pt", inf_weights)),
     Case("non-finite", "stdb: NaN weight in the initial checkpoint", "trainer",
          f"stdb {{t}}/nan.pt --timesteps 4 --epochs 1 {Q}", "non-finite",
-         edit_checkpoint("run/converted.pt", "nan.pt", _nan_weight)),
+         edit_checkpoint("run/converted.pt", "nan.pt", nan_weight)),
     Case("non-finite", "convert: NaN weight in the ANN", "trainer", f"convert {{t}}/nan.pt --timesteps 4 {Q}",
-         "non-finite", edit_checkpoint("ann.pt", "nan.pt", _nan_weight)),
+         "non-finite", edit_checkpoint("ann.pt", "nan.pt", nan_weight)),
     Case("non-finite", "eval: infinite threshold", "trainer", f"eval {{t}}/thr.pt {Q}", "thresholds",
          edit_checkpoint("run/converted.pt", "thr.pt", lambda r: r["snn"]["thresholds"].__setitem__(0, float("inf")))),
     Case("non-finite", "eval: NaN normalisation mean", "trainer", f"eval {{t}}/norm.pt {Q}", "normalisation",
@@ -272,22 +62,22 @@ CASES = [
          f"ann --out {{t}}/div.pt --lr 1e30 --epochs 2 --train-subset 200 {Q}", "diverged"),
     Case("non-finite", "graph core with NaN float threshold", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "finite",
-         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "float_threshold", float("nan")))),
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "float_threshold", float("nan")))),
     Case("non-finite", "graph input normalisation std inf", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
          "std", edit_graph("run/export/converted/coregraph.npz", "g.npz",
                            lambda h, a: h["input"].update(std=[float("inf")]))),
     Case("non-finite", "energy model with NaN", "hwsim.run", f"{G2} {IN} {OUT_HW} {HW} --energy-model {{t}}/e.json",
-         "e_spike", edit_json("energy.json", "e.json", _set(["e_spike"], float("nan")))),
+         "e_spike", edit_json("energy.json", "e.json", set_at(["e_spike"], float("nan")))),
     Case("non-finite", "energy model that overflows (1e308)", "hwsim.run",
          f"{G2} {IN} {OUT_HW} {HW} --energy-model {{t}}/e.json", "e.json",
-         edit_json("energy.json", "e.json", _set(["e_spike"], 1e308))),
+         edit_json("energy.json", "e.json", set_at(["e_spike"], 1e308))),
     Case("non-finite", "results with NaN energy", "reports", "{t}/run --results {t}/r.json", "energy",
-         _results("r.json", ("networks", 0, "totals", "energy"), float("nan"))),
+         edit_results("r.json", ("networks", 0, "totals", "energy"), float("nan"))),
     Case("non-finite", "trainer summary with NaN accuracy", "reports",
          "{t}/run --trainer-summary {t}/s.json", "accuracy",
-         edit_json("run/trainer_summary.json", "s.json", _set(["accuracy", 0, "accuracy"], float("nan")))),
+         edit_json("run/trainer_summary.json", "s.json", set_at(["accuracy", 0, "accuracy"], float("nan")))),
     Case("non-finite", "results with infinite delay", "reports", "{t}/run --results {t}/r.json", "delay",
-         _results("r.json", ("networks", 1, "totals", "delay"), float("inf"))),
+         edit_results("r.json", ("networks", 1, "totals", "delay"), float("inf"))),
 
     # 2. resume under another configuration ----------------------------------------------
     Case("resume", "ann with another --lr", "trainer", f"ann --out {{t}}/ann.pt --lr 0.02 --epochs 1 "
@@ -378,38 +168,38 @@ CASES = [
 
     # 5. inconsistent results -------------------------------------------------------------
     Case("inconsistent-results", "negative spike count", "reports", "{t}/run --results {t}/r.json", "negative",
-         _results("r.json", ("networks", 0, "layers", 0, "spikes"), -5)),
+         edit_results("r.json", ("networks", 0, "layers", 0, "spikes"), -5)),
     Case("inconsistent-results", "empty layer list", "reports", "{t}/run --results {t}/r.json", "no layers",
-         _results("r.json", ("networks", 0, "layers"), [])),
+         edit_results("r.json", ("networks", 0, "layers"), [])),
     Case("inconsistent-results", "total spikes disagree with the layers", "reports", "{t}/run --results {t}/r.json",
-         "spikes", _results("r.json", ("networks", 0, "totals", "spikes"), 12345)),
+         "spikes", edit_results("r.json", ("networks", 0, "totals", "spikes"), 12345)),
     Case("inconsistent-results", "EDP is not energy x delay", "reports", "{t}/run --results {t}/r.json", "edp",
-         _results("r.json", ("networks", 1, "totals", "edp"), 1.0)),
+         edit_results("r.json", ("networks", 1, "totals", "edp"), 1.0)),
     Case("inconsistent-results", "spikes per image disagree with spikes / samples", "reports",
          "{t}/run --results {t}/r.json", "spikes_per_image",
-         _results("r.json", ("networks", 0, "totals", "spikes_per_image"), 1.0)),
+         edit_results("r.json", ("networks", 0, "totals", "spikes_per_image"), 1.0)),
     Case("inconsistent-results", "a network's samples differ from the header's", "reports",
-         "{t}/run --results {t}/r.json", "samples", _results("r.json", ("networks", 1, "samples"), 7)),
+         "{t}/run --results {t}/r.json", "samples", edit_results("r.json", ("networks", 1, "samples"), 7)),
     Case("inconsistent-results", "ratio disagrees with the totals", "reports", "{t}/run --results {t}/r.json",
-         "ratio", _results("r.json", ("ratios", 0, "energy"), 9.0)),
+         "ratio", edit_results("r.json", ("ratios", 0, "energy"), 9.0)),
     Case("inconsistent-results", "SNN/ANN ratio is not energy / ann_energy", "reports",
          "{t}/run --results {t}/r.json", "ann_energy",
-         _results("r.json", ("snn_vs_ann", "networks", "stdb", "ratio"), 0.5)),
+         edit_results("r.json", ("snn_vs_ann", "networks", "stdb", "ratio"), 0.5)),
     Case("inconsistent-results", "accuracy above 1", "reports", "{t}/run --results {t}/r.json", "accuracy",
-         _results("r.json", ("networks", 0, "accuracy"), 1.5)),
+         edit_results("r.json", ("networks", 0, "accuracy"), 1.5)),
     Case("inconsistent-results", "per-neuron rate disagrees with the layer's spikes", "reports",
          "{t}/run --results {t}/r.json", "avg_spikes_per_neuron",
-         _results("r.json", ("networks", 0, "layers", 1, "avg_spikes_per_neuron"), 3.0)),
+         edit_results("r.json", ("networks", 0, "layers", 1, "avg_spikes_per_neuron"), 3.0)),
     Case("inconsistent-results", "more active neuron updates than updates", "reports",
          "{t}/run --results {t}/r.json", "active",
-         _results("r.json", ("networks", 0, "layers", 0, "active_neuron_updates"), 10 ** 12)),
+         edit_results("r.json", ("networks", 0, "layers", 0, "active_neuron_updates"), 10 ** 12)),
     Case("inconsistent-results", "ANN MACs are not the sum of its layers", "reports",
-         "{t}/run --results {t}/r.json", "macs", _results("r.json", ("ann_baseline", "macs"), 3)),
+         "{t}/run --results {t}/r.json", "macs", edit_results("r.json", ("ann_baseline", "macs"), 3)),
     Case("inconsistent-results", "trainer summary accuracy of 150 %", "reports",
          "{t}/run --trainer-summary {t}/s.json", "percentage",
-         edit_json("run/trainer_summary.json", "s.json", _set(["accuracy", 1, "accuracy"], 150.0))),
+         edit_json("run/trainer_summary.json", "s.json", set_at(["accuracy", 1, "accuracy"], 150.0))),
     Case("inconsistent-results", "sweep point of an unknown network", "reports", "{t}/run --results {t}/r.json",
-         "sweep", _results("r.json", ("sweep",), [{"network": "ghost", "timesteps": 4, "accuracy": 0.5,
+         "sweep", edit_results("r.json", ("sweep",), [{"network": "ghost", "timesteps": 4, "accuracy": 0.5,
                                                      "spikes_per_image": 3.0}])),
 
     # 6. arguments and output folders -----------------------------------------------------
@@ -511,9 +301,9 @@ CASES = [
          "--graph LABEL=PATH"),
     Case("unclear-before", "results file missing", "reports", "{t}/nothing", "no such results file"),
     Case("unclear-before", "results of another format", "reports", "{t}/run --results {t}/r.json", "format",
-         _results("r.json", ("format",), "something-else")),
+         edit_results("r.json", ("format",), "something-else")),
     Case("unclear-before", "results of a newer version", "reports", "{t}/run --results {t}/r.json", "newer",
-         _results("r.json", ("version",), 99)),
+         edit_results("r.json", ("version",), 99)),
     Case("unclear-before", "results that are not JSON", "reports", "{t}/run --results {t}/r.json", "corrupt",
          write_bytes("r.json", b"{not json")),
     Case("unclear-before", "named trainer summary missing", "reports", "{t}/run --trainer-summary {t}/nope.json",
@@ -529,7 +319,7 @@ CASES = [
          "surrogate", edit_checkpoint("run/stdb.pt", "sg.pt", lambda r: r["snn"]["surrogate"].update(kind="relu"))),
     Case("unclear-before", "energy model with an unknown field", "hwsim.run",
          f"{G2} {IN} {HW} --energy-model {{t}}/e.json", "unknown field",
-         edit_json("energy.json", "e.json", _set(["e_bogus"], 1.0))),
+         edit_json("energy.json", "e.json", set_at(["e_bogus"], 1.0))),
     Case("outside-folder", "a planted journal renames over a file outside the run (hwsim)", "hwsim.run",
          f"--graph a={{t}}/run/export/converted/coregraph.npz {IN} {OUT_HW} {HW}", "refused, the journal names",
          planted_journal("run/export/converted", "../../../victim.txt")),
@@ -554,13 +344,13 @@ CASES = [
     Case("outside-folder", "stdb writing over its converted input", "trainer",
          f"stdb {{t}}/run/converted.pt --timesteps 4 --epochs 1 --out {{t}}/run/converted.pt {Q}", "own input"),
     Case("malformed-values", "graph core with a zero stride", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
-         "stride", edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "stride", [0, 1]))),
+         "stride", edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "stride", [0, 1]))),
     Case("malformed-values", "graph core whose ANN MACs exceed its synapses (a 1e-8 energy ratio)", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "ann_macs",
-         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "ann_macs", 10 ** 12))),
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "ann_macs", 10 ** 12))),
     Case("malformed-values", "graph core with ANN MACs past float range", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "ann_macs",
-         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "ann_macs", 10 ** 400))),
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "ann_macs", 10 ** 400))),
     Case("unclear-before", "energy model nested 100,000 deep", "hwsim.run", f"{G2} {IN} {HW} --energy-model {{t}}/e.json",
          "nested too deep", lambda t: (t / "e.json").write_text("[" * 100000 + "]" * 100000)),
     Case("unclear-before", "results file nested 100,000 deep", "reports", "{t}/run --results {t}/r.json",
@@ -584,15 +374,15 @@ CASES = [
              l for l in r["arch"]["layers"] if l["kind"] == "linear").update(out_features=10 ** 6))),
     Case("inconsistent-results", "a trainer summary of another run (another data set)", "reports",
          "{t}/run --trainer-summary {t}/s.json", "not from the same run",
-         edit_json("run/trainer_summary.json", "s.json", _set(["dataset"], "mnist"))),
+         edit_json("run/trainer_summary.json", "s.json", set_at(["dataset"], "mnist"))),
     Case("inconsistent-results", "results whose two stage labels are swapped", "reports",
          "{t}/run --results {t}/r.json", "labelled 'stdb', a trainer stage",
-         _results("r.json", ("networks", 0, "label"), "stdb", ("networks", 1, "label"), "converted")),
+         edit_results("r.json", ("networks", 0, "label"), "stdb", ("networks", 1, "label"), "converted")),
     Case("inconsistent-results", "hwsim labelling the STDB graph 'converted'", "hwsim.run",
          f"--graph converted={{t}}/run/export/stdb/coregraph.npz {IN} {OUT_HW} {HW}", "the 'stdb' network"),
     Case("inconsistent-results", "a trainer summary of another architecture", "reports",
          "{t}/run --trainer-summary {t}/s.json", "not from the same run",
-         edit_json("run/trainer_summary.json", "s.json", _set(["arch"], "vgg16"))),
+         edit_json("run/trainer_summary.json", "s.json", set_at(["arch"], "vgg16"))),
     # work that used to run until killed: T is bounded before anything starts (records.timesteps.MAX_TIMESTEPS)
     Case("sized-before", "eval --timesteps 1e9", "trainer", f"eval {{t}}/run/converted.pt --timesteps 1000000000 {Q}",
          "--timesteps"),
@@ -637,13 +427,13 @@ CASES = [
     Case("malformed-values", "checkpoint with an unknown input rule", "trainer", f"eval {{t}}/e.pt {Q}",
          "input encoding", edit_checkpoint("run/converted.pt", "e.pt", lambda r: r["snn"].update(encoding="burst"))),
     Case("malformed-values", "graph core with vth 168.9", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
-         "vth must be an integer", edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "vth", 168.9))),
+         "vth must be an integer", edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "vth", 168.9))),
     Case("malformed-values", "graph core with a stride stored as strings", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "stride must be",
-         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "stride", ["1", "1"]))),
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "stride", ["1", "1"]))),
     Case("malformed-values", "graph core with v_init above its threshold", "hwsim.run",
          f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}", "v_init",
-         edit_graph("run/export/converted/coregraph.npz", "g.npz", _graph_core(0, "v_init", 10 ** 7))),
+         edit_graph("run/export/converted/coregraph.npz", "g.npz", graph_core(0, "v_init", 10 ** 7))),
     Case("malformed-values", "graph with an unknown input rule", "hwsim.run", f"--graph a={{t}}/g.npz {IN} {OUT_HW} {HW}",
          "rule", edit_graph("run/export/converted/coregraph.npz", "g.npz", lambda h, a: h["input"].update(rule="burst"))),
 ]

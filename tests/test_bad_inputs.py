@@ -20,7 +20,8 @@ import pipeline.__main__
 import records.atomic
 import reports.__main__
 import trainer.__main__
-from bad_input_corpus import CASES, CLASSES
+from bad_input_corpus import CASES
+from bad_input_kit import CLASSES
 from export.exporter import ExportConfig, export_checkpoint
 from hwsim.run import HwsimConfig, run_hwsim
 from records.layout import COMPARED_STAGES, RunLayout

@@ -24,12 +24,12 @@ docs/method.md), thresholds 1, Adam at 1e-3 with a cosine schedule, cross-entrop
 """
 from __future__ import annotations
 
-from records.layout import METHOD_STAGES
+from records.layout import BASELINE_STAGES, METHOD_STAGES
 from trainer.lif import Surrogate
 from trainer.recipe import OptimConfig, SNNTrainConfig
 
 METHODS = tuple(METHOD_STAGES)         # "qcfs" is a recipe of the chain (trainer.stages.low_latency), not a baseline
-BASELINES = ("spikebp", "bncurrent")
+BASELINES = tuple(BASELINE_STAGES)     # each has a recipe here (baseline_config)
 SPIKEBP_LEAK = 0.99
 BN_SURROGATE_ALPHA = 0.5
 

@@ -228,7 +228,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     if init.snn is None:
         raise ValueError("initial checkpoint has no SNN parameters (convert it first)")
     out = Path(out)
-    opt, seed, device, ranks = cfg.optim, rt.seed, rt.device, rt.ranks
+    opt, seed, device = cfg.optim, rt.seed, rt.device
     surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
     leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
