@@ -6,18 +6,6 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from hwsim.counters import SimError
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise SimError("--device: cuda requested, but torch sees no CUDA GPU")
-    if dev.type not in ("cpu", "cuda"):
-        raise SimError(f"--device: unsupported device {device!r} (cpu, cuda or auto)")
-    return dev
 
 
 @contextmanager

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from hwsim.counters import SimResult
-from hwsim.device import resolve_device
+from hwsim.counters import SimError, SimResult
+from records.device import resolve_device
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def setup(device: str) -> Shard:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Shard()
-    on_gpu = resolve_device(device).type == "cuda"
+    on_gpu = resolve_device(device, SimError).type == "cuda"
     if on_gpu:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():

@@ -17,10 +17,11 @@ import torch
 
 from export.graph import CoreGraph
 from hwsim.counters import LayerCounts, SimError, SimResult
-from hwsim.device import _tf32, _threads, resolve_device, tf32_round
+from hwsim.device import _tf32, _threads, tf32_round
 from hwsim.kernel import run_chunk
 from hwsim.paths import BlockSettings
 from hwsim.plan import CorePlan, make_plans
+from records.device import resolve_device
 
 # On the CPU a core's block runs event-driven at or below this fraction of non-zero inputs
 # per image-step (benchmarks/hwsim_vs_lava.py: on VGG5's convs the event kernels are 3.9x
@@ -116,7 +117,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     """
     o = options
     host_checks, sparse, event_density, int8, tf32 = o.host_checks, o.sparse, o.event_density, o.int8, o.tf32
-    dev = resolve_device(device)
+    dev = resolve_device(device, SimError)
     if host_checks is None:
         host_checks = dev.type == "cpu"
     if sparse == "auto":

@@ -30,7 +30,8 @@ from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, run_hwsim
 from records.atomic import atomic_file
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, Parser, integer, number, run_main, run_name
+from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, number, run_main, run_name
+from records.device import resolve_device
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
@@ -40,7 +41,7 @@ from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
 from trainer.defaults import ann_recipe, default_timesteps, fast_recipe, fast_snn_optim
-from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain, resolve_device
+from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain
 from trainer.recipe import Runtime
 
 
@@ -154,7 +155,7 @@ def run_pipeline(args) -> None:
     if args.budget_minutes is not None and not args.sweep:
         steps = dataclasses.replace(steps, sweep=budget_sweep(steps.reduced))
     load_energy_model(args.energy_model)          # a bad model is reported before any training
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, BadInput).type
     if args.budget_minutes is not None and device == "cuda":
         torch.backends.cudnn.benchmark = True            # fixed shapes: cuDNN's fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True     # the float SNN's matmuls (the convs use TF32 already)

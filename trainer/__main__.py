@@ -19,6 +19,7 @@ import pandas as pd
 from records.atomic import atomic_file
 from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, number,
                          run_main, run_name, writable_file)
+from records.device import resolve_device
 from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -30,7 +31,7 @@ from trainer.models import ANN, ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
 from trainer.defaults import ann_recipe, default_timesteps
 from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
-                            check_converted, convert, evaluate, fine_tune, load_data, resolve_device, scratch_init,
+                            check_converted, convert, evaluate, fine_tune, load_data, scratch_init,
                             train_baseline)
 from trainer.torch_import import ImportRefused
 from trainer.user_network import imported_checkpoint, load_user_module
@@ -134,8 +135,8 @@ def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConf
 
 
 def runtime_from(args) -> Runtime:
-    return Runtime(device=resolve_device(args.device), seed=args.seed, progress=not args.quiet, command=sys.argv,
-                   restart=getattr(args, "restart", False))
+    return Runtime(device=resolve_device(args.device, BadInput).type, seed=args.seed, progress=not args.quiet,
+                   command=sys.argv, restart=getattr(args, "restart", False))
 
 
 def chain_from(args) -> ChainConfig:

@@ -115,14 +115,6 @@ class ChainConfig:
     qcfs_levels: int | None = None                # L of the low-latency recipe's ANN (None: the reduced T)
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise BadInput("--device: cuda requested, but torch sees no CUDA GPU")
-    return device
-
-
 def load_data(data: DataConfig, seed: int) -> DatasetBundle:
     return load_dataset(data.dataset, data.root, train_subset=data.train_subset, test_subset=data.test_subset,
                         seed=seed, image_size=data.image_size)
