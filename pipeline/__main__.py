@@ -41,7 +41,7 @@ from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
 from trainer.defaults import ann_recipe, default_timesteps, fast_recipe, fast_snn_optim
-from trainer.stages import ArchChoice, ChainConfig, DataConfig, chain
+from trainer.chain import ArchChoice, ChainConfig, DataConfig, chain
 from trainer.recipe import Runtime
 
 

@@ -29,7 +29,7 @@ from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.data import load_dataset
 from trainer.defaults import ann_recipe
-from trainer.stages import ArchChoice
+from trainer.chain import ArchChoice
 from trainer.recipe import Runtime
 from trainer.train import train_ann
 

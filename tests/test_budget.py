@@ -14,7 +14,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
 from trainer.defaults import fast_recipe, fast_snn_optim
-from trainer.stages import train_ann_in_time
+from trainer.chain import train_ann_in_time
 from trainer.fit import fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
 from trainer.train import train_ann, train_snn
@@ -71,7 +71,7 @@ def test_a_spent_deadline_keeps_the_best_and_stops(tmp_path):
     late = Runtime(progress=False, deadline=time.monotonic() - 1.0)
     ann = train_ann(bundle, arch, OptimConfig(epochs=5, lr=0.05), tmp_path / "ann.pt", late)
     assert ann.metrics["epochs"] == 1 and ann.train_state["planned_epochs"] == 1
-    from trainer.stages import convert, ConvertConfig
+    from trainer.chain import convert, ConvertConfig
     conv = convert(ann, bundle, ConvertConfig(balance_batches=1), 4, tmp_path / "conv.pt", QUIET)
     base = OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=32)
     cfg = SNNTrainConfig(fast_snn_optim("digits", base, "cuda"))          # the GPU's recipe: bf16

@@ -5,9 +5,9 @@ import dataclasses
 
 import pytest
 
-import trainer.stages as stages
+import trainer.chain as chain_steps
 from records.timesteps import TimeSteps
-from trainer.stages import ChainConfig, ConvertConfig, DataConfig, chain
+from trainer.chain import ChainConfig, ConvertConfig, DataConfig, chain
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 
 
@@ -27,8 +27,8 @@ def test_a_rerun_chain_keeps_the_conversion_and_its_evaluations(tmp_path, monkey
 
     def redone(*_args, **_kw):
         raise AssertionError("redone")
-    monkeypatch.setattr(stages, "convert", redone)
-    monkeypatch.setattr(stages, "evaluate", redone)
+    monkeypatch.setattr(chain_steps, "convert", redone)
+    monkeypatch.setattr(chain_steps, "evaluate", redone)
     _, again = chain(cfg, quiet)
     assert again.accuracies == first.accuracies
 
@@ -40,15 +40,15 @@ def test_a_rerun_chain_keeps_the_conversion_and_its_evaluations(tmp_path, monkey
 
 def test_the_large_t_is_evaluated_with_the_thresholds_before_the_scaling_factor(tmp_path, monkeypatch):
     """The paper's conversion column is the balanced network; 0.7 adjusts it for the reduced T only."""
-    seen, evaluate = {}, stages.evaluate
+    seen, evaluate = {}, chain_steps.evaluate
 
     def spy(ckpt, bundle, timesteps, rt, samples=None, thresholds=None):
         seen[timesteps] = thresholds or ckpt.snn.thresholds
         return evaluate(ckpt, bundle, timesteps, rt, samples, thresholds)
-    monkeypatch.setattr(stages, "evaluate", spy)
+    monkeypatch.setattr(chain_steps, "evaluate", spy)
     cfg = dataclasses.replace(small_chain(tmp_path), snn=SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3,
                                                                                     optimizer="adam")))
     run, _ = chain(cfg, Runtime(progress=False))
-    converted = stages.load_checkpoint(run.checkpoint("converted"))
+    converted = chain_steps.load_checkpoint(run.checkpoint("converted"))
     assert seen[16] == converted.metrics["balance"]["unscaled"]
     assert seen[4] == converted.snn.thresholds == pytest.approx([0.7 * v for v in seen[16]])

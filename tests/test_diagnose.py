@@ -9,7 +9,7 @@ from trainer.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from trainer.diagnose import layer_agreement
 from trainer.layers import Flatten, Linear
 from trainer.models import ANN, ArchConfig, neuron_layers
-from trainer.stages import ConvertConfig, convert
+from trainer.chain import ConvertConfig, convert
 from trainer.recipe import Runtime
 
 

@@ -10,7 +10,7 @@ from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.lif import Surrogate
 from trainer.snn import SNN
-from trainer.stages import ChainConfig, chain
+from trainer.chain import ChainConfig, chain
 from trainer.evaluate import evaluate_snn
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.train import train_snn
@@ -109,7 +109,7 @@ def test_cifar_recipe_leaves_chance(tmp_path):
     bound that holds across machines)."""
     from trainer.datasets import shared_data_root
     from trainer.defaults import ann_recipe
-    from trainer.stages import ArchChoice
+    from trainer.chain import ArchChoice
     from trainer.evaluate import is_silent
     from trainer.train import train_ann
 
@@ -127,7 +127,7 @@ def test_interrupted_ann_resumes_to_the_same_weights(tmp_path, monkeypatch):
     resume must reproduce), re-run, ends bit for bit where an uninterrupted run ends."""
     import trainer.train as train
     from trainer.defaults import ann_recipe
-    from trainer.stages import ArchChoice
+    from trainer.chain import ArchChoice
 
     bundle = load_dataset("digits", train_subset=300, test_subset=60)
     arch = ArchChoice(conv_dropout=0.3, fc_dropout=0.5).config(bundle)
@@ -161,7 +161,7 @@ def test_a_run_is_not_resumed_on_other_images_of_the_same_data_set(tmp_path):
 
     import trainer.train as train
     from trainer.defaults import ann_recipe
-    from trainer.stages import ArchChoice
+    from trainer.chain import ArchChoice
 
     bundle = load_dataset("digits", train_subset=200, test_subset=60)
     arch, opt = ArchChoice().config(bundle), ann_recipe("digits", epochs=1)

@@ -136,7 +136,7 @@ def test_bias_calibration_moves_the_snn_toward_its_ann_at_few_steps(tmp_path):
     that drift (on the same images), biases every hidden layer, and is recorded."""
     from trainer.data import batches, load_dataset
     from trainer.defaults import ann_recipe
-    from trainer.stages import ArchChoice, ConvertConfig, convert
+    from trainer.chain import ArchChoice, ConvertConfig, convert
     from trainer.recipe import Runtime
     from trainer.train import train_ann
 

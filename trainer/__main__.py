@@ -30,7 +30,7 @@ from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ARCHITECTURES
 from trainer.lif import BACKENDS, SURROGATES
 from trainer.defaults import ann_recipe, default_timesteps
-from trainer.stages import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
+from trainer.chain import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
                             check_converted, convert, evaluate, fine_tune, load_data, scratch_init,
                             train_baseline)
 from trainer.torch_import import ImportRefused

@@ -9,7 +9,7 @@ multiplies all thresholds at the end (``scale_thresholds``). The factor adjusts 
 for the reduced T only (the paper's Table 1, column 4): since every balanced threshold is
 scaled, the rate of layer l grows by about (1 / factor)**l, which fills the few steps but
 saturates the deep layers; at the large T of the conversion column the unscaled thresholds
-are the balanced network (``trainer.stages.convert`` records both). In residual nets only the layers outside residual
+are the balanced network (``trainer.chain.convert`` records both). In residual nets only the layers outside residual
 blocks are balanced; neurons inside blocks keep threshold 1 (Section 4).
 
 ``balance_thresholds`` keeps every balanced layer's output spikes (as floats while they fit

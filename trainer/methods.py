@@ -28,7 +28,7 @@ from records.layout import BASELINE_STAGES, METHOD_STAGES
 from trainer.lif import Surrogate
 from trainer.recipe import OptimConfig, SNNTrainConfig
 
-METHODS = tuple(METHOD_STAGES)         # "qcfs" is a recipe of the chain (trainer.stages.low_latency), not a baseline
+METHODS = tuple(METHOD_STAGES)         # "qcfs" is a recipe of the chain (trainer.chain.low_latency), not a baseline
 BASELINES = tuple(BASELINE_STAGES)     # each has a recipe here (baseline_config)
 SPIKEBP_LEAK = 0.99
 BN_SURROGATE_ALPHA = 0.5

@@ -1,9 +1,9 @@
-"""The trainer's stages as functions of typed configurations (the CLI and the pipeline
+"""The trainer's steps as functions of typed configurations (the CLI and the pipeline
 both call these): train the ANN, convert it, fine-tune (STDB) or train from scratch,
-evaluate, and ``chain`` = all of them into one run folder (``records.layout``).
-
-Per-data-set defaults live here: the architecture, the time steps (the paper's VGG5
-setting for CIFAR) and the fine-tuning surrogate.
+evaluate, and ``chain`` = all of them into one run folder (``records.layout``), each
+writing the checkpoint of its stage (a stage is always a checkpoint's kind,
+``records.layout.STAGES``). The per-data-set defaults they fall back on are
+``trainer.defaults``'.
 """
 from __future__ import annotations
 
