@@ -1,9 +1,10 @@
 """The three ways hwsim runs one core over a block of steps, behind one interface.
 
 As Lava's ProcessModels implement one Process, each path computes the same block of a
-``CorePlan`` (its synaptic current, the neuron recurrence, the counts) from the same
-``Block`` and returns a ``BlockOutput``; they share the neuron state, so a core may switch
-paths from block to block. ``choose_path`` is the one place that picks.
+core (its synaptic current, the neuron recurrence, the counts) from the same ``Block`` and
+returns a ``BlockOutput``; they share the neuron state, so a core may switch paths from
+block to block. ``choose_path`` is the one place that picks. Every ``plan`` here is the
+core's ``hwsim.plan.CorePlan``, which builds its paths.
 
 - ``DensePath``: a batched float conv / matmul over the block's steps x samples (oneDNN on
   the CPU, exact im2col + GEMM on CUDA; on the active input channels / neurons only where
@@ -31,7 +32,7 @@ skipped (``host_checks``), and a layer without input spikes is not computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -42,9 +43,6 @@ from hwsim.counters import BlockOutput
 from hwsim.device import _threads
 from hwsim.int8_products import Int8Product
 from hwsim.tensors import CL, conv2d_gemm, flat, hwc_columns, int8_words
-
-if TYPE_CHECKING:
-    from hwsim.plan import CorePlan
 
 SPARSE_FRACTION = 0.5            # compact a block's input when at most this fraction of it is active
 _V_MAX = float(fx.V_MAX)
@@ -81,7 +79,7 @@ class Block:
     buffer: np.ndarray | None = None
 
 
-def choose_path(plan: CorePlan, events: bool, int8: bool):
+def choose_path(plan, events: bool, int8: bool):
     """The path of one core's block: event-driven where ``events`` (the block's input density
     is below the core's limit) and the core has that path, else the int8 product where
     ``int8`` and the core has one, else dense."""
@@ -101,7 +99,7 @@ def _decay_(v: torch.Tensor, m: int, tmp: torch.Tensor) -> None:
     v.add_(q, alpha=float(m))                                       # + q m
 
 
-def _prepare_current(plan: CorePlan, a: torch.Tensor) -> None:
+def _prepare_current(plan, a: torch.Tensor) -> None:
     """The synaptic current as the neuron receives it, in place: weight-exp shift
     (arithmetic, i.e. floor, for negative exponents) and the conv's wrap to signed 24 bit."""
     if plan.exp > 0:
@@ -131,7 +129,7 @@ class DensePath:
     """Batched float synapses, then the recurrence in torch (the module docstring)."""
     name = "dense"
 
-    def __init__(self, plan: CorePlan, weights: np.ndarray):
+    def __init__(self, plan, weights: np.ndarray):
         """``weights``: the conv's (pool-subsampled) kernel, or the dense core's (out, in) matrix
         with columns in its input's storage order."""
         self.plan = plan
@@ -245,7 +243,7 @@ class _CompiledPath:
     view of the buffer (channels-last for a conv, whose v is kept in (H, W, C) order too)."""
     name = ""
 
-    def __init__(self, plan: CorePlan):
+    def __init__(self, plan):
         self.plan = plan
         # the kernels' bias per neuron, in their order (empty: none)
         self.bias = (np.zeros(0, plan.dtype_np) if plan.bias is None or plan.bias_max == 0
@@ -280,7 +278,7 @@ class EventPath(_CompiledPath):
     (``hwsim.events``); inputs are int8: spikes, or sums of at most 127 after a folded pool."""
     name = "events"
 
-    def __init__(self, plan: CorePlan, weights: np.ndarray | DensePath):
+    def __init__(self, plan, weights: np.ndarray | DensePath):
         """``weights``: the conv's (pool-subsampled) kernel; for a dense core its dense path,
         whose (in, out) matrix the kernel reads in place."""
         super().__init__(plan)
@@ -316,12 +314,12 @@ class Int8Path(_CompiledPath):
     then the compiled neuron update (``hwsim.events.neuron_block``)."""
     name = "int8"
 
-    def __init__(self, plan: CorePlan, product: Int8Product):
+    def __init__(self, plan, product: Int8Product):
         super().__init__(plan)
         self.product = product
 
     @classmethod
-    def make(cls, plan: CorePlan) -> Int8Path | None:
+    def make(cls, plan) -> Int8Path | None:
         """The core's int8 path, None where the product would not be exact."""
         core = plan.core
         if plan.op == "conv":

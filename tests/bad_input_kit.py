@@ -59,27 +59,26 @@ def edit_json(src: str, dst: str, change: Callable[[dict], None]) -> Callable[[P
     return make
 
 
-def edit_graph(src: str, dst: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
-    """change(header, arrays) on a copy of a core graph's .npz."""
+def _edit_npz(src: str, dst: str, header: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
+    """change(header, arrays) on a copy of an .npz record whose JSON header is the array ``header``."""
     def make(t: Path) -> None:
         with np.load(t / src) as data:
             arrays = {k: data[k] for k in data.files}
-        head = json.loads(bytes(arrays["__graph__"]).decode())
+        head = json.loads(bytes(arrays[header]).decode())
         change(head, arrays)
-        arrays["__graph__"] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
+        arrays[header] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
         np.savez(t / dst, **arrays)
     return make
+
+
+def edit_graph(src: str, dst: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
+    """change(header, arrays) on a copy of a core graph's .npz."""
+    return _edit_npz(src, dst, "__graph__", change)
 
 
 def edit_inputs(dst: str, change: Callable[[dict, dict], None]) -> Callable[[Path], None]:
-    def make(t: Path) -> None:
-        with np.load(t / "run/hwsim/inputs.npz") as data:
-            arrays = {k: data[k] for k in data.files}
-        head = json.loads(bytes(arrays["__inputs__"]).decode())
-        change(head, arrays)
-        arrays["__inputs__"] = np.frombuffer(json.dumps(head).encode(), dtype=np.uint8)
-        np.savez(t / dst, **arrays)
-    return make
+    """change(header, arrays) on a copy of the good inputs file."""
+    return _edit_npz("run/hwsim/inputs.npz", dst, "__inputs__", change)
 
 
 def write_bytes(dst: str, content: bytes) -> Callable[[Path], None]:
