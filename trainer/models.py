@@ -94,19 +94,17 @@ class ArchConfig:
             levels = d.get("quant_levels")
             if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
                 raise ValueError(f"quant_levels must be an integer, got {levels!r}")
-            name = str(d["name"])
-            layers = []
-            for i, layer in enumerate(d["layers"]):
-                try:
-                    layers.append(layer_from_dict(layer))
-                except ArchError as exc:
-                    raise ArchError(f"{name}: layer {i}: {exc}") from None
-            return cls(name=name, input_shape=tuple(int(v) for v in d["input_shape"]),
-                       num_classes=int(d["num_classes"]), layers=layers, quant_levels=levels)
+            name, raw = str(d["name"]), list(d["layers"])
+            shape, classes = tuple(int(v) for v in d["input_shape"]), int(d["num_classes"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ArchError):
-                raise
             raise ArchError(f"malformed architecture config: {exc!r}") from None
+        layers = []
+        for i, layer in enumerate(raw):
+            try:
+                layers.append(layer_from_dict(layer))
+            except ArchError as exc:
+                raise ArchError(f"{name}: layer {i}: {exc}") from None
+        return cls(name=name, input_shape=shape, num_classes=classes, layers=layers, quant_levels=levels)
 
     def validate(self) -> None:
         """Walk the layers once, checking that shapes chain."""
