@@ -10,7 +10,8 @@ import math
 import pytest
 import torch
 
-from trainer.lif import NeuronState, Surrogate, fused_available, lif_multistep, lif_reference, neuron_backend
+from trainer.lif import NeuronState, Surrogate, lif_multistep, lif_reference
+from trainer.lif_backends import fused_available, neuron_backend
 from trainer.models import ANN, build_config
 from trainer.snn import SNN
 

@@ -28,7 +28,8 @@ from trainer.data import DATASETS, batches, data_of
 from trainer.diagnose import layer_agreement
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ARCHITECTURES
-from trainer.lif import BACKENDS, SURROGATES
+from trainer.lif import SURROGATES
+from trainer.lif_backends import BACKENDS
 from trainer.defaults import ann_recipe, default_timesteps
 from trainer.chain import (ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain,
                             check_converted, convert, evaluate, fine_tune, load_data, scratch_init,

@@ -37,17 +37,15 @@ Backends (one signature: currents (steps, ...), state, theta, leak, t0, surrogat
                  (trainer.lif_fused); stores one byte per spike and recomputes the ages.
     "auto":      fused on CUDA where Triton imports, multistep elsewhere.
 All give the same spikes bit for bit; tests/test_lif_backends.py holds them to it.
+``trainer.lif_backends.neuron_backend`` picks one by name.
 """
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
-
-BACKENDS = ("auto", "multistep", "reference", "fused")
 
 SURROGATES = ("stdb", "linear", "exp", "spikebp")
 NEVER = -1  # last-spike marker of a neuron that has not spiked yet
@@ -240,25 +238,3 @@ def _spikebp_reference(current, state: NeuronState, theta: float, leak: float, t
     spikes = torch.stack(out)
     gain.append(Surrogate.spikebp_correction(spikes.detach(), leak))    # c, set before any backward
     return spikes, NeuronState(u, o, last)
-
-
-def fused_available() -> bool:
-    return importlib.util.find_spec("triton") is not None
-
-
-def neuron_backend(name: str, device: torch.device, surrogate: str = "stdb"):
-    """The LIF function of backend ``name`` for tensors on ``device`` and a ``surrogate`` kind
-    (the fused kernels have no "spikebp": "auto" takes multistep for it)."""
-    if name == "auto":
-        fused = device.type == "cuda" and fused_available() and surrogate != "spikebp"
-        name = "fused" if fused else "multistep"
-    if name == "fused" and surrogate == "spikebp":
-        raise ValueError("the fused backend has no spikebp derivative; use --backend multistep")
-    if name == "fused":
-        if not fused_available():
-            raise ValueError("the fused backend needs Triton (pip install triton); use --backend multistep")
-        from trainer.lif_fused import lif_fused
-        return lif_fused
-    if name not in BACKENDS:
-        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    return {"multistep": lif_multistep, "reference": lif_reference}[name]

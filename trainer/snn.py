@@ -30,7 +30,8 @@ from torch.nn import functional as F
 from records.encoding import check_rule, integrate_spikes, poisson_spikes
 from records.sizing import require_memory
 from trainer.layers import ArchError, AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
-from trainer.lif import BACKENDS, NeuronState, Surrogate, neuron_backend
+from trainer.lif import NeuronState, Surrogate
+from trainer.lif_backends import BACKENDS, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_count, neuron_layers
 from trainer.norms import CurrentNorms
 
