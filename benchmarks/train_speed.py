@@ -84,41 +84,46 @@ def synapse_inputs(ann: ANN, batch: int, device: torch.device) -> list[tuple[nn.
     return pairs
 
 
-def training_step(method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool):
-    """A closure that runs one training iteration of ``method`` (same weights and data for all)."""
-    torch.manual_seed(0)
-    cfg = build_config(arch, (3, 32, 32), 10)
-    ann = ANN(cfg).to(device).train()
-    x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
-    y = torch.randint(0, 10, (batch,), device=device)
-    generator = torch.Generator(device=device).manual_seed(1)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    if method == SYNAPSES:
-        model, inputs = ann, synapse_inputs(ann, timesteps * batch, device)
-        loss = lambda: sum(m(x).float().mean() for m, x in inputs)  # noqa: E731
-    elif method == DENSE:
-        model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1), y.repeat(timesteps)
-        loss = lambda: F.cross_entropy(model(xs), ys)  # noqa: E731
-    elif method == SPIKINGJELLY:
-        from spikingjelly.activation_based import functional
+class TrainingStep:
+    """One training iteration of a method, callable; its parts (``loss``: forward and loss,
+    ``optimizer``) stay reachable for ``benchmarks/train_profile.py``, which times them apart."""
 
-        model = spikingjelly_net(ann)
+    def __init__(self, method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool):
+        torch.manual_seed(0)         # the same weights and data for every method
+        cfg = build_config(arch, (3, 32, 32), 10)
+        ann = ANN(cfg).to(device).train()
+        x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
+        y = torch.randint(0, 10, (batch,), device=device)
+        generator = torch.Generator(device=device).manual_seed(1)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+        if method == SYNAPSES:
+            model, inputs = ann, synapse_inputs(ann, timesteps * batch, device)
+            self.forward = lambda: sum(m(x).float().mean() for m, x in inputs)  # noqa: E731
+        elif method == DENSE:
+            model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1), y.repeat(timesteps)
+            self.forward = lambda: F.cross_entropy(model(xs), ys)  # noqa: E731
+        elif method == SPIKINGJELLY:
+            from spikingjelly.activation_based import functional
 
-        def loss():
-            functional.reset_net(model)
-            return F.cross_entropy(model(poisson_spikes(x, timesteps, generator)).float().mean(0), y)
-    else:
-        model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method).train()
-        loss = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+            model = spikingjelly_net(ann)
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with autocast:
-            value = loss()
-        value.backward()
-        opt.step()
-    return step
+            def forward():
+                functional.reset_net(model)
+                return F.cross_entropy(model(poisson_spikes(x, timesteps, generator)).float().mean(0), y)
+            self.forward = forward
+        else:
+            model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method).train()
+            self.forward = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+    def loss(self) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast:
+            return self.forward()
+
+    def __call__(self) -> None:
+        self.loss().backward()
+        self.optimizer.step()
 
 
 def peak_rss_gib(args, method: str) -> float:
@@ -135,7 +140,7 @@ def sync(device: torch.device) -> None:
 
 
 def compare(args, timesteps: int, methods: list[str], device: torch.device) -> None:
-    steps = {m: training_step(m, args.arch, timesteps, args.batch, device, args.bf16) for m in methods}
+    steps = {m: TrainingStep(m, args.arch, timesteps, args.batch, device, args.bf16) for m in methods}
     for step in steps.values():          # warm-up: allocator, cuDNN's algorithms, Triton's compilation
         step()
     speeds = {m: [] for m in methods}
@@ -188,7 +193,7 @@ def main() -> None:
     args.iters = args.iters or (5 if cuda else 3)
     args.bf16 = cuda if args.bf16 is None else args.bf16
     if args.peak_of:
-        training_step(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16)()
+        TrainingStep(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16)()
         status = Path("/proc/self/status").read_text()      # VmHWM: this process's peak RSS since exec
         peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 2 ** 20
         print(json.dumps({"peak_rss_gib": peak}))
