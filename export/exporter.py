@@ -202,14 +202,15 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
         scores, _, per_neuron = net.run_float(spikes_in)
         return scores.argmax(1), per_neuron
 
-    def source_model(images, spikes_in):
-        return net.run_float(spikes_in, semantics)[0].argmax(1)
-
+    source_model = None
     if nir_cfg.source != "core":
         summary["source"] = {"framework": semantics.framework,
                              "differences": semantics.differences([lay.leak for lay in net.layers[:-1]])}
-    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model,
-                               source_model if nir_cfg.source != "core" else None)
+
+        def source_scores(images, spikes_in):
+            return net.run_float(spikes_in, semantics)[0].argmax(1)
+        source_model = source_scores
+    return _evaluate_and_write(graph, layers, summary, out, cfg, bundle, float_model, source_model)
 
 
 def _evaluate_and_write(graph: CoreGraph, layers: list[dict], summary: dict, out: Path, cfg: ExportConfig, bundle,

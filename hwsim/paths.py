@@ -278,9 +278,9 @@ class EventPath(_CompiledPath):
     (``hwsim.events``); inputs are int8: spikes, or sums of at most 127 after a folded pool."""
     name = "events"
 
-    def __init__(self, plan, weights: np.ndarray | DensePath):
-        """``weights``: the conv's (pool-subsampled) kernel; for a dense core its dense path,
-        whose (in, out) matrix the kernel reads in place."""
+    def __init__(self, plan, weights: np.ndarray):
+        """``weights``: the conv's (pool-subsampled) kernel; for a dense core the (in, out)
+        matrix of its dense path, which the kernel reads in place."""
         super().__init__(plan)
         if plan.op == "conv":                 # (KH, KW, C, O): one contiguous fan-out vector per input event
             ew = weights.transpose(2, 3, 1, 0).astype(plan.dtype_np)
@@ -291,7 +291,7 @@ class EventPath(_CompiledPath):
             self.geometry = np.array([*plan.stride, *plan.padding, fy, fx_, ppy, ppx, *plan.out_shape[1:]],
                                      dtype=np.int64)
         else:
-            self.weight = weights.weight.numpy()
+            self.weight = weights
         # without leak, bias or shortcut a neuron without input events that did not fire keeps its state
         self.quiet = plan.dv == 0 and not self.bias.any() and not plan.core.shortcuts
 

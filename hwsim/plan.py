@@ -141,7 +141,7 @@ class CorePlan:
         cpu = device.type == "cpu"
         self.dense = DensePath(self, w)
         # event-driven blocks take int8 inputs: spikes, or sums of at most 127 after a folded pool
-        self.events = (EventPath(self, w if core.op == "conv" else self.dense)
+        self.events = (EventPath(self, w if core.op == "conv" else self.dense.weight.numpy())
                        if cpu and (self.pool is None or math.prod(self.pool) <= 127) else None)
         self.int8 = Int8Path.make(self) if cpu and self.dtype == torch.float32 else None
 

@@ -47,9 +47,13 @@ class LayerSpec:
     """What every kind answers; ``neuron_parts``: the neuron layers it ends in (none for
     shape-only kinds; the classifier's ``Linear`` accumulates instead)."""
     kind: ClassVar[str]
-    weighted: ClassVar[bool] = False
     neuron_parts: ClassVar[tuple[str, ...]] = ()
     defaults_written: ClassVar[tuple[str, ...]] = ()   # fields a checkpoint holds even at their default
+
+    @property
+    def weighted(self) -> bool:
+        """Whether it holds weights: exactly the kinds that end in neurons."""
+        return bool(self.neuron_parts)
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         raise NotImplementedError
@@ -80,7 +84,6 @@ class Conv(LayerSpec):
     bias: bool = False
     norm: bool = False
     kind: ClassVar[str] = "conv"
-    weighted: ClassVar[bool] = True
     neuron_parts: ClassVar[tuple[str, ...]] = ("out",)
     defaults_written: ClassVar[tuple[str, ...]] = ("kernel", "stride", "padding")
 
@@ -150,7 +153,6 @@ class Linear(LayerSpec):
     bias: bool = False
     norm: bool = False
     kind: ClassVar[str] = "linear"
-    weighted: ClassVar[bool] = True
     neuron_parts: ClassVar[tuple[str, ...]] = ("out",)
 
     def __post_init__(self):
@@ -177,7 +179,6 @@ class ResBlock(LayerSpec):
     stride: int = 1
     bias: bool = False
     kind: ClassVar[str] = "resblock"
-    weighted: ClassVar[bool] = True
     neuron_parts: ClassVar[tuple[str, ...]] = ("conv1", "out")
     defaults_written: ClassVar[tuple[str, ...]] = ("stride",)
 
