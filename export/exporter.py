@@ -47,7 +47,7 @@ class ExportConfig:
     calibration_samples: int = 128        # training images that size the output accumulator (0: skip)
     eval_samples: int = 200               # test images for float vs quantized accuracy (0: skip)
     lava_samples: int = 0                 # test images to run through Lava as well
-    weight_bits: int = fx.WEIGHT_BITS
+    weight_bits: int | None = None        # default: the grid the checkpoint trained on, else fx.WEIGHT_BITS
     seed: int = 0
     data_root: str | None = None
     onnx: bool = True
@@ -61,8 +61,8 @@ class ExportConfig:
             v = getattr(self, name)
             require(v is None or v >= 1, name, v, "an integer >= 1")
         require(self.device in ("cpu", "cuda"), "device", self.device, "cpu or cuda")
-        require(2 <= self.weight_bits <= fx.WEIGHT_BITS, "weight_bits", self.weight_bits,
-                f"an integer in 2..{fx.WEIGHT_BITS}")
+        require(self.weight_bits is None or 2 <= self.weight_bits <= fx.WEIGHT_BITS, "weight_bits",
+                self.weight_bits, f"an integer in 2..{fx.WEIGHT_BITS}")
 
 
 @dataclass
@@ -118,12 +118,22 @@ def run_lava_check(graph: CoreGraph, spikes_in: np.ndarray, ref: fx.CoreRun, lab
             "bit_exact_vs_reference": bool(exact), "seconds_per_image_step": lava.seconds_per_image_step}
 
 
+def export_bits(asked: int | None, trained: int | None, path) -> int:
+    """The weight bits of an export: those asked for, else the grid the checkpoint was
+    fine-tuned on, else the core's; asking for another grid than the trained one is an error."""
+    if asked is not None and trained is not None and asked != trained:
+        raise QuantizationError(f"{path}: fine-tuned on the {trained}-bit weight grid (--weight-bits {trained}); "
+                                f"exporting it at {asked} bits would not be the network it trained as")
+    return asked or trained or fx.WEIGHT_BITS
+
+
 def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> Exported:
     """Quantize the checkpoint at ``path`` and write its export folder (all files or none)."""
     ckpt = load_checkpoint(path)
     if ckpt.snn is None:
         raise QuantizationError(f"{path}: an ANN checkpoint has no thresholds; run "
                                 "`python -m trainer convert` first")
+    bits = export_bits(cfg.weight_bits, ckpt.snn.weight_bits, path)
     timesteps = cfg.timesteps or ckpt.snn.timesteps
     calibration_t = max(timesteps, cfg.calibration_timesteps or 0)
     require_export_memory(cfg, timesteps, path, math.prod(ckpt.arch.input_shape), neuron_count(ckpt.arch))
@@ -135,10 +145,10 @@ def export_checkpoint(path: str | Path, cfg: ExportConfig = ExportConfig()) -> E
         images = bundle.train_x[:cfg.calibration_samples]
         peak = float_output_peak(ckpt, bundle.normalisation.apply(images), calibration_t, seed=cfg.seed,
                                  device=cfg.device)
-    graph, layers = quantize_checkpoint(ckpt, timesteps=timesteps, weight_bits=cfg.weight_bits, output_peak=peak,
+    graph, layers = quantize_checkpoint(ckpt, timesteps=timesteps, weight_bits=bits, output_peak=peak,
                                         source=str(path))
     summary = {"checkpoint": str(path), "stage": ckpt.stage, "timesteps": timesteps,
-               "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
+               "weight_bits": bits, "output_peak_calibration": peak,
                "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph)}
 
     def float_model(images, spikes_in):
@@ -191,10 +201,11 @@ def export_nir_file(path: str | Path, cfg: ExportConfig = ExportConfig(),
     if cfg.calibration_samples > 0:
         spikes = encoding.encode(bundle.train_x[:cfg.calibration_samples].numpy(), calibration_t, cfg.seed)
         peak = net.run_float(spikes)[1]
-    graph, layers = quantize_nir(net, encoding, bundle.class_names, timesteps, weight_bits=cfg.weight_bits,
+    bits = export_bits(cfg.weight_bits, None, path)
+    graph, layers = quantize_nir(net, encoding, bundle.class_names, timesteps, weight_bits=bits,
                                  output_peak=peak, data=DataRef(bundle.name, cfg.data_root))
     summary = {"nir": str(path), "dataset": bundle.name, "dt": net.dt, "timesteps": timesteps,
-               "weight_bits": cfg.weight_bits, "output_peak_calibration": peak,
+               "weight_bits": bits, "output_peak_calibration": peak,
                "calibration_timesteps": calibration_t, "latency_steps": fx.latency_steps(graph),
                "nir_nodes": graph.provenance["nir_nodes"]}
 

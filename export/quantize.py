@@ -5,7 +5,8 @@
    stride s*q, padding p*q and weights W[i // q, j // q] / q^2; before a dense layer
    the weights spread over the un-pooled input the same way.
 2. Per core, scale the float weights so the largest magnitude fills the signed
-   ``weight_bits`` mantissa (round to nearest; nothing clips by construction). Dense
+   ``weight_bits`` mantissa (round to nearest; nothing clips by construction): the grid
+   of ``trainer.weight_grid``, on which fine-tuning can train. Dense
    weights are stored on Lava's mixed-sign grid (x 2 for 8 bit). Thresholds share the
    scale: vth = round(theta * scale). A dense core whose vth would overflow 17 bits
    moves scale into a negative ``weight_exp``; a conv core cannot (Lava's Conv ignores
@@ -41,6 +42,7 @@ from records.header import RecordError
 from trainer.checkpoint import Checkpoint
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
 from trainer.models import count_macs, layer_shapes, neuron_layers
+from trainer.weight_grid import mantissa_scale
 
 
 class QuantizationError(RecordError):
@@ -141,7 +143,7 @@ def _quantize_shortcut(fs: FloatShortcut, units: float, weight_bits: int, block:
     """The shortcut's integers in its population's ``units`` (integer current per float current)."""
     target = fs.weights * units
     step = fx.dense_weight_step(weight_bits)
-    exp = math.ceil(math.log2(1.0 / (_mantissa_scale(target, weight_bits) * step))) if np.any(target) else 0
+    exp = math.ceil(math.log2(1.0 / (mantissa_scale(target.max(), target.min(), weight_bits) * step))) if np.any(target) else 0
     if exp > 7:
         raise QuantizationError(f"block {block}: its shortcut needs weight_exp {exp} in the population's units "
                                 f"(scale {units:.6g}), more than 7")
@@ -186,14 +188,6 @@ def _quantize_bias(bias: np.ndarray, units: float, where: str) -> tuple[np.ndarr
     return np.round(target / 2 ** exp).astype(np.int64), exp
 
 
-def _mantissa_scale(w: np.ndarray, bits: int) -> float:
-    """Largest scale that maps w into [-2^(bits-1), 2^(bits-1) - 1] without clipping."""
-    hi, lo = 2 ** (bits - 1) - 1, 2 ** (bits - 1)
-    candidates = [hi / w.max()] if w.max() > 0 else []
-    candidates += [lo / -w.min()] if w.min() < 0 else []
-    return min(candidates) if candidates else 1.0
-
-
 def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list[int], *,
                     weight_bits: int = fx.WEIGHT_BITS, output_peak: float | None = None,
                     source: str = "", v_init: list[float] | None = None) -> tuple[list[Core], list[dict]]:
@@ -215,7 +209,7 @@ def quantize_layers(layers: list[FloatLayer], thresholds: list[float], dvs: list
         is_output = k == len(layers) - 1
         if not np.all(np.isfinite(layer.weights)):
             raise QuantizationError(f"{source}: layer {layer.name}: weights are not all finite")
-        scale = _mantissa_scale(layer.weights, weight_bits)
+        scale = mantissa_scale(layer.weights.max(), layer.weights.min(), weight_bits)
         mant = np.round(layer.weights * scale).astype(np.int64)
         step = fx.dense_weight_step(weight_bits) if layer.op == "dense" else 1
         scale_eff = scale * step

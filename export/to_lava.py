@@ -70,7 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-timesteps", type=TIMESTEPS, default=None,
                    help="largest T the graph will run at: sizes the output accumulator so it does not "
                         "saturate there (default: T; larger costs output precision at small T)")
-    p.add_argument("--weight-bits", type=integer(2, fx.WEIGHT_BITS), default=fx.WEIGHT_BITS)
+    p.add_argument("--weight-bits", type=integer(2, fx.WEIGHT_BITS), default=None,
+                   help=f"weight mantissa bits (default: the grid the checkpoint was fine-tuned on, else "
+                        f"{fx.WEIGHT_BITS})")
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--data-root", default=None)
     p.add_argument("--no-onnx", action="store_true")

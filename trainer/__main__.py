@@ -39,6 +39,7 @@ from trainer.user_network import imported_checkpoint, load_user_module
 from trainer.evaluate import evaluate_ann
 from trainer.recipe import PRECISIONS, SCHEDULES, OptimConfig, Runtime, SNNTrainConfig
 from trainer.train import train_ann
+from trainer.weight_grid import MAX_BITS, MIN_BITS
 
 
 LEAK = number(0, 1, lo_open=True)
@@ -103,6 +104,9 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
                    help="LIF implementation (trainer.lif); auto: fused Triton kernels on CUDA, multistep elsewhere")
     p.add_argument("--rollback-drop", type=number(0, 100), default=10.0,
                    help="roll back to the best weights when validation accuracy drops this many points")
+    p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",
+                   help="train on the export's BITS-bit weight grid (trainer.weight_grid), so the float SNN is "
+                        "the core's; default: the initial checkpoint's grid, float weights if it has none")
 
 
 # ---- argparse Namespace -> typed configurations (nothing below main() sees the Namespace)
@@ -131,7 +135,7 @@ def convert_from(args, batch_size: int) -> ConvertConfig:
 
 def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConfig, SurrogateChoice]:
     return (SNNTrainConfig(optim, leak=leak, window=args.bptt_window, backend=args.backend,
-                           rollback_drop=args.rollback_drop),
+                           rollback_drop=args.rollback_drop, weight_bits=args.weight_bits),
             SurrogateChoice(args.surrogate, args.alpha, args.beta, not args.detach_reset))
 
 

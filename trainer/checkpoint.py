@@ -32,6 +32,7 @@ from records.layout import ANN_STAGES, STAGES
 from records.timesteps import check_timesteps
 from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.lif import Surrogate
+from trainer.weight_grid import MAX_BITS, MIN_BITS
 
 FORMAT = "hybrid-snn-checkpoint"
 VERSION = 1
@@ -47,20 +48,24 @@ class CheckpointError(RecordError):
 class SNNParams:
     """Everything beyond the weights that defines the spiking network: thresholds per neuron
     layer, leak, T, the fine-tuning surrogate, each neuron layer's initial potential as a
-    fraction of its threshold (``v_init``; None: all start at rest, 0) and the input
-    encoding's rule (``records.encoding``)."""
+    fraction of its threshold (``v_init``; None: all start at rest, 0), the input
+    encoding's rule (``records.encoding``) and the weight grid the network computes on
+    (``weight_bits``, ``trainer.weight_grid``; None: float weights)."""
     thresholds: list[float]
     leak: float = 1.0
     timesteps: int = 100
     surrogate: dict = field(default_factory=lambda: {"kind": "stdb", "alpha": 0.3, "beta": 0.01})
     v_init: list[float] | None = None
     encoding: str = "poisson"
+    weight_bits: int | None = None
 
     def to_dict(self) -> dict:
         d = {"thresholds": [float(v) for v in self.thresholds], "leak": float(self.leak),
              "timesteps": int(self.timesteps), "surrogate": dict(self.surrogate)}
         if self.v_init is not None or self.encoding != "poisson":    # absent: the paper's (files of before them)
             d.update(v_init=None if self.v_init is None else [float(v) for v in self.v_init], encoding=self.encoding)
+        if self.weight_bits is not None:                             # absent: float weights (files of before it)
+            d["weight_bits"] = int(self.weight_bits)
         return d
 
     @classmethod
@@ -77,14 +82,16 @@ class SNNParams:
                 raise ValueError(f"SNN {name} must be a list of numbers, got {vs!r}")
             return [number(name, v) for v in vs]
 
-        t, v_init, encoding = d["timesteps"], d.get("v_init"), d.get("encoding", "poisson")
+        t, v_init, encoding, bits = d["timesteps"], d.get("v_init"), d.get("encoding", "poisson"), d.get("weight_bits")
         t = check_timesteps(t, "SNN timesteps", ValueError)
         if not isinstance(encoding, str) or not isinstance(d["surrogate"], dict):
             raise ValueError(f"SNN encoding must be a name and surrogate a dict, got {encoding!r}, "
                              f"{d['surrogate']!r}")
+        if bits is not None and (isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS):
+            raise ValueError(f"SNN weight_bits must be an integer in {MIN_BITS}..{MAX_BITS} or absent, got {bits!r}")
         return cls(thresholds=numbers("thresholds", d["thresholds"]), leak=number("leak", d["leak"]),
                    timesteps=t, surrogate=dict(d["surrogate"]),
-                   v_init=None if v_init is None else numbers("v_init", v_init), encoding=encoding)
+                   v_init=None if v_init is None else numbers("v_init", v_init), encoding=encoding, weight_bits=bits)
 
 
 @dataclass

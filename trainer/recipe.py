@@ -12,6 +12,7 @@ import torch
 from records.cli import require
 from trainer.distributed import Group
 from trainer.lif import Surrogate
+from trainer.weight_grid import MAX_BITS, MIN_BITS
 
 
 SCHEDULES = ("cosine", "step", "step0.2", "onecycle", "none")
@@ -66,7 +67,9 @@ class SNNTrainConfig:
     ``keep_best=False`` with ``rollback_drop=inf`` and no clipping/warm-up is the plain recipe.
     ``loss``: "ce" (cross-entropy) or "mse" (squared error against the one-hot label, summed
     over classes: Lee 2020's); ``current_norm``: batch norm on input currents, folded into
-    the weights and biases of every checkpoint written (``trainer.norms``).
+    the weights and biases of every checkpoint written (``trainer.norms``); ``weight_bits``:
+    train on the export's weight grid (``trainer.weight_grid``; default: the initial
+    checkpoint's grid, float weights if it has none).
     """
     optim: OptimConfig
     surrogate: Surrogate | None = None
@@ -80,8 +83,14 @@ class SNNTrainConfig:
     eval_window: int = 50
     loss: str = "ce"
     current_norm: bool = False
+    weight_bits: int | None = None
 
     def __post_init__(self) -> None:
+        if self.weight_bits is not None:
+            require(MIN_BITS <= self.weight_bits <= MAX_BITS, "weight_bits", self.weight_bits,
+                    f"an integer in {MIN_BITS}..{MAX_BITS}")
+            require(not self.current_norm, "weight_bits", self.weight_bits,
+                    "float weights (None) with current_norm: the norms fold into the weights after training")
         require(self.loss in LOSSES, "loss", self.loss, " or ".join(LOSSES))
         if self.leak is not None:
             require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
@@ -97,6 +106,8 @@ class SNNTrainConfig:
         d = dataclasses.asdict(self)
         d.update(d.pop("optim"))
         d["surrogate"] = self.surrogate.to_dict() if self.surrogate is not None else None
+        if d["weight_bits"] is None:          # float weights: the configurations of runs before the option
+            del d["weight_bits"]
         return d
 
 

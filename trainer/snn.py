@@ -11,7 +11,9 @@ Input: signed rate coding of the normalised image x in [-1, 1] by the checkpoint
 fresh uniform number is below |x|) or integrate (deterministic, the low-latency recipe's).
 Each neuron layer starts at ``v_init[k]`` times its threshold (0 by default; the
 low-latency recipe's 1/2, ``trainer.qcfs``). Dropout masks are drawn once per mini-batch
-and kept for all T steps.
+and kept for all T steps. With ``weight_bits`` every conv and linear layer computes with
+its weights on the export's grid (``trainer.weight_grid``): the float network is then the
+core's, up to the rounding of thresholds and biases, and fine-tuning learns on that grid.
 
 The synapses of all steps of a window run as one batched conv/matmul over steps x batch,
 and only the neuron recurrence runs step by step (the "reference" backend instead runs
@@ -34,6 +36,7 @@ from trainer.lif import NeuronState, Surrogate
 from trainer.lif_backends import BACKENDS, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_count, neuron_layers
 from trainer.norms import CurrentNorms
+from trainer.weight_grid import MAX_BITS, MIN_BITS, on_grid
 
 
 # Bytes a training window holds per neuron, step and image until its backward: the current,
@@ -63,7 +66,8 @@ class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
     def __init__(self, ann: ANN, thresholds, leak: float = 1.0, surrogate: Surrogate | None = None,
-                 backend: str = "auto", norms: CurrentNorms | None = None, v_init=None, encoding: str = "poisson"):
+                 backend: str = "auto", norms: CurrentNorms | None = None, v_init=None, encoding: str = "poisson",
+                 weight_bits: int | None = None):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -81,6 +85,13 @@ class SNN(nn.Module):
         if len(self.v_init) != len(self.neurons):
             raise ValueError(f"{len(self.v_init)} initial potentials for {len(self.neurons)} neuron layers")
         self.encoding = check_rule(encoding)
+        if weight_bits is not None:
+            if not MIN_BITS <= weight_bits <= MAX_BITS:
+                raise ValueError(f"weight bits must be in {MIN_BITS}..{MAX_BITS}, got {weight_bits}")
+            if any(isinstance(spec, ResBlock) for spec in self.cfg.layers):
+                raise ArchError(f"{self.cfg.name}: training on the weight grid covers conv and linear chains; "
+                                "a residual block's shortcut is quantized in its population's units (export)")
+        self.weight_bits = weight_bits
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
 
@@ -94,6 +105,15 @@ class SNN(nn.Module):
         self.spike_counts[k] += int(torch.count_nonzero(spikes.detach()))   # exact: spikes are 0 or 1
         self.neuron_counts[k] = math.prod(current.shape[2:])
         return spikes
+
+    def _synapses(self, module):
+        """The conv or linear module as it computes: its own weights, or them on the grid."""
+        if self.weight_bits is None:
+            return module
+        weight = on_grid(module.weight, self.weight_bits)
+        if isinstance(module, nn.Conv2d):
+            return lambda x: module._conv_forward(x, weight, module.bias)
+        return lambda x: F.linear(x, weight, module.bias)
 
     def _propagate(self, spikes, states, masks, t0, lut, stop_at: int | None = None, start: int = 0):
         """Push input spikes (steps, B, ...) through the layers; returns the classifier's summed input.
@@ -109,7 +129,7 @@ class SNN(nn.Module):
             if i < start:
                 continue
             if isinstance(spec, (Conv, Linear)):
-                current = merged(module, spikes)
+                current = merged(self._synapses(module), spikes)
                 if i == last:
                     return current.float().sum(0)
                 if self.norms is not None:
@@ -141,10 +161,11 @@ class SNN(nn.Module):
     @classmethod
     def of_checkpoint(cls, ckpt, thresholds=None, **kwargs) -> "SNN":
         """The SNN a checkpoint defines (its weights, thresholds or the given ones, leak,
-        surrogate, initial potentials and input rule); ``kwargs`` as the constructor's."""
+        surrogate, initial potentials, input rule and weight grid); ``kwargs`` as the constructor's."""
         params = ckpt.snn
         kwargs.setdefault("surrogate", Surrogate(**params.surrogate))
         kwargs.setdefault("leak", params.leak)
+        kwargs.setdefault("weight_bits", params.weight_bits)
         return cls(ckpt.model(), thresholds or params.thresholds, v_init=params.v_init, encoding=params.encoding,
                    **kwargs)
 

@@ -231,8 +231,10 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     opt, seed, device = cfg.optim, rt.seed, rt.device
     surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
     leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
+    bits = init.snn.weight_bits if cfg.weight_bits is None else cfg.weight_bits
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
-                       surrogate=surrogate.to_dict(), v_init=init.snn.v_init, encoding=init.snn.encoding)
+                       surrogate=surrogate.to_dict(), v_init=init.snn.v_init, encoding=init.snn.encoding,
+                       weight_bits=bits)
     require_training_memory(init.arch, timesteps, opt.batch_size, cfg.window, device,
                             f"--timesteps {timesteps}, --batch-size {opt.batch_size}",
                             "fewer time steps, a smaller --batch-size or truncated BPTT (--bptt-window N) need less")
@@ -241,10 +243,11 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     ann = init.model().to(device)
     norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms,
-              v_init=params.v_init, encoding=params.encoding)
+              v_init=params.v_init, encoding=params.encoding, weight_bits=bits)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
     step = BPTTStep(snn, trainable, stage.upper(), timesteps, cfg, val_part, rt)
-    config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
+    grid = {} if bits is None else {"weight_bits": bits}
+    config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak, **grid},
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
     state = resume(out, config, trainable, step.optimizer, rt.restart)
     if state is None:

@@ -1,0 +1,116 @@
+"""Training on the export's weight grid (trainer.weight_grid): the float SNN computes with
+the weights the core holds, and the checkpoint, the trainer and the exporter agree on it."""
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export.exporter import ExportConfig, export_checkpoint
+from export.quantize import QuantizationError, fold_layers, quantize_checkpoint
+from trainer.checkpoint import SNNParams, load_checkpoint, save_checkpoint
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
+from trainer.snn import SNN
+from trainer.train import train_snn
+from trainer.weight_grid import on_grid
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _with_bits(path: Path, bits: int | None, out: Path) -> Path:
+    ckpt = load_checkpoint(path)
+    ckpt.snn = dataclasses.replace(ckpt.snn, weight_bits=bits)
+    return save_checkpoint(ckpt, out)
+
+
+@pytest.mark.parametrize("bits", [3, 8])
+def test_grid_weights_are_the_exported_weights(converted, bits):
+    """conv, conv after a folded pool, dense after a folded pool: the grid's weights, folded
+    as export folds, are the core's integers over its scale (to float32's precision)."""
+    ckpt = load_checkpoint(converted)
+    graph, _ = quantize_checkpoint(ckpt, weight_bits=bits)
+    snapped = load_checkpoint(converted)
+    for name, w in ckpt.state_dict.items():
+        if name.endswith(".weight"):
+            snapped.state_dict[name] = on_grid(w, bits)
+    for layer, plain, core in zip(fold_layers(snapped), fold_layers(ckpt), graph.cores, strict=True):
+        np.testing.assert_allclose(layer.weights, core.weights / core.weight_scale, rtol=1e-6, atol=0)
+        assert not np.allclose(plain.weights, layer.weights, rtol=1e-6)          # the grid is not a no-op
+
+
+def test_the_gradient_passes_straight_through():
+    w = torch.randn(4, 3, requires_grad=True)
+    g = torch.randn(4, 3)
+    on_grid(w, 4).backward(g)
+    assert torch.equal(w.grad, g)
+    assert len(torch.unique(on_grid(w, 2).detach())) <= 4        # 2 bits: -2, -1, 0, 1 steps
+
+
+def test_weight_bits_round_trip_and_bad_values_are_refused():
+    assert SNNParams.from_dict(SNNParams([1.0], weight_bits=6).to_dict()).weight_bits == 6
+    assert "weight_bits" not in SNNParams([1.0]).to_dict()               # files of before the option
+    for bad in ("8", 9, 1, True, 7.0):
+        with pytest.raises(ValueError, match="weight_bits"):
+            SNNParams.from_dict({**SNNParams([1.0]).to_dict(), "weight_bits": bad})
+
+
+def test_fine_tuning_on_the_grid_records_it_and_export_takes_it(converted, digits, tmp_path):
+    out = tmp_path / "stdb.pt"
+    cfg = SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam"), weight_bits=5)
+    ckpt = train_snn(digits, load_checkpoint(converted), "stdb", 6, cfg, out, Runtime(progress=False))
+    assert ckpt.snn.weight_bits == 5 and SNN.of_checkpoint(ckpt).weight_bits == 5
+    exported = export_checkpoint(out, ExportConfig(out=tmp_path / "exp", eval_samples=0, calibration_samples=0,
+                                                   onnx=False, nir=False))
+    assert exported.summary["weight_bits"] == 5 and {c.weight_bits for c in exported.graph.cores} == {5}
+    with pytest.raises(QuantizationError, match="fine-tuned on the 5-bit weight grid"):
+        export_checkpoint(out, ExportConfig(out=tmp_path / "exp8", weight_bits=8, eval_samples=0,
+                                            calibration_samples=0, onnx=False, nir=False))
+    assert not (tmp_path / "exp8").exists()
+    # resuming under another grid is another configuration
+    with pytest.raises(Exception, match="configuration"):
+        train_snn(digits, load_checkpoint(converted), "stdb", 6, dataclasses.replace(cfg, weight_bits=6), out,
+                  Runtime(progress=False))
+
+
+def test_on_the_grid_the_float_snn_fires_as_the_core(converted, digits, tmp_path):
+    """Every layer's largest weight is 7/16, so at 4 bits its scale is 16 and the grid's
+    weights are multiples of 1/16 (of 1/64 after a folded pool): float32 sums them exactly,
+    and with the thresholds on the core's grid (vth / scale, which the weight grid itself
+    leaves to export) the float SNN on the grid fires spike for spike as the core's
+    reference. Off the grid it does not."""
+    from export import fixedpoint as fx
+    from export.exporter import float_snn_run
+    ckpt = load_checkpoint(converted)
+    for name, w in ckpt.state_dict.items():
+        if name.endswith(".weight"):
+            w = w / w.abs().max() * (7 / 16)
+            w.view(-1)[w.abs().argmax()] = 7 / 16
+            ckpt.state_dict[name] = w
+    graph, _ = quantize_checkpoint(ckpt, weight_bits=4)
+    assert {c.weight_scale / (c.pool[0] ** 2 * (fx.dense_weight_step(4) if c.op == "dense" else 1)) for c in graph.cores} == {16.0}
+    ckpt.snn = dataclasses.replace(ckpt.snn, thresholds=[c.vth / c.weight_scale for c in graph.cores[:-1]])
+    images = digits.test_x[:40].numpy()
+    spikes = graph.input.encode(images, graph.timesteps, 0)
+    core = fx.run_reference(graph, spikes)
+    runs = {}
+    for bits in (None, 4):
+        ckpt.snn = dataclasses.replace(ckpt.snn, weight_bits=bits)
+        runs[bits] = float_snn_run(ckpt, graph, images, spikes)
+    assert runs[4][1] == core.spikes_per_neuron and np.array_equal(runs[4][0], core.predictions)
+    assert runs[None][1] != core.spikes_per_neuron
+
+
+def test_cli_option_and_refusals(converted, tmp_path):
+    res = subprocess.run([sys.executable, "-m", "trainer", "stdb", str(converted), "--timesteps", "6",
+                          "--weight-bits", "9", "--out", str(tmp_path / "s.pt")], cwd=tmp_path, capture_output=True,
+                         text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2 and "--weight-bits" in res.stderr and "Traceback" not in res.stderr
+    grid = _with_bits(converted, 6, tmp_path / "grid.pt")
+    res = subprocess.run([sys.executable, "-m", "export.to_lava", str(grid), "--weight-bits", "8", "--out",
+                          str(tmp_path / "e"), "--eval-samples", "0", "--calibration-samples", "0"], cwd=tmp_path,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2 and "6-bit weight grid" in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
