@@ -42,6 +42,7 @@ from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import StageClock
 from trainer.defaults import ann_recipe, default_timesteps, fast_recipe, fast_snn_optim
 from trainer.chain import ArchChoice, ChainConfig, DataConfig, chain
+from trainer.weight_grid import MAX_BITS, MIN_BITS
 from trainer.recipe import Runtime
 
 
@@ -80,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "else hybrid)")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="levels of the qcfs method's ANN activations (default: the reduced T)")
+    p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",
+                   help="fine-tune (STDB, qcfs, scratch) on the export's BITS-bit weight grid, so each float SNN "
+                        "is the one the core runs (trainer.weight_grid; default: float weights)")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
                    help="epochs of each baseline of --methods (default: the ANN's)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
@@ -130,6 +134,8 @@ def chain_config(args, timesteps, device: str) -> ChainConfig:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
     if args.eval_samples is not None:            # the fine-tuning's validation checks too
         cfg.snn = dataclasses.replace(cfg.snn, val_samples=args.eval_samples)
+    if args.weight_bits is not None:
+        cfg.snn = dataclasses.replace(cfg.snn, weight_bits=args.weight_bits)
     if args.snn_epochs is not None:
         cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
     return cfg

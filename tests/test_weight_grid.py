@@ -114,3 +114,11 @@ def test_cli_option_and_refusals(converted, tmp_path):
                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert res.returncode == 2 and "6-bit weight grid" in res.stderr and "Traceback" not in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_pipeline_refuses_the_grid_for_residual_nets_before_training(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "pipeline", "--arch", "resnet_tiny", "--weight-bits", "8", "--runs",
+                          str(tmp_path / "runs"), "--quiet"], cwd=tmp_path, capture_output=True, text=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2 and "--weight-bits: resnet_tiny has residual blocks" in res.stderr
+    assert "Traceback" not in res.stderr and not (tmp_path / "runs").exists()
