@@ -1,7 +1,9 @@
 """Where the float SNN -> fixed point loss comes from: the float SNN of a checkpoint on the
 images of an hwsim inputs file, with the weights of all layers, of the first only or of all
-but the first on the export's grid (trainer.weight_grid).
+but the first on the export's grid (trainer.weight_grid); "float" means the float weights even
+for a checkpoint fine-tuned on a grid (its recorded grid is set aside).
 ``python results/cifar10-vgg9-qcfs-l8/quant_ablation.py CKPT INPUTS.npz T``"""
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ inp = load_inputs(inputs)
 
 def accuracy(bits: int | None = None, which=lambda name: True) -> float:
     ck = load_checkpoint(path)
+    ck.snn = dataclasses.replace(ck.snn, weight_bits=None)
     if bits is not None:
         for name, w in ck.state_dict.items():
             if name.endswith(".weight") and w.ndim in (2, 4) and which(name):
