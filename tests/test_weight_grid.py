@@ -90,7 +90,8 @@ def test_on_the_grid_the_float_snn_fires_as_the_core(converted, digits, tmp_path
             w.view(-1)[w.abs().argmax()] = 7 / 16
             ckpt.state_dict[name] = w
     graph, _ = quantize_checkpoint(ckpt, weight_bits=4)
-    assert {c.weight_scale / (c.pool[0] ** 2 * (fx.dense_weight_step(4) if c.op == "dense" else 1)) for c in graph.cores} == {16.0}
+    steps = {c.name: fx.dense_weight_step(4) if c.op == "dense" else 1 for c in graph.cores}
+    assert {c.weight_scale / (c.pool[0] ** 2 * steps[c.name]) for c in graph.cores} == {16.0}
     ckpt.snn = dataclasses.replace(ckpt.snn, thresholds=[c.vth / c.weight_scale for c in graph.cores[:-1]])
     images = digits.test_x[:40].numpy()
     spikes = graph.input.encode(images, graph.timesteps, 0)

@@ -28,7 +28,6 @@ from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
 from trainer.methods import BASELINES, baseline_config
 from trainer import qcfs
-from trainer.layers import ArchError, ResBlock
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
 from trainer.snn import SNN, require_training_memory
@@ -37,6 +36,7 @@ from trainer.fit import DeadNetwork
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.train import check_learned, train_ann, train_snn
 from trainer.train_state import weights_digest
+from trainer.weight_grid import check_grid_fits
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -340,9 +340,8 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     # Sized before the ANN trains: fine-tuning at the reduced T is the chain's largest hold.
     batch = max([cfg.snn.optim.batch_size] + [baseline_config(m, 1).optim.batch_size for m in cfg.baselines
                                               if m in BASELINES])
-    if cfg.snn.weight_bits is not None and any(isinstance(spec, ResBlock) for spec in arch.layers):
-        raise ArchError(f"--weight-bits: {arch.name} has residual blocks, whose shortcuts export quantizes in "
-                        "their population's units; training on the weight grid covers conv and linear chains")
+    if cfg.snn.weight_bits is not None:
+        check_grid_fits(arch)
     require_training_memory(arch, steps.reduced, batch, cfg.snn.window, rt.device,
                             f"--timesteps {steps.reduced}", "fewer time steps need less")
     run = RunLayout.named(cfg.runs, bundle.name, arch.name, cfg.name)

@@ -36,7 +36,7 @@ from trainer.lif import NeuronState, Surrogate
 from trainer.lif_backends import BACKENDS, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_count, neuron_layers
 from trainer.norms import CurrentNorms
-from trainer.weight_grid import MAX_BITS, MIN_BITS, on_grid
+from trainer.weight_grid import MAX_BITS, MIN_BITS, check_grid_fits, on_grid
 
 
 # Bytes a training window holds per neuron, step and image until its backward: the current,
@@ -88,9 +88,7 @@ class SNN(nn.Module):
         if weight_bits is not None:
             if not MIN_BITS <= weight_bits <= MAX_BITS:
                 raise ValueError(f"weight bits must be in {MIN_BITS}..{MAX_BITS}, got {weight_bits}")
-            if any(isinstance(spec, ResBlock) for spec in self.cfg.layers):
-                raise ArchError(f"{self.cfg.name}: training on the weight grid covers conv and linear chains; "
-                                "a residual block's shortcut is quantized in its population's units (export)")
+            check_grid_fits(self.cfg)
         self.weight_bits = weight_bits
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer

@@ -231,7 +231,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     opt, seed, device = cfg.optim, rt.seed, rt.device
     surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
     leak = init.snn.leak if cfg.leak is None else float(cfg.leak)
-    bits = init.snn.weight_bits if cfg.weight_bits is None else cfg.weight_bits
+    if cfg.weight_bits is None and init.snn.weight_bits is not None:     # the initial checkpoint's grid
+        cfg = dataclasses.replace(cfg, weight_bits=init.snn.weight_bits)
+    bits = cfg.weight_bits
     params = SNNParams(thresholds=list(init.snn.thresholds), leak=leak, timesteps=timesteps,
                        surrogate=surrogate.to_dict(), v_init=init.snn.v_init, encoding=init.snn.encoding,
                        weight_bits=bits)
@@ -246,8 +248,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
               v_init=params.v_init, encoding=params.encoding, weight_bits=bits)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
     step = BPTTStep(snn, trainable, stage.upper(), timesteps, cfg, val_part, rt)
-    grid = {} if bits is None else {"weight_bits": bits}
-    config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak, **grid},
+    config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
     state = resume(out, config, trainable, step.optimizer, rt.restart)
     if state is None:

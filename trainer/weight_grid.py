@@ -12,7 +12,18 @@ from __future__ import annotations
 
 import torch
 
+from trainer.layers import ArchError, ResBlock
+from trainer.models import ArchConfig
+
 MIN_BITS, MAX_BITS = 2, 8
+
+
+def check_grid_fits(cfg: ArchConfig) -> None:
+    """Refuse an architecture the grid does not cover: a residual block's shortcut is
+    quantized in its population's units (``export.quantize``), not on its own grid."""
+    if any(isinstance(spec, ResBlock) for spec in cfg.layers):
+        raise ArchError(f"--weight-bits: {cfg.name} has residual blocks, whose shortcuts export quantizes in "
+                        "their population's units; training on the weight grid covers conv and linear chains")
 
 
 def mantissa_scale(w_max: float, w_min: float, bits: int) -> float:
