@@ -3,7 +3,8 @@
     python benchmarks/hwsim_vs_lava.py                     # CPU: VGG5 convs at 2/5/10/20 % firing
     python benchmarks/hwsim_vs_lava.py --no-lava           # hwsim and the dense conv only
     python benchmarks/hwsim_vs_lava.py --device cuda       # GPU: VGG16, T=100, 1,500 CIFAR-sized images
-    python benchmarks/hwsim_vs_lava.py --arch vgg16 --check   # the same graph, small, on the CPU
+    python benchmarks/hwsim_vs_lava.py --arch vgg16 --images 16 -T 16 --check
+                                                           # CPU: VGG16 at 10 % firing, by path
 
 CPU run: a VGG5-like graph -- the three conv layers of VGG5 on a 32x32x3 input with the
 average pools folded into the next layer (6x6 stride-2 conv; a pooled dense output), random
@@ -12,8 +13,8 @@ layer's threshold is calibrated to fire at it. Then come rounds. In each, every 
 in a random order (a rotation would always run a method after the same one), called twice
 in a row with the second call timed: its steady state, not the caches and heap the previous
 method left (hwsim's first call after the fp32 conv took 1.27x its second). The methods:
-hwsim as it runs by default (event-driven where a block's input is sparse,
-``hwsim.simulate.EVENT_DENSITY_INT8``, else the int8 path); hwsim with every block on one
+hwsim as it runs by default (each core's block event-driven or on the int8 path, whichever
+has cost less so far, ``hwsim.path_choice``); hwsim with every block on one
 path -- event-driven, int8 (oneDNN's int8 products, ``hwsim.int8_products``), dense float;
 the same convs as plain fp32 torch convs on the same spikes (no neurons: the floor a dense
 float simulator cannot beat); and two Lava networks kept alive across rounds, each
@@ -28,7 +29,9 @@ OpenMP's wait policy is left as the environment sets it (libgomp's default: spin
 then sleep). ``python -m hwsim.run`` sets OMP_WAIT_POLICY=PASSIVE, which is robust on a
 busy machine and slower on a quiet one: run this with OMP_WAIT_POLICY=PASSIVE to time that.
 GPU run: VGG16 (13 convs with folded pools + 3 dense layers) at T=100 on 1,500 images
-(target < 10 s).
+(target < 10 s). VGG16 on the CPU: every layer's threshold calibrated to fire at ``--rate``;
+hwsim by default and on each path alone, interleaved in rounds as above: min and median
+time per image-step, on plans built once as ``python -m hwsim.run`` builds them.
 """
 from __future__ import annotations
 
@@ -327,6 +330,46 @@ def cpu_main(args) -> int:
     return 0 if agree else 1
 
 
+def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
+    """VGG16 on the CPU: hwsim as it runs by default and each path alone, on plans built once
+    (as ``hwsim.run`` builds them per network: building VGG16's costs about a second), in a
+    random order per round, each called twice with the second call timed; min and median
+    time per image-step, and whether every method's output is the same."""
+    plans = make_plans(g, torch.device("cpu"))
+    paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf),
+             "hwsim, int8 path": dict(event_density=0.0, int8=True),
+             "hwsim, dense float path": dict(event_density=0.0, int8=False)}
+    outputs, seconds = {}, {name: [] for name in paths}
+
+    def run(name):
+        r = simulate(g, (images, 0), timesteps=steps, plans=plans, options=SimOptions(chunk=args.chunk,
+                                                                                       **paths[name]))
+        outputs[name] = r
+        return r
+    for name in paths:
+        run(name)                                                  # warm-up: numba's compile, allocators
+    for r in range(args.repeats):
+        for name in np.random.default_rng([args.seed, r]).permutation(list(paths)):
+            run(name)
+            t = time.perf_counter()
+            res = run(name)
+            seconds[name].append((time.perf_counter() - t) / res.image_steps)
+    res = outputs["hwsim"]
+    print(f"hwsim on the CPU: VGG16, T={steps}, {len(images)} CIFAR-sized images per call, Poisson encoding "
+          f"included; {args.repeats} rounds; {torch.get_num_threads()} torch threads; "
+          f"plan: chunk {res.plan[0]['chunk']}, steps per block {res.plan[0]['steps_per_block']}")
+    print("  firing rates per neuron-step: " + ", ".join(
+        f"{l.name} {l.spikes / (l.neurons * res.image_steps):.3f}" for l in res.layers if l.spiking))
+    default = statistics.median(seconds["hwsim"])
+    for name, v in seconds.items():
+        med = statistics.median(v)
+        print(f"  {name:<25} min {min(v) * 1e3:6.3f} ms  median {med * 1e3:6.3f} ms per image-step "
+              f"({1 / med:6.1f} image-steps/s; {med / default:5.2f}x the default's time)")
+    same = all(np.array_equal(o.output, res.output) for o in outputs.values())
+    print(f"  every method's output voltages equal: {'YES' if same else 'NO'}")
+    return same
+
+
 def vgg16_main(args) -> int:
     """VGG16 (13 convs, pools folded, 3 dense layers) on CIFAR-sized images; the GPU figure."""
     device = args.device
@@ -344,6 +387,9 @@ def vgg16_main(args) -> int:
           f"{[round(r, 3) for r in rates]} ({time.perf_counter() - t:.1f} s)")
     if device == "cuda":
         print(f"GPU: {torch.cuda.get_device_name()}")
+    else:
+        ok = vgg16_cpu_paths(args, g, images, steps)
+        return 0 if ok and (not args.check or agrees_with_reference(g, images, steps, device)) else 1
     simulate(g, (images[:min(n, 64)], 0), timesteps=min(steps, 4), device=device)      # warm-up
     if device == "cuda":
         torch.cuda.synchronize()
@@ -365,17 +411,20 @@ def vgg16_main(args) -> int:
                       for p in r.plan))
     if device == "cuda":
         print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-    if args.check:
-        k, ts = min(n, 2), min(steps, 3)
-        sp = g.input.encode(images[:k], ts, seed=0)
-        from export.fixedpoint import run_reference
-        ref = run_reference(g, sp)
-        got = simulate(g, sp, device=device, record_spikes=True)
-        ok = all(np.array_equal(a, b) for a, b in zip(ref.spikes, got.spike_trains)) and \
-            np.array_equal(ref.output, got.output)
-        print(f"  bit-exact vs export.fixedpoint.run_reference on {k} images x {ts} steps: {'YES' if ok else 'NO'}")
-        return 0 if ok else 1
-    return 0
+    return 0 if not args.check or agrees_with_reference(g, images, steps, device) else 1
+
+
+def agrees_with_reference(g: CoreGraph, images: np.ndarray, steps: int, device: str) -> bool:
+    """hwsim against ``export.fixedpoint.run_reference`` on 2 images x 3 steps: bit for bit?"""
+    from export.fixedpoint import run_reference
+    k, ts = min(len(images), 2), min(steps, 3)
+    sp = g.input.encode(images[:k], ts, seed=0)
+    ref = run_reference(g, sp)
+    got = simulate(g, sp, device=device, record_spikes=True)
+    ok = all(np.array_equal(a, b) for a, b in zip(ref.spikes, got.spike_trains)) and \
+        np.array_equal(ref.output, got.output)
+    print(f"  bit-exact vs export.fixedpoint.run_reference on {k} images x {ts} steps: {'YES' if ok else 'NO'}")
+    return ok
 
 
 def main(argv=None) -> int:
@@ -388,7 +437,7 @@ def main(argv=None) -> int:
     p.add_argument("--timesteps", "-T", type=int, default=None, help="hwsim steps (cpu: 16; cuda: 100)")
     p.add_argument("--rates", type=float, nargs="+", default=[0.02, 0.05, 0.10, 0.20],
                    help="cpu: firing rates per neuron and step (default 2/5/10/20 %%)")
-    p.add_argument("--repeats", type=int, default=9, help="cpu: rounds (default 9)")
+    p.add_argument("--repeats", type=int, default=None, help="cpu: rounds (default 9; vgg16: 5)")
     p.add_argument("--lava-steps", type=int, default=2, help="cpu: Lava steps per round (default 2)")
     p.add_argument("--no-lava", action="store_true", help="cpu: without the Lava networks")
     p.add_argument("--rate", type=float, default=0.10, help="vgg16: target firing rate per neuron and step")
@@ -398,7 +447,11 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     print(describe(args.device), flush=True)
     if args.arch == "vgg16" or (args.device == "cuda" and args.arch is None):
+        args.repeats = args.repeats or 5
+        if args.repeats < 1:
+            p.error("--repeats must be >= 1")
         return vgg16_main(args)
+    args.repeats = args.repeats or 9
     args.images = args.images or 16
     args.timesteps = args.timesteps or 16
     if min(args.rates) <= 0 or max(args.rates) >= 1 or args.repeats < 1 or args.lava_steps < 1:

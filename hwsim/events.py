@@ -37,9 +37,9 @@ _ROW = 1024                          # neurons per update row of ``neuron_block`
 
 @numba.njit(inline="always")
 def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp, conv_wrap, spiking,
-                    wrap, clear):
+                    wrap):
     """Step ``t`` of sample ``b``'s neurons ``first`` to ``first + len(acc)`` from their
-    synaptic sums ``acc`` (scratch; cleared after when ``clear``): the weight-exp shift
+    synaptic sums ``acc`` (scratch: overwritten): the weight-exp shift
     (floor for negative exponents), the conv's wrap to signed 24 bit, + the shortcuts'
     current ``extra[t, b]`` (when it is not empty), ``u = wrap24(a << 6)`` (``wrap``: only
     where the core's bound says it can matter), decay, + the neurons' ``bias`` (in v's
@@ -102,8 +102,6 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
     if not spiking:
         for i in range(n):
             vr[i] = min(max(vr[i] + acc[i], -v_max), v_max)
-        if clear:
-            acc[:] = zero
         return nz, 0
     for i in range(n):
         vv = min(max(vr[i] - vth_f * pr[i] + acc[i], -v_max), v_max)
@@ -116,8 +114,6 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
         orow[i] = s
         cr[i] += s
         k += s != zero
-    if clear:
-        acc[:] = zero
     return nz, k
 
 
@@ -133,29 +129,44 @@ def _any_fired(prev, b, first, n):
 @numba.njit(inline="always")
 def _gather(row, w, ones, n1, others, scales, nv):
     """row += the sum of w's rows ``ones[:n1]`` and of ``scales[j] * w[others[j]]``, j < nv. Four
-    rows per pass over ``row`` (integer sums below the exactness bound: any order is exact)."""
+    rows per pass over ``row``, each weight widened to row's type first (int8 weights into int32
+    sums: four times less weight traffic than float32; integer sums below the exactness bound:
+    any order is exact)."""
+    f = row.dtype.type
     e = 0
     while e + 4 <= n1:
         i0, i1, i2, i3 = ones[e], ones[e + 1], ones[e + 2], ones[e + 3]
         for o in range(row.shape[0]):
-            row[o] += (w[i0, o] + w[i1, o]) + (w[i2, o] + w[i3, o])
+            row[o] += (f(w[i0, o]) + f(w[i1, o])) + (f(w[i2, o]) + f(w[i3, o]))
         e += 4
     for j in range(e, n1):
         i = ones[j]
         for o in range(row.shape[0]):
-            row[o] += w[i, o]
+            row[o] += f(w[i, o])
     for j in range(nv):
         i, s = others[j], scales[j]
         for o in range(row.shape[0]):
-            row[o] += s * w[i, o]
+            row[o] += s * f(w[i, o])
+
+
+@numba.njit(inline="always")
+def _to_current(cur, row, scale):
+    """cur <- row * scale in cur's float type (the weights' power of two: exact), row <- 0."""
+    f = cur.dtype.type
+    sc = f(scale)
+    for o in range(row.shape[0]):
+        cur[o] = f(row[o]) * sc
+    row[:] = 0
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv_wrap, spiking,
-                     wrap, quiet):
+def conv_core_events(x, xw, w, w_scale, sum_type, geometry, v, prev, out, counts, bias, extra, stats, vth, dv, exp,
+                     conv_wrap, spiking, wrap, quiet):
     """One conv core over a block. x (T, B, H, W, C) int8 inputs, C a multiple of 8 (padded
     with zeros), and xw the same memory as int64 words (one per eight channels); w (KH, KW, C, O)
-    weights (pooled kernel); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
+    weights (pooled kernel) times ``w_scale`` are the core's (int8 weights times a power of two, or
+    the floats themselves and 1), summed in ``sum_type``'s type (an empty array: int32 for int8
+    weights, else v's float type); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
     on the pooled input, the folded pool and the padding applied before it; v, prev (B, Ho*Wo*O)
     state in (H, W, C) order, updated in place; out (T, B, Ho*Wo*O) int8 spikes (written);
     counts (B, Ho*Wo*O) spikes per neuron (added to); bias (Ho*Wo*O,) per neuron, in v's units
@@ -176,17 +187,18 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stat
     for b in numba.prange(b_n):
         ptr = np.zeros(hq * wq + 1, dtype=np.int64)          # events of pooled position q: ptr[q]:ptr[q + 1]
         chan = np.empty(h * wd * c_n, dtype=np.int64)
-        val = np.empty(h * wd * c_n, dtype=w.dtype)
-        row = np.zeros(o_n, dtype=w.dtype)                   # one output position's currents
+        val = np.empty(h * wd * c_n, dtype=sum_type.dtype)
+        row = np.zeros(o_n, dtype=sum_type.dtype)            # one output position's synaptic sums
+        cur = np.empty(o_n, dtype=v.dtype)                   # ... as currents
         window = kh * kw * c_n * fy * fx_                    # the most events under one window (a folded pool:
         ones = np.empty(window, dtype=np.int64)              # one per spike under it); rows of w2 to add (a spike),
         others = np.empty(window, dtype=np.int64)            # and to scale and add
-        scales = np.empty(window, dtype=w.dtype)
+        scales = np.empty(window, dtype=sum_type.dtype)
         fired = np.empty(ho * wo, dtype=np.bool_)            # per output position: a spike at the last step
         for pos in range(ho * wo):
             fired[pos] = _any_fired(prev, b, pos * o_n, o_n)
         nz = 0
-        a_max = np.zeros(o_n, dtype=w.dtype)                 # the largest |current| per channel
+        a_max = np.zeros(o_n, dtype=v.dtype)                 # the largest |current| per channel
         for t in range(tb):
             nnz = 0
             for qy in range(hq):
@@ -235,8 +247,9 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stat
                     if quiet and hits == 0 and not fired[pos]:
                         out[t, b, pos * o_n:(pos + 1) * o_n] = 0
                         continue
-                    nzr, k = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, pos * o_n,
-                                             vth, dv, exp, conv_wrap, spiking, wrap, True)
+                    _to_current(cur, row, w_scale)
+                    nzr, k = _update_neurons(cur, v, prev, out, counts, bias, extra, a_max, t, b, pos * o_n,
+                                             vth, dv, exp, conv_wrap, spiking, wrap)
                     nz += nzr
                     fired[pos] = k > 0
         stats[b, 0] = nz
@@ -244,19 +257,22 @@ def conv_core_events(x, xw, w, geometry, v, prev, out, counts, bias, extra, stat
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def dense_core_events(x, xw, w, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv_wrap, spiking, wrap,
-                      quiet):
+def dense_core_events(x, xw, w, w_scale, sum_type, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv_wrap,
+                      spiking, wrap, quiet):
     """One dense core over a block: x (T, B, M) int8 inputs, M a multiple of 8 (padded with
-    zeros), xw the same memory as int64 words, w (M, O) weights; the rest as for
+    zeros), xw the same memory as int64 words, w (M, O) weights (times ``w_scale``, summed in
+    ``sum_type``'s type, as for ``conv_core_events``); the rest as for
     ``conv_core_events`` (a core without input events whose neurons did not fire is skipped
     when ``quiet``)."""
     tb, b_n, m_n = x.shape
     o_n = w.shape[1]
     for b in numba.prange(b_n):
-        acc = np.zeros(o_n, dtype=w.dtype)
+        acc = np.zeros(o_n, dtype=sum_type.dtype)
+        cur = np.empty(o_n, dtype=v.dtype)
+        f = acc.dtype.type
         fired = _any_fired(prev, b, 0, o_n)
         nz = 0
-        a_max = np.zeros(o_n, dtype=w.dtype)
+        a_max = np.zeros(o_n, dtype=v.dtype)
         for t in range(tb):
             hits = 0
             xr, wr = x[t, b], xw[t, b]
@@ -275,13 +291,19 @@ def dense_core_events(x, xw, w, v, prev, out, counts, bias, extra, stats, vth, d
                         if s == 0:
                             continue
                         hits += 1
-                        for o in range(o_n):
-                            acc[o] += s * w[i, o]
+                        if s == 1:
+                            for o in range(o_n):
+                                acc[o] += f(w[i, o])
+                        else:
+                            sv = f(s)
+                            for o in range(o_n):
+                                acc[o] += sv * f(w[i, o])
             if quiet and hits == 0 and not fired:
                 out[t, b, :] = 0
                 continue
-            nzr, k = _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, 0, vth, dv, exp, conv_wrap,
-                                     spiking, wrap, True)
+            _to_current(cur, acc, w_scale)
+            nzr, k = _update_neurons(cur, v, prev, out, counts, bias, extra, a_max, t, b, 0, vth, dv, exp, conv_wrap,
+                                     spiking, wrap)
             nz += nzr
             fired = k > 0
         stats[b, 0] = nz
@@ -303,7 +325,7 @@ def neuron_block(a, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv
             for t in range(tb):                          # steps while its state stays in L1
                 row = a[t, b, first:min(first + _ROW, n_n)]
                 nzr, _ = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp,
-                                         conv_wrap, spiking, wrap, False)
+                                         conv_wrap, spiking, wrap)
                 nz += nzr
         stats[b, 0] = nz
         stats[b, 1] = np.int64(a_max.max()) if n_n else 0

@@ -6,7 +6,8 @@ quantized convolution and inner product -- the kernels behind torch's x86 int8 i
 float32. With unit scales and zero points that float32 is the integer sum itself, exact
 while ``|sum| < 2**24``: the bound every float32 core already meets (``CorePlan.dtype``).
 On a CPU with AMX this is 10-50x the float32 rate, so on such a CPU the whole product
-costs less than gathering even a few percent of events (``simulate.EVENT_DENSITY_INT8``).
+costs less than gathering even a few percent of events; without VNNI it costs more than
+gathering the events of most firing rates (``hwsim.path_choice`` measures which wins).
 
 Exactness conditions, checked here:
 
@@ -52,14 +53,17 @@ def available() -> bool:
 
 def int8_shift(weights: np.ndarray) -> int | None:
     """The smallest k with ``weights = 2**k * w8``, w8 in int8's range; None when there is none."""
-    w = np.asarray(weights, dtype=np.int64)
-    for k in range(0, 24):
-        if np.any(w % (1 << k)):
-            return None
-        w8 = w >> k
-        if w8.size == 0 or (w8.min() >= -128 and w8.max() <= 127):
-            return k
-    return None
+    w = np.asarray(weights)
+    if w.size == 0:
+        return 0
+    if w.dtype.kind not in "iu":
+        w = w.astype(np.int64)
+    lo, hi = int(w.min()), int(w.max())
+    k = 0                                    # the smallest shift that brings the range into int8's
+    while (lo >> k) < -128 or (hi >> k) > 127:
+        k += 1
+    # every weight a multiple of 2**k: the OR of all of them has k trailing zero bits (one pass)
+    return k if k == 0 or int(np.bitwise_or.reduce(w, axis=None)) & ((1 << k) - 1) == 0 else None
 
 
 class _Conv:

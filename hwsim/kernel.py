@@ -5,22 +5,24 @@ The graph is a feed-forward chain (plus shortcuts to earlier populations) and th
 reference is layer-synchronous, so the synaptic input of a layer for a whole *block* of
 time steps is one batched computation over ``steps x samples`` once the previous layer's
 spikes of those steps are known; only the neuron recurrence then runs step by step. Per
-block and core, ``hwsim.paths.choose_path`` picks how: event-driven where the block's
-input has at most ``simulate.EVENT_DENSITY`` (``EVENT_DENSITY_INT8`` where the core has an
-int8 product) non-zero entries per input and image-step, else the int8 product, else the
-dense float path. A core with shortcuts (``export.graph.Shortcut``) adds each shortcut's
+block and core, ``hwsim.paths.choose_path`` picks how: where the core has both the event
+kernels and an int8 product, by what each has cost so far (``hwsim.path_choice``); else
+event-driven where the block's input has at most ``simulate.EVENT_DENSITY`` non-zero entries
+per input and image-step, else the int8 product, else the dense float path. A core with shortcuts (``export.graph.Shortcut``) adds each shortcut's
 current, one batched conv / product over its source's spikes of the block, kept until the
 block ends (on every path). Every event is counted: spikes, synaptic events (input spikes
 x fan-out), neuron updates and active neuron updates.
 """
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from hwsim.counters import ChunkCounts
+from hwsim.path_choice import PathCosts
 from hwsim.paths import Block, BlockSettings, choose_path
 from hwsim.plan import CorePlan
 from hwsim.tensors import CL, flat
@@ -34,11 +36,14 @@ def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
 
 
 def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device, record: bool,
-              settings: BlockSettings, event_density: Sequence[float], int8: bool) -> ChunkCounts:
+              settings: BlockSettings, event_density: Sequence[float], int8: bool,
+              costs: Sequence[PathCosts | None]) -> ChunkCounts:
     """All steps of one chunk of samples, in blocks of ``block`` steps, the neuron states
-    flat (samples, neurons) in storage order. Core i's block runs event-driven when its
-    input has at most ``event_density[i]`` non-zero entries (per input and image-step),
-    else on the int8 path where ``int8`` and the core has one, else dense."""
+    flat (samples, neurons) in storage order. Core i's block runs event-driven where
+    ``costs[i]`` (learned over the run, updated here) predicts it cheaper than the int8
+    product, or, for a core without ``costs[i]``, when its input has at most
+    ``event_density[i]`` non-zero entries (per input and image-step); else on the int8 path
+    where ``int8`` and the core has one, else dense."""
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
@@ -70,13 +75,19 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
             if v[i] is None:
                 v[i] = torch.full((n, p.neurons), p.core.v_init, dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
-            events = (event_density[i] > 0
-                      and float(per_sample.sum()) <= event_density[i] * tb * n * s_tot.numel())
+            input_events = float(per_sample.sum())
+            if costs[i] is not None:
+                events = costs[i].events(tb * n, input_events)
+            else:
+                events = event_density[i] > 0 and input_events <= event_density[i] * tb * n * s_tot.numel()
             path = choose_path(p, events, int8)
             if path is not p.dense and buffers[i] is None:
                 buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
+            started = time.perf_counter()
             res = path.run(Block(x, hwc, s_tot, tb, n, v[i], prev[i], [kept[sc.source][0] for sc in p.shortcuts],
                                  buffers[i]), settings)
+            if costs[i] is not None and path is not p.dense:
+                costs[i].observe(path.name, time.perf_counter() - started, tb * n, input_events)
             out, counts, out_hwc[i], active, amax = res
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from export import fixedpoint as fx
 from hwsim.counters import BlockOutput
 from hwsim.device import _threads
-from hwsim.int8_products import Int8Product
+from hwsim.int8_products import Int8Product, int8_shift
 from hwsim.tensors import CL, conv2d_gemm, flat, hwc_columns, int8_words
 
 SPARSE_FRACTION = 0.5            # compact a block's input when at most this fraction of it is active
@@ -275,15 +275,26 @@ class _CompiledPath:
 
 class EventPath(_CompiledPath):
     """Each output's current gathered from the input events, neurons in the same pass
-    (``hwsim.events``); inputs are int8: spikes, or sums of at most 127 after a folded pool."""
+    (``hwsim.events``); inputs are int8: spikes, or sums of at most 127 after a folded pool.
+
+    A float32 core whose weights are int8 times a power of two (``int8_shift``: every 8-bit
+    core) gathers int8 weight rows into int32 sums, exact below the float32 bound it already
+    meets: a quarter of the weight traffic of float32 rows. Other cores gather their floats."""
     name = "events"
 
     def __init__(self, plan, weights: np.ndarray):
-        """``weights``: the conv's (pool-subsampled) kernel; for a dense core the (in, out)
-        matrix of its dense path, which the kernel reads in place."""
+        """``weights``: the conv's (pool-subsampled) kernel, or the dense core's (in, out) matrix
+        of its dense path, which the kernel reads in place unless it takes int8 rows."""
         super().__init__(plan)
+        shift = int8_shift(weights) if plan.dtype == torch.float32 else None
+        if shift is None:
+            self.w_scale, self.sum_type = 1.0, np.zeros(0, plan.dtype_np)
+            rows = weights.astype(plan.dtype_np, copy=False)
+        else:
+            self.w_scale, self.sum_type = float(2 ** shift), np.zeros(0, np.int32)
+            rows = (np.asarray(weights, dtype=np.int64) >> shift).astype(np.int8)
         if plan.op == "conv":                 # (KH, KW, C, O): one contiguous fan-out vector per input event
-            ew = weights.transpose(2, 3, 1, 0).astype(plan.dtype_np)
+            ew = rows.transpose(2, 3, 1, 0)
             pad = (-ew.shape[2]) % 8                     # input channels padded to whole int64 words
             self.weight = np.ascontiguousarray(np.pad(ew, ((0, 0), (0, 0), (0, pad), (0, 0))))
             fy, fx_ = plan.pool or (1, 1)
@@ -291,7 +302,7 @@ class EventPath(_CompiledPath):
             self.geometry = np.array([*plan.stride, *plan.padding, fy, fx_, ppy, ppx, *plan.out_shape[1:]],
                                      dtype=np.int64)
         else:
-            self.weight = weights
+            self.weight = np.ascontiguousarray(rows)
         # without leak, bias or shortcut a neuron without input events that did not fire keeps its state
         self.quiet = plan.dv == 0 and not self.bias.any() and not plan.core.shortcuts
 
@@ -301,12 +312,13 @@ class EventPath(_CompiledPath):
         if p.op == "conv":
             xs = int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
             xs = xs.reshape(block.steps, block.n, *xs.shape[1:])
-            conv_core_events(xs, xs.view(np.int64), self.weight, self.geometry, *state, self.quiet)
+            conv_core_events(xs, xs.view(np.int64), self.weight, self.w_scale, self.sum_type, self.geometry, *state,
+                             self.quiet)
         else:
             if x.dim() == 4 and p.pool is not None:
                 x = x.to(p.dtype)                                            # avg_pool2d needs floats
             xs = int8_words(p.dense_input(x)).reshape(block.steps, block.n, -1)
-            dense_core_events(xs, xs.view(np.int64), self.weight, *state, self.quiet)
+            dense_core_events(xs, xs.view(np.int64), self.weight, self.w_scale, self.sum_type, *state, self.quiet)
 
 
 class Int8Path(_CompiledPath):

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from export import fixedpoint as fx
 from export.graph import Core, CoreGraph, Shortcut
 from hwsim.counters import SimError
+from hwsim.path_choice import PathCosts
 from hwsim.paths import DensePath, EventPath, Int8Path
 from hwsim.tensors import CL, conv2d_gemm, hwc_columns
 
@@ -77,7 +78,8 @@ class ShortcutPlan:
 class CorePlan:
     """Everything about one core that does not depend on the samples: the exactness guard,
     the rewrites, the bias and threshold in the kernels' units, and its paths
-    (``hwsim.paths``): ``dense`` always, ``events`` and ``int8`` where the CPU can run them."""
+    (``hwsim.paths``): ``dense`` always, ``events`` and ``int8`` where the CPU can run them,
+    and, where it has both, what each has cost it so far (``costs``)."""
 
     def __init__(self, core: Core, device: torch.device, input_channels_last: bool, conv_impl: str = "native"):
         self.core = core
@@ -144,6 +146,8 @@ class CorePlan:
         self.events = (EventPath(self, w if core.op == "conv" else self.dense.weight.numpy())
                        if cpu and (self.pool is None or math.prod(self.pool) <= 127) else None)
         self.int8 = Int8Path.make(self) if cpu and self.dtype == torch.float32 else None
+        # what each of the two CPU paths has cost this core on this machine (``hwsim.path_choice``)
+        self.costs = PathCosts() if self.events is not None and self.int8 is not None else None
 
     def describe(self) -> dict:
         return {"name": self.name, "op": self.op, "dtype": str(self.dtype).replace("torch.", ""),

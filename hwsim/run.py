@@ -155,7 +155,10 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     from hwsim.energy import DEFAULT_MODEL, load_energy_model
     from hwsim.results import NetworkRun, build_results, sweep_point
     from hwsim.shard import setup as setup_shard
+    from hwsim.counters import SimError
+    from hwsim.plan import make_plans
     from hwsim.simulate import SimOptions, simulate
+    from records.device import resolve_device
     from records.hwsim_results import prediction_rows, save_results
     from records.inputs import InputSet, inputs_to_bytes, load_inputs
 
@@ -210,6 +213,9 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
 
     shard = setup_shard(cfg.device)        # one process, or this rank of torchrun's
     first, end = shard.bounds(inputs.samples)
+    # each graph's plans, built once and reused by every T of the sweep (they keep learning
+    # which CPU path suits each core: hwsim.path_choice)
+    plans = {label: make_plans(g, resolve_device(cfg.device, SimError)) for label, _, g in graphs}
 
     def run_one(label, g, steps):
         bar = None
@@ -219,6 +225,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
         try:
             part = simulate(g, (inputs.images[first:end], inputs.seed), timesteps=steps, device=cfg.device,
                             options=SimOptions(chunk=cfg.chunk, threads=cfg.threads), first_index=first,
+                            plans=plans[label],
                             progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:

@@ -19,18 +19,16 @@ from export.graph import CoreGraph
 from hwsim.counters import LayerCounts, SimError, SimResult
 from hwsim.device import _tf32, _threads, tf32_round
 from hwsim.kernel import run_chunk
+from hwsim.path_choice import PathCosts
 from hwsim.paths import BlockSettings
 from hwsim.plan import CorePlan, make_plans
 from records.device import resolve_device
 
-# On the CPU a core's block runs event-driven at or below this fraction of non-zero inputs
-# per image-step (benchmarks/hwsim_vs_lava.py: on VGG5's convs the event kernels are 3.9x
-# faster than the dense float path at 2 % firing and break even between 20 and 30 %) ...
+# On the CPU a core without an int8 product runs a block event-driven at or below this
+# fraction of non-zero inputs per image-step, else dense (benchmarks/hwsim_vs_lava.py: on
+# VGG5's convs the event kernels are 3.9x faster than the dense float path at 2 % firing and
+# break even between 20 and 30 %); a core with both picks by measured cost (hwsim.path_choice)
 EVENT_DENSITY = 0.20
-# ... but a core with an exact int8 product (hwsim.int8_products) runs event-driven only at
-# or below this fraction, and on the int8 path above it (VGG5's convs on a 2-core CPU with
-# AMX: the whole stack breaks even between 0.5 and 1 %; each layer between 0.5 and 1.2 %)
-EVENT_DENSITY_INT8 = 0.0075
 
 
 def _default_sizes(graph: CoreGraph, device: torch.device, n: int, steps: int,
@@ -62,9 +60,11 @@ class SimOptions:
     computation (defaults follow the device and a memory budget). ``sparse``: compute a
     block's synaptic input on its active input channels/neurons only ("auto": on the CPU).
     ``event_density``: a core whose block input has at most this fraction of non-zero
-    entries runs event-driven (``hwsim.events``; CPU only; None: ``EVENT_DENSITY``, or
-    ``EVENT_DENSITY_INT8`` for a core on the int8 path, on the CPU, never on CUDA;
-    ``math.inf``: always). ``int8``: a block that does not run event-driven computes its
+    entries runs event-driven (``hwsim.events``; CPU only; ``math.inf``: always). None: on
+    the CPU, a core with both the event kernels and an int8 product picks per block by the
+    costs it has measured (``hwsim.path_choice``; kept in its plan, so that a run that reuses
+    the plans goes on learning), any other core by ``EVENT_DENSITY``; never event-driven on
+    CUDA. ``int8``: a block that does not run event-driven computes its
     synaptic input as one exact int8 product where the core has one (``CorePlan.int8``,
     oneDNN on the CPU's int8 units); None: on the CPU. ``tf32``: CUDA's TF32 where every
     weight is exact in it. ``encode_workers``: threads that Poisson-encode the next chunks.
@@ -160,10 +160,13 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
         tf32 = all(np.array_equal(tf32_round(w.astype(np.float32)), w) for c in graph.cores
                    for w in [c.weights, *(sc.weights for sc in c.shortcuts)])
     chunk, block = _default_sizes(graph, dev, n, steps, o.chunk, o.steps_per_block)
+    costs: list[PathCosts | None] = [None] * len(plans)
     if event_density is not None:
         limits = [float(event_density)] * len(plans)
     elif dev.type == "cpu":
-        limits = [EVENT_DENSITY_INT8 if int8 and p.int8 is not None else EVENT_DENSITY for p in plans]
+        limits = [EVENT_DENSITY] * len(plans)
+        if int8:
+            costs = [p.costs for p in plans]
     else:
         limits = [0.0] * len(plans)
     settings = BlockSettings(sparse=bool(sparse), host_checks=bool(host_checks),
@@ -208,7 +211,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                         submit(k + 2)
                 else:
                     x_chunk = spikes_in[:, a:b]
-                res = run_chunk(plans, x_chunk, steps, block, dev, record_spikes, settings, limits, int8)
+                res = run_chunk(plans, x_chunk, steps, block, dev, record_spikes, settings, limits, int8, costs)
                 spikes_ps[:, a:b] = res.spikes
                 syn_tot += res.synaptic_events
                 active_tot += res.active

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from export import fixedpoint as fx
 from fixedpoint_cases import CASES, conv_core, graph_of, out_core
 from hwsim.paths import DensePath, EventPath, Int8Path
+from hwsim.plan import make_plans
 from hwsim.simulate import SimOptions, simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,3 +86,21 @@ def test_event_kernels_stay_within_their_arrays(tmp_path):
     env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
+
+
+
+def test_event_rows_are_int8_on_float32_cores():
+    """Every float32 core of the cases gathers int8 weight rows into int32 sums (the graph
+    format's weights are all int8 times a power of two); a float64 core (|sum w| >= 2**24,
+    where int32 sums could overflow) gathers float64 rows. Both are run exactly by the tests
+    above, which cover every case."""
+    kinds = set()
+    for make in CASES.values():
+        graph, _ = make()
+        for p in make_plans(graph, torch.device("cpu")):
+            if p.events is None:
+                continue
+            want = (np.int8, np.int32) if p.dtype == torch.float32 else (np.float64, np.float64)
+            assert (p.events.weight.dtype, p.events.sum_type.dtype) == want, p.name
+            kinds.add(want)
+    assert len(kinds) == 2
