@@ -4,7 +4,8 @@ chosen from what each has cost on this machine so far in the run.
 Where the two break even depends on the CPU more than on the network: on a 2-core CPU with
 AMX the int8 product of VGG5's convs beats the event kernels above about 0.75 % of inputs
 active per step; on a 2-core AVX2 CPU without VNNI (int8 products near 84 G MAC/s) the event
-kernels beat it on VGG16 up to about 30 % (``benchmarks/hwsim_vs_lava.py``, docs/hwsim.md).
+kernels beat it on VGG16 up to about 30 % (``benchmarks/hwsim_vs_lava.py``; the README's
+figures).
 No fixed density is right for both, so where a core has both paths and the caller did not
 fix a density, each core learns its own costs:
 
