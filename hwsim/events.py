@@ -127,22 +127,31 @@ def _any_fired(prev, b, first, n):
 
 
 @numba.njit(inline="always")
-def _gather(row, w, ones, n1, others, scales, nv):
-    """row += the sum of w's rows ``ones[:n1]`` and of ``scales[j] * w[others[j]]``, j < nv. Four
-    rows per pass over ``row``, each weight widened to row's type first (int8 weights into int32
-    sums: four times less weight traffic than float32; integer sums below the exactness bound:
-    any order is exact)."""
-    f = row.dtype.type
+def _gather(row, part, span, w, ones, n1, others, scales, nv):
+    """row += the sum of w's rows ``ones[:n1]`` and of ``scales[j] * w[others[j]]``, j < nv.
+
+    The rows are summed into ``part`` (zeros; left zero), ``span`` rows at a time, four rows
+    per pass, then added to ``row``: int8 weights sum in int16 lanes (twice the lanes of
+    int32; 256 int8 rows cannot leave int16's range, so ``span`` is 256), into int32 sums (a
+    quarter of the weight traffic of float32 rows); float weights sum in their own type
+    (``span`` unbounded). Integer sums below the exactness bound: any order is exact."""
+    f, g = row.dtype.type, part.dtype.type
     e = 0
-    while e + 4 <= n1:
-        i0, i1, i2, i3 = ones[e], ones[e + 1], ones[e + 2], ones[e + 3]
-        for o in range(row.shape[0]):
-            row[o] += (f(w[i0, o]) + f(w[i1, o])) + (f(w[i2, o]) + f(w[i3, o]))
-        e += 4
-    for j in range(e, n1):
-        i = ones[j]
-        for o in range(row.shape[0]):
-            row[o] += f(w[i, o])
+    while e < n1:
+        stop = min(n1, e + span)
+        while e + 4 <= stop:
+            i0, i1, i2, i3 = ones[e], ones[e + 1], ones[e + 2], ones[e + 3]
+            for o in range(part.shape[0]):
+                part[o] += (g(w[i0, o]) + g(w[i1, o])) + (g(w[i2, o]) + g(w[i3, o]))
+            e += 4
+        while e < stop:
+            i = ones[e]
+            for o in range(part.shape[0]):
+                part[o] += g(w[i, o])
+            e += 1
+        for o in range(part.shape[0]):
+            row[o] += f(part[o])
+            part[o] = 0
     for j in range(nv):
         i, s = others[j], scales[j]
         for o in range(row.shape[0]):
@@ -160,13 +169,14 @@ def _to_current(cur, row, scale):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def conv_core_events(x, xw, w, w_scale, sum_type, geometry, v, prev, out, counts, bias, extra, stats, vth, dv, exp,
-                     conv_wrap, spiking, wrap, quiet):
+def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, prev, out, counts, bias, extra,
+                     stats, vth, dv, exp, conv_wrap, spiking, wrap, quiet):
     """One conv core over a block. x (T, B, H, W, C) int8 inputs, C a multiple of 8 (padded
     with zeros), and xw the same memory as int64 words (one per eight channels); w (KH, KW, C, O)
     weights (pooled kernel) times ``w_scale`` are the core's (int8 weights times a power of two, or
     the floats themselves and 1), summed in ``sum_type``'s type (an empty array: int32 for int8
-    weights, else v's float type); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
+    weights, else v's float type) from partial sums of ``span`` rows in ``part_type``'s (int16,
+    256, for int8 weights; see ``_gather``); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
     on the pooled input, the folded pool and the padding applied before it; v, prev (B, Ho*Wo*O)
     state in (H, W, C) order, updated in place; out (T, B, Ho*Wo*O) int8 spikes (written);
     counts (B, Ho*Wo*O) spikes per neuron (added to); bias (Ho*Wo*O,) per neuron, in v's units
@@ -189,6 +199,7 @@ def conv_core_events(x, xw, w, w_scale, sum_type, geometry, v, prev, out, counts
         chan = np.empty(h * wd * c_n, dtype=np.int64)
         val = np.empty(h * wd * c_n, dtype=sum_type.dtype)
         row = np.zeros(o_n, dtype=sum_type.dtype)            # one output position's synaptic sums
+        part = np.zeros(o_n, dtype=part_type.dtype)          # ... and their partial sums
         cur = np.empty(o_n, dtype=v.dtype)                   # ... as currents
         window = kh * kw * c_n * fy * fx_                    # the most events under one window (a folded pool:
         ones = np.empty(window, dtype=np.int64)              # one per spike under it); rows of w2 to add (a spike),
@@ -242,7 +253,7 @@ def conv_core_events(x, xw, w, w_scale, sum_type, geometry, v, prev, out, counts
                                     others[nv] = base + chan[e]
                                     scales[nv] = val[e]
                                     nv += 1
-                    _gather(row, w2, ones, n1, others, scales, nv)
+                    _gather(row, part, span, w2, ones, n1, others, scales, nv)
                     hits = n1 + nv
                     if quiet and hits == 0 and not fired[pos]:
                         out[t, b, pos * o_n:(pos + 1) * o_n] = 0

@@ -289,9 +289,11 @@ class EventPath(_CompiledPath):
         shift = int8_shift(weights) if plan.dtype == torch.float32 else None
         if shift is None:
             self.w_scale, self.sum_type = 1.0, np.zeros(0, plan.dtype_np)
+            self.part_type, self.span = self.sum_type, 1 << 62
             rows = weights.astype(plan.dtype_np, copy=False)
-        else:
+        else:                                 # conv: partial sums of up to 256 int8 rows fit int16
             self.w_scale, self.sum_type = float(2 ** shift), np.zeros(0, np.int32)
+            self.part_type, self.span = np.zeros(0, np.int16), 256
             rows = (np.asarray(weights, dtype=np.int64) >> shift).astype(np.int8)
         if plan.op == "conv":                 # (KH, KW, C, O): one contiguous fan-out vector per input event
             ew = rows.transpose(2, 3, 1, 0)
@@ -312,8 +314,8 @@ class EventPath(_CompiledPath):
         if p.op == "conv":
             xs = int8_words(x.permute(0, 2, 3, 1))                               # (steps*B, H, W, C)
             xs = xs.reshape(block.steps, block.n, *xs.shape[1:])
-            conv_core_events(xs, xs.view(np.int64), self.weight, self.w_scale, self.sum_type, self.geometry, *state,
-                             self.quiet)
+            conv_core_events(xs, xs.view(np.int64), self.weight, self.w_scale, self.sum_type, self.part_type, self.span,
+                             self.geometry, *state, self.quiet)
         else:
             if x.dim() == 4 and p.pool is not None:
                 x = x.to(p.dtype)                                            # avg_pool2d needs floats

@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from export import fixedpoint as fx
+from export.graph import Core
 from fixedpoint_cases import CASES, conv_core, graph_of, out_core
 from hwsim.paths import DensePath, EventPath, Int8Path
 from hwsim.plan import make_plans
@@ -104,3 +105,19 @@ def test_event_rows_are_int8_on_float32_cores():
             assert (p.events.weight.dtype, p.events.sum_type.dtype) == want, p.name
             kinds.add(want)
     assert len(kinds) == 2
+
+
+def test_int16_partial_sums_at_their_limit():
+    """The event kernel sums int8 rows in int16 lanes, 256 rows at a time: 256 x -128 is
+    int16's least value, one row more would wrap. A 1x1 conv over 300 active channels whose
+    rows are all -128 (and all 127) must give the reference's sums."""
+    channels = 300
+    w = np.empty((2, channels, 1, 1), dtype=np.int64)
+    w[0], w[1] = -128, 127
+    core = Core("out", "conv", w, (channels, 1, 1), (2, 1, 1), vth=1, spiking=False)
+    graph = graph_of([core], (channels, 1, 1), timesteps=2)
+    spikes = np.ones((2, 1, channels, 1, 1), dtype=np.int8)
+    plans = make_plans(graph, torch.device("cpu"))
+    assert plans[0].events.span == 256 and plans[0].events.part_type.dtype == np.int16
+    got = simulate(graph, spikes, plans=plans, options=SimOptions(event_density=np.inf))
+    np.testing.assert_array_equal(got.output, fx.run_reference(graph, spikes).output)
