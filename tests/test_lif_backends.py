@@ -12,11 +12,12 @@ import torch
 
 from trainer.lif import NeuronState, Surrogate, lif_multistep, lif_reference
 from trainer.lif_backends import fused_available, neuron_backend
+from trainer.lif_numba import lif_numba
 from trainer.models import ANN, build_config
 from trainer.snn import SNN
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-FAST = ["multistep", "fused"]
+FAST = ["multistep", "fused", "numba"]
 GRAD_TOLERANCE = {"rtol": 1e-5, "atol": 1e-6}      # gradients here are of order 1
 SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate("exp", 0.3, 0.5),
               Surrogate("stdb", 0.3, 0.01, through_reset=False), Surrogate("linear", 0.3, through_reset=False)]
@@ -25,6 +26,8 @@ SURROGATES = [Surrogate("stdb", 0.3, 0.01), Surrogate("linear", 0.3), Surrogate(
 def lif_of(backend):
     if backend == "fused" and not fused_available():
         pytest.skip("triton is not installed")
+    if backend == "numba" and DEVICE.type != "cpu":
+        pytest.skip("the numba backend runs on the CPU")
     return neuron_backend(backend, DEVICE)
 
 
@@ -144,7 +147,8 @@ def test_training_step_matches_reference(backend):
 
 
 def test_backend_choice():
-    assert neuron_backend("auto", torch.device("cpu")) is lif_multistep
+    assert neuron_backend("auto", torch.device("cpu")) is lif_numba
+    assert neuron_backend("auto", torch.device("cpu"), "spikebp") is lif_multistep
     with pytest.raises(ValueError, match="unknown backend 'cupy'"):
         neuron_backend("cupy", torch.device("cpu"))
 

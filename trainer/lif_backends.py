@@ -1,5 +1,6 @@
 """The LIF backends by name (the equations and two of them: ``trainer.lif``; the fused
-Triton kernels: ``trainer.lif_fused``), as SpikingJelly picks a neuron's backend."""
+Triton kernels for CUDA: ``trainer.lif_fused``; their numba counterpart for the CPU:
+``trainer.lif_numba``), as SpikingJelly picks a neuron's backend."""
 from __future__ import annotations
 
 import importlib.util
@@ -8,7 +9,7 @@ import torch
 
 from trainer.lif import lif_multistep, lif_reference
 
-BACKENDS = ("auto", "multistep", "reference", "fused")
+BACKENDS = ("auto", "multistep", "reference", "fused", "numba")
 
 
 def fused_available() -> bool:
@@ -18,11 +19,18 @@ def fused_available() -> bool:
 def neuron_backend(name: str, device: torch.device, surrogate: str = "stdb"):
     """The LIF function of backend ``name`` for tensors on ``device`` and a ``surrogate`` kind
     (the fused kernels have no "spikebp": "auto" takes multistep for it)."""
-    if name == "auto":
-        fused = device.type == "cuda" and fused_available() and surrogate != "spikebp"
-        name = "fused" if fused else "multistep"
-    if name == "fused" and surrogate == "spikebp":
-        raise ValueError("the fused backend has no spikebp derivative; use --backend multistep")
+    if name == "auto":        # the compiled kernels where they run (no spikebp there), else multistep
+        if surrogate == "spikebp":
+            name = "multistep"
+        elif device.type == "cuda":
+            name = "fused" if fused_available() else "multistep"
+        else:
+            name = "numba" if device.type == "cpu" else "multistep"
+    if name in ("fused", "numba") and surrogate == "spikebp":
+        raise ValueError(f"the {name} backend has no spikebp derivative; use --backend multistep")
+    if name == "numba":
+        from trainer.lif_numba import lif_numba
+        return lif_numba
     if name == "fused":
         if not fused_available():
             raise ValueError("the fused backend needs Triton (pip install triton); use --backend multistep")
