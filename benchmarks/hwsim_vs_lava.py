@@ -47,105 +47,15 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.machine import describe  # noqa: E402
-from export.graph import Core, CoreGraph  # noqa: E402
-from records.encoding import InputEncoding  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from benchmarks.hwsim_vgg16 import vgg16_main  # noqa: E402
+from benchmarks.machine import describe  # noqa: E402
+from benchmarks.vgg_graphs import VGG5_CONVS, build_vgg, calibrate  # noqa: E402
 from hwsim import int8_products  # noqa: E402
 from hwsim.plan import make_plans  # noqa: E402
 from hwsim.simulate import SimOptions, simulate  # noqa: E402
-
-VGG5_CONVS = [64, "A", 128, 128, "A"]
-VGG16_CONVS = [64, 64, "A", 128, 128, "A", 256, 256, 256, "A", 512, 512, 512, "A", 512, 512, 512]
-VGG16_DENSE = [4096, 4096]
-
-
-def _conv_weights(rng, cout, cin, pooled: bool) -> tuple[np.ndarray, tuple, tuple]:
-    """Random 8-bit 3x3 weights; after a 2x2 average pool the pool is folded in: a 6x6,
-    stride-2 kernel, each 3x3 weight spread over a 2x2 block (the /4 goes to the threshold)."""
-    w = rng.integers(-127, 128, size=(cout, cin, 3, 3))
-    if not pooled:
-        return w, (1, 1), (1, 1)
-    return np.repeat(np.repeat(w, 2, axis=2), 2, axis=3), (2, 2), (2, 2)
-
-
-def build_vgg(cfg, dense: list[int], *, input_shape=(3, 32, 32), classes=10, seed=0, timesteps=32) -> CoreGraph:
-    rng = np.random.default_rng(seed)
-    cores, shape, pooled, k = [], tuple(input_shape), False, 0
-    for item in cfg:
-        if item == "A":
-            if pooled:
-                raise ValueError("two pools in a row")
-            pooled = True
-            continue
-        w, stride, pad = _conv_weights(rng, item, shape[0], pooled)
-        h = (shape[1] + 2 * pad[0] - w.shape[2]) // stride[0] + 1
-        wd = (shape[2] + 2 * pad[1] - w.shape[3]) // stride[1] + 1
-        k += 1
-        cores.append(Core(f"conv{k}", "conv", w, shape, (item, h, wd), vth=1, stride=stride, padding=pad))
-        shape, pooled = (item, h, wd), False
-    f = 2 if pooled else 1
-    for i, width in enumerate(dense + [classes]):
-        last = i == len(dense)
-        if len(shape) == 3:
-            c, h, wd = shape
-            w4 = rng.integers(-127, 128, size=(width, c, h // f, wd // f)) * 2
-            w = np.repeat(np.repeat(w4, f, axis=2), f, axis=3).reshape(width, -1)
-        else:
-            w = rng.integers(-127, 128, size=(width, math.prod(shape))) * 2
-        k += 1
-        cores.append(Core("output" if last else f"fc{k}", "dense", w, shape, (width,), vth=1 if not last else 0,
-                          spiking=not last))
-        shape, f = (width,), 1
-    return CoreGraph(InputEncoding.of(input_shape, [0.5] * input_shape[0], [0.25] * input_shape[0]), cores,
-                     timesteps=timesteps, class_names=[str(i) for i in range(classes)])
-
-
-def random_images(n, shape, seed=1) -> np.ndarray:
-    """Smooth random 'natural-ish' images (uint8)."""
-    rng = np.random.default_rng(seed)
-    c, h, w = shape
-    low = rng.integers(0, 256, size=(n, c, max(1, h // 4), max(1, w // 4))).astype(np.float32)
-    img = np.repeat(np.repeat(low, 4, axis=2), 4, axis=3)[:, :, :h, :w]
-    img += rng.normal(0, 20, size=img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def calibrate(graph: CoreGraph, spikes: np.ndarray, target=0.10, device="cpu") -> list[float]:
-    """Set each spiking layer's vth, in order, so that it fires at ~``target`` per neuron and
-    step on ``spikes`` (T, N, C, H, W); one layer at a time, fed the previous layer's spikes."""
-    rates, x = [], spikes
-    for core in graph.cores:
-        if not core.spiking:
-            continue
-        shape = core.input_shape if len(core.input_shape) == 3 else (1, 1, math.prod(core.input_shape))
-        x = x.reshape(x.shape[0], x.shape[1], *shape)
-        sub = CoreGraph(InputEncoding.of(shape, [0.0] * shape[0], [1.0] * shape[0]), [core, _sink(core)],
-                        graph.timesteps, ["x"])
-
-        def rate(vth):
-            core.vth = vth
-            r = simulate(sub, x, device=device)
-            return r.layers[0].spikes / (r.layers[0].neurons * r.image_steps)
-        lo, hi = 1, 131071
-        while lo < hi:                      # the smallest vth with rate <= target
-            mid = (lo + hi) // 2
-            if rate(mid) > target:
-                lo = mid + 1
-            else:
-                hi = mid
-        core.vth = lo
-        r = simulate(sub, x, device=device, record_spikes=True)
-        rates.append(r.layers[0].spikes / (r.layers[0].neurons * r.image_steps))
-        x = r.spike_trains[0].astype(np.int8)
-    return rates
-
-
-def _sink(core: Core) -> Core:
-    n = math.prod(core.output_shape)
-    return Core("sink", "dense", np.zeros((1, n), dtype=np.int64), core.output_shape, (1,), vth=0, spiking=False)
 
 
 def dense_convs(graph, spikes: np.ndarray):
@@ -328,103 +238,6 @@ def cpu_main(args) -> int:
     print(f"the project's Lava build and hwsim, 1 image x 3 steps, every layer's spikes and the output voltage: "
           f"{'bit-exact' if agree else 'DIFFERENT'}")
     return 0 if agree else 1
-
-
-def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
-    """VGG16 on the CPU: hwsim as it runs by default and each path alone, on plans built once
-    (as ``hwsim.run`` builds them per network: building VGG16's costs about a second), in a
-    random order per round, each called twice with the second call timed; min and median
-    time per image-step, and whether every method's output is the same."""
-    plans = make_plans(g, torch.device("cpu"))
-    paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf),
-             "hwsim, int8 path": dict(event_density=0.0, int8=True),
-             "hwsim, dense float path": dict(event_density=0.0, int8=False)}
-    outputs, seconds = {}, {name: [] for name in paths}
-
-    def run(name):
-        r = simulate(g, (images, 0), timesteps=steps, plans=plans, options=SimOptions(chunk=args.chunk,
-                                                                                       **paths[name]))
-        outputs[name] = r
-        return r
-    for name in paths:
-        run(name)                                                  # warm-up: numba's compile, allocators
-    for r in range(args.repeats):
-        for name in np.random.default_rng([args.seed, r]).permutation(list(paths)):
-            run(name)
-            t = time.perf_counter()
-            res = run(name)
-            seconds[name].append((time.perf_counter() - t) / res.image_steps)
-    res = outputs["hwsim"]
-    print(f"hwsim on the CPU: VGG16, T={steps}, {len(images)} CIFAR-sized images per call, Poisson encoding "
-          f"included; {args.repeats} rounds; {torch.get_num_threads()} torch threads; "
-          f"plan: chunk {res.plan[0]['chunk']}, steps per block {res.plan[0]['steps_per_block']}")
-    print("  firing rates per neuron-step: " + ", ".join(
-        f"{l.name} {l.spikes / (l.neurons * res.image_steps):.3f}" for l in res.layers if l.spiking))
-    default = statistics.median(seconds["hwsim"])
-    for name, v in seconds.items():
-        med = statistics.median(v)
-        print(f"  {name:<25} min {min(v) * 1e3:6.3f} ms  median {med * 1e3:6.3f} ms per image-step "
-              f"({1 / med:6.1f} image-steps/s; {med / default:5.2f}x the default's time)")
-    same = all(np.array_equal(o.output, res.output) for o in outputs.values())
-    print(f"  every method's output voltages equal: {'YES' if same else 'NO'}")
-    return same
-
-
-def vgg16_main(args) -> int:
-    """VGG16 (13 convs, pools folded, 3 dense layers) on CIFAR-sized images; the GPU figure."""
-    device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        print("--device cuda: torch sees no CUDA GPU", file=sys.stderr)
-        return 2
-    n = args.images or (1500 if device == "cuda" else 8)
-    steps = args.timesteps or (100 if device == "cuda" else 4)
-    g = build_vgg(VGG16_CONVS, VGG16_DENSE, timesteps=steps, seed=args.seed)
-    images = random_images(n, g.input.shape, seed=args.seed + 1)
-    t = time.perf_counter()
-    calib = g.input.encode(images[:4], min(steps, 32), seed=args.seed)
-    rates = calibrate(g, calib, target=args.rate, device=device)
-    print(f"VGG16 ({len(g.cores)} cores) on 3x32x32, thresholds calibrated to rates "
-          f"{[round(r, 3) for r in rates]} ({time.perf_counter() - t:.1f} s)")
-    if device == "cuda":
-        print(f"GPU: {torch.cuda.get_device_name()}")
-    else:
-        ok = vgg16_cpu_paths(args, g, images, steps)
-        return 0 if ok and (not args.check or agrees_with_reference(g, images, steps, device)) else 1
-    simulate(g, (images[:min(n, 64)], 0), timesteps=min(steps, 4), device=device)      # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    r = simulate(g, (images, 0), timesteps=steps, device=device,
-                 options=SimOptions(chunk=args.chunk, threads=args.threads))
-    if device == "cuda":
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t
-    target = " (target < 10 s for 1,500 images at T=100 on one H100)" if device == "cuda" else ""
-    print(f"hwsim on {device}: VGG16, T={steps}, {n} CIFAR-sized images in {dt:.2f} s{target}, "
-          f"Poisson encoding included -> {r.image_steps / dt:,.0f} image-steps/s, "
-          f"{r.synaptic_events / dt:,.3g} synaptic events/s")
-    print("  firing rates per neuron-step: " + ", ".join(
-        f"{l.name} {l.spikes / (l.neurons * r.image_steps):.3f}" for l in r.layers if l.spiking))
-    print(f"  plan: chunk {r.plan[0]['chunk']}, steps per block {r.plan[0]['steps_per_block']}, "
-          + "; ".join(f"{p['name']}: {p['dtype']}" + (f", pool {p['pool_rewrite']}" if p["pool_rewrite"] else "")
-                      for p in r.plan))
-    if device == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
-    return 0 if not args.check or agrees_with_reference(g, images, steps, device) else 1
-
-
-def agrees_with_reference(g: CoreGraph, images: np.ndarray, steps: int, device: str) -> bool:
-    """hwsim against ``export.fixedpoint.run_reference`` on 2 images x 3 steps: bit for bit?"""
-    from export.fixedpoint import run_reference
-    k, ts = min(len(images), 2), min(steps, 3)
-    sp = g.input.encode(images[:k], ts, seed=0)
-    ref = run_reference(g, sp)
-    got = simulate(g, sp, device=device, record_spikes=True)
-    ok = all(np.array_equal(a, b) for a, b in zip(ref.spikes, got.spike_trains)) and \
-        np.array_equal(ref.output, got.output)
-    print(f"  bit-exact vs export.fixedpoint.run_reference on {k} images x {ts} steps: {'YES' if ok else 'NO'}")
-    return ok
 
 
 def main(argv=None) -> int:
