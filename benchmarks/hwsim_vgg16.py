@@ -17,16 +17,18 @@ from export.graph import CoreGraph
 from hwsim.plan import make_plans
 from hwsim.simulate import SimOptions, simulate
 
+# the methods ``--paths`` picks from: hwsim as it runs by default, and each path alone
+PATHS = {"default": ("hwsim", {}), "events": ("hwsim, event path", dict(event_density=math.inf)),
+         "int8": ("hwsim, int8 path", dict(event_density=0.0, int8=True)),
+         "dense": ("hwsim, dense float path", dict(event_density=0.0, int8=False))}
 
 def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
-    """VGG16 on the CPU: hwsim as it runs by default and each path alone, on plans built once
-    (as ``hwsim.run`` builds them per network: building VGG16's costs about a second), in a
+    """VGG16 on the CPU: the methods of ``args.paths`` (``PATHS``), on plans built once (as
+    ``hwsim.run`` builds them per network: building VGG16's costs about a second), in a
     random order per round, each called twice with the second call timed; min and median
     time per image-step, and whether every method's output is the same."""
     plans = make_plans(g, torch.device("cpu"))
-    paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf),
-             "hwsim, int8 path": dict(event_density=0.0, int8=True),
-             "hwsim, dense float path": dict(event_density=0.0, int8=False)}
+    paths = dict(PATHS[key] for key in args.paths)
     outputs, seconds = {}, {name: [] for name in paths}
 
     def run(name):
@@ -42,17 +44,18 @@ def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
             t = time.perf_counter()
             res = run(name)
             seconds[name].append((time.perf_counter() - t) / res.image_steps)
-    res = outputs["hwsim"]
+    first = next(iter(paths))
+    res = outputs[first]
     print(f"hwsim on the CPU: VGG16, T={steps}, {len(images)} CIFAR-sized images per call, Poisson encoding "
           f"included; {args.repeats} rounds; {torch.get_num_threads()} torch threads; "
           f"plan: chunk {res.plan[0]['chunk']}, steps per block {res.plan[0]['steps_per_block']}")
     print("  firing rates per neuron-step: " + ", ".join(
         f"{l.name} {l.spikes / (l.neurons * res.image_steps):.3f}" for l in res.layers if l.spiking))
-    default = statistics.median(seconds["hwsim"])
+    base = statistics.median(seconds[first])
     for name, v in seconds.items():
         med = statistics.median(v)
         print(f"  {name:<25} min {min(v) * 1e3:6.3f} ms  median {med * 1e3:6.3f} ms per image-step "
-              f"({1 / med:6.1f} image-steps/s; {med / default:5.2f}x the default's time)")
+              f"({1 / med:6.1f} image-steps/s; {med / base:5.2f}x {first}'s time)")
     same = all(np.array_equal(o.output, res.output) for o in outputs.values())
     print(f"  every method's output voltages equal: {'YES' if same else 'NO'}")
     return same

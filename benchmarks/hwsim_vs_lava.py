@@ -5,6 +5,8 @@
     python benchmarks/hwsim_vs_lava.py --device cuda       # GPU: VGG16, T=100, 1,500 CIFAR-sized images
     python benchmarks/hwsim_vs_lava.py --arch vgg16 --images 16 -T 16 --check
                                                            # CPU: VGG16 at 10 % firing, by path
+    python benchmarks/hwsim_vs_lava.py --arch vgg16 --images 96 -T 100 --repeats 1 --paths default
+                                                           # CPU: VGG16's default path at T = 100
 
 CPU run: a VGG5-like graph -- the three conv layers of VGG5 on a 32x32x3 input with the
 average pools folded into the next layer (6x6 stride-2 conv; a pooled dense output), random
@@ -50,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from benchmarks.hwsim_vgg16 import vgg16_main  # noqa: E402
+from benchmarks.hwsim_vgg16 import PATHS, vgg16_main  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.vgg_graphs import VGG5_CONVS, build_vgg, calibrate  # noqa: E402
 from hwsim import int8_products  # noqa: E402
@@ -257,6 +259,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paths", nargs="+", choices=list(PATHS), default=list(PATHS),
+                   help="vgg16 on the CPU: the methods to time (default: all)")
     args = p.parse_args(argv)
     print(describe(args.device), flush=True)
     if args.arch == "vgg16" or (args.device == "cuda" and args.arch is None):
