@@ -11,16 +11,18 @@ by sample (samples in parallel), step by step:
    both linear, so each spike under the pool window adds its own fan-out);
 2. currents: a conv's output position gathers the events under its kernel window into
    one row of currents that stays in L1: the rows ``weights[ky, kx, c, :]`` (contiguous
-   over the output channels) of its spikes, four per pass (``_gather``), and
-   ``value x`` the row of any other value; a dense core adds the weight row of each event;
-   a core with shortcuts adds their current, computed densely by the caller;
+   over the output channels) of its spikes, four per pass (``_gather``; int8 rows summed in
+   int16 lanes, 256 at a time, then in int32), and ``value x`` the row of any other value;
+   a dense core adds the weight row of each event; a core with shortcuts adds their current,
+   computed densely by the caller;
 3. neurons: the row's neurons are updated at once (``_update_neurons``), in float
    arithmetic on exact integers, in branch-free loops that the compiler vectorizes; a
    position without events whose neurons are at rest (no leak, no bias, no spike at the
    last step) keeps its state and is skipped, so that this cost too falls with the rate.
 
-Exact: currents are integer sums in float32 (float64 for cores whose bound needs it,
-``CorePlan.dtype``) below the exactness bound in any summation order, and the neuron update
+Exact: currents are integer sums in int32 (int8 weights; int16 partial sums of at most 256
+rows cannot overflow) or float32 (float64 for cores whose bound needs it, ``CorePlan.dtype``)
+below the exactness bound in any summation order, and the neuron update
 is ``export.fixedpoint``'s, operation by operation, on exactly representable values (see
 ``_update_neurons``).
 """
@@ -171,17 +173,17 @@ def _to_current(cur, row, scale):
 @numba.njit(parallel=True, cache=True, nogil=True)
 def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, prev, out, counts, bias, extra,
                      stats, vth, dv, exp, conv_wrap, spiking, wrap, quiet):
-    """One conv core over a block. x (T, B, H, W, C) int8 inputs, C a multiple of 8 (padded
-    with zeros), and xw the same memory as int64 words (one per eight channels); w (KH, KW, C, O)
-    weights (pooled kernel) times ``w_scale`` are the core's (int8 weights times a power of two, or
-    the floats themselves and 1), summed in ``sum_type``'s type (an empty array: int32 for int8
-    weights, else v's float type) from partial sums of ``span`` rows in ``part_type``'s (int16,
-    256, for int8 weights; see ``_gather``); geometry (sy, sx, py, px, fy, fx, ppy, ppx, ho, wo): the conv's stride and padding
-    on the pooled input, the folded pool and the padding applied before it; v, prev (B, Ho*Wo*O)
-    state in (H, W, C) order, updated in place; out (T, B, Ho*Wo*O) int8 spikes (written);
-    counts (B, Ho*Wo*O) spikes per neuron (added to); bias (Ho*Wo*O,) per neuron, in v's units
-    and order; extra (T, B, Ho*Wo*O) the shortcuts' currents (or empty: none); stats (B, 2):
-    non-zero currents, max |current| (written).
+    """One conv core over a block. x (T, B, H, W, C) int8 inputs, C a multiple of 8 (padded with
+    zeros), and xw the same memory as int64 words (one per eight channels); w (KH, KW, C, O)
+    weights (pooled kernel) times ``w_scale`` are the core's (int8 weights times a power of two,
+    or the floats themselves and 1), summed in ``sum_type``'s type (an empty array: int32 for
+    int8 weights, else v's float type) from partial sums of ``span`` rows in ``part_type``'s
+    (int16, 256, for int8 weights; see ``_gather``); geometry (sy, sx, py, px, fy, fx, ppy, ppx,
+    ho, wo): the conv's stride and padding on the pooled input, the folded pool and the padding
+    applied before it; v, prev (B, Ho*Wo*O) state in (H, W, C) order, updated in place; out (T,
+    B, Ho*Wo*O) int8 spikes (written); counts (B, Ho*Wo*O) spikes per neuron (added to); bias
+    (Ho*Wo*O,) per neuron, in v's units and order; extra (T, B, Ho*Wo*O) the shortcuts' currents
+    (or empty: none); stats (B, 2): non-zero currents, max |current| (written).
 
     Per step, the input's events are listed per (pooled) position; then each output position
     gathers the events under its kernel window into one row of O currents (a vector add per

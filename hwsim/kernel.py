@@ -10,8 +10,9 @@ kernels and an int8 product, by what each has cost so far (``hwsim.path_choice``
 event-driven where the block's input has at most ``simulate.EVENT_DENSITY`` non-zero entries
 per input and image-step, else the int8 product, else the dense float path. A core with
 shortcuts (``export.graph.Shortcut``) adds each shortcut's current, one batched conv /
-product over its source's spikes of the block, kept until the block ends (on every path). Every event is counted: spikes, synaptic events (input spikes
-x fan-out), neuron updates and active neuron updates.
+product over its source's spikes of the block, kept until the block ends (on every path).
+Every event is counted: spikes, synaptic events (input spikes x fan-out), neuron updates and
+active neuron updates.
 """
 from __future__ import annotations
 

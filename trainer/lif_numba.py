@@ -7,10 +7,11 @@ through all the window's steps while its state stays in the core's cache, thread
 blocks. Forward reads the currents once and writes the spikes and one byte per neuron-step
 (the linear and exp surrogates also keep the fp32 potentials); backward is two passes per
 block, forward in time to rebuild the spike ages from the bytes and write each step's slope
-g_t / theta (a table look-up for STDB), then backward in time to form dL/du_t = dL/do_t * g_t / theta + c_t * dL/du_{t+1}
-(c_t = leak - g_t through the reset, leak with it detached). The arithmetic and its order are
-the reference's and numba does not contract a*b+c into one rounding, so the spikes are
-bit-exact; gradients agree within rounding (the order of the scan's two products differs).
+g_t / theta (a table look-up for STDB), then backward in time to form dL/du_t = dL/do_t * g_t
+/ theta + c_t * dL/du_{t+1} (c_t = leak - g_t through the reset, leak with it detached). The
+arithmetic and its order are the reference's and numba does not contract a*b+c into one
+rounding, so the spikes are bit-exact; gradients agree within rounding (the order of the
+scan's two products differs).
 """
 from __future__ import annotations
 
