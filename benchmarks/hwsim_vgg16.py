@@ -17,7 +17,8 @@ from export.graph import CoreGraph
 from hwsim.plan import make_plans
 from hwsim.simulate import SimOptions, simulate
 
-# the methods ``--paths`` picks from: hwsim as it runs by default, and each path alone
+# hwsim as it runs by default, and each path alone: the methods of both CPU benchmarks
+# (VGG5's convs and VGG16; ``--paths`` picks among them for VGG16)
 PATHS = {"default": ("hwsim", {}), "events": ("hwsim, event path", dict(event_density=math.inf)),
          "int8": ("hwsim, int8 path", dict(event_density=0.0, int8=True)),
          "dense": ("hwsim, dense float path", dict(event_density=0.0, int8=False))}

@@ -38,7 +38,6 @@ time per image-step, on plans built once as ``python -m hwsim.run`` builds them.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import statistics
@@ -151,11 +150,8 @@ def time_rate(args, rate: float, rng) -> dict:
     calibrate(g, spikes[:, :2], target=rate)
     plans = make_plans(g, torch.device("cpu"))
     image_steps = args.images * args.timesteps
-    paths = {"hwsim": {}, "hwsim, event path": dict(event_density=math.inf, int8=False),
-             "hwsim, int8 path": dict(event_density=0.0, int8=True),
-             "hwsim, dense float path": dict(event_density=0.0, int8=False)}
     methods = {name: (lambda kw=kw: simulate(g, spikes, plans=plans, options=SimOptions(**kw)), image_steps)
-               for name, kw in paths.items()}
+               for name, kw in PATHS.values()}
     methods["fp32 conv (no neurons)"] = (dense_convs(g, spikes), image_steps)
     fired = simulate(g, spikes, plans=plans)
     lavas = []
