@@ -34,6 +34,42 @@ class ChunkCounts:
     input_spikes: np.ndarray
     output: np.ndarray
     trains: list[np.ndarray] | None
+    readouts: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # t: (output, spikes)
+
+
+class Readout:
+    """What the output voltages say: ``predictions`` and ``accuracy`` (``output`` (samples,
+    classes), ``samples``)."""
+    output: np.ndarray
+    samples: int
+
+    @property
+    def predictions(self) -> np.ndarray:
+        """argmax of the output voltage (ties: the lowest class index)."""
+        return np.argmax(self.output, axis=1) if self.output.size else np.zeros(0, dtype=np.int64)
+
+    def accuracy(self, labels) -> float:
+        labels = np.asarray(labels).reshape(-1)
+        if len(labels) != self.samples:
+            raise SimError(f"{len(labels)} labels for {self.samples} samples")
+        return float(np.mean(self.predictions == labels)) if self.samples else 0.0
+
+
+@dataclass
+class StepReadout(Readout):
+    """The output voltages and spike counts after the first ``timesteps`` steps of a longer
+    simulation, read out on the way (``simulate(readouts=...)``). They are what a simulation
+    of ``timesteps`` steps gives: the input trains of T steps are the first T steps of longer
+    ones (``records.encoding``), the graph is the same, and step t depends on steps up to t
+    only. So an accuracy-vs-T sweep costs one simulation of its largest T."""
+    timesteps: int
+    samples: int
+    output: np.ndarray                      # (samples, classes) int64
+    spikes_per_sample: np.ndarray           # (samples,) int64: every core's spikes, the input's excluded
+
+    @property
+    def spikes(self) -> int:
+        return int(self.spikes_per_sample.sum())
 
 
 @dataclass
@@ -65,7 +101,7 @@ class LayerCounts:
 
 
 @dataclass
-class SimResult:
+class SimResult(Readout):
     timesteps: int
     samples: int
     layers: list[LayerCounts]
@@ -77,17 +113,7 @@ class SimResult:
     device: str = "cpu"
     seconds: float = 0.0
     plan: list[dict] = field(default_factory=list)
-
-    @property
-    def predictions(self) -> np.ndarray:
-        """argmax of the output voltage (ties: the lowest class index)."""
-        return np.argmax(self.output, axis=1) if self.output.size else np.zeros(0, dtype=np.int64)
-
-    def accuracy(self, labels) -> float:
-        labels = np.asarray(labels).reshape(-1)
-        if len(labels) != self.samples:
-            raise SimError(f"{len(labels)} labels for {self.samples} samples")
-        return float(np.mean(self.predictions == labels)) if self.samples else 0.0
+    readouts: dict[int, StepReadout] = field(default_factory=dict)   # T < timesteps: that T's readout
 
     @property
     def spikes(self) -> int:
@@ -122,7 +148,11 @@ class SimResult:
         trains = None
         if all(p.spike_trains is not None for p in parts):
             trains = [np.concatenate(t, axis=1) for t in zip(*(p.spike_trains for p in parts))]
-        return replace(first, samples=sum(p.samples for p in parts), layers=layers,
+        if any(p.readouts.keys() != first.readouts.keys() for p in parts):
+            raise SimError("cannot merge simulations read out at different steps")
+        readouts = {t: StepReadout(t, sum(p.samples for p in parts), cat([p.readouts[t].output for p in parts]),
+                                   cat([p.readouts[t].spikes_per_sample for p in parts])) for t in first.readouts}
+        return replace(first, samples=sum(p.samples for p in parts), layers=layers, readouts=readouts,
                        input_spikes=sum(p.input_spikes for p in parts),
                        input_spikes_per_sample=cat([p.input_spikes_per_sample for p in parts]),
                        output=cat([p.output for p in parts]), spike_trains=trains,

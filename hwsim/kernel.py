@@ -36,15 +36,32 @@ def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
     return t.contiguous(memory_format=CL)
 
 
+def _output_voltages(plan: CorePlan, v: torch.Tensor, hwc: bool) -> np.ndarray:
+    """The output core's voltages (samples, neurons) as int64, in (C, H, W) order."""
+    n = v.shape[0]
+    if hwc:                                                            # back to (C, H, W) order
+        c, h, w = plan.out_shape
+        v = v.view(n, h, w, c).permute(0, 3, 1, 2)
+    return v.reshape(n, -1).round().to(torch.int64).cpu().numpy()
+
+
+def _blocks(steps: int, block: int, readouts: Sequence[int]) -> list[tuple[int, int]]:
+    """(first step, steps) of each block: ``block`` steps at a time, cut at every readout step."""
+    cuts = sorted(set(range(0, steps, block)) | {t for t in readouts if 0 < t < steps} | {steps})
+    return [(a, b - a) for a, b in zip(cuts, cuts[1:])]
+
+
 def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: torch.device, record: bool,
               settings: BlockSettings, event_density: Sequence[float], int8: bool,
-              costs: Sequence[PathCosts | None]) -> ChunkCounts:
+              costs: Sequence[PathCosts | None], readouts: Sequence[int] = ()) -> ChunkCounts:
     """All steps of one chunk of samples, in blocks of ``block`` steps, the neuron states
     flat (samples, neurons) in storage order. Core i's block runs event-driven where
     ``costs[i]`` (learned over the run, updated here) predicts it cheaper than the int8
     product, or, for a core without ``costs[i]``, when its input has at most
     ``event_density[i]`` non-zero entries (per input and image-step); else on the int8 path
-    where ``int8`` and the core has one, else dense."""
+    where ``int8`` and the core has one, else dense. After each step count t in
+    ``readouts`` (below ``steps``), the output voltages and every core's spikes per sample
+    so far are read out (``ChunkCounts.readouts``); blocks are cut there."""
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
@@ -58,8 +75,11 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
     buffers: list[np.ndarray | None] = [None] * len(plans)   # compiled paths' spikes, reused per block
     trains = [[] for p in plans if p.spiking] if record else None
     sources = {sc.source for p in plans for sc in p.shortcuts}      # populations a shortcut reads
-    for t0 in range(0, steps, block):
-        tb = min(block, steps - t0)
+    read = {}
+    for t0, tb in _blocks(steps, block, readouts):
+        if t0 in readouts:
+            read[t0] = (_output_voltages(plans[-1], v[-1], out_hwc[-1]),
+                        torch.stack(spikes_acc).sum(0).round().to(torch.int64).cpu().numpy())
         x = _to_input(x_chunk[t0:t0 + tb], dev)                       # (tb*n, C, H, W) channels-last
         xf, hwc = flat(x)
         s_sum = xf.abs().view(tb, n, -1).sum(0)                       # (n, M): |spikes| per sample and input
@@ -102,16 +122,10 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
                 x, hwc = out, out_hwc[i]
                 if p.name in sources:
                     kept[p.name] = (out, s_sum, hwc)
-    p = plans[-1]
-    out_v = v[-1]
-    if out_hwc[-1]:                                                    # back to (C, H, W) order
-        c, h, w = p.out_shape
-        out_v = out_v.view(n, h, w, c).permute(0, 3, 1, 2)
-    out_v = out_v.reshape(n, -1)
     return ChunkCounts(spikes=torch.stack(spikes_acc).round().to(torch.int64).cpu().numpy(),
                        synaptic_events=torch.stack(syn_acc).round().to(torch.int64).cpu().numpy(),
                        active=torch.stack(active_acc).cpu().numpy(),
                        max_abs=torch.stack(maxabs_acc).round().to(torch.int64).cpu().numpy(),
                        input_spikes=in_acc.round().to(torch.int64).cpu().numpy(),
-                       output=out_v.round().to(torch.int64).cpu().numpy(),
-                       trains=[np.concatenate(t, axis=0) for t in trains] if record else None)
+                       output=_output_voltages(plans[-1], v[-1], out_hwc[-1]),
+                       trains=[np.concatenate(t, axis=0) for t in trains] if record else None, readouts=read)

@@ -2,7 +2,11 @@
 every network, count spikes per layer, and compute energy, delay and EDP, comparing e.g.
 the converted and the STDB-trained network under identical conditions. Every network
 encodes the same images by its graph's rule (``records.encoding``): networks of the same
-rule see the same spike trains.
+rule see the same spike trains. ``--sweep`` adds accuracy and spikes at other T: those
+below the run's T are read out of the run itself after that many steps, those above it
+out of one longer run (``simulate(readouts=...)``: the trains of T steps are the first T
+steps of longer ones), so a sweep costs about one simulation of its largest T, not one
+per point.
 
 Defaults: the newest run folder ``runs/<name>/`` holding both
 ``export/converted/coregraph.npz`` and ``export/stdb/coregraph.npz`` (``records.layout``);
@@ -217,7 +221,7 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
     # which CPU path suits each core: hwsim.path_choice)
     plans = {label: make_plans(g, resolve_device(cfg.device, SimError)) for label, _, g in graphs}
 
-    def run_one(label, g, steps):
+    def run_one(label, g, steps, readouts=()):
         bar = None
         if cfg.progress and shard.is_main:
             bar = progress_bar(total=end - first, desc=f"hwsim {label} T={steps}" + (
@@ -225,24 +229,29 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
         try:
             part = simulate(g, (inputs.images[first:end], inputs.seed), timesteps=steps, device=cfg.device,
                             options=SimOptions(chunk=cfg.chunk, threads=cfg.threads), first_index=first,
-                            plans=plans[label],
+                            plans=plans[label], readouts=readouts,
                             progress=bar.update if bar is not None else None)
         finally:
             if bar is not None:
                 bar.close()
         return shard.gather(part)
 
-    runs = [NetworkRun(label, str(path), g, run_one(label, g, inputs.timesteps), inputs.labels)
-            for label, path, g in graphs]
-    sweep, sweep_sims = [], []
-    for t in sorted(set(cfg.sweep)):
-        for (label, _, g), r in zip(graphs, runs):
-            sim = r.sim if t == inputs.timesteps else run_one(label, g, t)
-            sweep.append(sweep_point(label, sim, inputs.labels))
-            if sim is not r.sim:
-                sweep_sims.append((label, t, sim))
+    # the sweep's T below the run's are read out on the way; those above it, from one longer run
+    ts = sorted(set(cfg.sweep))
+    shorter, longer = [t for t in ts if t < inputs.timesteps], [t for t in ts if t > inputs.timesteps]
+    runs, sweep_sims = [], []
+    for label, path, g in graphs:
+        sim = run_one(label, g, inputs.timesteps, shorter)
+        runs.append(NetworkRun(label, str(path), g, sim, inputs.labels))
+        at = dict(sim.readouts) | ({inputs.timesteps: sim} if inputs.timesteps in ts else {})
+        if longer:
+            long_sim = run_one(label, g, longer[-1], longer[:-1])
+            at |= dict(long_sim.readouts) | {longer[-1]: long_sim}
+        sweep_sims += [(label, t, at[t]) for t in ts]
+    sweep = [sweep_point(label, point, inputs.labels) for t in ts for label, tt, point in sweep_sims if tt == t]
     notes = [saturation_note(label, sim_steps, sim) for label, sim_steps, sim in
-             [(r.label, inputs.timesteps, r.sim) for r in runs] + sweep_sims]
+             [(r.label, inputs.timesteps, r.sim) for r in runs]
+             + [(label, t, point) for label, t, point in sweep_sims if t != inputs.timesteps]]
     notes = [n for n in notes if n]
     if wrote_inputs is not None:
         inputs_file = str(out_dir / INPUTS_FILE)

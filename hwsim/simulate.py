@@ -10,13 +10,13 @@ import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from export.graph import CoreGraph
-from hwsim.counters import LayerCounts, SimError, SimResult
+from hwsim.counters import LayerCounts, SimError, SimResult, StepReadout
 from hwsim.device import _tf32, _threads, tf32_round
 from hwsim.kernel import run_chunk
 from hwsim.path_choice import PathCosts
@@ -102,7 +102,7 @@ class SimOptions:
 def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: str | torch.device = "cpu",
              options: SimOptions = SimOptions(), record_spikes: bool = False,
              progress: Callable[[int], None] | None = None, plans: list[CorePlan] | None = None,
-             first_index: int = 0) -> SimResult:
+             first_index: int = 0, readouts: Sequence[int] = ()) -> SimResult:
     """Run ``graph`` on many samples; bit-exact to ``export.fixedpoint.run_reference``.
 
     ``inputs``: spike trains (T, N, C, H, W) in {-1, 0, 1} (numpy or torch), or a tuple
@@ -114,6 +114,9 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     unchanged graph; built here when None. ``first_index``: the index of ``images[0]`` in
     the whole input set: image j is encoded with the generator ``[seed, first_index + j]``,
     so a shard of the images (``hwsim.shard``) gets the spike trains the whole set would.
+    ``readouts``: step counts below T after which the output voltages and spike counts are
+    read out as well (``SimResult.readouts``, each what a simulation of that many steps gives:
+    ``counters.StepReadout``).
     """
     o = options
     host_checks, sparse, event_density, int8, tf32 = o.host_checks, o.sparse, o.event_density, o.int8, o.tf32
@@ -148,6 +151,9 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
             raise SimError(f"timesteps={timesteps} but the input spikes have {steps} steps")
     if steps < 1:
         raise SimError("need at least one time step")
+    if any(isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 1 <= t < steps for t in readouts):
+        raise SimError(f"readouts must be step counts from 1 to T - 1 = {steps - 1}, got {list(readouts)}")
+    readouts = sorted({int(t) for t in readouts})
     t_start = time.perf_counter()
     if plans is None:
         plans = make_plans(graph, dev, o.conv_impl)
@@ -180,6 +186,7 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
     max_abs = np.zeros(ncores, dtype=np.int64)
     in_spikes_ps = np.zeros(n, dtype=np.int64)
     output = np.zeros((n, plans[-1].neurons), dtype=np.int64)
+    read = {t: StepReadout(t, n, np.zeros_like(output), np.zeros(n, dtype=np.int64)) for t in readouts}
     trains = ([np.zeros((steps, n, *p.out_shape), dtype=np.uint8) for p in plans if p.spiking]
               if record_spikes else None)
 
@@ -211,13 +218,17 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                         submit(k + 2)
                 else:
                     x_chunk = spikes_in[:, a:b]
-                res = run_chunk(plans, x_chunk, steps, block, dev, record_spikes, settings, limits, int8, costs)
+                res = run_chunk(plans, x_chunk, steps, block, dev, record_spikes, settings, limits, int8, costs,
+                                readouts)
                 spikes_ps[:, a:b] = res.spikes
                 syn_tot += res.synaptic_events
                 active_tot += res.active
                 max_abs = np.maximum(max_abs, res.max_abs)
                 in_spikes_ps[a:b] = res.input_spikes
                 output[a:b] = res.output
+                for t, (out_t, spikes_t) in res.readouts.items():
+                    read[t].output[a:b] = out_t
+                    read[t].spikes_per_sample[a:b] = spikes_t
                 if record_spikes:
                     for tr, rec in zip(trains, res.trains):
                         tr[:, a:b] = rec
@@ -243,4 +254,4 @@ def simulate(graph: CoreGraph, inputs, *, timesteps: int | None = None, device: 
                      output=output, spike_trains=trains, device=str(dev),
                      seconds=time.perf_counter() - t_start,
                      plan=[p.describe() | {"device": str(dev), "chunk": chunk, "steps_per_block": block}
-                           for p in plans])
+                           for p in plans], readouts=read)

@@ -18,6 +18,7 @@ from hwsim.counters import SimError
 from hwsim.energy import ann_energy, available_presets, evaluate, load_energy_model
 from hwsim.simulate import SimOptions, simulate
 from fixedpoint_cases import CASES, conv_core, dense_w, enc, graph_of, out_core, random_spikes
+from records.encoding import InputEncoding
 from records.inputs import InputSet, InputsError, load_inputs, save_inputs
 
 # --------------------------------------------------------------------------------------
@@ -287,6 +288,35 @@ def test_same_seed_same_numbers_and_encoding_is_graph_input_encode():
     assert d.input_spikes != a.input_spikes or not np.array_equal(d.output, a.output)
     with pytest.raises(SimError):
         simulate(g, (images[:, :, :5], 3))
+
+
+@pytest.mark.parametrize("rule", ["poisson", "integrate"])
+@pytest.mark.parametrize("options", [SimOptions(chunk=4, steps_per_block=3), SimOptions(event_density=0.0),
+                                     SimOptions(event_density=math.inf, chunk=5)])
+def test_readouts_equal_shorter_simulations(rule, options):
+    """What simulate reads out after t steps of a longer run is what a run of t steps gives,
+    on every path: the accuracy-vs-T sweep costs one simulation of its largest T."""
+    rng = np.random.default_rng(9)
+    shape = (2, 6, 6)
+    c1 = conv_core(rng, "c1", 2, 4, (3, 3), (6, 6), pad=(1, 1), vth=15, dv=300)
+    h = Core("h", "dense", dense_w(rng, 7, 144), c1.output_shape, (7,), vth=30, bias=rng.integers(-5, 6, 7))
+    g = graph_of([c1, h, out_core(rng, (7,), dv=100)], shape, timesteps=12,
+                 encoding=InputEncoding.of(shape, [0.5, 0.4], [0.3, 0.5], rule=rule))
+    images = rng.integers(0, 256, size=(9, *shape), dtype=np.uint8)
+    long = simulate(g, (images, 5), timesteps=12, options=options, readouts=(1, 5, 7, 11))
+    assert sorted(long.readouts) == [1, 5, 7, 11]
+    labels = rng.integers(0, 3, 9)
+    for t, read in long.readouts.items():
+        short = simulate(g, (images, 5), timesteps=t, options=options)
+        np.testing.assert_array_equal(read.output, short.output)
+        np.testing.assert_array_equal(read.spikes_per_sample, sum(l.spikes_per_sample for l in short.layers))
+        assert (read.timesteps, read.samples, read.spikes) == (t, 9, short.spikes)
+        assert read.accuracy(labels) == short.accuracy(labels)
+    assert long.spikes > long.readouts[11].spikes > long.readouts[1].spikes
+    np.testing.assert_array_equal(long.output, simulate(g, (images, 5), timesteps=12, options=options).output)
+    for bad in ((0,), (12,), (2.5,), (True,)):
+        with pytest.raises(SimError, match="readouts"):
+            simulate(g, (images, 5), timesteps=12, readouts=bad)
 
 
 # --------------------------------------------------------------------------------------

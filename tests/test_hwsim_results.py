@@ -180,6 +180,24 @@ def test_cli_two_graphs_writes_results(cli_files, capsys):
     assert [p["spikes_per_image"] for p in at5] == [n["totals"]["spikes_per_image"] for n in doc2["networks"]]
 
 
+def test_sweep_below_at_and_above_the_run_T_equals_separate_runs(cli_files):
+    """The sweep's T below the run's are read out of the run, those above it out of one
+    longer run: each point is what a simulation of that T gives on the same images."""
+    tmp, p1, p2, pin = cli_files
+    out = tmp / "sweep"
+    rc = hwrun.main(["--graph", f"converted={p1}", "--graph", f"stdb={p2}", "--inputs", str(pin), "--out", str(out),
+                     "--sweep", "9,1,3,5,7", "--no-progress", "--device", "cpu"])
+    assert rc == 0
+    doc = load_results(out / "results.json")
+    inputs = load_inputs(pin)
+    points = {(p["network"], p["timesteps"]): p for p in doc["sweep"]}
+    assert sorted(points) == [(n, t) for n in ("converted", "stdb") for t in (1, 3, 5, 7, 9)]
+    for (label, t), point in points.items():
+        sim = simulate(load_graph(p1 if label == "converted" else p2), (inputs.images, inputs.seed), timesteps=t)
+        assert point["accuracy"] == pytest.approx(sim.accuracy(inputs.labels))
+        assert point["spikes_per_image"] == pytest.approx(sim.spikes / 9)
+
+
 def test_cli_exit_code_in_a_subprocess(cli_files):
     tmp, p1, _, pin = cli_files
     done = subprocess.run([sys.executable, "-m", "hwsim.run", "--edp", "--graph", f"a={tmp / 'missing.npz'}",
