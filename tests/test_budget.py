@@ -32,7 +32,7 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
     assert "s per epoch; the budget fits" in out and "stage wall times (s): data" in out
     summary = load_trainer_summary(run.trainer_summary)
     assert summary.accuracy("ann") > 85 and summary.accuracy("stdb", 4) > 85
-    assert summary.timesteps.sweep == (1, 2, 4)                   # a quarter, a half and all of T
+    assert summary.timesteps.sweep == (1, 2, 4)                   # the powers of two below T, and T
     assert not run.checkpoint("scratch").exists()                 # no baseline inside a budget
     ann = load_checkpoint(run.checkpoint("ann"))
     config = ann.train_state["config"]
