@@ -1,5 +1,7 @@
 """An ANN checkpoint's accuracy on the images of an hwsim inputs file (the same images the
-SNNs were simulated on): ``python results/ann_on_inputs.py ANN.pt INPUTS.npz``."""
+SNNs were simulated on), and on their first N for each N given (the trainer's test images
+of an evaluation on N samples are those, in the same order):
+``python results/ann_on_inputs.py ANN.pt INPUTS.npz [N ...]``."""
 import sys
 from pathlib import Path
 
@@ -19,5 +21,7 @@ with torch.no_grad():
 acc = float((pred.numpy() == inp.labels).mean() * 100)
 print(f"ANN on the same {len(x)} images: {acc:.2f} %  (test set: {ck.metrics.get('test_acc')} %, "
       f"epochs {ck.metrics.get('epochs')})")
+for n in map(int, sys.argv[3:]):
+    print(f"ANN on the first {n} images: {float((pred[:n].numpy() == inp.labels[:n]).mean() * 100):.2f} %")
 if "act_thresholds" in ck.state_dict:
     print("act thresholds", [round(float(v), 3) for v in ck.state_dict["act_thresholds"]])
