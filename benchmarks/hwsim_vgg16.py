@@ -23,6 +23,7 @@ PATHS = {"default": ("hwsim", {}), "events": ("hwsim, event path", dict(event_de
          "int8": ("hwsim, int8 path", dict(event_density=0.0, int8=True)),
          "dense": ("hwsim, dense float path", dict(event_density=0.0, int8=False))}
 
+
 def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
     """VGG16 on the CPU: the methods of ``args.paths`` (``PATHS``), on plans built once (as
     ``hwsim.run`` builds them per network: building VGG16's costs about a second), in a
@@ -77,23 +78,20 @@ def vgg16_main(args) -> int:
     rates = calibrate(g, calib, target=args.rate, device=device)
     print(f"VGG16 ({len(g.cores)} cores) on 3x32x32, thresholds calibrated to rates "
           f"{[round(r, 3) for r in rates]} ({time.perf_counter() - t:.1f} s)")
-    if device == "cuda":
-        print(f"GPU: {torch.cuda.get_device_name()}")
-    else:
+    if device != "cuda":
         ok = vgg16_cpu_paths(args, g, images, steps)
         return 0 if ok and (not args.check or agrees_with_reference(g, images, steps, device)) else 1
+    print(f"GPU: {torch.cuda.get_device_name()}")
     simulate(g, (images[:min(n, 64)], 0), timesteps=min(steps, 4), device=device)      # warm-up
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     r = simulate(g, (images, 0), timesteps=steps, device=device,
                  options=SimOptions(chunk=args.chunk, threads=args.threads))
-    if device == "cuda":
-        torch.cuda.synchronize()
+    torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    target = " (target < 10 s for 1,500 images at T=100 on one H100)" if device == "cuda" else ""
-    print(f"hwsim on {device}: VGG16, T={steps}, {n} CIFAR-sized images in {dt:.2f} s{target}, "
+    print(f"hwsim on {device}: VGG16, T={steps}, {n} CIFAR-sized images in {dt:.2f} s "
+          "(target < 10 s for 1,500 images at T=100 on one H100), "
           f"Poisson encoding included -> {r.image_steps / dt:,.0f} image-steps/s, "
           f"{r.synaptic_events / dt:,.3g} synaptic events/s")
     print("  firing rates per neuron-step: " + ", ".join(
@@ -101,8 +99,7 @@ def vgg16_main(args) -> int:
     print(f"  plan: chunk {r.plan[0]['chunk']}, steps per block {r.plan[0]['steps_per_block']}, "
           + "; ".join(f"{p['name']}: {p['dtype']}" + (f", pool {p['pool_rewrite']}" if p["pool_rewrite"] else "")
                       for p in r.plan))
-    if device == "cuda":
-        print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
+    print(f"  peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB")
     return 0 if not args.check or agrees_with_reference(g, images, steps, device) else 1
 
 
