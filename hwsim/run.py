@@ -248,7 +248,8 @@ def run_hwsim(specs: list[tuple[str, Path]], cfg: HwsimConfig, default_out: Path
             long_sim = run_one(label, g, longer[-1], longer[:-1])
             at |= dict(long_sim.readouts) | {longer[-1]: long_sim}
         sweep_sims += [(label, t, at[t]) for t in ts]
-    sweep = [sweep_point(label, point, inputs.labels) for t in ts for label, tt, point in sweep_sims if tt == t]
+    sweep = [sweep_point(label, point, inputs.labels)              # by T, then in the graphs' order
+             for label, _, point in sorted(sweep_sims, key=lambda s: s[1])]
     notes = [saturation_note(label, sim_steps, sim) for label, sim_steps, sim in
              [(r.label, inputs.timesteps, r.sim) for r in runs]
              + [(label, t, point) for label, t, point in sweep_sims if t != inputs.timesteps]]
