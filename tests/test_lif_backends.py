@@ -90,6 +90,43 @@ def test_fused_spikes_in_the_autocast_dtype():
     assert torch.allclose(got[1], ref[1], **GRAD_TOLERANCE)
 
 
+@pytest.mark.parametrize("surrogate", SURROGATES[:3], ids=lambda s: s.kind)
+def test_numba_takes_bf16_currents_as_the_fp32_neuron_would(surrogate):
+    """bf16 currents in, bf16 spikes and dL/dI out: the fp32 neuron's numbers, its gradient rounded as torch casts."""
+    lif = lif_of("numba")
+    current = (torch.rand((9, 2, 4, 3, 3), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3).bfloat16()
+    ref = run_windows(lif, current.float(), surrogate, 0.7, 0.9, [4, 5])
+    got = run_windows(lif, current, surrogate, 0.7, 0.9, [4, 5])
+    assert got[0].dtype == torch.bfloat16 and torch.equal(got[0].float(), ref[0])
+    assert got[1].dtype == torch.bfloat16 and torch.equal(got[1], ref[1].bfloat16())
+    assert got[2].u.dtype == torch.float32 and torch.equal(got[2].u, ref[2].u)
+    assert 0 < ref[0].sum() < ref[0].numel()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_numba_keeps_channels_last(dtype):
+    """A channels-last layer is walked in its memory order: the same numbers, and spikes and dL/dI
+    in the currents' layout (no copy into another layout and back)."""
+    lif = lif_of("numba")
+    dense = (torch.rand((5, 2, 6, 3, 4), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3).to(dtype)
+    nhwc = dense.flatten(0, 1).to(memory_format=torch.channels_last).unflatten(0, (5, 2))
+    assert not nhwc.is_contiguous()
+    ref = run_windows(lif, dense, Surrogate("linear", 0.3), 0.7, 1.0, [2, 3])
+    current = nhwc.clone().requires_grad_()
+    state, lut, out = NeuronState.zeros(current[0].detach().float()), Surrogate().lut(6), []
+    for t0, length in [(0, 2), (2, 3)]:
+        spikes, state = lif(current[t0:t0 + length], state, 0.7, 1.0, t0, Surrogate("linear", 0.3), lut)
+        assert spikes.stride() == current[t0:t0 + length].stride()
+        state = state.detached()
+        out.append(spikes)
+    spikes = torch.cat(out)
+    weights = torch.randn(spikes.shape, generator=torch.Generator().manual_seed(1)).bfloat16().float()
+    (spikes * weights).sum().backward()
+    assert torch.equal(spikes.detach(), ref[0]) and torch.equal(current.grad, ref[1])
+    assert current.grad.stride() == current.stride()
+    assert torch.equal(state.u, ref[2].u) and torch.equal(state.last, ref[2].last)
+
+
 @pytest.mark.parametrize("backend", ["reference", *FAST])
 def test_soft_reset_and_leak_two_neurons(backend):
     # theta = 1, leak 0.5, Eq. 2: u_t = 0.5 u_{t-1} + I_t - o_{t-1}

@@ -12,6 +12,12 @@ g_t / theta (a table look-up for STDB), then backward in time to form dL/du_t = 
 arithmetic and its order are the reference's and numba does not contract a*b+c into one
 rounding, so the spikes are bit-exact; gradients agree within rounding (the order of the
 scan's two products differs).
+
+Under bf16 autocast the synapses hand over bf16 currents. The kernels read them as they are
+(bf16 -> fp32 is exact: the 16 bits shifted up), keep the neuron in fp32, and write bf16 spikes
+(0 and 1 are exact) and a bf16 dL/dI rounded to nearest even, as torch's cast rounds: the same
+numbers as casting to fp32 around an fp32 neuron, without the two casts' passes over memory.
+The tensors are walked in their memory order (channels-last included), so no layout is copied.
 """
 from __future__ import annotations
 
@@ -23,31 +29,61 @@ from trainer.lif import NeuronState, Surrogate
 
 BLOCK = 2048                 # neurons per block: a block's window of steps stays in L2
 KINDS = {"stdb": 0, "linear": 1, "exp": 2}
+BF16_ONE = 0x3F80            # 1.0 in bf16 bits
+
+
+@numba.njit(inline="always")
+def _load_row(src, dst, bf16):
+    """dst (fp32) <- src: fp32 as is, or bf16 bits (uint16) widened exactly."""
+    if bf16:
+        bits = dst.view(np.uint32)
+        for i in range(src.shape[0]):
+            bits[i] = np.uint32(src[i]) << 16
+    else:
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
+
+
+@numba.njit(inline="always")
+def _store_row(src, dst, bf16):
+    """dst <- src (fp32): fp32 as is, or bf16 bits rounded to nearest even (NaN stays NaN)."""
+    if bf16:
+        bits = src.view(np.uint32)
+        for i in range(src.shape[0]):
+            b = bits[i]
+            dst[i] = 0x7FC0 if src[i] != src[i] else (b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16
+    else:
+        for i in range(src.shape[0]):
+            dst[i] = src[i]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _forward_kernel(cur, u0, o0, last0, spikes, fired, potentials, u, o, last, t0, theta, leak, save_bytes,
-                    save_potential):
-    """cur (T, N) float32 currents; u0, o0 (N,) float32, last0 (N,) int32 the state before the
-    window; writes spikes (T, N) float32, fired (T, N) uint8 where ``save_bytes``, potentials
-    (T, N) where ``save_potential``, and the state after the window u, o, last."""
+                    save_potential, bf16):
+    """cur (T, N) float32 currents, or their bf16 bits (uint16) where ``bf16``; u0, o0 (N,)
+    float32, last0 (N,) int32 the state before the window; writes spikes (T, N) (float32, or
+    bf16 bits where ``bf16``), fired (T, N) uint8 where ``save_bytes``, potentials (T, N)
+    float32 where ``save_potential``, and the state after the window u, o, last."""
     steps, n = cur.shape
-    f = cur.dtype.type
+    f = np.float32
     th, lk = f(theta), f(leak)
+    one = spikes.dtype.type(BF16_ONE if bf16 else 1.0)
     for blk in numba.prange((n + BLOCK - 1) // BLOCK):
         a = blk * BLOCK
         e = min(n, a + BLOCK)
         uu = u0[a:e].copy()
         oo = o0[a:e].copy()
         ll = last0[a:e].copy()
+        c = np.empty(e - a, np.float32)
         for k in range(steps):
-            c, s = cur[k, a:e], spikes[k, a:e]
+            _load_row(cur[k, a:e], c, bf16)
+            s = spikes[k, a:e]
             for i in range(e - a):
                 x = uu[i] * lk if leak != 1.0 else uu[i]
                 x = (x + c[i]) - th * oo[i]
                 uu[i] = x
                 oo[i] = f(1.0) if x > th else f(0.0)
-                s[i] = oo[i]
+                s[i] = one if x > th else 0
             for i in range(e - a):
                 if oo[i] != 0:
                     ll[i] = t0 + k
@@ -66,12 +102,13 @@ def _forward_kernel(cur, u0, o0, last0, spikes, fired, potentials, u, o, last, t
 
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak, alpha, beta, kind,
-                     through_reset):
-    """grad (T, N) dL/d spikes; fired (T, N) uint8 (stdb), last0 (N,) int32 the last spike
-    before the window, potentials (T, N) (linear, exp), table the STDB slopes
-    alpha*exp(-beta*dt) / theta; writes out (T, N) = dL/d current."""
+                     through_reset, bf16):
+    """grad (T, N) dL/d spikes (float32, or bf16 bits where ``bf16``); fired (T, N) uint8
+    (stdb), last0 (N,) int32 the last spike before the window, potentials (T, N) (linear,
+    exp), table the STDB slopes alpha*exp(-beta*dt) / theta; writes out (T, N) = dL/d current
+    (the dtype of grad). The scan runs in fp32 in a block's own workspace."""
     steps, n = grad.shape
-    f = grad.dtype.type
+    f = np.float32
     th, lk, al, be = f(theta), f(leak), f(alpha), f(beta)
     inv = f(1.0) / th                                # x / theta as x * (1 / theta): gradients within an ulp
     size = table.shape[0]
@@ -79,8 +116,10 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
         a = blk * BLOCK
         e = min(n, a + BLOCK)
         ll = last0[a:e].copy()
+        work = np.empty((steps, e - a), np.float32)   # each step's slope, then dL/du_t
+        gr = np.empty(e - a, np.float32)
         for k in range(steps):                       # forward in time: each step's slope g_t / theta
-            r = out[k, a:e]
+            r = work[k]
             if kind == 0:
                 b = fired[k, a:e]
                 for i in range(e - a):
@@ -96,71 +135,105 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
                     r[i] = g * inv
         for j in range(steps):                       # backward in time: + c_t * dL/du_{t+1}
             k = steps - 1 - j
-            r, gr = out[k, a:e], grad[k, a:e]
+            r = work[k]
+            _load_row(grad[k, a:e], gr, bf16)
             if k == steps - 1:
                 for i in range(e - a):
                     r[i] = gr[i] * r[i]
             else:
-                nxt = out[k + 1, a:e]
+                nxt = work[k + 1]
                 for i in range(e - a):
                     s = r[i]
                     carry = lk - th * s if through_reset else lk
                     r[i] = gr[i] * s + carry * nxt[i]
+            _store_row(r, out[k, a:e], bf16)
 
 
-def _flat(x: torch.Tensor) -> torch.Tensor:
-    """(T, ...) -> (T, N) float32, contiguous (a copy only where needed)."""
-    return x.detach().float().reshape(x.shape[0], -1).contiguous()
+def _memory_order(x: torch.Tensor) -> tuple[int, ...]:
+    """The dims of one step (x[0]) from the slowest in memory to the fastest."""
+    step = x[0]
+    return tuple(sorted(range(step.dim()), key=lambda d: (-step.stride(d), d)))
+
+
+def _rows(x: torch.Tensor, order) -> torch.Tensor:
+    """(T, ...) -> (T, N), each step's neurons in ``order``; a view where x lies that way, else a copy."""
+    return x.permute(0, *(d + 1 for d in order)).reshape(x.shape[0], -1)
+
+
+def _like(rows: torch.Tensor, shape, order) -> torch.Tensor:
+    """The (T, *shape) tensor whose memory is ``rows`` (T, N) laid out in ``order``."""
+    permuted = rows.view(rows.shape[0], *(shape[d] for d in order))
+    inverse = sorted(range(len(order)), key=lambda d: order[d])
+    return permuted.permute(0, *(d + 1 for d in inverse))
+
+
+def _bits(x: torch.Tensor) -> np.ndarray:
+    """A tensor's numbers for the kernels: fp32 as is, bf16 as its uint16 bits."""
+    return x.view(torch.int16).numpy().view(np.uint16) if x.dtype == torch.bfloat16 else x.numpy()
+
+
+def _operand(x: torch.Tensor, order) -> torch.Tensor:
+    """Rows of x in ``order``, in bf16 or else fp32, contiguous."""
+    x = x.detach()
+    if x.dtype not in (torch.float32, torch.bfloat16):
+        x = x.float()
+    return _rows(x, order).contiguous()
 
 
 def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, save_bytes: bool,
              save_potential: bool):
-    cur = _flat(current)
+    order = _memory_order(current)
+    cur = _operand(current, order)
+    bf16 = cur.dtype == torch.bfloat16
     steps, n = cur.shape
     spikes = torch.empty_like(cur)
     fired = torch.empty((steps, n) if save_bytes else (0, 0), dtype=torch.uint8)
-    potentials = torch.empty_like(cur) if save_potential else cur[:0]
-    u, o = torch.empty(n), torch.empty(n)
-    last = torch.empty(n, dtype=torch.int32)
-    _forward_kernel(cur.numpy(), state.u.detach().float().reshape(-1).contiguous().numpy(),
-                    state.o.detach().float().reshape(-1).contiguous().numpy(),
-                    state.last.to(torch.int32).reshape(-1).contiguous().numpy(), spikes.numpy(), fired.numpy(),
-                    potentials.numpy(), u.numpy(), o.numpy(), last.numpy(), int(t0), float(theta), float(leak),
-                    save_bytes, save_potential)
+    potentials = torch.empty((steps, n) if save_potential else (0, 0))
+    u, o = torch.empty(1, n), torch.empty(1, n)
+    last = torch.empty((1, n), dtype=torch.int32)
+    state_rows = lambda x, dtype: _rows(x.detach().to(dtype)[None], order).reshape(-1).contiguous()  # noqa: E731
+    _forward_kernel(_bits(cur), state_rows(state.u, torch.float32).numpy(), state_rows(state.o, torch.float32).numpy(),
+                    state_rows(state.last, torch.int32).numpy(), _bits(spikes), fired.numpy(), potentials.numpy(),
+                    u[0].numpy(), o[0].numpy(), last[0].numpy(), int(t0), float(theta), float(leak), save_bytes,
+                    save_potential, bf16)
     shape = current.shape[1:]
-    new = NeuronState(u.view(shape), o.view(shape), last.view(shape))
-    return spikes.view(current.shape).to(current.dtype), fired, potentials, new
+    new = NeuronState(*(_like(x, shape, order)[0] for x in (u, o, last)))
+    return _like(spikes, shape, order), fired, potentials, new, order
 
 
 class _NumbaLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
         state = NeuronState(u0, o0, last0)
-        spikes, fired, potentials, new = _forward(current, state, theta, leak, t0, surrogate.kind == "stdb",
-                                                  surrogate.kind != "stdb")
-        ctx.save_for_backward(fired, last0.to(torch.int32).reshape(-1).contiguous(), potentials,
+        spikes, fired, potentials, new, order = _forward(current, state, theta, leak, t0, surrogate.kind == "stdb",
+                                                         surrogate.kind != "stdb")
+        ctx.save_for_backward(fired, _rows(last0.to(torch.int32)[None], order).reshape(-1).contiguous(), potentials,
                               (lut.float() / float(theta)).contiguous())
-        ctx.theta, ctx.leak, ctx.t0, ctx.surrogate = float(theta), float(leak), int(t0), surrogate
+        ctx.theta, ctx.leak, ctx.t0, ctx.surrogate, ctx.order = float(theta), float(leak), int(t0), surrogate, order
         ctx.mark_non_differentiable(new.u, new.o, new.last)
+        ctx.set_materialize_grads(False)        # no zero tensors for the state's (absent) gradients
         return spikes, new.u, new.o, new.last
 
     @staticmethod
     def backward(ctx, grad_spikes, _gu, _go, _gl):
         fired, last0, potentials, table = ctx.saved_tensors
         surrogate: Surrogate = ctx.surrogate
-        grad = _flat(grad_spikes)
+        grad = _operand(grad_spikes, ctx.order)
         out = torch.empty_like(grad)
-        _backward_kernel(grad.numpy(), fired.numpy(), last0.numpy(), potentials.numpy(), table.numpy(), out.numpy(),
+        _backward_kernel(_bits(grad), fired.numpy(), last0.numpy(), potentials.numpy(), table.numpy(), _bits(out),
                          ctx.t0, ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
-                         KINDS[surrogate.kind], surrogate.through_reset)
-        return out.view(grad_spikes.shape), None, None, None, None, None, None, None, None
+                         KINDS[surrogate.kind], surrogate.through_reset, grad.dtype == torch.bfloat16)
+        return _like(out, grad_spikes.shape[1:], ctx.order), None, None, None, None, None, None, None, None
 
 
 def lif_numba(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
     if current.device.type != "cpu":
         raise ValueError("the numba backend runs on CPU tensors; use --backend fused or multistep on CUDA")
     if not (torch.is_grad_enabled() and current.requires_grad):     # evaluation, balancing: keep nothing
-        spikes, _, _, state = _forward(current, state, theta, leak, t0, False, False)
+        spikes, _, _, state, _ = _forward(current, state, theta, leak, t0, False, False)
         return spikes, state
     spikes, u, o, last = _NumbaLIF.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
     return spikes, NeuronState(u, o, last)
+
+
+lif_numba.reads_bf16 = True      # trainer.snn hands it the synapses' bf16 currents without a cast

@@ -62,6 +62,17 @@ def require_training_memory(cfg: ArchConfig, timesteps: int, batch: int, window:
                    f"backpropagation through {steps} steps of {batch} images of {cfg.name}", fix, device)
 
 
+# Spikes (0 or 1, never -0) counted on their bits: torch's count_nonzero is several times
+# faster on integers than on floats (bf16 7x on an AVX-512 EPYC).
+_SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
+
+
+def count_spikes(spikes: torch.Tensor) -> int:
+    """The number of spikes in a 0/1 tensor, exactly."""
+    spikes = spikes.detach()
+    return int(torch.count_nonzero(spikes.view(_SAME_SIZE_INT.get(spikes.dtype, spikes.dtype))))
+
+
 class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
@@ -95,12 +106,13 @@ class SNN(nn.Module):
 
     def _neuron(self, k, current, states, t0, lut):
         """Run neuron layer k over the window's currents, updating states[k]."""
-        current = current.float()      # under bf16 autocast the synapses are bf16, the neurons fp32
-        if states[k] is None:
-            states[k] = NeuronState.zeros(current[0], self.v_init[k] * self.thresholds[k])
         lif = neuron_backend(self.backend, current.device, self.surrogate.kind)
+        if not getattr(lif, "reads_bf16", False):
+            current = current.float()  # under bf16 autocast the synapses are bf16, the neurons fp32
+        if states[k] is None:
+            states[k] = NeuronState.zeros(current[0].detach().float(), self.v_init[k] * self.thresholds[k])
         spikes, states[k] = lif(current, states[k], self.thresholds[k], self.leak, t0, self.surrogate, lut)
-        self.spike_counts[k] += int(torch.count_nonzero(spikes.detach()))   # exact: spikes are 0 or 1
+        self.spike_counts[k] += count_spikes(spikes)
         self.neuron_counts[k] = math.prod(current.shape[2:])
         return spikes
 
@@ -149,7 +161,7 @@ class SNN(nn.Module):
             elif isinstance(spec, AvgPool):
                 spikes = merged(lambda p: F.avg_pool2d(p, spec.kernel), spikes)
             elif isinstance(spec, Dropout):
-                spikes = spikes * masks[i] if i in masks else spikes
+                spikes = spikes * masks[i].to(spikes.dtype) if i in masks else spikes   # bf16 spikes stay bf16
             elif isinstance(spec, Flatten):
                 spikes = spikes.flatten(2)
             else:
