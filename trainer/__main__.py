@@ -75,7 +75,7 @@ def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: st
                    help="max gradient norm (0 = off)")
     p.add_argument(f"--{prefix}label-smoothing", type=number(0, 1, hi_open=True), default=default("label_smoothing"))
     p.add_argument(f"--{prefix}precision", default=default("precision"), choices=PRECISIONS,
-                   help="bf16: synapses (convolutions, matmuls) under autocast; neurons stay fp32")
+                   help="bf16: synapses (convolutions, matmuls) under autocast; neurons integrate in fp32")
     p.add_argument(f"--{prefix}channels-last", default=default("channels_last"), action=argparse.BooleanOptionalAction,
                    help="NHWC layout for the convolutions (fast on GPUs)")
 
