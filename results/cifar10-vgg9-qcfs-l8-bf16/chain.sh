@@ -3,21 +3,23 @@
 # than cifar10-vgg9-qcfs-l8's 7 fp32 epochs, then for T = 4 (the unmet target of issue 30) and T = 8:
 # biases calibrated at T, one STDB epoch at T on the core's 8-bit weight grid, export at T, hwsim on 1,500
 # test images, the ANN on the same images. Every step resumes or is skipped when its output exists.
+# STEPS (default "4 8") picks the T; SUBSET a seeded training subset for the STDB epoch (default: the whole set).
 set -e
 cd "$(dirname "$0")/../.."      # the repository root
 R=runs/cifar10-vgg9-qcfs-l8-bf16
 EPOCHS=${EPOCHS:-16}
+STEPS=${STEPS:-4 8}
 PY=.venv/bin/python
 date; lscpu | grep "Model name"; git rev-parse --short HEAD
 $PY -m trainer ann --dataset cifar10 --arch vgg9 --batch-norm --quant-levels 8 --conv-dropout 0 --fc-dropout 0 \
   --lr 0.05 --batch-size 128 --epochs $EPOCHS --schedule cosine --warmup-epochs 0.3 --weight-decay 5e-4 \
   --precision bf16 --channels-last --out $R/ann.pt
 date
-for T in 4 8; do
+for T in $STEPS; do
   [ -f $R/calibrated_T$T.pt ] || $PY -m trainer convert $R/ann.pt --timesteps $T --calibrate-biases 256 \
     --out $R/calibrated_T$T.pt --quiet
   date
-  $PY -m trainer stdb $R/calibrated_T$T.pt --timesteps $T --test-subset 500 --epochs 1 --lr 3e-4 \
+  $PY -m trainer stdb $R/calibrated_T$T.pt --timesteps $T ${SUBSET:+--train-subset $SUBSET} --test-subset 500 --epochs 1 --lr 3e-4 \
     --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear --precision bf16 --channels-last \
     --weight-bits 8 --out $R/stdb_T$T.pt
   date
