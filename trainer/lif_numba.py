@@ -167,6 +167,11 @@ def _like(rows: torch.Tensor, shape, order) -> torch.Tensor:
     return permuted.permute(0, *(d + 1 for d in inverse))
 
 
+def _state_row(x: torch.Tensor, order, dtype) -> torch.Tensor:
+    """A state tensor (one step's shape) as one contiguous row of ``dtype`` in ``order``."""
+    return _rows(x.detach().to(dtype)[None], order).reshape(-1).contiguous()
+
+
 def _bits(x: torch.Tensor) -> np.ndarray:
     """A tensor's numbers for the kernels: fp32 as is, bf16 as its uint16 bits."""
     return x.view(torch.int16).numpy().view(np.uint16) if x.dtype == torch.bfloat16 else x.numpy()
@@ -191,9 +196,9 @@ def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, sa
     potentials = torch.empty((steps, n) if save_potential else (0, 0))
     u, o = torch.empty(1, n), torch.empty(1, n)
     last = torch.empty((1, n), dtype=torch.int32)
-    state_rows = lambda x, dtype: _rows(x.detach().to(dtype)[None], order).reshape(-1).contiguous()  # noqa: E731
-    _forward_kernel(_bits(cur), state_rows(state.u, torch.float32).numpy(), state_rows(state.o, torch.float32).numpy(),
-                    state_rows(state.last, torch.int32).numpy(), _bits(spikes), fired.numpy(), potentials.numpy(),
+    _forward_kernel(_bits(cur), _state_row(state.u, order, torch.float32).numpy(),
+                    _state_row(state.o, order, torch.float32).numpy(), _state_row(state.last, order, torch.int32).numpy(),
+                    _bits(spikes), fired.numpy(), potentials.numpy(),
                     u[0].numpy(), o[0].numpy(), last[0].numpy(), int(t0), float(theta), float(leak), save_bytes,
                     save_potential, bf16)
     shape = current.shape[1:]
@@ -207,7 +212,7 @@ class _NumbaLIF(torch.autograd.Function):
         state = NeuronState(u0, o0, last0)
         spikes, fired, potentials, new, order = _forward(current, state, theta, leak, t0, surrogate.kind == "stdb",
                                                          surrogate.kind != "stdb")
-        ctx.save_for_backward(fired, _rows(last0.to(torch.int32)[None], order).reshape(-1).contiguous(), potentials,
+        ctx.save_for_backward(fired, _state_row(last0, order, torch.int32), potentials,
                               (lut.float() / float(theta)).contiguous())
         ctx.theta, ctx.leak, ctx.t0, ctx.surrogate, ctx.order = float(theta), float(leak), int(t0), surrogate, order
         ctx.mark_non_differentiable(new.u, new.o, new.last)
