@@ -26,35 +26,10 @@ import numpy as np
 import torch
 
 from trainer.lif import NeuronState, Surrogate
+from trainer.numba_rows import BF16_ONE, bits, load_row, store_row
 
 BLOCK = 2048                 # neurons per block: a block's window of steps stays in L2
 KINDS = {"stdb": 0, "linear": 1, "exp": 2}
-BF16_ONE = 0x3F80            # 1.0 in bf16 bits
-
-
-@numba.njit(inline="always")
-def _load_row(src, dst, bf16):
-    """dst (fp32) <- src: fp32 as is, or bf16 bits (uint16) widened exactly."""
-    if bf16:
-        bits = dst.view(np.uint32)
-        for i in range(src.shape[0]):
-            bits[i] = np.uint32(src[i]) << 16
-    else:
-        for i in range(src.shape[0]):
-            dst[i] = src[i]
-
-
-@numba.njit(inline="always")
-def _store_row(src, dst, bf16):
-    """dst <- src (fp32): fp32 as is, or bf16 bits rounded to nearest even (NaN stays NaN)."""
-    if bf16:
-        bits = src.view(np.uint32)
-        for i in range(src.shape[0]):
-            b = bits[i]
-            dst[i] = 0x7FC0 if src[i] != src[i] else (b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16
-    else:
-        for i in range(src.shape[0]):
-            dst[i] = src[i]
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -76,7 +51,7 @@ def _forward_kernel(cur, u0, o0, last0, spikes, fired, potentials, u, o, last, t
         ll = last0[a:e].copy()
         c = np.empty(e - a, np.float32)
         for k in range(steps):
-            _load_row(cur[k, a:e], c, bf16)
+            load_row(cur[k, a:e], c, bf16)
             s = spikes[k, a:e]
             for i in range(e - a):
                 x = uu[i] * lk if leak != 1.0 else uu[i]
@@ -136,7 +111,7 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
         for j in range(steps):                       # backward in time: + c_t * dL/du_{t+1}
             k = steps - 1 - j
             r = work[k]
-            _load_row(grad[k, a:e], gr, bf16)
+            load_row(grad[k, a:e], gr, bf16)
             if k == steps - 1:
                 for i in range(e - a):
                     r[i] = gr[i] * r[i]
@@ -146,7 +121,7 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
                     s = r[i]
                     carry = lk - th * s if through_reset else lk
                     r[i] = gr[i] * s + carry * nxt[i]
-            _store_row(r, out[k, a:e], bf16)
+            store_row(r, out[k, a:e], bf16)
 
 
 def _memory_order(x: torch.Tensor) -> tuple[int, ...]:
@@ -172,11 +147,6 @@ def _state_row(x: torch.Tensor, order, dtype) -> torch.Tensor:
     return _rows(x.detach().to(dtype)[None], order).reshape(-1).contiguous()
 
 
-def _bits(x: torch.Tensor) -> np.ndarray:
-    """A tensor's numbers for the kernels: fp32 as is, bf16 as its uint16 bits."""
-    return x.view(torch.int16).numpy().view(np.uint16) if x.dtype == torch.bfloat16 else x.numpy()
-
-
 def _operand(x: torch.Tensor, order) -> torch.Tensor:
     """Rows of x in ``order``, in bf16 or else fp32, contiguous."""
     x = x.detach()
@@ -196,9 +166,9 @@ def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, sa
     potentials = torch.empty((steps, n) if save_potential else (0, 0))
     u, o = torch.empty(1, n), torch.empty(1, n)
     last = torch.empty((1, n), dtype=torch.int32)
-    _forward_kernel(_bits(cur), _state_row(state.u, order, torch.float32).numpy(),
+    _forward_kernel(bits(cur), _state_row(state.u, order, torch.float32).numpy(),
                     _state_row(state.o, order, torch.float32).numpy(), _state_row(state.last, order, torch.int32).numpy(),
-                    _bits(spikes), fired.numpy(), potentials.numpy(),
+                    bits(spikes), fired.numpy(), potentials.numpy(),
                     u[0].numpy(), o[0].numpy(), last[0].numpy(), int(t0), float(theta), float(leak), save_bytes,
                     save_potential, bf16)
     shape = current.shape[1:]
@@ -225,7 +195,7 @@ class _NumbaLIF(torch.autograd.Function):
         surrogate: Surrogate = ctx.surrogate
         grad = _operand(grad_spikes, ctx.order)
         out = torch.empty_like(grad)
-        _backward_kernel(_bits(grad), fired.numpy(), last0.numpy(), potentials.numpy(), table.numpy(), _bits(out),
+        _backward_kernel(bits(grad), fired.numpy(), last0.numpy(), potentials.numpy(), table.numpy(), bits(out),
                          ctx.t0, ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
                          KINDS[surrogate.kind], surrogate.through_reset, grad.dtype == torch.bfloat16)
         return _like(out, grad_spikes.shape[1:], ctx.order), None, None, None, None, None, None, None, None

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
-from trainer import qcfs
+from trainer import qcfs, qcfs_numba
 from trainer.layers import ArchError, AvgPool, Conv, Dropout, Flatten, LayerSpec, Linear, ResBlock, layer_from_dict
 
 NORM_EPS = 1e-5        # the ANN's batch norms' epsilon, which the fold at conversion uses as well
@@ -238,8 +238,11 @@ class ANN(nn.Module):
     """The ANN under SNN-friendly constraints; input is the normalised, clipped image.
 
     ``norms[str(i)]``: the batch norm after layer i (``ArchConfig.normed``);
-    ``act_thresholds``: QCFS's lambda per neuron layer (only with ``quant_levels``).
+    ``act_thresholds``: QCFS's lambda per neuron layer (only with ``quant_levels``);
+    ``qcfs_activation``: its implementation (the compiled kernels on the CPU, else the reference:
+    ``trainer.qcfs_numba.activation``; an instance may take ``trainer.qcfs.qcfs`` to compare).
     """
+    qcfs_activation = staticmethod(qcfs_numba.activation)
 
     def __init__(self, cfg: ArchConfig):
         super().__init__()
@@ -256,7 +259,7 @@ class ANN(nn.Module):
         """Neuron layer k's activation."""
         if self.cfg.quant_levels is None:
             return torch.relu
-        return lambda x: qcfs.qcfs(x, self.act_thresholds[k], self.cfg.quant_levels)
+        return lambda x: self.qcfs_activation(x, self.act_thresholds[k], self.cfg.quant_levels)
 
     def _recorded(self, record: list):
         """``_act`` that appends each activation to ``record``."""

@@ -38,9 +38,14 @@ def _floor_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.floor(x) - x).detach()
 
 
-def _scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
+def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     """x forward, its gradient times ``scale`` backward."""
     return (x - x * scale).detach() + x * scale
+
+
+def threshold_grad_scale(x: torch.Tensor, levels: int) -> float:
+    """1 / sqrt(N * L), N the activations per sample of ``x`` (``qcfs``)."""
+    return (x[0].numel() * levels) ** -0.5
 
 
 def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
@@ -49,7 +54,7 @@ def qcfs(x: torch.Tensor, threshold: torch.Tensor, levels: int) -> torch.Tensor:
     scale, Esser et al. 2020): lambda gathers the gradient of every activation of the layer,
     and unscaled it moves far faster than a weight (a lambda started at 2 on CIFAR-10 went
     negative within 40 SGD steps at lr 0.05)."""
-    threshold = _scale_grad(threshold, (x[0].numel() * levels) ** -0.5)
+    threshold = scale_grad(threshold, threshold_grad_scale(x, levels))
     y = torch.clamp(x / threshold, 0.0, 1.0)
     return _floor_ste(y * levels + 0.5) / levels * threshold
 
