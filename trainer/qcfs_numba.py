@@ -85,6 +85,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _dense(x: torch.Tensor) -> bool:
+    """Whether x's elements fill its memory without gaps or overlaps, in some dim order."""
     order = sorted(range(x.dim()), key=lambda d: -x.stride(d))
     expected = 1
     for d in reversed(order):
