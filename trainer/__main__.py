@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, TIMESTEPS, Bad
 from records.device import resolve_device
 from records.table import csv_text
 from records.layout import RunLayout
-from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, rescale_biases
 from trainer.data import DATASETS, batches, data_of
 from trainer.diagnose import layer_agreement
@@ -160,9 +161,17 @@ def chain_from(args) -> ChainConfig:
 def cmd_ann(args) -> None:
     """Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every global batch."""
     rt = runtime_from(args)
+    init = None
+    if args.init is not None:
+        init = load_checkpoint(args.init)
+        if args.out.exists() and os.path.samefile(args.init, args.out):
+            raise BadInput(f"--out: {args.out} is the command's own --init; write to another file")
     bundle = load_data(data_from(args), rt.seed)
     rt.ranks = setup_ranks(rt.device)
-    ckpt = train_ann(bundle, arch_from(args).config(bundle), ann_optim_from(args), Path(args.out), rt)
+    try:
+        ckpt = train_ann(bundle, arch_from(args).config(bundle), ann_optim_from(args), Path(args.out), rt, init=init)
+    except CheckpointError as exc:
+        raise BadInput(f"--init {args.init}: {exc}") from None
     if rt.ranks.is_main:
         print(f"ANN test accuracy {ckpt.metrics['test_acc']:.2f} % -> {args.out}")
 
@@ -309,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="QCFS activations with L levels and trainable thresholds, the input quantized to L levels "
                         "(the low-latency recipe's ANN; default: ReLU)")
+    p.add_argument("--init", default=None, metavar="ANN.pt",
+                   help="start from this ANN checkpoint's weights (its architecture but for --quant-levels: e.g. "
+                        "a QCFS ANN fine-tuned to other levels); default: random weights")
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
     restart(p), add_optim_args(p, None)
 

@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from records.layout import SNN_STAGES
-from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, provenance, save_checkpoint
+from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, data_record
 from trainer.evaluate import evaluate_ann, evaluate_snn, firing_rates, is_silent
 from trainer.fit import (DeadNetwork, Deadline, EpochPlanner, FitParts, Rollback, SilenceGuard, WarmupFitter,
@@ -170,9 +170,30 @@ class BPTTStep:
                             device=self.rt.device, samples=self.cfg.val_samples)["accuracy"]
 
 
+def init_weights(ann: ANN, init: Checkpoint) -> set[str]:
+    """Load ``init``'s weights into ``ann``, whose architecture must be init's but for QCFS's
+    levels (an ANN fine-tuned to another L, or a ReLU ANN turned into a QCFS one); returns the
+    parameters init lacks (QCFS's thresholds, for a ReLU init). Raises CheckpointError."""
+    if init.stage != "ann":
+        raise CheckpointError(f"stage {init.stage!r}; an ANN starts from an ANN checkpoint")
+    if dataclasses.replace(init.arch, quant_levels=None) != dataclasses.replace(ann.cfg, quant_levels=None):
+        mine, its = ann.cfg.to_dict(), init.arch.to_dict()
+        differ = [k for k in mine if k not in ("layers", "quant_levels") and mine[k] != its.get(k)]
+        differ += [f"layer {i} ({a.kind}: {a.to_dict()} here, {b.to_dict()} there)"
+                   for i, (a, b) in enumerate(zip(ann.cfg.layers, init.arch.layers)) if a != b][:1]
+        if len(ann.cfg.layers) != len(init.arch.layers):
+            differ.append(f"{len(init.arch.layers)} layers, not {len(ann.cfg.layers)}")
+        raise CheckpointError(f"its architecture is not this run's but for --quant-levels: {'; '.join(differ)}")
+    keys = ann.load_state_dict(init.state_dict, strict=False)
+    if set(keys.missing_keys) - {"act_thresholds"} or set(keys.unexpected_keys) - {"act_thresholds"}:
+        raise CheckpointError(f"its weights do not fit: missing {keys.missing_keys}, unexpected {keys.unexpected_keys}")
+    return set(keys.missing_keys)
+
+
 def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Path, rt: Runtime = Runtime(), *,
-              val_fraction: float = 0.1, stage: str = "ann") -> Checkpoint:
+              val_fraction: float = 0.1, stage: str = "ann", init: Checkpoint | None = None) -> Checkpoint:
     """Train the constrained ANN; resumes from ``out`` if a previous run was interrupted.
+    ``init``: start from this ANN checkpoint's weights (``init_weights``) instead of random ones.
 
     ``opt.batch_size`` is the global batch; under torchrun each rank trains on its slice.
     Under a deadline (``rt.deadline``) the first epochs are timed and the schedule is laid
@@ -187,11 +208,14 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     if opt.channels_last:
         ann = ann.to(memory_format=torch.channels_last)
     step = ANNStep(ann, opt, val_part, rt)
-    config = run_config(stage, arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed)
+    more = {} if init is None else {"init": weights_digest(init)}
+    config = run_config(stage, arch, {**opt.to_dict(), "val_fraction": val_fraction}, bundle, seed, **more)
     state = resume(out, config, ann, step.optimizer, rt.restart)
     if state is None:
         state = TrainingState(config=config)
-        if arch.quant_levels is not None:        # a QCFS ANN: its thresholds from the first batch (trainer.qcfs)
+        missing = set() if init is None else init_weights(ann, init)
+        if "act_thresholds" in missing or (init is None and arch.quant_levels is not None):
+            # a QCFS ANN: its thresholds from the first batch (trainer.qcfs)
             x, _ = next(batches(train_part, "train", opt.batch_size, shuffle=True, seed=seed, epoch=0))
             qcfs_init(ann, ranks.shard(x).to(device))
 
