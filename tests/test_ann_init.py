@@ -45,6 +45,14 @@ def test_a_relu_init_gets_its_thresholds_from_the_data(tmp_path, digits):
     assert "act_thresholds" not in relu.state_dict and (out.state_dict["act_thresholds"] > 0).all()
 
 
+def test_the_pipelines_qcfs_ann_is_an_init(tmp_path, digits, qcfs8):
+    import dataclasses
+    ann = ANN(_arch(digits, norm=True, quant_levels=4))
+    assert init_weights(ann, dataclasses.replace(qcfs8, stage="qcfs_ann")) == set()
+    with pytest.raises(CheckpointError, match="stage 'converted'"):
+        init_weights(ann, dataclasses.replace(qcfs8, stage="converted"))
+
+
 def test_another_architecture_or_init_is_refused(tmp_path, digits, qcfs8):
     with pytest.raises(CheckpointError, match="layer 0"):
         train_ann(digits, _arch(digits, quant_levels=4), OPT, tmp_path / "x.pt", Runtime(progress=False), init=qcfs8)
@@ -65,4 +73,4 @@ def test_the_command_line_names_init_and_exits_2(tmp_path, qcfs8):
     assert "Traceback" not in bad.stderr and not (tmp_path / "b.pt").exists()
     same = subprocess.run(cmd + ["--batch-norm", "--quant-levels", "8", "--out", str(path)], cwd=REPO,
                           capture_output=True, text=True)
-    assert same.returncode == 2 and "own --init" in same.stderr
+    assert same.returncode == 2 and f"--out: {path} is the command's own input {path}" in same.stderr

@@ -11,7 +11,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -161,11 +160,8 @@ def chain_from(args) -> ChainConfig:
 def cmd_ann(args) -> None:
     """Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every global batch."""
     rt = runtime_from(args)
-    init = None
-    if args.init is not None:
-        init = load_checkpoint(args.init)
-        if args.out.exists() and os.path.samefile(args.init, args.out):
-            raise BadInput(f"--out: {args.out} is the command's own --init; write to another file")
+    writable_file(args.out, "--out", inputs=(args.init,) if args.init is not None else ())
+    init = None if args.init is None else load_checkpoint(args.init)
     bundle = load_data(data_from(args), rt.seed)
     rt.ranks = setup_ranks(rt.device)
     try:

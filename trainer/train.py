@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from records.layout import SNN_STAGES
+from records.layout import ANN_STAGES, SNN_STAGES
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, data_record
 from trainer.evaluate import evaluate_ann, evaluate_snn, firing_rates, is_silent
@@ -174,8 +174,8 @@ def init_weights(ann: ANN, init: Checkpoint) -> set[str]:
     """Load ``init``'s weights into ``ann``, whose architecture must be init's but for QCFS's
     levels (an ANN fine-tuned to another L, or a ReLU ANN turned into a QCFS one); returns the
     parameters init lacks (QCFS's thresholds, for a ReLU init). Raises CheckpointError."""
-    if init.stage != "ann":
-        raise CheckpointError(f"stage {init.stage!r}; an ANN starts from an ANN checkpoint")
+    if init.stage not in ANN_STAGES:
+        raise CheckpointError(f"stage {init.stage!r}; an ANN starts from an ANN checkpoint ({', '.join(ANN_STAGES)})")
     if dataclasses.replace(init.arch, quant_levels=None) != dataclasses.replace(ann.cfg, quant_levels=None):
         mine, its = ann.cfg.to_dict(), init.arch.to_dict()
         differ = [k for k in mine if k not in ("layers", "quant_levels") and mine[k] != its.get(k)]
