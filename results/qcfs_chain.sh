@@ -1,0 +1,40 @@
+#!/bin/bash
+# The low-latency chain for one architecture at one T, on the CPU, from nothing to a Fig. 3 report:
+# a QCFS ANN with batch norm and L = T levels (bf16 synapses, channels-last), its biases calibrated at T,
+# one STDB epoch at T on the core's 8-bit weight grid, both networks exported at T, hwsim on the first
+# 1,500 test images (seed 0, cmos45nm), the ANN on the same images, and the report.
+#   NAME   run folder under runs/ (required); ARCH (vgg9); T (4); EPOCHS of the ANN (16);
+#   SUBSET a seeded training subset for the STDB epoch (default: the whole training set).
+# Every step resumes or is skipped when its output exists, so the script can be run again after a kill.
+set -e
+cd "$(dirname "$0")/.."      # the repository root
+: "${NAME:?NAME: the run folder under runs/}"
+ARCH=${ARCH:-vgg9}
+T=${T:-4}
+EPOCHS=${EPOCHS:-16}
+R=runs/$NAME
+PY=.venv/bin/python
+stamp() { echo "== $(date -u +%FT%TZ) $*"; }
+stamp start; lscpu | grep "Model name"; nproc; git rev-parse --short HEAD
+$PY -m trainer ann --dataset cifar10 --arch "$ARCH" --batch-norm --quant-levels "$T" --conv-dropout 0 \
+  --fc-dropout 0 --lr 0.05 --batch-size 128 --epochs "$EPOCHS" --schedule cosine --warmup-epochs 0.3 \
+  --weight-decay 5e-4 --precision bf16 --channels-last --quiet --out $R/ann.pt
+stamp ann done
+[ -f $R/calibrated.pt ] || $PY -m trainer convert $R/ann.pt --timesteps "$T" --calibrate-biases 256 \
+  --out $R/calibrated.pt --quiet
+stamp calibrated
+$PY -m trainer stdb $R/calibrated.pt --timesteps "$T" ${SUBSET:+--train-subset $SUBSET} --test-subset 500 \
+  --epochs 1 --lr 3e-4 --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear \
+  --precision bf16 --channels-last --weight-bits 8 --quiet --out $R/stdb.pt
+stamp stdb done
+for N in calibrated stdb; do
+  [ -f $R/export/$N/coregraph.npz ] || $PY -m export.to_lava $R/$N.pt --timesteps "$T" \
+    --eval-samples 0 --calibration-samples 64 --no-nir --out $R/export/$N
+done
+stamp exported
+[ -f $R/hwsim/results.json ] || $PY -m hwsim.run --edp --graph calibrated=$R/export/calibrated/coregraph.npz \
+  --graph stdb=$R/export/stdb/coregraph.npz --timesteps "$T" --samples 1500 --seed 0 \
+  --energy-model cmos45nm --out $R/hwsim --no-progress
+$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim/inputs.npz
+$PY -m reports $R
+stamp end
