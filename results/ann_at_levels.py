@@ -9,27 +9,15 @@ fine-tuning moves the weights, and a measure of how much of an SNN's loss at T i
 quantization to T + 1 rates itself."""
 import dataclasses
 import sys
-from pathlib import Path
 
-import torch
+from ann_predict import accuracy, load, predictions
+from trainer.models import ANN
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from records.inputs import load_inputs  # noqa: E402
-from trainer.checkpoint import load_checkpoint  # noqa: E402
-from trainer.models import ANN  # noqa: E402
-
-ck = load_checkpoint(sys.argv[1])
-inp = load_inputs(sys.argv[2])
+ck, inp, x = load(sys.argv[1], sys.argv[2])
 if ck.arch.quant_levels is None:
     sys.exit(f"{sys.argv[1]}: not a QCFS ANN (no quant_levels)")
-x = ck.normalisation.apply(torch.from_numpy(inp.images))
 for levels in [ck.arch.quant_levels] + [int(v) for v in sys.argv[3:]]:
     ann = ANN(dataclasses.replace(ck.arch, quant_levels=levels))
     ann.load_state_dict(ck.state_dict)
-    ann.eval()
-    with torch.no_grad():
-        pred = torch.cat([ann(x[i:i + 250]).argmax(1) for i in range(0, len(x), 250)])
-    acc = float((pred.numpy() == inp.labels).mean() * 100)
     own = " (its own L)" if levels == ck.arch.quant_levels else ""
-    print(f"ANN with L = {levels}{own} on the same {len(x)} images: {acc:.2f} %")
+    print(f"ANN with L = {levels}{own} on the same {len(x)} images: {accuracy(predictions(ann, x), inp.labels):.2f} %")

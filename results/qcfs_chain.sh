@@ -18,14 +18,14 @@ stamp() { echo "== $(date -u +%FT%TZ) $*"; }
 stamp start; lscpu | grep "Model name"; nproc; git rev-parse --short HEAD
 $PY -m trainer ann --dataset cifar10 --arch "$ARCH" --batch-norm --quant-levels "$T" --conv-dropout 0 \
   --fc-dropout 0 --lr 0.05 --batch-size 128 --epochs "$EPOCHS" --schedule cosine --warmup-epochs 0.3 \
-  --weight-decay 5e-4 --precision bf16 --channels-last --quiet --out $R/ann.pt
+  --weight-decay 5e-4 --precision bf16 --channels-last --out $R/ann.pt
 stamp ann done
 [ -f $R/calibrated.pt ] || $PY -m trainer convert $R/ann.pt --timesteps "$T" --calibrate-biases 256 \
   --out $R/calibrated.pt --quiet
 stamp calibrated
 $PY -m trainer stdb $R/calibrated.pt --timesteps "$T" ${SUBSET:+--train-subset $SUBSET} --test-subset 500 \
   --epochs 1 --lr 3e-4 --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear \
-  --precision bf16 --channels-last --weight-bits 8 --quiet --out $R/stdb.pt
+  --precision bf16 --channels-last --weight-bits 8 --out $R/stdb.pt
 stamp stdb done
 for N in calibrated stdb; do
   [ -f $R/export/$N/coregraph.npz ] || $PY -m export.to_lava $R/$N.pt --timesteps "$T" \

@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     def common(p):
         p.add_argument("--seed", type=SEED, default=0)
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        p.add_argument("--quiet", action="store_true",
+                       help="no progress output: no bars, no per-epoch lines (the metrics CSV has the epochs)")
         p.add_argument("--eval-samples", type=POSITIVE, default=None, help="test samples for SNN evaluation")
 
     def restart(p):
