@@ -11,10 +11,17 @@ reports draws Fig. 3, the energy/EDP figures and the tables (runs/<name>/report.
 Each step is the step's own function, called with typed configurations; the time steps
 are decided once, here, as one ``records.timesteps.TimeSteps`` that every step reads.
 
+``--recipe low-latency`` makes the low-latency recipe the chain's own: the ANN with batch norm
+and QCFS activations of L = T levels (default T = 4), converted with its thresholds and its
+biases calibrated at T, fine-tuned at T on the core's 8-bit weight grid; the chain's stages,
+files and report stay the hybrid's (ann, converted, stdb).
+
 ``--budget-minutes M`` is the profile for one GPU run or a CPU run (docs/gpu.md): the whole
 chain in M minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe,
 bf16 where the device computes it natively (fp32 elsewhere), no from-scratch baseline, a
-short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``.
+short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``. On the CPU a
+data set with the paper's long T (CIFAR) takes the low-latency recipe unless ``--recipe``
+says otherwise: there STDB at T = 100 trains a few dozen steps in any budget.
 """
 from __future__ import annotations
 
@@ -39,9 +46,10 @@ from reports.terminal import print_report
 from trainer.data import DATASETS
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
-from pipeline.budget import StageClock
-from trainer.defaults import ann_recipe, default_timesteps, fast_recipe, fast_snn_optim
-from trainer.chain import ArchChoice, ChainConfig, DataConfig, chain
+from pipeline.budget import LOW_LATENCY_SHARES, STAGE_SHARES, StageClock
+from trainer.defaults import (LOW_LATENCY_CALIBRATION, RECIPES, ann_recipe, default_recipe, default_timesteps,
+                              fast_recipe, fast_snn_optim, low_latency_recipe, low_latency_snn_optim)
+from trainer.chain import ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain
 from trainer.weight_grid import MAX_BITS, MIN_BITS
 from trainer.recipe import Runtime
 
@@ -79,8 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "(hybrid always among them): each is trained, exported and run through hwsim on the same "
                         "images, and the report compares them (default: hybrid,qcfs on digits without a budget, "
                         "else hybrid)")
+    p.add_argument("--recipe", choices=RECIPES, default=None,
+                   help="the chain's ANN and conversion: the paper's (ReLU, no batch norm, threshold balancing) or "
+                        "the low-latency recipe's (batch norm, QCFS activations, T = 4 by default); default: the "
+                        "paper's, except a budgeted CPU run of a data set whose paper T is long (CIFAR)")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
-                   help="levels of the qcfs method's ANN activations (default: the reduced T)")
+                   help="levels of the QCFS ANN's activations (the qcfs method's, or the chain's under --recipe "
+                        "low-latency; default: the reduced T)")
     p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",
                    help="fine-tune (STDB, qcfs, scratch) on the export's BITS-bit weight grid, so each float SNN "
                         "is the one the core runs (trainer.weight_grid; default: float weights)")
@@ -120,14 +133,30 @@ def compared_stages(args) -> list[str]:
     return list(COMPARED_STAGES) + extra
 
 
-def chain_config(args, timesteps, device: str) -> ChainConfig:
+def recipe_of(args, device: str) -> str:
+    recipe = args.recipe or default_recipe(args.dataset, device, args.budget_minutes is not None)
+    if recipe == "low-latency" and "qcfs" in (args.methods or ()):
+        raise BadInput("--methods qcfs: under --recipe low-latency the chain itself is that recipe")
+    return recipe
+
+
+def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainConfig:
     budget = args.budget_minutes is not None
+    low = recipe == "low-latency"
+    arch = (ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True,
+                       quant_levels=args.quant_levels or timesteps.reduced) if low else ArchChoice(args.arch))
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
-                      arch=ArchChoice(args.arch), timesteps=timesteps, scratch=not (args.no_scratch or budget),
+                      arch=arch, timesteps=timesteps, scratch=not (args.no_scratch or budget),
+                      convert=ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION if low else 0),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),
-                      baseline_epochs=args.method_epochs, qcfs_levels=args.quant_levels, eval_samples=args.eval_samples,
-                      large_eval_samples=args.large_eval_samples)
-    if budget:
+                      baseline_epochs=args.method_epochs, qcfs_levels=None if low else args.quant_levels,
+                      eval_samples=args.eval_samples, large_eval_samples=args.large_eval_samples)
+    if low:            # the CPU runs' recipe (trainer.defaults); fine-tuned on the core's 8-bit weight grid
+        cfg.ann_optim = low_latency_recipe(args.dataset, device if budget else None)
+        cfg.snn = dataclasses.replace(cfg.snn, optim=low_latency_snn_optim(cfg.snn.optim, device if budget else None),
+                                      weight_bits=8)
+        cfg.surrogate = SurrogateChoice("linear")
+    elif budget:
         cfg.ann_optim = fast_recipe(args.dataset, device)
         cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim, device))
     if args.epochs is not None:
@@ -156,19 +185,22 @@ def main(argv=None) -> int:
 
 def run_pipeline(args) -> None:
     """The four steps, in order; each step's own function does the work."""
-    clock = StageClock(None if args.budget_minutes is None else 60.0 * args.budget_minutes)
+    device = resolve_device(args.device, BadInput).type
+    recipe = recipe_of(args, device)
+    clock = StageClock(None if args.budget_minutes is None else 60.0 * args.budget_minutes,
+                       LOW_LATENCY_SHARES if recipe == "low-latency" else STAGE_SHARES)
     steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep),
-                              arch=args.arch)
+                              arch=args.arch, recipe=recipe)
     if args.budget_minutes is not None and not args.sweep:
         steps = dataclasses.replace(steps, sweep=budget_sweep(steps.reduced))
     load_energy_model(args.energy_model)          # a bad model is reported before any training
-    device = resolve_device(args.device, BadInput).type
     if args.budget_minutes is not None and device == "cuda":
         torch.backends.cudnn.benchmark = True            # fixed shapes: cuDNN's fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True     # the float SNN's matmuls (the convs use TF32 already)
     rt = Runtime(device=device, seed=args.seed, progress=not args.quiet, command=sys.argv, restart=args.restart)
-    print("== 1/4 trainer: ANN -> conversion -> STDB", flush=True)
-    run, summary = chain(chain_config(args, steps, device), rt, clock)
+    print(f"== 1/4 trainer: ANN -> conversion -> STDB ({recipe} recipe, T = {steps.reduced}, "
+          f"large T = {steps.large})", flush=True)
+    run, summary = chain(chain_config(args, steps, device, recipe), rt, clock)
     print("float accuracy (%): " + ", ".join(
         f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
         for a in summary.accuracies) + f"; run folder: {run.root}")

@@ -7,13 +7,14 @@ import pytest
 
 import trainer.train as train
 from pipeline.__main__ import main as pipeline_main
-from pipeline.budget import STAGES, StageClock
+from pipeline.budget import LOW_LATENCY_SHARES, STAGES, StageClock
 from records.layout import RunLayout
 from records.trainer_summary import load_trainer_summary
 from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
-from trainer.defaults import fast_recipe, fast_snn_optim
+from trainer.defaults import (LOW_LATENCY_CALIBRATION, LOW_LATENCY_T, default_recipe, fast_recipe, fast_snn_optim,
+                              low_latency_recipe)
 from trainer.chain import train_ann_in_time
 from trainer.fit import fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
@@ -108,3 +109,40 @@ def test_fast_recipe_scales_the_rate_with_the_batch():
     assert fast.channels_last and fast.warmup_epochs == 3.0
     base = OptimConfig(epochs=8, lr=1e-3, optimizer="adam")
     assert fast_snn_optim("cifar10", base, "cpu").lr == 1e-4 and fast_snn_optim("digits", base, "cpu").lr == 1e-3
+
+
+def test_the_low_latency_recipe_as_the_chains_own(tmp_path):
+    """``--recipe low-latency``: the chain's ANN is a QCFS ANN with batch norm and L = T = 4,
+    converted with its biases calibrated, fine-tuned on the 8-bit grid, under that recipe's
+    stage shares; the stages and the report stay the hybrid's."""
+    assert pipeline_main(["--recipe", "low-latency", "--budget-minutes", "0.6", "--runs", str(tmp_path),
+                          "--name", "ll", "--quiet"]) == 0
+    run = RunLayout(tmp_path / "ll")
+    ann = load_checkpoint(run.checkpoint("ann"))
+    assert ann.arch.quant_levels == 4 and ann.arch.normed
+    assert ann.train_state["config"]["lr"] == low_latency_recipe("digits").lr
+    converted = load_checkpoint(run.checkpoint("converted"))
+    assert converted.metrics["bias_calibration"]["samples"] == LOW_LATENCY_CALIBRATION
+    assert converted.snn.encoding == "integrate"
+    stdb = load_checkpoint(run.checkpoint("stdb")).train_state["config"]
+    assert stdb["weight_bits"] == 8 and stdb["surrogate"]["kind"] == "linear" and stdb["optimizer"] == "adam"
+    summary = load_trainer_summary(run.trainer_summary)
+    assert (summary.timesteps.reduced, summary.timesteps.large) == LOW_LATENCY_T[::-1]
+    assert summary.accuracy("stdb", 4) > 80
+    times = pd.read_csv(run.root / "stage_times.csv")
+    assert list(times["share_seconds"]) == [round(v * 36.0, 1) for _, v in LOW_LATENCY_SHARES]
+    assert (run.root / "report.md").exists()
+
+
+def test_a_budgeted_cpu_run_of_cifar_takes_the_low_latency_recipe():
+    assert default_recipe("cifar10", "cpu", budget=True) == "low-latency"
+    assert default_recipe("cifar10", "cuda", budget=True) == "paper"        # the GPU affords T = 100
+    assert default_recipe("cifar10", "cpu", budget=False) == "paper"
+    assert default_recipe("digits", "cpu", budget=True) == "paper"          # its paper T is 4 already
+
+
+def test_stage_shares_must_cover_every_stage_once():
+    with pytest.raises(ValueError, match="stage shares"):
+        StageClock(60.0, shares=LOW_LATENCY_SHARES[:-1])
+    with pytest.raises(ValueError, match="stage shares"):
+        StageClock(60.0, shares=tuple((n, v * 2) for n, v in LOW_LATENCY_SHARES))
