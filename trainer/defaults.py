@@ -39,6 +39,16 @@ def ann_recipe(dataset: str, **changes) -> OptimConfig:
     return dataclasses.replace(ANN_RECIPES[dataset], **{k: v for k, v in changes.items() if v is not None})
 
 
+# A budgeted run trains as many epochs as its deadline fits, up to these.
+ANN_EPOCHS_CAP, SNN_EPOCHS_CAP = 200, 20
+
+
+def _budgeted(opt: OptimConfig, device, epochs_cap: int, **changes) -> OptimConfig:
+    """``opt`` as a budgeted run trains it: bf16 where ``device`` computes it natively
+    (``fast_precision``), at least ``epochs_cap`` epochs for the deadline to cut, and ``changes``."""
+    return dataclasses.replace(opt, precision=fast_precision(device), epochs=max(opt.epochs, epochs_cap), **changes)
+
+
 def fast_recipe(dataset: str, device) -> OptimConfig:
     """The ANN recipe of a budgeted run (``python -m pipeline --budget-minutes``, on one GPU
     or the CPU): the data set's recipe at batch 256 with the learning rate scaled with the
@@ -47,9 +57,9 @@ def fast_recipe(dataset: str, device) -> OptimConfig:
     autocast where ``device`` computes it natively (``fast_precision``) and channels-last;
     as many epochs as the budget fits (``train_ann``), at most 200."""
     base = ANN_RECIPES[dataset]
-    return dataclasses.replace(base, batch_size=256, lr=base.lr * 256 / base.batch_size, schedule="onecycle",
-                               warmup_epochs=max(2.0, 3 * base.warmup_epochs), grad_clip=5.0, label_smoothing=0.1,
-                               precision=fast_precision(device), channels_last=True, epochs=max(base.epochs, 200))
+    return _budgeted(base, device, ANN_EPOCHS_CAP, batch_size=256, lr=base.lr * 256 / base.batch_size,
+                     schedule="onecycle", warmup_epochs=max(2.0, 3 * base.warmup_epochs), grad_clip=5.0,
+                     label_smoothing=0.1, channels_last=True)
 
 
 def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
@@ -58,8 +68,7 @@ def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
     Adam at 1e-4, the paper's code's rate, where the net is deep (the data sets of the
     CIFAR recipe)."""
     lr = 1e-4 if ANN_RECIPES[dataset] is _CIFAR_NETS else base.lr
-    return dataclasses.replace(base, precision=fast_precision(device), schedule="none", warmup_epochs=0.2, lr=lr,
-                               epochs=max(base.epochs, 20))
+    return _budgeted(base, device, SNN_EPOCHS_CAP, schedule="none", warmup_epochs=0.2, lr=lr)
 
 
 # The low-latency recipe as the chain's own (``python -m pipeline --recipe low-latency``):
@@ -86,10 +95,7 @@ def low_latency_recipe(dataset: str, device=None) -> OptimConfig:
     channels-last, and as many epochs as the budget fits, at most 200."""
     base = dataclasses.replace(ANN_RECIPES[dataset], lr=0.05, batch_size=128, schedule="cosine",
                                warmup_epochs=0.3, weight_decay=5e-4)
-    if device is None:
-        return base
-    return dataclasses.replace(base, precision=fast_precision(device), channels_last=True,
-                               epochs=max(base.epochs, 200))
+    return base if device is None else _budgeted(base, device, ANN_EPOCHS_CAP, channels_last=True)
 
 
 def low_latency_snn_optim(base: OptimConfig, device=None) -> OptimConfig:
@@ -98,10 +104,8 @@ def low_latency_snn_optim(base: OptimConfig, device=None) -> OptimConfig:
     with ``device`` (a budgeted run) bf16 where native, channels-last, a constant rate after
     the warm-up, epochs cut by the deadline."""
     tuned = dataclasses.replace(base, optimizer="adam", lr=3e-4, batch_size=32, warmup_epochs=0.05)
-    if device is None:
-        return tuned
-    return dataclasses.replace(tuned, precision=fast_precision(device), channels_last=True, schedule="none",
-                               epochs=max(base.epochs, 20))
+    return tuned if device is None else _budgeted(tuned, device, SNN_EPOCHS_CAP, channels_last=True,
+                                                  schedule="none")
 
 
 def default_timesteps(dataset: str, reduced: int | None = None, large: int | None = None,
