@@ -20,6 +20,7 @@ from trainer.data import (
     load_dataset,
     num_batches,
     shared_data_root,
+    validation_split,
 )
 
 # Distinct, saturated colours survive JPEG 4:2:0 within a few grey levels.
@@ -122,6 +123,52 @@ def test_subsets_are_seeded_and_stratified():
     assert not torch.equal(a.train_x, c.train_x)
     with pytest.raises(DatasetError, match="--train-subset"):
         load_dataset("digits", train_subset=0)
+
+
+def test_subsets_remember_their_images():
+    a = load_dataset("digits", train_subset=100, seed=3)
+    whole = load_dataset("digits", seed=3)
+    assert a.train_pool == len(whole.train_y) and len(a.train_index) == 100
+    assert torch.equal(a.train_x, whole.train_x[torch.from_numpy(a.train_index)])
+    with pytest.raises(ValueError, match="train_index"):
+        DatasetBundle("x", a.train_x, a.train_y, a.test_x, a.test_y, a.class_names, a.normalisation, False, "m",
+                      train_index=a.train_index[:5])
+
+
+def _pool_part(n_pool, idx):
+    """The images ``idx`` of a pool of ``n_pool`` as a bundle that remembers them."""
+    x = torch.zeros(len(idx), 1, 2, 2, dtype=torch.uint8)
+    y = torch.from_numpy(np.asarray(idx) % 3)
+    return DatasetBundle("pool", x, y, x[:1], y[:1], ["a", "b", "c"], Normalisation((0.0,), (1.0,)), False,
+                         "memory", train_index=np.asarray(idx), train_pool=n_pool)
+
+
+def _held(bundle, fraction):
+    train, val = validation_split(bundle, fraction)
+    assert len(train.train_y) + len(val.test_y) == len(bundle.train_y)
+    return set(bundle.train_index.tolist()) - set(train.train_index.tolist()), set(train.train_index.tolist())
+
+
+def test_validation_split_of_the_whole_set_is_the_fixed_permutations_head():
+    whole = _pool_part(1000, np.arange(1000))
+    train, val = validation_split(whole, 0.1)
+    order = np.random.default_rng([0, 7]).permutation(1000)
+    assert train.train_index.tolist() == order[100:].tolist()
+    assert val.test_y.tolist() == (order[:100] % 3).tolist()
+
+
+def test_no_subset_or_seed_trains_on_another_ones_validation_images():
+    """A continued fine-tuning on another seed's subset must not validate on images an earlier
+    stage trained on (keep-best then keeps whatever fitted them), nor train on its held-out ones."""
+    parts = [_pool_part(1000, np.sort(np.random.default_rng(s).choice(1000, 400, replace=False)))
+             for s in range(4)] + [_pool_part(1000, np.arange(1000))]
+    splits = [_held(p, 0.1) for p in parts]
+    assert [20 <= len(held) <= 70 for held, _ in splits[:-1]] == [True] * 4     # about a tenth of 400
+    assert len(splits[-1][0]) == 100
+    for held, _ in splits:
+        for _, trained in splits:
+            assert not held & trained
+    assert len(_held(_pool_part(1000, [5, 6]), 0.1)[0]) == 1     # a subset with no held-out image validates on one
 
 
 # ---------------------------------------------------------------- normalisation

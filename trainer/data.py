@@ -1,5 +1,5 @@
 """Data sets as the trainer feeds them: a ``DatasetBundle`` (uint8 images, labels, the
-normalisation), seeded class-proportional subsets, and ``batches`` of normalised,
+normalisation), seeded class-proportional subsets, the fixed validation split, and ``batches`` of normalised,
 augmented images. The readers of the files are ``trainer.datasets``.
 
 ANN training, conversion, STDB fine-tuning and export all use the same ``Normalisation``
@@ -44,6 +44,21 @@ class DatasetBundle:
     normalisation: Normalisation
     augment: bool
     source: str
+    # Where the training images come from: their positions in the source's training split
+    # (None: all of it, in order) and that split's size. The validation split is fixed by
+    # these (``validation_split``), whatever subset or seed a stage draws.
+    train_index: np.ndarray | None = None
+    train_pool: int | None = None
+
+    def __post_init__(self):
+        if self.train_index is None:
+            self.train_index = np.arange(len(self.train_y))
+        if self.train_pool is None:
+            self.train_pool = len(self.train_y)
+        if len(self.train_index) != len(self.train_y) or (len(self.train_index) and (
+                self.train_index.min() < 0 or self.train_index.max() >= self.train_pool)):
+            raise ValueError(f"train_index: {len(self.train_index)} positions in a split of {self.train_pool} "
+                             f"for {len(self.train_y)} training images")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -59,6 +74,33 @@ class DatasetBundle:
         stay there, and ``batches`` crops, flips and normalises them there (no host copies)."""
         return replace(self, train_x=self.train_x.to(device), train_y=self.train_y.to(device),
                        test_x=self.test_x.to(device), test_y=self.test_y.to(device))
+
+
+# The validation split's draw: fixed, not the run's seed, so that no stage (a subset, a
+# continued fine-tuning under another seed) trains on images another stage validated on.
+VALIDATION_SEED = 0
+
+
+def validation_split(bundle: DatasetBundle, fraction: float) -> tuple[DatasetBundle, DatasetBundle]:
+    """(training part, validation part) of ``bundle``'s training images; the validation
+    part's test split is held-out training data. The held-out images are a fixed ``fraction``
+    of the source's training split (one seeded permutation of it, ``VALIDATION_SEED``): a
+    subset validates on the held-out images it holds (at least one), and trains on none of
+    them. Both parts keep the permutation's order (for the whole split: its first images
+    are the validation part)."""
+    if not 0.0 < fraction < 1.0:
+        return bundle, bundle
+    rank = np.empty(bundle.train_pool, dtype=np.int64)
+    rank[np.random.default_rng([VALIDATION_SEED, 7]).permutation(bundle.train_pool)] = np.arange(bundle.train_pool)
+    ranks = rank[bundle.train_index]
+    order = np.argsort(ranks, kind="stable")
+    n_val = max(1, int(np.count_nonzero(ranks < max(1, int(round(fraction * bundle.train_pool))))))
+    dev = bundle.train_x.device
+    val_idx, train_idx = (torch.from_numpy(part).to(dev) for part in (order[:n_val], order[n_val:]))
+    train = replace(bundle, train_x=bundle.train_x[train_idx], train_y=bundle.train_y[train_idx],
+                    train_index=bundle.train_index[order[n_val:]])
+    val = replace(bundle, test_x=bundle.train_x[val_idx], test_y=bundle.train_y[val_idx])
+    return train, val
 
 
 def _cifar_norm(mean: tuple[float, ...], std: tuple[float, ...]) -> Normalisation:
@@ -114,11 +156,13 @@ def load_dataset(
         )
     check_labels(splits, source)
 
-    train_x, train_y = _subset(splits.train_x, splits.train_y, train_subset, "train_subset", seed, 0)
+    train_index = _subset(splits.train_y, train_subset, "train_subset", seed, 0)
+    train_x, train_y = splits.train_x[train_index], splits.train_y[train_index]
     if len(np.unique(train_y)) < 2:
         which = f"--train-subset: {train_subset} images of {source}" if train_subset else f"{source}: the train split"
         raise DatasetError(f"{which} hold(s) one class only; a classifier needs at least 2")
-    test_x, test_y = _subset(splits.test_x, splits.test_y, test_subset, "test_subset", seed, 1)
+    test_index = _subset(splits.test_y, test_subset, "test_subset", seed, 1)
+    test_x, test_y = splits.test_x[test_index], splits.test_y[test_index]
     if np.all(np.diff(test_y) >= 0):
         # A class-sorted test split (image-folder layouts: CIFAR's JPEG archive) is put in a
         # seeded order once, so that any prefix of it (hwsim's first 1,500 images, an
@@ -136,6 +180,8 @@ def load_dataset(
         normalisation=normalisation,
         augment=key in ("cifar10", "cifar100"),
         source=source,
+        train_index=train_index,
+        train_pool=len(splits.train_y),
     )
 
 
@@ -245,15 +291,13 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     return torch.where(flip, crops.flip(3), crops).contiguous()
 
 
-def _subset(x: np.ndarray, y: np.ndarray, k: int | None, what: str, seed: int, stream: int):
-    if k is None:
-        return x, y
-    if k < 1:
+def _subset(y: np.ndarray, k: int | None, what: str, seed: int, stream: int) -> np.ndarray:
+    """The positions of a seeded class-proportional subset of k images (all of them without k)."""
+    if k is not None and k < 1:
         raise DatasetError(f"--{what.replace('_', '-')}: must be >= 1, got {k}")
-    if k >= len(y):
-        return x, y
-    idx = _stratified_indices(y, k, np.random.default_rng([seed, stream]))
-    return x[idx], y[idx]
+    if k is None or k >= len(y):
+        return np.arange(len(y))
+    return _stratified_indices(y, k, np.random.default_rng([seed, stream]))
 
 
 def _stratified_indices(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:

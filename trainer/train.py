@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from records.layout import ANN_STAGES, SNN_STAGES
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, provenance, save_checkpoint
-from trainer.data import DatasetBundle, batches, data_record
+from trainer.data import DatasetBundle, batches, data_record, validation_split
 from trainer.evaluate import evaluate_ann, evaluate_snn, firing_rates, is_silent
 from trainer.fit import (DeadNetwork, Deadline, EpochPlanner, FitParts, Rollback, SilenceGuard, WarmupFitter,
                          check_loss, fit)
@@ -46,20 +46,6 @@ def check_learned(ckpt: Checkpoint, opt: OptimConfig, where) -> None:
         raise DeadNetwork(f"{where}: the ANN reaches {acc:.1f} % on the test set, chance is {chance:.1f} %: the "
                           f"recipe ({recipe(opt)}, --epochs {opt.epochs}) did not train {ckpt.arch.name}; change it "
                           "and pass --restart")
-
-
-def validation_split(bundle: DatasetBundle, fraction: float, seed: int) -> tuple[DatasetBundle, DatasetBundle]:
-    """(training part, validation part); the validation part's test split is held-out training data."""
-    if not 0.0 < fraction < 1.0:
-        return bundle, bundle
-    n = len(bundle.train_y)
-    order = np.random.default_rng([seed, 7]).permutation(n)
-    n_val = max(1, int(round(fraction * n)))
-    dev = bundle.train_x.device
-    val_idx, train_idx = torch.from_numpy(order[:n_val]).to(dev), torch.from_numpy(order[n_val:]).to(dev)
-    train = dataclasses.replace(bundle, train_x=bundle.train_x[train_idx], train_y=bundle.train_y[train_idx])
-    val = dataclasses.replace(bundle, test_x=bundle.train_x[val_idx], test_y=bundle.train_y[val_idx])
-    return train, val
 
 
 def _save_stage(out, stage, arch, state_dict, bundle, snn_params, metrics, command, train_state, seed):
@@ -203,7 +189,7 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
     out = Path(out)
     seed, device, ranks = rt.seed, rt.device, rt.ranks
     torch.manual_seed(seed)
-    train_part, val_part = validation_split(bundle, val_fraction, seed)
+    train_part, val_part = validation_split(bundle, val_fraction)
     ann = ANN(arch).to(device)
     if opt.channels_last:
         ann = ann.to(memory_format=torch.channels_last)
@@ -265,7 +251,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                             f"--timesteps {timesteps}, --batch-size {opt.batch_size}",
                             "fewer time steps, a smaller --batch-size or truncated BPTT (--bptt-window N) need less")
     torch.manual_seed(seed)
-    train_part, val_part = validation_split(bundle, cfg.val_fraction, seed)
+    train_part, val_part = validation_split(bundle, cfg.val_fraction)
     ann = init.model().to(device)
     norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms,
