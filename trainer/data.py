@@ -1,6 +1,6 @@
 """Data sets as the trainer feeds them: a ``DatasetBundle`` (uint8 images, labels, the
-normalisation), seeded class-proportional subsets, the fixed validation split, and ``batches`` of normalised,
-augmented images. The readers of the files are ``trainer.datasets``.
+normalisation), seeded class-proportional subsets, the fixed validation split, and
+``batches`` of normalised, augmented images. The readers of the files are ``trainer.datasets``.
 
 ANN training, conversion, STDB fine-tuning and export all use the same ``Normalisation``
 record (``records.encoding``), because the paper's public code normalised ANN and SNN
