@@ -14,6 +14,7 @@ T=${T:-4}
 EPOCHS=${EPOCHS:-16}
 R=runs/$NAME
 PY=.venv/bin/python
+. results/lowlat_steps.sh
 stamp() { echo "== $(date -u +%FT%TZ) $*"; }
 stamp start; lscpu | grep "Model name"; nproc; git rev-parse --short HEAD
 $PY -m trainer ann --dataset cifar10 --arch "$ARCH" --batch-norm --quant-levels "$T" --conv-dropout 0 \
@@ -23,18 +24,10 @@ stamp ann done
 [ -f $R/calibrated.pt ] || $PY -m trainer convert $R/ann.pt --timesteps "$T" --calibrate-biases 256 \
   --out $R/calibrated.pt --quiet
 stamp calibrated
-$PY -m trainer stdb $R/calibrated.pt --timesteps "$T" ${SUBSET:+--train-subset $SUBSET} --test-subset 500 \
-  --epochs 1 --lr 3e-4 --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear \
-  --precision bf16 --channels-last --weight-bits 8 --out $R/stdb.pt
+stdb_epoch calibrated stdb "$T" 3e-4 "" "$SUBSET"
 stamp stdb done
-for N in calibrated stdb; do
-  [ -f $R/export/$N/coregraph.npz ] || $PY -m export.to_lava $R/$N.pt --timesteps "$T" \
-    --eval-samples 0 --calibration-samples 64 --no-nir --out $R/export/$N
-done
+export_at "$T" calibrated stdb
 stamp exported
-[ -f $R/hwsim/results.json ] || $PY -m hwsim.run --edp --graph calibrated=$R/export/calibrated/coregraph.npz \
-  --graph stdb=$R/export/stdb/coregraph.npz --timesteps "$T" --samples 1500 --seed 0 \
-  --energy-model cmos45nm --out $R/hwsim --no-progress
-$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim/inputs.npz
+hwsim_pair "$T" hwsim calibrated=calibrated stdb=stdb
 $PY -m reports $R
 stamp end

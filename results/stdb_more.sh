@@ -9,17 +9,10 @@ cd "$(dirname "$0")/.."      # the repository root
 R=${RUN:?RUN: the run folder, e.g. runs/cifar10-vgg16-qcfs-l4-bf16}
 T=$1 FROM=$2 NAME=$3 LR=$4 SEED=$5 SUBSET=$6
 PY=.venv/bin/python
+. results/lowlat_steps.sh
 date; lscpu | grep "Model name"; git rev-parse --short HEAD
-$PY -m trainer stdb $R/$FROM.pt --timesteps $T ${SUBSET:+--train-subset $SUBSET} --test-subset 500 --epochs 1 \
-  --lr $LR --seed $SEED --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear --precision bf16 \
-  --channels-last --weight-bits 8 --out $R/$NAME.pt
+stdb_epoch "$FROM" "$NAME" "$T" "$LR" "$SEED" "$SUBSET"
 date
-for N in $FROM $NAME; do
-  [ -f $R/export/$N/coregraph.npz ] || $PY -m export.to_lava $R/$N.pt --timesteps $T \
-    --eval-samples 0 --calibration-samples 64 --no-nir --out $R/export/$N
-done
-[ -f $R/hwsim_$NAME/results.json ] || $PY -m hwsim.run --edp --graph $FROM=$R/export/$FROM/coregraph.npz \
-  --graph $NAME=$R/export/$NAME/coregraph.npz --timesteps $T --samples 1500 --seed 0 \
-  --energy-model cmos45nm --out $R/hwsim_$NAME --no-progress
-$PY results/ann_on_inputs.py $R/ann.pt $R/hwsim_$NAME/inputs.npz
+export_at "$T" "$FROM" "$NAME"
+hwsim_pair "$T" "hwsim_$NAME" "$FROM=$FROM" "$NAME=$NAME"
 date

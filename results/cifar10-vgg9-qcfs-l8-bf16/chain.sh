@@ -10,6 +10,7 @@ R=runs/cifar10-vgg9-qcfs-l8-bf16
 EPOCHS=${EPOCHS:-16}
 STEPS=${STEPS:-4 8}
 PY=.venv/bin/python
+. results/lowlat_steps.sh
 date; lscpu | grep "Model name"; git rev-parse --short HEAD
 $PY -m trainer ann --dataset cifar10 --arch vgg9 --batch-norm --quant-levels 8 --conv-dropout 0 --fc-dropout 0 \
   --lr 0.05 --batch-size 128 --epochs $EPOCHS --schedule cosine --warmup-epochs 0.3 --weight-decay 5e-4 \
@@ -19,17 +20,9 @@ for T in $STEPS; do
   [ -f $R/calibrated_T$T.pt ] || $PY -m trainer convert $R/ann.pt --timesteps $T --calibrate-biases 256 \
     --out $R/calibrated_T$T.pt --quiet
   date
-  $PY -m trainer stdb $R/calibrated_T$T.pt --timesteps $T ${SUBSET:+--train-subset $SUBSET} --test-subset 500 --epochs 1 --lr 3e-4 \
-    --optimizer adam --batch-size 32 --warmup-epochs 0.05 --surrogate linear --precision bf16 --channels-last \
-    --weight-bits 8 --out $R/stdb_T$T.pt
+  stdb_epoch calibrated_T$T stdb_T$T $T 3e-4 "" "$SUBSET"
   date
-  for N in calibrated stdb; do
-    [ -f $R/export/${N}_T$T/coregraph.npz ] || $PY -m export.to_lava $R/${N}_T$T.pt --timesteps $T \
-      --eval-samples 0 --calibration-samples 64 --no-nir --out $R/export/${N}_T$T
-  done
-  [ -f $R/hwsim_T$T/results.json ] || $PY -m hwsim.run --edp --graph calibrated=$R/export/calibrated_T$T/coregraph.npz \
-    --graph stdb=$R/export/stdb_T$T/coregraph.npz --timesteps $T --samples 1500 --seed 0 \
-    --energy-model cmos45nm --out $R/hwsim_T$T --no-progress
-  $PY results/ann_on_inputs.py $R/ann.pt $R/hwsim_T$T/inputs.npz
+  export_at $T calibrated_T$T stdb_T$T
+  hwsim_pair $T hwsim_T$T calibrated=calibrated_T$T stdb=stdb_T$T
   date
 done
