@@ -1,5 +1,6 @@
 """The one-GPU-run profile (``python -m pipeline --budget-minutes``) on the CPU at a tiny
 scale: the same code path as the CIFAR-10 VGG16 run, in seconds."""
+import dataclasses
 import time
 
 import pandas as pd
@@ -16,8 +17,9 @@ from trainer.models import build_config
 from trainer.defaults import (LOW_LATENCY_CALIBRATION, LOW_LATENCY_T, default_recipe, fast_recipe, fast_snn_optim,
                               low_latency_recipe)
 from trainer.chain import train_ann_in_time
-from trainer.fit import fit_warmup, plan_epochs
+from trainer.fit import EpochPlanner, fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
+from trainer.train_state import TrainingState
 from trainer.train import train_ann, train_snn
 
 QUIET = Runtime(progress=False)
@@ -55,6 +57,20 @@ def test_plan_epochs_fits_the_time_left():
     assert plan_epochs(200, 1, 2.0, 100.0) == 51
     assert plan_epochs(200, 1, 0.1, 1000.0) == 200
     assert plan_epochs(200, 3, 10.0, 5.0) == 3            # never fewer than done
+
+
+def test_a_slowed_machine_shrinks_the_plan_so_the_schedule_still_ends():
+    opt = OptimConfig(epochs=200, lr=0.05, schedule="cosine")
+    planner = EpochPlanner(Runtime(progress=False, deadline=time.monotonic() + 100.0), opt)
+    state = TrainingState(history=[{"seconds": s} for s in (10.0, 10.0, 30.0, 30.0)], planned_epochs=20)
+    sched, ends = planner.after_epoch(dataclasses.replace(opt, epochs=20), state, 5, 0, None, 100)
+    assert sched.epochs == state.planned_epochs == 9 and not ends       # 6 done + (100 + 15) // 30
+    state.history.append({"seconds": 10.0})                               # back to speed: no growth
+    sched, _ = planner.after_epoch(sched, state, 6, 0, None, 100)
+    assert sched.epochs == 9
+    quick = TrainingState(history=[{"seconds": 1.0}] * 3, planned_epochs=20)
+    same, _ = planner.after_epoch(dataclasses.replace(opt, epochs=20), quick, 5, 0, None, 100)
+    assert same.epochs == 20 and quick.planned_epochs == 20
 
 
 def test_stage_clock_deadlines_are_cumulative():

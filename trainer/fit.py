@@ -6,7 +6,7 @@ What differs between methods comes in as parts:
 - the **step** (``trainer.train``'s ``ANNStep`` and ``BPTTStep``): one mini-batch's
   forward, backward and update, the epoch's own metrics, the validation;
 - a **deadline**: ``EpochPlanner`` lays the ANN's schedule over the epochs a budget fits
-  and saves at most once a minute; ``WarmupFitter`` fits fine-tuning's warm-up to the
+  (shrinking it where the machine slows) and saves at most once a minute; ``WarmupFitter`` fits fine-tuning's warm-up to the
   steps that fit and stops mid-epoch; ``Deadline`` itself is no deadline;
 - **guards** after each validation: ``SilenceGuard`` (an ANN whose outputs fell silent
   stops), ``Rollback`` (a collapsed SNN goes back to its best weights at half the rate);
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ class EpochPlanner(Deadline):
         # Planned after the first epoch and again after each warm-up epoch (their learning
         # rate does not depend on the total, and the first carries one-off costs).
         if not (epoch == start or epoch + 1 <= self.opt.warmup_epochs):
-            return sched, False
+            return self._keep_up(sched, state, epoch)
         t0, t_train, t_val, save_seconds = times
         steady = ((t_train - self.t_warm) * steps_per_epoch / (steps_per_epoch - WARM_STEPS) if self.t_warm
                   else t_train - t0) + (t_val - t_train)
@@ -180,6 +181,22 @@ class EpochPlanner(Deadline):
             print(f"ANN: {per_epoch:.1f} s per epoch; the budget fits {sched.epochs} epochs "
                   f"(at most {self.opt.epochs})", flush=True)
         return sched, epoch + 1 >= sched.epochs
+
+    def _keep_up(self, sched, state, epoch):
+        """After the plan: on a machine that slowed (another job on its cores) the deadline
+        would stop the schedule before its rate anneals, so the plan shrinks to the epochs
+        that still fit at the median of the last three epochs' times, allowing half an epoch
+        over (an epoch begun before the deadline runs to its end). It never grows: the rate
+        would rise again."""
+        per_epoch = statistics.median(row["seconds"] for row in state.history[-3:])
+        fits = plan_epochs(sched.epochs, epoch + 1, per_epoch, self.rt.seconds_left() + per_epoch / 2)
+        if fits >= sched.epochs:
+            return sched, False
+        sched = dataclasses.replace(self.opt, epochs=fits)
+        state.planned_epochs = fits
+        if self.rt.ranks.is_main:
+            print(f"ANN: {per_epoch:.1f} s per epoch now; the budget fits {fits} epochs", flush=True)
+        return sched, epoch + 1 >= fits
 
 
 class SilenceGuard:
