@@ -6,8 +6,9 @@ What differs between methods comes in as parts:
 - the **step** (``trainer.train``'s ``ANNStep`` and ``BPTTStep``): one mini-batch's
   forward, backward and update, the epoch's own metrics, the validation;
 - a **deadline**: ``EpochPlanner`` lays the ANN's schedule over the epochs a budget fits
-  (shrinking it where the machine slows) and saves at most once a minute; ``WarmupFitter`` fits fine-tuning's warm-up to the
-  steps that fit and stops mid-epoch; ``Deadline`` itself is no deadline;
+  (shrinking it where the machine slows) and saves at most once a minute;
+  ``WarmupFitter`` fits fine-tuning's warm-up to the steps that fit and stops mid-epoch;
+  ``Deadline`` itself is no deadline;
 - **guards** after each validation: ``SilenceGuard`` (an ANN whose outputs fell silent
   stops), ``Rollback`` (a collapsed SNN goes back to its best weights at half the rate);
   a non-finite loss or weight stops every method (``check_loss``, ``check_weights``);
@@ -174,13 +175,16 @@ class EpochPlanner(Deadline):
         steady = ((t_train - self.t_warm) * steps_per_epoch / (steps_per_epoch - WARM_STEPS) if self.t_warm
                   else t_train - t0) + (t_val - t_train)
         per_epoch = steady + save_seconds * min(1.0, steady / CHECKPOINT_SECONDS)
-        sched = dataclasses.replace(self.opt, epochs=plan_epochs(self.opt.epochs, epoch + 1, per_epoch,
-                                                                 self.rt.seconds_left()))
-        state.planned_epochs = sched.epochs
+        return self._planned(state, epoch, plan_epochs(self.opt.epochs, epoch + 1, per_epoch, self.rt.seconds_left()),
+                             f"{per_epoch:.1f} s per epoch", f" (at most {self.opt.epochs})")
+
+    def _planned(self, state, epoch, epochs, pace, note=""):
+        """(the recipe laid over ``epochs``, recorded in ``state`` and said, whether the plan
+        ends after ``epoch``)."""
+        state.planned_epochs = epochs
         if self.rt.ranks.is_main:
-            print(f"ANN: {per_epoch:.1f} s per epoch; the budget fits {sched.epochs} epochs "
-                  f"(at most {self.opt.epochs})", flush=True)
-        return sched, epoch + 1 >= sched.epochs
+            print(f"ANN: {pace}; the budget fits {epochs} epochs{note}", flush=True)
+        return dataclasses.replace(self.opt, epochs=epochs), epoch + 1 >= epochs
 
     def _keep_up(self, sched, state, epoch):
         """After the plan: on a machine that slowed (another job on its cores) the deadline
@@ -192,11 +196,7 @@ class EpochPlanner(Deadline):
         fits = plan_epochs(sched.epochs, epoch + 1, per_epoch, self.rt.seconds_left() + per_epoch / 2)
         if fits >= sched.epochs:
             return sched, False
-        sched = dataclasses.replace(self.opt, epochs=fits)
-        state.planned_epochs = fits
-        if self.rt.ranks.is_main:
-            print(f"ANN: {per_epoch:.1f} s per epoch now; the budget fits {fits} epochs", flush=True)
-        return sched, epoch + 1 >= fits
+        return self._planned(state, epoch, fits, f"{per_epoch:.1f} s per epoch now")
 
 
 class SilenceGuard:
