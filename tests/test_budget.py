@@ -17,7 +17,7 @@ from trainer.models import build_config
 from trainer.defaults import (LOW_LATENCY_CALIBRATION, LOW_LATENCY_T, default_recipe, fast_recipe, fast_snn_optim,
                               low_latency_recipe)
 from trainer.chain import train_ann_in_time
-from trainer.fit import EpochPlanner, fit_warmup, plan_epochs
+from trainer.fit import EpochPlanner, StepPlanner, fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
 from trainer.train_state import TrainingState
 from trainer.train import train_ann, train_snn
@@ -47,10 +47,50 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
 
 def test_the_fine_tuning_warm_up_fits_the_steps_a_deadline_leaves():
     opt = OptimConfig(epochs=20, lr=1e-4, optimizer="adam", warmup_epochs=0.2)
-    # 700 steps per epoch, 30 s a step, 600 s left: 20 more steps, the warm-up 2 of them
-    fitted = fit_warmup(opt, 4 / 700, 30.0, 600.0, 700)
-    assert fitted.warmup_epochs == pytest.approx(0.1 * 24 / 700)
-    assert fit_warmup(opt, 0.0, 0.01, 1e6, 700).warmup_epochs == 0.2      # time to spare: the recipe's
+    assert fit_warmup(opt, 24 / 700).warmup_epochs == pytest.approx(0.1 * 24 / 700)   # a plan of 24 steps
+    assert fit_warmup(opt, 20.0).warmup_epochs == 0.2      # time to spare: the recipe's
+
+
+def test_the_fine_tuning_plan_fits_the_time_left_and_only_shrinks():
+    opt = OptimConfig(epochs=20, lr=3e-4, optimizer="adam", warmup_epochs=0.05, schedule="cosine")
+    planner = StepPlanner(Runtime(progress=False, deadline=time.monotonic() + 35.0), opt)
+    state = TrainingState()
+    # an epoch of 10 s training and 2 s validation, 35 s left after it: 1 + 33 / 10 epochs
+    sched, ends = planner.after_epoch(opt, state, 0, 0, (0.0, 10.0, 12.0, 0.0), 100)
+    assert state.planned_epochs == pytest.approx(4.3, abs=0.01) and not ends
+    assert planner.span(sched) == state.planned_epochs and sched.warmup_epochs == 0.05
+    assert planner.another_epoch(4, 0) and not planner.another_epoch(5, 0)
+    assert planner.stop_before(4, 29, 100) is None and "plan" in planner.stop_before(4, 30, 100)
+    # the next epoch took 30 s: 34 s left, less the 3 validations of 2 s the plan still holds,
+    # at 30 s an epoch
+    planner.rt.deadline = time.monotonic() + 34.0
+    sched, ends = planner.after_epoch(sched, state, 1, 0, (0.0, 30.0, 32.0, 0.0), 100)
+    assert state.planned_epochs == pytest.approx(2 + 28 / 30, abs=0.01) and not ends
+    planner.rt.deadline = time.monotonic() + 1e6                       # back to speed: no growth
+    sched, ends = planner.after_epoch(sched, state, 2, 0, (0.0, 1.0, 1.1, 0.0), 100)
+    assert state.planned_epochs == pytest.approx(2 + 28 / 30, abs=0.01) and ends
+    resumed = StepPlanner(planner.rt, opt)                             # a resumed run goes on with the plan
+    assert resumed.span(resumed.schedule(state)) == state.planned_epochs
+
+
+def test_budgeted_fine_tuning_anneals_by_the_end_of_its_plan(tmp_path, capsys):
+    bundle = load_dataset("digits", train_subset=600, test_subset=60)
+    arch = build_config("vgg_tiny", bundle.input_shape, bundle.num_classes)
+    ann = train_ann(bundle, arch, OptimConfig(epochs=3, lr=0.05), tmp_path / "ann.pt", QUIET)
+    from trainer.chain import convert, ConvertConfig
+    conv = convert(ann, bundle, ConvertConfig(balance_batches=1), 4, tmp_path / "conv.pt", QUIET)
+    opt = fast_snn_optim("digits", OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=16), "cpu")
+    assert opt.schedule == "cosine" and opt.epochs == 20
+    rt = Runtime(progress=True, deadline=time.monotonic() + 6.0)
+    snn = train_snn(bundle, conv, "stdb", 4, SNNTrainConfig(opt), tmp_path / "stdb.pt", rt)
+    out = capsys.readouterr().out
+    planned = snn.train_state["planned_epochs"]
+    assert "STDB: " in out and f"the budget fits {planned:.2f} epochs" in out
+    assert f"the plan of {planned:.2f} epochs ends" in out or "the stage's time is spent" in out
+    assert 1 < planned < 20
+    rows = pd.read_csv(tmp_path / "metrics_stdb.csv")
+    assert len(rows) == int(planned) + 1 or len(rows) == int(planned)   # the last epoch ends inside
+    assert rows["lr"].iloc[-1] < 0.1 * opt.lr                          # annealed: the cosine's last tenth
 
 
 def test_plan_epochs_fits_the_time_left():

@@ -63,12 +63,12 @@ def fast_recipe(dataset: str, device) -> OptimConfig:
 
 
 def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
-    """Fine-tuning in a budgeted run: bf16 synapses where native, a short warm-up, then a constant rate
-    until the stage's deadline (which cuts the epoch count, so no schedule is laid over it);
-    Adam at 1e-4, the paper's code's rate, where the net is deep (the data sets of the
-    CIFAR recipe)."""
+    """Fine-tuning in a budgeted run: bf16 synapses where native, a short warm-up, then a cosine
+    laid over the training the stage's deadline fits (``trainer.fit.StepPlanner``), so the
+    rate has annealed where the stage stops; Adam at 1e-4, the paper's code's rate, where the
+    net is deep (the data sets of the CIFAR recipe)."""
     lr = 1e-4 if ANN_RECIPES[dataset] is _CIFAR_NETS else base.lr
-    return _budgeted(base, device, SNN_EPOCHS_CAP, schedule="none", warmup_epochs=0.2, lr=lr)
+    return _budgeted(base, device, SNN_EPOCHS_CAP, schedule="cosine", warmup_epochs=0.2, lr=lr)
 
 
 # The low-latency recipe as the chain's own (``python -m pipeline --recipe low-latency``):
@@ -101,11 +101,11 @@ def low_latency_recipe(dataset: str, device=None) -> OptimConfig:
 def low_latency_snn_optim(base: OptimConfig, device=None) -> OptimConfig:
     """Fine-tuning at the low-latency recipe's few steps: Adam at 3e-4, batch 32, a warm-up of
     5 % of an epoch (the CPU runs' recipe; one epoch on CIFAR-10 gained 5 to 10 points);
-    with ``device`` (a budgeted run) bf16 where native, channels-last, a constant rate after
-    the warm-up, epochs cut by the deadline."""
+    with ``device`` (a budgeted run) bf16 where native, channels-last, a cosine laid over the
+    training the deadline fits (``trainer.fit.StepPlanner``)."""
     tuned = dataclasses.replace(base, optimizer="adam", lr=3e-4, batch_size=32, warmup_epochs=0.05)
     return tuned if device is None else _budgeted(tuned, device, SNN_EPOCHS_CAP, channels_last=True,
-                                                  schedule="none")
+                                                  schedule="cosine")
 
 
 def default_timesteps(dataset: str, reduced: int | None = None, large: int | None = None,

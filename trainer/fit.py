@@ -7,8 +7,8 @@ What differs between methods comes in as parts:
   forward, backward and update, the epoch's own metrics, the validation;
 - a **deadline**: ``EpochPlanner`` lays the ANN's schedule over the epochs a budget fits
   (shrinking it where the machine slows) and saves at most once a minute;
-  ``WarmupFitter`` fits fine-tuning's warm-up to the steps that fit and stops mid-epoch;
-  ``Deadline`` itself is no deadline;
+  ``StepPlanner`` lays fine-tuning's schedule over the training a budget fits, a fraction
+  of an epoch allowed, and stops mid-epoch where it ends; ``Deadline`` itself is no deadline;
 - **guards** after each validation: ``SilenceGuard`` (an ANN whose outputs fell silent
   stops), ``Rollback`` (a collapsed SNN goes back to its best weights at half the rate);
   a non-finite loss or weight stops every method (``check_loss``, ``check_weights``);
@@ -34,7 +34,7 @@ from trainer.recipe import OptimConfig, Runtime, lr_factor, make_optimizer
 from trainer.train_state import MetricsCSV, TrainingState, snapshot
 
 WARM_STEPS = 10      # steps of an epoch not timed for the plan (cuDNN's search, allocator warm-up)
-PLAN_STEPS = 3       # fine-tuning steps timed, after the first, to fit its warm-up to a deadline
+PLAN_STEPS = 10      # fine-tuning steps timed, after the first, to lay its schedule over a deadline
 CHECKPOINT_SECONDS = 60.0   # under a deadline, the ANN is saved at most this often (and at the end)
 
 
@@ -77,13 +77,10 @@ class Step(Protocol):
     def validate(self) -> float: ...
 
 
-def fit_warmup(opt: OptimConfig, progress: float, step_seconds: float, seconds_left: float,
-               steps_per_epoch: int) -> OptimConfig:
-    """The recipe with its warm-up cut to a tenth of the training a deadline leaves (in
-    epochs from 0): a CPU that fits a few dozen fine-tuning steps would otherwise spend
-    them all at a tenth of the rate."""
-    fits = progress + seconds_left / max(step_seconds, 1e-9) / steps_per_epoch
-    return dataclasses.replace(opt, warmup_epochs=min(opt.warmup_epochs, 0.1 * fits))
+def fit_warmup(opt: OptimConfig, span: float) -> OptimConfig:
+    """The recipe with its warm-up cut to a tenth of a plan of ``span`` epochs: a CPU that
+    fits a few dozen fine-tuning steps would otherwise spend them all at a tenth of the rate."""
+    return dataclasses.replace(opt, warmup_epochs=min(opt.warmup_epochs, 0.1 * span))
 
 
 def plan_epochs(most: int, done: int, epoch_seconds: float, seconds_left: float) -> int:
@@ -102,13 +99,19 @@ class Deadline:
     def schedule(self, state: TrainingState) -> OptimConfig:
         return self.opt
 
+    def span(self, sched: OptimConfig) -> float:
+        """The epochs the schedule spans (its learning rate reaches its end there)."""
+        return sched.epochs
+
     def another_epoch(self, epoch: int, start: int) -> bool:
         return True
 
-    def stop_before(self, step: int) -> bool:
-        return False
+    def stop_before(self, epoch: int, step: int, steps_per_epoch: int) -> str | None:
+        """Why the epoch in hand ends before this step (None: it goes on)."""
+        return None
 
-    def at_step(self, sched: OptimConfig, epoch: int, start: int, step: int, steps_per_epoch: int) -> OptimConfig:
+    def at_step(self, sched: OptimConfig, state: TrainingState, epoch: int, start: int, step: int,
+                steps_per_epoch: int) -> OptimConfig:
         return sched
 
     def save_due(self, epoch: int, sched: OptimConfig, since_save: float) -> bool:
@@ -120,24 +123,71 @@ class Deadline:
         return sched, False
 
 
-class WarmupFitter(Deadline):
-    """Fine-tuning under a deadline: the first epoch's steps 2-4 are timed and the warm-up
-    is fitted to the steps that fit; past the deadline the epoch in hand ends early."""
+class StepPlanner(Deadline):
+    """Fine-tuning under a deadline, where a CPU fits an epoch or two: steps 2 to
+    1 + PLAN_STEPS of the first epoch are timed and the recipe is laid over the training
+    that fits, in epochs, a fraction allowed: its schedule ends at the plan's end, where
+    the stage stops and keeps its best, and its warm-up is cut to a tenth of the plan
+    (``fit_warmup``). A constant rate up to the deadline leaves the weights in the noise of
+    the peak rate (RESULTS.md: VGG9 at T = 4 gained 1 point in 1.7 epochs at a constant
+    rate, 5 in one epoch annealed to zero). After each epoch the plan shrinks where the
+    epoch's measured time (steps, validation, saving) says it no longer fits; it never
+    grows. The plan is recorded in the state: a resumed run goes on with it."""
 
-    def __init__(self, rt: Runtime, opt: OptimConfig):
+    def __init__(self, rt: Runtime, opt: OptimConfig, label: str = "fine-tuning"):
         super().__init__(rt, opt)
-        self.t_plan = None
+        self.label, self.planned, self.t_plan = label, None, None
 
-    def stop_before(self, step: int) -> bool:
-        return step > 0 and self.rt.out_of_time()
+    def schedule(self, state):
+        self.planned = state.planned_epochs
+        return self.opt if self.planned is None else fit_warmup(self.opt, self.planned)
 
-    def at_step(self, sched, epoch, start, step, steps_per_epoch):
-        if epoch == start and step == 1:
+    def span(self, sched):
+        return sched.epochs if self.planned is None else self.planned
+
+    def another_epoch(self, epoch, start):
+        return self.planned is None or epoch < self.planned
+
+    def stop_before(self, epoch, step, steps_per_epoch):
+        if step > 0 and self.rt.out_of_time():
+            return "the stage's time is spent"
+        if self.planned is not None and epoch + step / steps_per_epoch >= self.planned:
+            return f"the plan of {self.planned:.2f} epochs ends"
+        return None
+
+    def at_step(self, sched, state, epoch, start, step, steps_per_epoch):
+        if self.planned is not None or epoch != start:
+            return sched
+        if step == 1:
             self.t_plan = time.time()
-        elif epoch == start and step == 1 + PLAN_STEPS:
-            sched = fit_warmup(self.opt, epoch + step / steps_per_epoch, (time.time() - self.t_plan) / PLAN_STEPS,
-                               self.rt.seconds_left(), steps_per_epoch)
+        elif step == 1 + PLAN_STEPS:
+            step_seconds = (time.time() - self.t_plan) / PLAN_STEPS
+            sched = self._plan(state, epoch + step / steps_per_epoch, step_seconds * steps_per_epoch,
+                               self.rt.seconds_left(), f"{step_seconds:.2f} s per step")
         return sched
+
+    def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch):
+        t0, t_train, t_val, save_seconds = times
+        done, train_seconds, check_seconds = epoch + 1, t_train - t0, t_val - t_train + save_seconds
+        if self.planned is None:               # an epoch shorter than the timed steps: planned from it
+            sched = self._plan(state, done, train_seconds, self.rt.seconds_left() - check_seconds,
+                               f"{train_seconds:.1f} s per epoch")
+        else:                                  # one validation (and save) at each epoch's end and the plan's
+            left = self.rt.seconds_left() - math.ceil(self.planned - done) * check_seconds
+            fits = done + max(left, 0.0) / max(train_seconds, 1e-9)
+            if fits < self.planned:
+                sched = self._plan(state, done, train_seconds, left, f"{train_seconds:.1f} s per epoch now")
+        return sched, done >= self.planned
+
+    def _plan(self, state, progress, epoch_seconds, seconds_left, pace):
+        """The recipe laid over the epochs that fit from ``progress`` (at most the recipe's,
+        never more than a plan already made), recorded in ``state`` and said."""
+        fits = progress + max(seconds_left, 0.0) / max(epoch_seconds, 1e-9)
+        self.planned = state.planned_epochs = min(fits, self.opt.epochs, self.planned or math.inf)
+        if self.rt.ranks.is_main:
+            print(f"{self.label}: {pace}; the budget fits {self.planned:.2f} epochs (at most {self.opt.epochs})",
+                  flush=True)
+        return fit_warmup(self.opt, self.planned)
 
 
 class EpochPlanner(Deadline):
@@ -156,7 +206,7 @@ class EpochPlanner(Deadline):
     def another_epoch(self, epoch, start):
         return not (epoch > start and self.rt.out_of_time())
 
-    def at_step(self, sched, epoch, start, step, steps_per_epoch):
+    def at_step(self, sched, state, epoch, start, step, steps_per_epoch):
         if step == 0:
             self.t_warm = None
         elif step == WARM_STEPS:
@@ -241,11 +291,11 @@ class FitParts:
     progress_label: str = ""                    # appended to the progress bar's description
 
 
-def epoch_line(stage: str, row: dict, epochs: int, images: int) -> None:
+def epoch_line(stage: str, row: dict, epochs: float, images: int) -> None:
     """One line per finished epoch (a terminal's bar or a log file alike): accuracy, rate, ETA."""
     seconds, done = row["seconds"], row["epoch"]
-    print(f"{stage} epoch {done}/{epochs}: train {row['train_acc']:.2f} %, val {row['val_acc']:.2f} %, "
-          f"{seconds:.0f} s ({images / max(seconds, 1e-9):.1f} images/s), ETA {(epochs - done) * seconds:.0f} s",
+    print(f"{stage} epoch {done}/{epochs:.3g}: train {row['train_acc']:.2f} %, val {row['val_acc']:.2f} %, "
+          f"{seconds:.0f} s ({images / max(seconds, 1e-9):.1f} images/s), ETA {max(epochs - done, 0) * seconds:.0f} s",
           flush=True)
 
 
@@ -273,17 +323,18 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
     saved, saved_at, save_seconds = True, -math.inf, 0.0
     while epoch < sched.epochs and deadline.another_epoch(epoch, start):
         step.begin_epoch(epoch)
-        t0, loss_sum, correct, seen, trained, stopped = time.time(), 0.0, 0, 0, 0, False
+        t0, loss_sum, correct, seen, trained, stopped = time.time(), 0.0, 0, 0, 0, None
         bar = progress_bar(batches(parts.train, "train", opt.batch_size, shuffle=True, seed=rt.seed, epoch=epoch),
-                           total=steps_per_epoch, desc=f"{step.label} epoch {epoch + 1}/{sched.epochs}"
+                           total=steps_per_epoch, desc=f"{step.label} epoch {epoch + 1}/{deadline.span(sched):.3g}"
                            + parts.progress_label, unit="step", enabled=rt.shows_progress, end_line=False)
         for i, (x, y) in enumerate(bar):
-            if deadline.stop_before(i):
-                stopped = True
+            stopped = deadline.stop_before(epoch, i, steps_per_epoch)
+            if stopped:
                 break
-            sched = deadline.at_step(sched, epoch, start, i, steps_per_epoch)
+            sched = deadline.at_step(sched, state, epoch, start, i, steps_per_epoch)
             for group in step.optimizer.param_groups:
-                group["lr"] = opt.lr * state.lr_scale * lr_factor(sched, epoch + i / steps_per_epoch)
+                group["lr"] = (opt.lr * state.lr_scale
+                               * lr_factor(sched, epoch + i / steps_per_epoch, deadline.span(sched)))
             loss, logits, y, extra = step.step(x, y, f"{out}: epoch {epoch + 1}, step {i + 1}")
             trained += 1
             loss_sum += loss * len(y)
@@ -308,7 +359,7 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
                "val_acc": val, "lr": lr_used, **head, "event": event, "seconds": t_val - t0, "images": seen, **tail}
         metrics.add(row)
         if rt.shows_progress:
-            epoch_line(step.label, row, sched.epochs, seen)
+            epoch_line(step.label, row, deadline.span(sched), seen)
         saved = deadline.save_due(epoch, sched, t_val - saved_at)     # saved_at starts at -inf: the first is saved
         if saved:
             save_seconds, saved_at = save(epoch + 1), time.time()
@@ -321,7 +372,7 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
         epoch += 1
         if stopped:
             if ranks.is_main:
-                print(f"{step.label}: the stage's time is spent after {seen} images of epoch {epoch}; "
+                print(f"{step.label}: {stopped} after {seen} images of epoch {epoch}; "
                       f"keeping the best (validation {state.best_metric:.2f} %)", flush=True)
             break
     if not saved:                # stopped by the deadline after epochs not yet saved

@@ -142,13 +142,16 @@ def make_optimizer(params, opt: OptimConfig):
     raise ValueError(f"unknown optimizer {opt.optimizer!r} (sgd or adam)")
 
 
-def lr_factor(opt: OptimConfig, progress: float) -> float:
-    """Learning-rate multiplier at a point of training measured in epochs (float)."""
+def lr_factor(opt: OptimConfig, progress: float, span: float | None = None) -> float:
+    """Learning-rate multiplier at a point of training measured in epochs (float), for a
+    schedule over ``span`` epochs (default: the recipe's; a deadline's plan may end inside
+    an epoch, ``trainer.fit.StepPlanner``)."""
+    epochs = opt.epochs if span is None else span
     if opt.warmup_epochs > 0 and progress < opt.warmup_epochs:
         return 0.1 + 0.9 * progress / opt.warmup_epochs
-    frac = progress / max(opt.epochs, 1)
+    frac = progress / max(epochs, 1e-9)
     if opt.schedule == "onecycle":       # after the warm-up, straight down to zero at the last step
-        rest = max(opt.epochs - opt.warmup_epochs, 1e-9)
+        rest = max(epochs - opt.warmup_epochs, 1e-9)
         return max(0.0, 1.0 - (progress - opt.warmup_epochs) / rest)
     if opt.schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))

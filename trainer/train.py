@@ -27,7 +27,7 @@ from records.layout import ANN_STAGES, SNN_STAGES
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, provenance, save_checkpoint
 from trainer.data import DatasetBundle, batches, data_record, validation_split
 from trainer.evaluate import evaluate_ann, evaluate_snn, firing_rates, is_silent
-from trainer.fit import (DeadNetwork, Deadline, EpochPlanner, FitParts, Rollback, SilenceGuard, WarmupFitter,
+from trainer.fit import (DeadNetwork, Deadline, EpochPlanner, FitParts, Rollback, SilenceGuard, StepPlanner,
                          check_loss, fit)
 from trainer.lif import Surrogate
 from trainer.models import ANN, ArchConfig
@@ -232,7 +232,9 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
               rt: Runtime = Runtime()) -> Checkpoint:
     """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``, and
     the baselines' ``'spikebp'`` and ``'bncurrent'``, ``trainer.methods``) at T steps.
-    Past ``rt.deadline`` the epoch in hand ends early: validated, saved, and the stage stops."""
+    Under ``rt.deadline`` the schedule is laid over the training that fits (``fit.StepPlanner``)
+    and the epoch in hand ends where the plan or the deadline does: validated, saved, and the
+    stage stops."""
     if stage == "converted" or stage not in SNN_STAGES:
         raise ValueError(f"stage must be a trained one of {', '.join(SNN_STAGES)}, got {stage!r}")
     if init.snn is None:
@@ -271,7 +273,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                     s.to_dict(keep_best_state=norms is not None), seed)
 
     fit(step, state, FitParts(out, opt, rt, train_part, save,
-                              (WarmupFitter if rt.deadline is not None else Deadline)(rt, opt),
+                              StepPlanner(rt, opt, stage.upper()) if rt.deadline is not None else Deadline(rt, opt),
                               rollback=Rollback(cfg.rollback_drop, opt), ties_keep_later=True,
                               progress_label=f" T={timesteps}"))
     return load_checkpoint(out)

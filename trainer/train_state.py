@@ -36,7 +36,8 @@ class TrainingState:
     optimizer: dict | None = None
     config: dict | None = None
     lr_scale: float = 1.0                # halved by each roll-back
-    planned_epochs: int | None = None    # the epochs a deadline fits (None: the recipe's)
+    planned_epochs: float | None = None  # the epochs a deadline fits (None: the recipe's; fine-tuning's
+    #                                      plan may end inside an epoch)
 
     def to_dict(self, keep_best_state: bool) -> dict:
         """The checkpoint's ``train_state``; ``keep_best_state`` where the best weights are
