@@ -2,12 +2,14 @@
 fine-tuning resume from their checkpoints, the conversion of the same ANN with the same
 settings is kept with the evaluations recorded in it."""
 import dataclasses
+import time
 
 import pytest
 
 import trainer.chain as chain_steps
 from records.timesteps import TimeSteps
-from trainer.chain import ChainConfig, ConvertConfig, DataConfig, chain
+from trainer.chain import ChainConfig, ConvertConfig, DataConfig, chain, record_eval
+from trainer.checkpoint import load_checkpoint
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 
 
@@ -52,3 +54,31 @@ def test_the_large_t_is_evaluated_with_the_thresholds_before_the_scaling_factor(
     converted = chain_steps.load_checkpoint(run.checkpoint("converted"))
     assert seen[16] == converted.metrics["balance"]["unscaled"]
     assert seen[4] == converted.snn.thresholds == pytest.approx([0.7 * v for v in seen[16]])
+
+
+def test_a_resumed_budget_keeps_the_recorded_tests_time_out_of_the_fine_tuning(tmp_path, monkeypatch):
+    """Under a budget the fine-tuning stops early enough for its net's test on the images the
+    converted net was tested on; a resumed chain kept that evaluation, so its recorded time
+    stands in for the one measured."""
+    cfg, quiet = small_chain(tmp_path), Runtime(progress=False)
+    run, _ = chain(cfg, quiet)
+    converted = run.checkpoint("converted")
+    record_eval(converted, 4, {**load_checkpoint(converted).metrics["test_T4"], "seconds": 500.0})
+
+    class Clock:
+        end = time.monotonic() + 1e4
+
+        def deadline(self, stage):
+            return self.end
+
+        def done(self, stage):
+            pass
+
+    deadlines, real = {}, chain_steps.fine_tune
+
+    def spy(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples=None):
+        deadlines[stage] = rt.deadline
+        return real(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples)
+    monkeypatch.setattr(chain_steps, "fine_tune", spy)
+    chain(cfg, quiet, Clock())
+    assert deadlines["stdb"] == Clock.end - 500.0

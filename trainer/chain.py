@@ -373,7 +373,9 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     at_reduced, converted = evaluated(converted, run.checkpoint("converted"), bundle, steps.reduced,
                                       dataclasses.replace(rt, deadline=None if end is None else time.monotonic()
                                                           + 0.4 * (end - time.monotonic())), cfg.eval_samples)
-    eval_seconds = time.time() - t
+    # what the fine-tuned net's test on the same images will cost (a resumed chain kept this
+    # evaluation: its recorded time)
+    eval_seconds = at_reduced.get("seconds", time.time() - t)
     # The large T is the conversion's own column: the balanced thresholds without the
     # reduced T's scaling factor (trainer.convert), which saturates deep layers there.
     at_large, converted = evaluated(converted, run.checkpoint("converted"), bundle, steps.large,

@@ -29,7 +29,9 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
                  samples: int | None = None, window: int | None = 50, seed: int = 0, device="cpu",
                  progress: bool = False, deadline: float | None = None) -> dict:
     """Accuracy at T and average spikes per neuron per layer (Fig. 3's definition), on the test split.
-    Past ``deadline`` (time.monotonic()) it stops after the batch in hand; ``samples`` says how many counted."""
+    Past ``deadline`` (time.monotonic()) it stops after the batch in hand; ``samples`` says how many counted,
+    ``seconds`` how long it took."""
+    t0 = time.monotonic()
     snn.eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     correct = total = 0
@@ -53,7 +55,7 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
         neurons = snn.neuron_counts
     return {"accuracy": 100.0 * correct / max(total, 1), "samples": total, "timesteps": timesteps,
             "spikes_per_neuron": [float(s / (n * total)) if n else 0.0 for s, n in zip(spikes, neurons)],
-            "total_spikes_per_sample": float(spikes.sum() / max(total, 1))}
+            "total_spikes_per_sample": float(spikes.sum() / max(total, 1)), "seconds": time.monotonic() - t0}
 
 
 SILENT_LOGITS = 0.01    # class scores this close: softmax uniform, loss ln K to 1e-4
