@@ -2,6 +2,15 @@
 # sourced by them with PY (the python) and R (the run folder) set. Each step is skipped when its output exists;
 # trainer stdb resumes its own checkpoint.
 
+# ann_lowlat ARCH LEVELS EPOCHS NAME: the low-latency recipe's ANN (a QCFS ANN with batch norm and LEVELS
+# levels, no dropout, SGD 0.05 at batch 128, a 0.3-epoch warm-up and a cosine over EPOCHS, weight decay 5e-4,
+# bf16 synapses, channels-last) on CIFAR-10 into $R/NAME.pt; trainer ann resumes its own checkpoint.
+ann_lowlat() {
+  $PY -m trainer ann --dataset cifar10 --arch "$1" --batch-norm --quant-levels "$2" --conv-dropout 0 \
+    --fc-dropout 0 --lr 0.05 --batch-size 128 --epochs "$3" --schedule cosine --warmup-epochs 0.3 \
+    --weight-decay 5e-4 --precision bf16 --channels-last --out "$R/$4.pt"
+}
+
 # stdb_epoch FROM NAME T LR [SEED] [SUBSET]: one STDB epoch at T from $R/FROM.pt to $R/NAME.pt, on the core's
 # 8-bit weight grid (Adam, batch 32, a 5 % warm-up, the linear surrogate, bf16 synapses, channels-last),
 # validated on 500 test images; SUBSET a seeded training subset (default: the whole training set).

@@ -17,9 +17,7 @@ PY=.venv/bin/python
 . results/lowlat_steps.sh
 stamp() { echo "== $(date -u +%FT%TZ) $*"; }
 stamp start; lscpu | grep "Model name"; nproc; git rev-parse --short HEAD
-$PY -m trainer ann --dataset cifar10 --arch "$ARCH" --batch-norm --quant-levels "$T" --conv-dropout 0 \
-  --fc-dropout 0 --lr 0.05 --batch-size 128 --epochs "$EPOCHS" --schedule cosine --warmup-epochs 0.3 \
-  --weight-decay 5e-4 --precision bf16 --channels-last --out $R/ann.pt
+ann_lowlat "$ARCH" "$T" "$EPOCHS" ann
 stamp ann done
 [ -f $R/calibrated.pt ] || $PY -m trainer convert $R/ann.pt --timesteps "$T" --calibrate-biases 256 \
   --out $R/calibrated.pt --quiet

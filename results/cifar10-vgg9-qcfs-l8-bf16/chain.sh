@@ -12,9 +12,7 @@ STEPS=${STEPS:-4 8}
 PY=.venv/bin/python
 . results/lowlat_steps.sh
 date; lscpu | grep "Model name"; git rev-parse --short HEAD
-$PY -m trainer ann --dataset cifar10 --arch vgg9 --batch-norm --quant-levels 8 --conv-dropout 0 --fc-dropout 0 \
-  --lr 0.05 --batch-size 128 --epochs $EPOCHS --schedule cosine --warmup-epochs 0.3 --weight-decay 5e-4 \
-  --precision bf16 --channels-last --out $R/ann.pt
+ann_lowlat vgg9 8 "$EPOCHS" ann
 date
 for T in $STEPS; do
   [ -f $R/calibrated_T$T.pt ] || $PY -m trainer convert $R/ann.pt --timesteps $T --calibrate-biases 256 \
