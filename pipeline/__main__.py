@@ -54,6 +54,9 @@ from trainer.weight_grid import MAX_BITS, MIN_BITS
 from trainer.recipe import Runtime
 
 
+PROBABILITY = number(0, 1, hi_open=True)      # dropout, label smoothing
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="python -m pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", choices=DATASETS)
@@ -85,8 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", type=methods_list, default=None,
                    help=f"training methods to compare at the reduced T, comma-separated from {', '.join(METHODS)} "
                         "(hybrid always among them): each is trained, exported and run through hwsim on the same "
-                        "images, and the report compares them (default: hybrid,qcfs on digits without a budget, "
-                        "else hybrid)")
+                        "images, and the report compares them (default: hybrid,qcfs on digits without a budget or "
+                        "--recipe low-latency, else hybrid)")
     p.add_argument("--recipe", choices=RECIPES, default=None,
                    help="the chain's ANN and conversion: the paper's (ReLU, no batch norm, threshold balancing) or "
                         "the low-latency recipe's (batch norm, QCFS activations, T = 4 by default); default: the "
@@ -99,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "is the one the core runs (trainer.weight_grid; default: float weights)")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
                    help="epochs of each baseline of --methods (default: the ANN's)")
+    p.add_argument("--conv-dropout", type=PROBABILITY, default=None, metavar="P",
+                   help="dropout after each hidden conv (default: the recipe's: 0.2 for the paper's, 0 for the "
+                        "low-latency recipe's)")
+    p.add_argument("--fc-dropout", type=PROBABILITY, default=None, metavar="P",
+                   help="dropout after each hidden linear layer (default: the recipe's: 0.5 for the paper's, 0 for "
+                        "the low-latency recipe's)")
+    p.add_argument("--label-smoothing", type=PROBABILITY, default=None, metavar="EPS",
+                   help="the ANN's label smoothing (default: the recipe's)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
                    help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
@@ -122,6 +133,8 @@ def methods_of(args) -> tuple[str, ...]:
         return args.methods
     if args.arch in RESNETS or args.budget_minutes is not None:      # a budget's stage shares are the hybrid's
         return ("hybrid",)
+    if args.recipe == "low-latency":           # the qcfs method is then the chain itself
+        return tuple(m for m in DEFAULT_METHODS.get(args.dataset, ("hybrid",)) if m != "qcfs")
     return DEFAULT_METHODS.get(args.dataset, ("hybrid",))
 
 
@@ -145,6 +158,8 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
     low = recipe == "low-latency"
     arch = (ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True,
                        quant_levels=args.quant_levels or timesteps.reduced) if low else ArchChoice(args.arch))
+    arch = dataclasses.replace(arch, **{k: v for k, v in (("conv_dropout", args.conv_dropout),
+                                                          ("fc_dropout", args.fc_dropout)) if v is not None})
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=arch, timesteps=timesteps, scratch=not (args.no_scratch or budget),
                       convert=ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION if low else 0),
@@ -161,6 +176,9 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
         cfg.snn = dataclasses.replace(cfg.snn, optim=fast_snn_optim(args.dataset, cfg.snn.optim, device))
     if args.epochs is not None:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), epochs=args.epochs)
+    if args.label_smoothing is not None:
+        cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset),
+                                            label_smoothing=args.label_smoothing)
     if args.eval_samples is not None:            # the fine-tuning's validation checks too
         cfg.snn = dataclasses.replace(cfg.snn, val_samples=args.eval_samples)
     if args.weight_bits is not None:

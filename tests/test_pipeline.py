@@ -2,7 +2,8 @@
 import json
 import re
 
-from pipeline.__main__ import main
+from pipeline.__main__ import build_parser, chain_config, main, methods_of
+from records.timesteps import TimeSteps
 from trainer.checkpoint import load_checkpoint
 from trainer.layers import Conv, Linear
 
@@ -82,3 +83,25 @@ def test_pipeline_methods(tmp_path, capsys):
     assert (run / "report" / "methods.png").is_file()
     rows = (run / "report" / "methods.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows[1:]] == ["hybrid", "spikebp", "bncurrent"]
+
+
+def test_the_recipes_regularisation_can_be_changed():
+    """--conv-dropout, --fc-dropout and --label-smoothing override the recipe's (the low-latency
+    recipe's ANN has none of them)."""
+    steps = TimeSteps(reduced=4, large=32)
+    plain = chain_config(build_parser().parse_args(["--recipe", "low-latency"]), steps, "cpu", "low-latency")
+    assert (plain.arch.conv_dropout, plain.arch.fc_dropout) == (0.0, 0.0)
+    args = build_parser().parse_args(["--recipe", "low-latency", "--fc-dropout", "0.3", "--label-smoothing", "0.1",
+                                      "--budget-minutes", "60"])
+    cfg = chain_config(args, steps, "cpu", "low-latency")
+    assert (cfg.arch.conv_dropout, cfg.arch.fc_dropout, cfg.arch.norm) == (0.0, 0.3, True)
+    assert cfg.ann_optim.label_smoothing == 0.1 and cfg.ann_optim.lr == 0.05      # the rest is the recipe's
+    paper = chain_config(build_parser().parse_args(["--conv-dropout", "0.1"]), steps, "cpu")
+    assert (paper.arch.conv_dropout, paper.arch.fc_dropout) == (0.1, 0.5)
+
+
+def test_the_low_latency_chain_is_not_run_twice():
+    """On digits the qcfs method (the low-latency recipe) runs beside the paper's chain by
+    default; under --recipe low-latency it is the chain itself."""
+    assert methods_of(build_parser().parse_args([])) == ("hybrid", "qcfs")
+    assert methods_of(build_parser().parse_args(["--recipe", "low-latency"])) == ("hybrid",)

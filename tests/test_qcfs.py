@@ -159,3 +159,19 @@ def test_bias_calibration_moves_the_snn_toward_its_ann_at_few_steps(tmp_path):
         balanced = train_ann(bundle, ArchChoice("vgg_tiny").config(bundle), ann_recipe("digits", epochs=1),
                              tmp_path / "relu.pt", rt)
         convert(balanced, bundle, ConvertConfig(bias_calibration=8), 2, tmp_path / "x.pt", rt)
+
+
+def test_the_from_scratch_baseline_of_the_low_latency_recipe_is_a_plain_snn():
+    """``pipeline --recipe low-latency`` without a budget trains the from-scratch baseline from
+    the chain's architecture: its batch norms and QCFS levels have no part in a random SNN
+    (the SNN refused the batch norms' weights)."""
+    from trainer.chain import scratch_init
+    from trainer.data import batches, load_dataset
+    from trainer.snn import SNN
+    bundle = load_dataset("digits", train_subset=60, test_subset=20)
+    arch = build_config("vgg_tiny", bundle.input_shape, bundle.num_classes, norm=True, quant_levels=4)
+    init = scratch_init(arch, bundle, 1.0, 4, 0)
+    assert init.arch.quant_levels is None and not init.arch.normed
+    assert [type(l) for l in init.arch.layers] == [type(l) for l in arch.layers]
+    x = next(batches(bundle, "test", 2, shuffle=False))[0]
+    assert SNN.of_checkpoint(init)(x, 4).shape == (2, bundle.num_classes)

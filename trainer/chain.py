@@ -247,7 +247,11 @@ def _train_and_test(init: Checkpoint, bundle: DatasetBundle, stage: str, timeste
 
 def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps: int, seed: int,
                  stage: str = "scratch") -> Checkpoint:
-    """Random weights (He-normal) and unit thresholds: where the from-scratch runs start."""
+    """Random weights (He-normal) and unit thresholds: where the from-scratch runs start. The
+    ANN recipe's batch norms and QCFS activations (the low-latency recipe's) have no part in
+    it: the SNN of the same layers, as the paper trains it from scratch."""
+    arch = dataclasses.replace(arch, quant_levels=None, layers=tuple(
+        dataclasses.replace(layer, norm=False) if getattr(layer, "norm", False) else layer for layer in arch.layers))
     torch.manual_seed(seed)
     return Checkpoint(stage=stage, arch=arch, state_dict=ANN(arch).state_dict(), data=data_record(bundle, seed),
                       snn=SNNParams(thresholds=[1.0] * len(neuron_layers(arch)), leak=leak, timesteps=timesteps))
