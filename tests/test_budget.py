@@ -108,6 +108,9 @@ def test_a_slowed_machine_shrinks_the_plan_so_the_schedule_still_ends():
     state.history.append({"seconds": 10.0})                               # back to speed: no growth
     sched, _ = planner.after_epoch(sched, state, 6, 0, None, 100)
     assert sched.epochs == 9
+    one_slow = TrainingState(history=[{"seconds": 10.0}, {"seconds": 30.0}], planned_epochs=20)
+    same, _ = planner.after_epoch(dataclasses.replace(opt, epochs=20), one_slow, 1, 0, None, 100)
+    assert same.epochs == 20 and one_slow.planned_epochs == 20            # one slow epoch of two: waits
     quick = TrainingState(history=[{"seconds": 1.0}] * 3, planned_epochs=20)
     same, _ = planner.after_epoch(dataclasses.replace(opt, epochs=20), quick, 5, 0, None, 100)
     assert same.epochs == 20 and quick.planned_epochs == 20
