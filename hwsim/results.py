@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import numpy as np
+
 from export import fixedpoint as fx
 from hwsim.energy import ANN_REFERENCE_MODEL, ann_energy, evaluate, load_energy_model
-from records.hwsim_results import FORMAT, VERSION, ResultsError
+from records.hwsim_results import FORMAT, VERSION, ResultsError, sign_test_p
 
 
 @dataclass
@@ -50,6 +52,15 @@ def network_entry(run: NetworkRun, model) -> dict:
             "input": {"neurons": sim.input_neurons, "spikes": sim.input_spikes,
                       "avg_spikes_per_neuron": sim.input_spikes / (sim.input_neurons * n)},
             "layers": layers, "totals": totals}
+
+
+def paired_entry(first: NetworkRun, other: NetworkRun) -> dict:
+    """The two networks image by image (``records.hwsim_results``: ``paired``)."""
+    right_a = first.sim.predictions == np.asarray(first.labels).reshape(-1)
+    right_b = other.sim.predictions == np.asarray(other.labels).reshape(-1)
+    a, b = int((right_a & ~right_b).sum()), int((right_b & ~right_a).sum())
+    return {"first": first.label, "other": other.label, "first_only": a, "other_only": b,
+            "p_value": sign_test_p(a, b)}
 
 
 def sweep_point(label: str, sim, labels) -> dict:
@@ -103,6 +114,8 @@ def build_results(runs: list[NetworkRun], model, *, dataset: str = "", arch: str
            "timesteps": first.timesteps, "inputs_file": None if inputs_file is None else str(inputs_file),
            "device": first.device, "energy_model": model.to_json(), "networks": nets, "ann_baseline": ann,
            "ratios": ratios, "snn_vs_ann": snn_vs_ann, "notes": notes}
+    if first.samples and all(r.sim.samples == first.samples for r in runs):
+        doc["paired"] = [paired_entry(runs[0], r) for r in runs[1:]]
     if sweep:
         doc["sweep"] = sorted(sweep, key=lambda p: ([r.label for r in runs].index(p["network"])
                                                     if p["network"] in [r.label for r in runs] else len(runs),

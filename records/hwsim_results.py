@@ -18,7 +18,8 @@
      "ratios": [{"numerator", "denominator", "spikes", "synaptic_events", "energy", "edp"}],
      "snn_vs_ann": {"model", "energy_unit", "ann_energy", "networks": {label: {"energy", "ratio"}}},
      "notes": [str],
-     "sweep": [{"network", "timesteps", "accuracy", "spikes_per_image"}]}   (optional: accuracy vs T)
+     "sweep": [{"network", "timesteps", "accuracy", "spikes_per_image"}],   (optional: accuracy vs T)
+     "paired": [{"first", "other", "first_only", "other_only", "p_value"}]}  (optional)
 
 ``stage`` is the trainer stage the network's graph came from (null for a graph made by
 hand); ``macs`` and ``energy`` of the ANN baseline are null when a graph does not record
@@ -30,6 +31,12 @@ the model's ``energy_unit`` / ``delay_unit`` (``energy_total`` = all samples). N
 spikes exclude the input's spikes (identical for every network fed the same inputs; they
 are listed under ``input``). ``ratios`` divide the first network by each other one (e.g.
 converted / stdb); ``snn_vs_ann`` divides each network's energy by the ANN baseline's.
+``paired`` compares the first network with each other one image by image on the same
+inputs: ``first_only`` images the first classifies right and the other wrong,
+``other_only`` the reverse (their difference over ``samples`` is the accuracy
+difference), and ``p_value`` the exact two-sided sign test of the two counts
+(``sign_test_p``): the chance of a split at least this uneven if either network were as
+likely to win each disagreement. On 1,500 images a point of accuracy is 15 images.
 
 Beside it: ``layers.csv`` (one row per network x layer), ``summary.csv`` (one row per
 network plus one for the ANN) and ``predictions.csv`` (one row per network x image:
@@ -83,6 +90,17 @@ _TOTALS = {"spikes": int, "spikes_per_image": _NUM, "avg_spikes_per_neuron": _NU
            "delay": _NUM, "edp": _NUM}
 _ANN = {"macs_per_layer": (list, type(None)), "macs": (int, type(None)), "model": str}
 _SWEEP = {"network": str, "timesteps": int, "accuracy": _NUM, "spikes_per_image": _NUM}
+_PAIRED = {"first": str, "other": str, "first_only": int, "other_only": int, "p_value": _NUM}
+
+
+def sign_test_p(wins: int, losses: int) -> float:
+    """Exact two-sided sign test: P(a split of ``wins + losses`` fair coin tosses at least as
+    uneven as this one); 1 for no disagreement."""
+    n, k = wins + losses, min(wins, losses)
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(k + 1))
+    return min(1.0, 2 * tail / 2 ** n)
 
 
 def _check(d, spec: dict, where: str) -> None:
@@ -225,7 +243,30 @@ def validate_results(doc) -> dict:
                     or point["spikes_per_image"] < 0:
                 raise ResultsError(f"sweep[{i}]: needs a listed network, T >= 1, accuracy in [0, 1] and "
                                    "spikes >= 0")
+    if "paired" in doc:
+        _check_paired(doc)
     return doc
+
+
+def _check_paired(doc: dict) -> None:
+    if not isinstance(doc["paired"], list):
+        raise ResultsError("results: 'paired' must be a list")
+    nets = {net["label"]: net for net in doc["networks"]}
+    for i, pair in enumerate(doc["paired"]):
+        _check(pair, _PAIRED, f"paired[{i}]")
+        first, other = nets.get(pair["first"]), nets.get(pair["other"])
+        if first is None or other is None or first is other:
+            raise ResultsError(f"paired[{i}]: must name two of the networks")
+        a, b, n = pair["first_only"], pair["other_only"], doc["samples"]
+        if a < 0 or b < 0 or a + b > n:
+            raise ResultsError(f"paired[{i}]: first_only {a} and other_only {b} must be counts summing to at "
+                               f"most the {n} samples")
+        if first.get("accuracy") is not None and other.get("accuracy") is not None \
+                and abs((first["accuracy"] - other["accuracy"]) * n - (a - b)) > 1e-6 * n:
+            raise ResultsError(f"paired[{i}]: first_only - other_only = {a - b} images disagrees with the "
+                               "networks' accuracies")
+        if not _same(pair["p_value"], sign_test_p(a, b)):
+            raise ResultsError(f"paired[{i}]: p_value {pair['p_value']!r} is not the sign test of {a} and {b}")
 
 
 def load_results(path: str | os.PathLike) -> dict:

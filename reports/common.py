@@ -114,6 +114,18 @@ def spike_ratio(results: dict, a: dict, b: dict) -> float | None:
     return ratio(a["totals"]["spikes_per_image"], b["totals"]["spikes_per_image"])
 
 
+def paired_sentence(results: dict, a: dict, b: dict) -> str:
+    """Network ``b`` against ``a`` image by image (the file's ``paired`` entry), as a sentence;
+    "" where the file has none."""
+    for p in results.get("paired") or []:
+        if p["first"] == a["label"] and p["other"] == b["label"]:
+            verdict = "within chance" if p["p_value"] >= 0.05 else "beyond chance at 5 %"
+            return (f"Image by image, `{b['label']}` alone is right on {p['other_only']:,} images and "
+                    f"`{a['label']}` alone on {p['first_only']:,} (exact sign test p = {p['p_value']:.2g}: "
+                    f"{verdict}).")
+    return ""
+
+
 def edp_ratio(results: dict, a: dict, b: dict) -> float | None:
     for r in results.get("ratios") or []:
         if isinstance(r, dict) and r.get("numerator") == a["label"] and r.get("denominator") == b["label"] \

@@ -5,7 +5,7 @@ paper's reference numbers, which are labelled as the paper's."""
 from __future__ import annotations
 
 from reports.common import (ann_comparison, dataset_arch, edp_ratio, fmt, layer_names, model_name,
-                            network_accuracy, norm_name, ratio, spike_ratio, units)
+                            network_accuracy, norm_name, paired_sentence, ratio, spike_ratio, units)
 from reports.figures import ENERGY_CSV, ENERGY_PNG, FIG3_CSV, FIG3_PNG, SWEEP_CSV, SWEEP_PNG
 from reports.methods import METHODS_CSV, METHODS_PNG, methods_markdown
 from reports.tables import KIND_NAMES, markdown_table, paper_row, paper_rows_text, table1_markdown
@@ -47,6 +47,8 @@ def fig3_observation(results: dict, summary: dict | None) -> str:
     s = (f"{what}: {fmt(b['totals']['spikes_per_image'])} vs {fmt(a['totals']['spikes_per_image'])} spikes per "
          f"image, {fmt(b['totals']['avg_spikes_per_neuron'])} vs {fmt(a['totals']['avg_spikes_per_neuron'])} "
          f"spikes per neuron on average, same inputs and T = {results['timesteps']}.")
+    if src_a == src_b == "fixed point" and paired_sentence(results, a, b):
+        s += " " + paired_sentence(results, a, b)
     if (a["stage"], b["stage"]) == ("converted", "stdb"):
         s += f" For comparison, {PAPER_FIG3}."
     return s

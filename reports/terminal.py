@@ -46,6 +46,9 @@ def print_report(doc: dict, paths: dict, out=None, edp: bool = True) -> None:
           f"{fmt(t['synaptic_events'] / max(n['samples'], 1), 4):>13}"
           + (f"{fmt(t['energy'], 4):>12}{fmt(t['delay'], 4):>8}{fmt(t['edp'], 4):>12}{fmt(ratio, 3):>9}" if edp else "")
           + "\n")
+    for p in doc.get("paired") or []:
+        w(f"image by image: {p['other']} alone right on {p['other_only']}, {p['first']} alone on "
+          f"{p['first_only']} (exact sign test p = {p['p_value']:.2g})\n")
     if edp:
         _print_energy(doc, w)
     if doc.get("sweep"):

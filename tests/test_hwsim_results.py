@@ -20,7 +20,7 @@ from hwsim.simulate import simulate
 from fixedpoint_cases import CASES, conv_core, graph_of, out_core
 from records.dataref import DataRef
 from records.energy_model import EnergyModelError
-from records.hwsim_results import ResultsError, load_results, save_results
+from records.hwsim_results import ResultsError, load_results, save_results, sign_test_p
 from records.inputs import InputSet, load_inputs, save_inputs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,6 +86,31 @@ def test_results_round_trip_and_rejects(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+def test_the_paired_comparison_counts_the_images_each_network_alone_gets_right(tmp_path):
+    rng = np.random.default_rng(10)
+    doc, runs = _results_doc(rng)
+    right = [r.sim.predictions == r.labels for r in runs]
+    pair = doc["paired"][0]
+    assert (pair["first"], pair["other"]) == ("converted", "stdb")
+    assert (pair["first_only"], pair["other_only"]) == ((right[0] & ~right[1]).sum(), (right[1] & ~right[0]).sum())
+    assert pair["p_value"] == sign_test_p(pair["first_only"], pair["other_only"])
+    load_results(save_results(tmp_path, doc)["results"])
+    for change, match in (({"first_only": pair["first_only"] + 1}, "accuracies"), ({"p_value": 0.5}, "sign test"),
+                          ({"other": "ann"}, "two of the networks"), ({"first_only": -1}, "counts")):
+        bad = json.loads(json.dumps(doc))
+        bad["paired"][0].update(change)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ResultsError, match=match):
+            load_results(tmp_path / "bad.json")
+
+
+def test_the_sign_test_is_the_exact_binomial_tail():
+    assert sign_test_p(0, 0) == 1.0 and sign_test_p(5, 5) == 1.0
+    assert sign_test_p(0, 5) == pytest.approx(2 / 32) and sign_test_p(8, 2) == pytest.approx(2 * 56 / 1024)
+    assert sign_test_p(52, 59) == sign_test_p(59, 52) > 0.5              # 7 images of 111 disagreements: chance
+    assert sign_test_p(20, 60) < 1e-4
+
+
 def test_ann_macs_recorded_in_the_graph_and_loihi_ratio():
     rng = np.random.default_rng(11)
     g1, g2 = _two_graphs(rng, macs=(972, 300), data=DataRef("digits"))     # c1's 3x3 conv: 972 MACs exactly
@@ -148,6 +173,7 @@ def test_cli_two_graphs_writes_results(cli_files, capsys):
     assert rc == 0
     printed = capsys.readouterr().out
     assert "converted / stdb" in printed and "results.json" in printed
+    assert "image by image: stdb alone right on " in printed and "exact sign test p = " in printed
     doc = load_results(out / "results.json")
     assert [n["label"] for n in doc["networks"]] == ["converted", "stdb"]
     assert doc["samples"] == 9 and doc["timesteps"] == 5 and doc["seed"] == 2 and doc["energy_model"]["name"] == \

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from records.hwsim_results import FORMAT, VERSION, load_results
+from records.hwsim_results import FORMAT, VERSION, load_results, sign_test_p
 from records.trainer_summary import FORMAT as SUMMARY_FORMAT, VERSION as SUMMARY_VERSION
 from reports.common import ReportError
 from reports.render import render_report
@@ -82,7 +82,9 @@ def make_results(dataset="digits", arch="vgg_tiny", sweep=True) -> dict:
            "ratios": [{"numerator": "converted", "denominator": "stdb",
                        **{k: a[k] / b[k] for k in ("spikes", "synaptic_events", "energy", "edp")}}],
            "snn_vs_ann": {"model": "cmos45nm", "energy_unit": "pJ", "ann_energy": ann_energy, "networks": cmp},
-           "notes": ["energy model 'first_order' has no MAC energy: the SNN/ANN comparison uses 'cmos45nm'"]}
+           "notes": ["energy model 'first_order' has no MAC energy: the SNN/ANN comparison uses 'cmos45nm'"],
+           "paired": [{"first": "converted", "other": "stdb", "first_only": 2, "other_only": 3,   # 46 vs 45 of 50
+                       "p_value": sign_test_p(2, 3)}]}
     if sweep:
         doc["sweep"] = [{"network": lab, "timesteps": t, "accuracy": acc, "spikes_per_image": spi}
                         for lab, base, f in (("converted", 0.80, 1.0), ("stdb", 0.85, 0.7))
@@ -224,6 +226,8 @@ def test_markdown_links_resolve_and_numbers(rendered):
     ratio = sum(SPIKES["converted"]) / sum(SPIKES["stdb"])
     assert f"fires {ratio:.2f}x fewer spikes" in text
     assert "+2.0 points" in text                        # 92 % vs 90 %, fixed point
+    assert ("`stdb` alone is right on 3 images and `converted` alone on 2 (exact sign test p = 1: within chance)"
+            in text)
     assert "| ANN |" in text and "95.00" in text and "70.30" in text
     assert "No row of the paper's Table 1 matches" in text
     assert "Rathi et al., ICLR 2020, Section 7" in text   # the energy model's source
@@ -271,7 +275,7 @@ def test_single_network_without_accuracy_renders(tmp_path):
     doc = make_results(sweep=False)
     doc["networks"] = doc["networks"][:1]
     doc["networks"][0]["accuracy"] = None
-    doc["ratios"] = []
+    doc["ratios"], doc["paired"] = [], []
     doc["snn_vs_ann"]["networks"] = {"converted": doc["snn_vs_ann"]["networks"]["converted"]}
     run = make_run(tmp_path, doc, summary=None)
     md = render_report(run)
