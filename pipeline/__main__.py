@@ -37,7 +37,8 @@ from export.to_lava import print_summary
 from hwsim.energy import load_energy_model
 from hwsim.run import HwsimConfig, parse_sweep, run_hwsim
 from records.atomic import atomic_file
-from records.cli import OUTPUT_DIR, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, number, run_main, run_name
+from records.cli import (OUTPUT_DIR, POSITIVE, PROBABILITY, SEED, TIMESTEPS, BadInput, Parser, integer, number,
+                         run_main, run_name)
 from records.device import resolve_device
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
@@ -52,9 +53,6 @@ from trainer.defaults import (LOW_LATENCY_CALIBRATION, RECIPES, ann_recipe, defa
 from trainer.chain import ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain
 from trainer.weight_grid import MAX_BITS, MIN_BITS
 from trainer.recipe import Runtime
-
-
-PROBABILITY = number(0, 1, hi_open=True)      # dropout, label smoothing
 
 
 def build_parser() -> argparse.ArgumentParser:

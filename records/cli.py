@@ -103,6 +103,7 @@ POSITIVE = integer(1)
 TIMESTEPS = integer(1, MAX_TIMESTEPS)    # every T option: work sized before it starts
 COUNT = integer(0)          # a count where 0 means "none" / "skip"
 SEED = integer(0, 2**32 - 1)
+PROBABILITY = number(0, 1, hi_open=True)     # dropout, label smoothing: a number in [0, 1)
 
 
 def require(ok: bool, name: str, value, want: str) -> None:

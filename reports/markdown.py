@@ -47,8 +47,9 @@ def fig3_observation(results: dict, summary: dict | None) -> str:
     s = (f"{what}: {fmt(b['totals']['spikes_per_image'])} vs {fmt(a['totals']['spikes_per_image'])} spikes per "
          f"image, {fmt(b['totals']['avg_spikes_per_neuron'])} vs {fmt(a['totals']['avg_spikes_per_neuron'])} "
          f"spikes per neuron on average, same inputs and T = {results['timesteps']}.")
-    if src_a == src_b == "fixed point" and paired_sentence(results, a, b):
-        s += " " + paired_sentence(results, a, b)
+    paired = paired_sentence(results, a, b) if src_a == src_b == "fixed point" else ""
+    if paired:
+        s += " " + paired
     if (a["stage"], b["stage"]) == ("converted", "stdb"):
         s += f" For comparison, {PAPER_FIG3}."
     return s

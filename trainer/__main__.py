@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from records.atomic import atomic_file
-from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, SEED, TIMESTEPS, BadInput, Parser, integer, number,
-                         run_main, run_name, writable_file)
+from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, PROBABILITY, SEED, TIMESTEPS, BadInput, Parser, integer,
+                         number, run_main, run_name, writable_file)
 from records.device import resolve_device
 from records.table import csv_text
 from records.layout import RunLayout
@@ -43,7 +43,6 @@ from trainer.weight_grid import MAX_BITS, MIN_BITS
 
 
 LEAK = number(0, 1, lo_open=True)
-DROPOUT = number(0, 1, hi_open=True)
 
 
 def add_data_args(p: argparse.ArgumentParser) -> None:
@@ -73,7 +72,7 @@ def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: st
     p.add_argument(f"--{prefix}warmup-epochs", type=number(0), default=default("warmup_epochs"))
     p.add_argument(f"--{prefix}grad-clip", type=number(0), default=default("grad_clip"),
                    help="max gradient norm (0 = off)")
-    p.add_argument(f"--{prefix}label-smoothing", type=number(0, 1, hi_open=True), default=default("label_smoothing"))
+    p.add_argument(f"--{prefix}label-smoothing", type=PROBABILITY, default=default("label_smoothing"))
     p.add_argument(f"--{prefix}precision", default=default("precision"), choices=PRECISIONS,
                    help="bf16: synapses (convolutions, matmuls) under autocast; neurons integrate in fp32")
     p.add_argument(f"--{prefix}channels-last", default=default("channels_last"), action=argparse.BooleanOptionalAction,
@@ -308,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ann", help="train the constrained ANN")
     add_data_args(p), common(p)
     p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-    p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
-    p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+    p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
+    p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
     p.add_argument("--batch-norm", action="store_true",
                    help="a batch norm after every conv layer, folded into weights and neuron biases at conversion")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
@@ -348,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             add_data_args(p)
             p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-            p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
-            p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+            p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
+            p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
             p.add_argument("--out", type=OUTPUT_FILE, required=True)
             p.add_argument("--leak", type=LEAK, default=1.0)
         common(p), restart(p), add_snn_args(p)
@@ -362,8 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
         add_data_args(p), common(p), restart(p)
         p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-        p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
-        p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+        p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
+        p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
         p.add_argument("--out", type=OUTPUT_FILE, required=True)
         p.add_argument("--timesteps", type=TIMESTEPS, required=True)
         p.add_argument("--epochs", type=POSITIVE, default=30)
@@ -387,8 +386,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
     add_data_args(p), common(p), restart(p), add_convert_args(p), add_snn_args(p)
     p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-    p.add_argument("--conv-dropout", type=DROPOUT, default=0.2)
-    p.add_argument("--fc-dropout", type=DROPOUT, default=0.5)
+    p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
+    p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
     p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
     p.add_argument("--name", type=run_name, default=None)
     p.add_argument("--timesteps", type=TIMESTEPS, default=None, help="reduced T for STDB")
