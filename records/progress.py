@@ -19,7 +19,8 @@ LINE_SECONDS = 60.0
 
 
 class LineProgress:
-    """The part of tqdm's interface the stages use (iterate, update, set_postfix, close), as lines."""
+    """The part of tqdm's interface the stages use (iterate, update, set_description, set_postfix,
+    close), as lines."""
 
     def __init__(self, iterable: Iterable | None, total: int | None, desc: str, unit: str, file=None,
                  end_line: bool = True):
@@ -35,6 +36,9 @@ class LineProgress:
                 self.update(1)
         finally:
             self.close()
+
+    def set_description(self, desc: str) -> None:
+        self.desc = desc
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())

@@ -1,11 +1,13 @@
 """The one-GPU-run profile (``python -m pipeline --budget-minutes``) on the CPU at a tiny
 scale: the same code path as the CIFAR-10 VGG16 run, in seconds."""
 import dataclasses
+import re
 import time
 
 import pandas as pd
 import pytest
 
+import records.progress as progress_mod
 import trainer.train as train
 from pipeline.__main__ import main as pipeline_main
 from pipeline.budget import LOW_LATENCY_SHARES, STAGES, StageClock
@@ -73,7 +75,7 @@ def test_the_fine_tuning_plan_fits_the_time_left_and_only_shrinks():
     assert resumed.span(resumed.schedule(state)) == state.planned_epochs
 
 
-def test_budgeted_fine_tuning_anneals_by_the_end_of_its_plan(tmp_path, capsys):
+def test_budgeted_fine_tuning_anneals_by_the_end_of_its_plan(tmp_path, capsys, monkeypatch):
     bundle = load_dataset("digits", train_subset=600, test_subset=60)
     arch = build_config("vgg_tiny", bundle.input_shape, bundle.num_classes)
     ann = train_ann(bundle, arch, OptimConfig(epochs=3, lr=0.05), tmp_path / "ann.pt", QUIET)
@@ -82,9 +84,15 @@ def test_budgeted_fine_tuning_anneals_by_the_end_of_its_plan(tmp_path, capsys):
     opt = fast_snn_optim("digits", OptimConfig(epochs=3, lr=1e-3, optimizer="adam", batch_size=16), "cpu")
     assert opt.schedule == "cosine" and opt.epochs == 20
     rt = Runtime(progress=True, deadline=time.monotonic() + 6.0)
+    monkeypatch.setattr(progress_mod, "LINE_SECONDS", 0.0)            # a progress line after every step
     snn = train_snn(bundle, conv, "stdb", 4, SNNTrainConfig(opt), tmp_path / "stdb.pt", rt)
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     planned = snn.train_state["planned_epochs"]
+    first = [line for line in captured.err.splitlines() if line.startswith("STDB epoch 1/")]
+    assert first[0].startswith("STDB epoch 1/20 ")                     # before the plan: the recipe's epochs
+    first_plan = float(re.search(r"the budget fits ([0-9.]+) epochs", out).group(1))
+    assert first[-1].startswith(f"STDB epoch 1/{first_plan:.3g} ")     # after it, in the same epoch: the plan
     assert "STDB: " in out and f"the budget fits {planned:.2f} epochs" in out
     assert f"the plan of {planned:.2f} epochs ends" in out or "the stage's time is spent" in out
     assert 1 < planned < 20

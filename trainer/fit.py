@@ -328,14 +328,20 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
     while epoch < sched.epochs and deadline.another_epoch(epoch, start):
         step.begin_epoch(epoch)
         t0, loss_sum, correct, seen, trained, stopped = time.time(), 0.0, 0, 0, 0, None
+        def desc() -> str:
+            return f"{step.label} epoch {epoch + 1}/{deadline.span(sched):.3g}" + parts.progress_label
+
         bar = progress_bar(batches(parts.train, "train", opt.batch_size, shuffle=True, seed=rt.seed, epoch=epoch),
-                           total=steps_per_epoch, desc=f"{step.label} epoch {epoch + 1}/{deadline.span(sched):.3g}"
-                           + parts.progress_label, unit="step", enabled=rt.shows_progress, end_line=False)
+                           total=steps_per_epoch, desc=desc(), unit="step", enabled=rt.shows_progress,
+                           end_line=False)
         for i, (x, y) in enumerate(bar):
             stopped = deadline.stop_before(epoch, i, steps_per_epoch)
             if stopped:
                 break
+            span = deadline.span(sched)
             sched = deadline.at_step(sched, state, epoch, start, i, steps_per_epoch)
+            if deadline.span(sched) != span:        # a plan made in this epoch: the bar shows it
+                bar.set_description(desc())
             for group in step.optimizer.param_groups:
                 group["lr"] = (opt.lr * state.lr_scale
                                * lr_factor(sched, epoch + i / steps_per_epoch, deadline.span(sched)))
