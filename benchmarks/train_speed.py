@@ -14,7 +14,9 @@ neurons and no optimizer. Every round times each method for ``--iters``
 iterations, in a rotating order so that a change in the machine's load spreads over all
 of them; after ``--repeats`` rounds it prints min and median images/s, peak memory (CUDA:
 allocated during the method's rounds; CPU: the peak RSS of a separate process running one
-iteration), and the medians' ratios to the synaptic work and to SpikingJelly.
+iteration), and the medians' ratios to the synaptic work and to SpikingJelly (its faster
+layout where ``--layouts nchw nhwc`` runs every method in both: channels-last inputs, so
+the convolutions run NHWC, the layout oneDNN computes without a reorder per call).
 Targets (issue "fused LIF kernel"): on one H100 the fused backend >= 1,000 images/s at
 T = 100, batch 64, <= 6 GiB; on a CPU at least SpikingJelly's speed.
 """
@@ -39,7 +41,7 @@ from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock  # noqa: E402
 from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
-from trainer.snn import SNN  # noqa: E402
+from trainer.snn import SNN, channels_last  # noqa: E402
 
 DENSE = "dense ANN (T*B)"
 SYNAPSES = "synapses (T*B)"
@@ -68,9 +70,10 @@ def spikingjelly_net(ann: ANN) -> nn.Module:
     return nn.Sequential(*modules)
 
 
-def synapse_inputs(ann: ANN, batch: int, device: torch.device) -> list[tuple[nn.Module, torch.Tensor]]:
-    """Each conv and linear layer of ``ann`` with a binary input of its shape at ``batch``,
-    wanting a gradient (BPTT carries one back to the layer before)."""
+def synapse_inputs(ann: ANN, batch: int, device: torch.device, fmt=torch.contiguous_format
+                   ) -> list[tuple[nn.Module, torch.Tensor]]:
+    """Each conv and linear layer of ``ann`` with a binary input of its shape at ``batch``
+    (convs' in memory format ``fmt``), wanting a gradient (BPTT carries one back to the layer before)."""
     cfg = ann.cfg
     shapes = [tuple(cfg.input_shape)] + layer_shapes(cfg)[:-1]
     generator = torch.Generator(device=device).manual_seed(2)
@@ -80,6 +83,7 @@ def synapse_inputs(ann: ANN, batch: int, device: torch.device) -> list[tuple[nn.
             raise ValueError(f"the synapses-only limit covers VGGs, not layer kind {spec.kind!r}")
         if isinstance(spec, (Conv, Linear)):
             x = (torch.rand((batch, *shape), generator=generator, device=device) < INPUT_DENSITY).float()
+            x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
             pairs.append((module, x.requires_grad_()))
     return pairs
 
@@ -88,19 +92,24 @@ class TrainingStep:
     """One training iteration of a method, callable; its parts (``loss``: forward and loss,
     ``optimizer``) stay reachable for ``benchmarks/train_profile.py``, which times them apart."""
 
-    def __init__(self, method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool):
+    def __init__(self, method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool,
+                 layout: str = "nchw"):
         torch.manual_seed(0)         # the same weights and data for every method
         cfg = build_config(arch, (3, 32, 32), 10)
         ann = ANN(cfg).to(device).train()
         x = torch.rand(batch, 3, 32, 32, device=device) * 2 - 1
+        nhwc = layout == "nhwc"
+        fmt = torch.channels_last if nhwc else torch.contiguous_format
+        if nhwc:
+            ann = ann.to(memory_format=fmt)
         y = torch.randint(0, 10, (batch,), device=device)
         generator = torch.Generator(device=device).manual_seed(1)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
         if method == SYNAPSES:
-            model, inputs = ann, synapse_inputs(ann, timesteps * batch, device)
+            model, inputs = ann, synapse_inputs(ann, timesteps * batch, device, fmt)
             self.forward = lambda: sum(m(x).float().mean() for m, x in inputs)  # noqa: E731
         elif method == DENSE:
-            model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1), y.repeat(timesteps)
+            model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1).contiguous(memory_format=fmt), y.repeat(timesteps)
             self.forward = lambda: F.cross_entropy(model(xs), ys)  # noqa: E731
         elif method == SPIKINGJELLY:
             from spikingjelly.activation_based import functional
@@ -109,10 +118,11 @@ class TrainingStep:
 
             def forward():
                 functional.reset_net(model)
-                return F.cross_entropy(model(poisson_spikes(x, timesteps, generator)).float().mean(0), y)
+                spikes = poisson_spikes(x, timesteps, generator)
+                return F.cross_entropy(model(channels_last(spikes) if nhwc else spikes).float().mean(0), y)
             self.forward = forward
         else:
-            model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method).train()
+            model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method, channels_last=nhwc).train()
             self.forward = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -126,10 +136,11 @@ class TrainingStep:
         self.optimizer.step()
 
 
-def peak_rss_gib(args, method: str) -> float:
+def peak_rss_gib(args, method: str, layout: str) -> float:
     """Peak RSS of a fresh process running one iteration of ``method`` (CPU memory per method)."""
     cmd = [sys.executable, __file__, "--device", "cpu", "--arch", args.arch, "--batch", str(args.batch),
-           "--timesteps", str(args.timesteps[0]), "--peak-of", method]
+           "--timesteps", str(args.timesteps[0]), "--peak-of", method, "--layouts", layout,
+           "--bf16" if args.bf16 else "--no-bf16"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
 
@@ -139,8 +150,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def label(method: str, layout: str, layouts: list[str]) -> str:
+    return method if layouts == ["nchw"] else f"{method} {layout}"
+
+
 def compare(args, timesteps: int, methods: list[str], device: torch.device) -> None:
-    steps = {m: TrainingStep(m, args.arch, timesteps, args.batch, device, args.bf16) for m in methods}
+    runs = {label(m, f, args.layouts): (m, f) for f in args.layouts for m in methods}
+    steps = {name: TrainingStep(m, args.arch, timesteps, args.batch, device, args.bf16, f)
+             for name, (m, f) in runs.items()}
+    methods = list(runs)
     for step in steps.values():          # warm-up: allocator, cuDNN's algorithms, Triton's compilation
         step()
     speeds = {m: [] for m in methods}
@@ -158,15 +176,19 @@ def compare(args, timesteps: int, methods: list[str], device: torch.device) -> N
             if device.type == "cuda":
                 peaks[m] = max(peaks[m], torch.cuda.max_memory_allocated(device) / 2 ** 30)
     if device.type == "cpu" and not args.no_memory:
-        peaks = {m: peak_rss_gib(args, m) for m in methods}
+        peaks = {m: peak_rss_gib(args, *runs[m]) for m in methods}
     medians = {m: statistics.median(v) for m, v in speeds.items()}
+    sj = max((medians[label(SPIKINGJELLY, f, args.layouts)] for f in args.layouts
+              if label(SPIKINGJELLY, f, args.layouts) in medians), default=None)
+    synapses = max(medians[label(SYNAPSES, f, args.layouts)] for f in args.layouts)
     print(f"\nT={timesteps}, batch {args.batch}, {args.iters} iterations x {args.repeats} rounds, interleaved")
-    print(f"{'method':<18} {'min img/s':>10} {'median img/s':>13} {'peak GiB':>9} {'vs synapses':>12} {'vs SJ':>7}")
+    print(f"{'method':<23} {'min img/s':>10} {'median img/s':>13} {'peak GiB':>9} {'vs synapses':>12} {'vs SJ':>7}")
     for m in methods:
-        vs_sj = f"{medians[m] / medians[SPIKINGJELLY]:6.2f}x" if SPIKINGJELLY in medians else "      -"
+        vs_sj = f"{medians[m] / sj:6.2f}x" if sj else "      -"
         memory = f"{peaks[m]:9.2f}" if peaks[m] else "        -"
-        print(f"{m:<18} {min(speeds[m]):10.2f} {medians[m]:13.2f} {memory} {medians[m] / medians[SYNAPSES]:11.2f}x "
-              f"{vs_sj}")
+        print(f"{m:<23} {min(speeds[m]):10.2f} {medians[m]:13.2f} {memory} {medians[m] / synapses:11.2f}x {vs_sj}")
+    if len(args.layouts) > 1:
+        print("(vs synapses, vs SJ: against the faster layout's)")
 
 
 def main() -> None:
@@ -181,6 +203,8 @@ def main() -> None:
                    help="our backends (default: multistep reference, and fused on CUDA)")
     p.add_argument("--bf16", default=None, action=argparse.BooleanOptionalAction,
                    help="synapses under bf16 autocast (default: on CUDA)")
+    p.add_argument("--layouts", nargs="+", choices=("nchw", "nhwc"), default=["nchw"],
+                   help="memory layouts of the convolutions' inputs; each method runs in each")
     p.add_argument("--no-memory", action="store_true", help="CPU: skip the per-method peak-RSS processes")
     p.add_argument("--peak-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -193,7 +217,7 @@ def main() -> None:
     args.iters = args.iters or (5 if cuda else 3)
     args.bf16 = cuda if args.bf16 is None else args.bf16
     if args.peak_of:
-        TrainingStep(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16)()
+        TrainingStep(args.peak_of, args.arch, args.timesteps[0], args.batch, device, args.bf16, args.layouts[0])()
         status = Path("/proc/self/status").read_text()      # VmHWM: this process's peak RSS since exec
         peak = int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1]) / 2 ** 20
         print(json.dumps({"peak_rss_gib": peak}))

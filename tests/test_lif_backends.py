@@ -183,6 +183,53 @@ def test_training_step_matches_reference(backend):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def conv_input_layouts(module: torch.nn.Module, run) -> list[bool]:
+    """Whether each conv's input was channels-last, call by call, while ``run()`` runs."""
+    seen = []
+    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(
+        args[0].is_contiguous(memory_format=torch.channels_last))) for m in module.modules()
+        if isinstance(m, torch.nn.Conv2d)]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("backend", ["reference", *FAST])
+@pytest.mark.parametrize("arch", ["vgg_tiny", "resnet_tiny"])
+def test_channels_last_spikes_are_the_same_network(backend, arch):
+    """Every backend, channels-last or not: the same spikes and outputs (the convs' summation
+    order aside), the same gradients, and with it every conv gets channels-last input (but
+    after a fused neuron, whose kernels write NCHW)."""
+    lif_of(backend)
+    torch.manual_seed(0)
+    ann = ANN(build_config(arch, (3, 8, 8), 10)).to(DEVICE)      # 3 channels: a layout one channel would not show
+    x = torch.rand(6, 3, 8, 8).to(DEVICE) * 2 - 1
+    results = []
+    for laid_out in (False, True):
+        snn = SNN(ann, [0.6] * len(ann_neurons(ann)), leak=0.9, backend=backend, channels_last=laid_out).train()
+        ann.zero_grad()
+        out = []
+        layouts = conv_input_layouts(ann, lambda: out.append(
+            snn(x, 9, window=4, generator=torch.Generator(device=DEVICE).manual_seed(3))))
+        torch.nn.functional.cross_entropy(out[0], torch.arange(6, device=DEVICE) % 10).backward()
+        kept = layouts if backend != "fused" else layouts[:1]     # the fused kernels hand back NCHW
+        assert all(kept) if laid_out else not any(layouts)
+        results.append((out[0].detach(), list(snn.spike_counts), [p.grad.clone() for p in ann.parameters()]))
+    (o1, c1, g1), (o2, c2, g2) = results
+    assert c1 == c2 and all(c > 0 for c in c1)
+    assert torch.allclose(o1, o2, atol=1e-5)
+    for a, b in zip(g1, g2):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def ann_neurons(ann):
+    from trainer.models import neuron_layers
+    return neuron_layers(ann.cfg)
+
+
 def test_backend_choice():
     assert neuron_backend("auto", torch.device("cpu")) is lif_numba
     assert neuron_backend("auto", torch.device("cpu"), "spikebp") is lif_multistep

@@ -8,8 +8,11 @@ from trainer.convert import balance_thresholds, balance_thresholds_by_replay
 from trainer.layers import Dropout, Flatten, Linear
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from records.encoding import poisson_spikes
+from trainer.checkpoint import load_checkpoint
 from trainer.lif import Surrogate
+from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.snn import SNN
+from trainer.train import train_snn
 
 
 def test_stdb_surrogate_values():
@@ -185,3 +188,22 @@ def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits)
                              Path(tmp) / "stdb.pt", Runtime(progress=False))
             assert done.stage == "stdb" and done.arch.name == "resnet_tiny"
             assert len(done.snn.thresholds) == len(thresholds)
+
+
+@pytest.mark.parametrize("laid_out", [False, True])
+def test_fine_tuning_runs_its_convs_in_the_recipes_layout(converted, digits, tmp_path, laid_out):
+    """--channels-last reaches the SNN's convolutions while it trains (the ANN had it, STDB not)."""
+    seen = []
+
+    def record(module, args):
+        if isinstance(module, torch.nn.Conv2d):
+            seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
+    try:
+        train_snn(digits, load_checkpoint(converted), "stdb", 4,
+                  SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam", channels_last=laid_out)),
+                  tmp_path / "stdb.pt", Runtime(progress=False))
+    finally:
+        hook.remove()
+    assert seen and all(seen) == laid_out       # digits has one input channel: its first conv is either

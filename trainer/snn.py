@@ -20,6 +20,10 @@ and only the neuron recurrence runs step by step (the "reference" backend instea
 Algorithm 3 as written: time outer loop, layers inner, autograd per step).
 Time runs in windows: state is carried (and detached) from one window to the next, which
 is truncated BPTT when training and bounds memory when evaluating.
+With ``channels_last`` the input spikes and dropout masks are laid out channels-last, so
+every conv runs in that layout (oneDNN's fast one on CPUs: no reorder per call) and the
+numba neurons walk it in memory order and keep it (``trainer.lif_numba``); the numbers are
+the same up to the convolutions' summation order.
 """
 from __future__ import annotations
 
@@ -67,6 +71,13 @@ def require_training_memory(cfg: ArchConfig, timesteps: int, batch: int, window:
 _SAME_SIZE_INT = {torch.float32: torch.int32, torch.bfloat16: torch.int16, torch.float16: torch.int16}
 
 
+def channels_last(spikes: torch.Tensor) -> torch.Tensor:
+    """Spikes (steps, B, C, H, W) with each step's maps in NHWC memory order; others as they are."""
+    if spikes.dim() != 5:
+        return spikes
+    return spikes.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
 def count_spikes(spikes: torch.Tensor) -> int:
     """The number of spikes in a 0/1 tensor, exactly."""
     spikes = spikes.detach()
@@ -78,7 +89,7 @@ class SNN(nn.Module):
 
     def __init__(self, ann: ANN, thresholds, leak: float = 1.0, surrogate: Surrogate | None = None,
                  backend: str = "auto", norms: CurrentNorms | None = None, v_init=None, encoding: str = "poisson",
-                 weight_bits: int | None = None):
+                 weight_bits: int | None = None, channels_last: bool = False):
         super().__init__()
         if backend not in BACKENDS:
             raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -101,6 +112,7 @@ class SNN(nn.Module):
                 raise ValueError(f"weight bits must be in {MIN_BITS}..{MAX_BITS}, got {weight_bits}")
             check_grid_fits(self.cfg)
         self.weight_bits = weight_bits
+        self.channels_last = bool(channels_last)
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
 
@@ -132,7 +144,8 @@ class SNN(nn.Module):
         with ``start=i`` the spikes enter at layer index i (what the layers before i would pass on).
         """
         steps = spikes.shape[0]
-        merged = lambda module, p: module(p.flatten(0, 1)).unflatten(0, (steps, -1))  # noqa: E731
+        # a conv's output as laid out (conv picks NCHW for a one-channel input, whatever its layout)
+        merged = lambda module, p: self._laid_out(module(p.flatten(0, 1)).unflatten(0, (steps, -1)))  # noqa: E731
         last = len(self.cfg.layers) - 1
         k = sum(1 for i, _ in self.neurons if i < start)
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.ann.layers)):
@@ -185,6 +198,10 @@ class SNN(nn.Module):
             return integrate_spikes(x, t0, steps)
         return poisson_spikes(x, steps, generator)
 
+    def _laid_out(self, spikes: torch.Tensor) -> torch.Tensor:
+        """Input spikes in this SNN's memory layout (the module docstring)."""
+        return channels_last(spikes) if self.channels_last else spikes
+
     def _dropout_masks(self, x: torch.Tensor, generator) -> dict[int, torch.Tensor]:
         """One mask per dropout layer for this mini-batch, fixed over all steps."""
         if not self.training:
@@ -193,8 +210,9 @@ class SNN(nn.Module):
         for i, (spec, shape) in enumerate(zip(self.cfg.layers, layer_shapes(self.cfg))):
             if isinstance(spec, Dropout) and spec.p > 0:
                 keep = 1.0 - spec.p
-                masks[i] = (torch.rand((x.shape[0], *shape), generator=generator, device=x.device) < keep
-                            ).to(x.dtype) / keep
+                mask = (torch.rand((x.shape[0], *shape), generator=generator, device=x.device) < keep
+                        ).to(x.dtype) / keep
+                masks[i] = self._laid_out(mask[None])[0]
         return masks
 
     def begin(self, timesteps: int, window: int | None, device):
@@ -222,8 +240,8 @@ class SNN(nn.Module):
         total = None
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            spikes = (shard(self.encode(x, t0, steps, generator), dim=1) if input_spikes is None
-                      else input_spikes[t0:t0 + steps].to(x.dtype))
+            spikes = self._laid_out(shard(self.encode(x, t0, steps, generator), dim=1) if input_spikes is None
+                                    else input_spikes[t0:t0 + steps].to(x.dtype))
             if self.backend == "reference":
                 summed = sum(self._propagate(spikes[k:k + 1], states, masks, t0 + k, lut) for k in range(steps))
             else:
@@ -260,5 +278,6 @@ class SNN(nn.Module):
         window, states, lut = self.begin(timesteps, window, x.device)
         for t0 in range(0, timesteps, window):
             steps = min(window, timesteps - t0)
-            yield self._propagate(self.encode(x, t0, steps, generator), states, {}, t0, lut, stop_at=layer)
+            yield self._propagate(self._laid_out(self.encode(x, t0, steps, generator)), states, {}, t0, lut,
+                                  stop_at=layer)
 

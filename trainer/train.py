@@ -257,7 +257,7 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     ann = init.model().to(device)
     norms = CurrentNorms(init.arch).to(device) if cfg.current_norm else None
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms,
-              v_init=params.v_init, encoding=params.encoding, weight_bits=bits)
+              v_init=params.v_init, encoding=params.encoding, weight_bits=bits, channels_last=opt.channels_last)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
     step = BPTTStep(snn, trainable, stage.upper(), timesteps, cfg, val_part, rt)
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
