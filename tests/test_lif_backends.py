@@ -103,11 +103,12 @@ def test_numba_takes_bf16_currents_as_the_fp32_neuron_would(surrogate):
     assert 0 < ref[0].sum() < ref[0].numel()
 
 
+@pytest.mark.parametrize("backend", ["numba", "fused"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_numba_keeps_channels_last(dtype):
+def test_compiled_backends_keep_channels_last(dtype, backend):
     """A channels-last layer is walked in its memory order: the same numbers, and spikes and dL/dI
     in the currents' layout (no copy into another layout and back)."""
-    lif = lif_of("numba")
+    lif = lif_of(backend)
     dense = (torch.rand((5, 2, 6, 3, 4), generator=torch.Generator().manual_seed(0)) * 1.6 - 0.3).to(dtype)
     nhwc = dense.flatten(0, 1).to(memory_format=torch.channels_last).unflatten(0, (5, 2))
     assert not nhwc.is_contiguous()
@@ -201,8 +202,7 @@ def conv_input_layouts(module: torch.nn.Module, run) -> list[bool]:
 @pytest.mark.parametrize("arch", ["vgg_tiny", "resnet_tiny"])
 def test_channels_last_spikes_are_the_same_network(backend, arch):
     """Every backend, channels-last or not: the same spikes and outputs (the convs' summation
-    order aside), the same gradients, and with it every conv gets channels-last input (but
-    after a fused neuron, whose kernels write NCHW)."""
+    order aside), the same gradients, and with it every conv gets channels-last input."""
     lif_of(backend)
     torch.manual_seed(0)
     ann = ANN(build_config(arch, (3, 8, 8), 10)).to(DEVICE)      # 3 channels: a layout one channel would not show
@@ -215,8 +215,7 @@ def test_channels_last_spikes_are_the_same_network(backend, arch):
         layouts = conv_input_layouts(ann, lambda: out.append(
             snn(x, 9, window=4, generator=torch.Generator(device=DEVICE).manual_seed(3))))
         torch.nn.functional.cross_entropy(out[0], torch.arange(6, device=DEVICE) % 10).backward()
-        kept = layouts if backend != "fused" else layouts[:1]     # the fused kernels hand back NCHW
-        assert all(kept) if laid_out else not any(layouts)
+        assert all(layouts) if laid_out else not any(layouts)
         results.append((out[0].detach(), list(snn.spike_counts), [p.grad.clone() for p in ann.parameters()]))
     (o1, c1, g1), (o2, c2, g2) = results
     assert c1 == c2 and all(c > 0 for c in c1)

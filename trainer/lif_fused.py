@@ -14,6 +14,9 @@ its order are the reference's, and floating-point contraction is off, so spikes 
 bit-exact; gradients agree to an ulp (exp may round differently, and the multistep
 backend's scan adds leak * next in one rounding).
 
+A layer is walked in its memory order (``trainer.memory_order``): channels-last currents
+give channels-last spikes, with no copy either way.
+
 Runs on CUDA tensors; on the CPU only under Triton's interpreter (TRITON_INTERPRET=1 set
 before this module is imported), which is how the tests check it without a GPU.
 """
@@ -26,6 +29,7 @@ import triton
 import triton.language as tl
 
 from trainer.lif import NeuronState, Surrogate
+from trainer.memory_order import like, memory_order, rows, state_row
 
 BLOCK = 1024
 KINDS = {"stdb": 0, "linear": 1, "exp": 2}
@@ -107,28 +111,32 @@ def _spike_dtype(current: torch.Tensor) -> torch.dtype:
 
 def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, save_bytes: bool,
              save_potential: bool):
-    """Run the forward kernel: spikes, bytes (or an empty stand-in), potentials (same), new state."""
-    current = current.float().contiguous()
-    steps, n = current.shape[0], current[0].numel()
-    spikes = torch.empty(current.shape, dtype=_spike_dtype(current), device=current.device)
-    fired = torch.empty(current.shape if save_bytes else 0, dtype=torch.uint8, device=current.device)
-    potentials = torch.empty_like(current) if save_potential else current[:0]
-    u, o = torch.empty_like(current[0]), torch.empty_like(current[0])
-    last = torch.empty(current.shape[1:], dtype=torch.int32, device=current.device)
-    _forward_kernel[_grid(n)](current, state.u.detach().float().contiguous(), state.o.detach().float().contiguous(),
-                              state.last.to(torch.int32).contiguous(), spikes, fired, potentials, u, o, last, n, steps,
-                              t0, float(theta), float(leak), SAVE_BYTES=save_bytes, SAVE_POTENTIAL=save_potential,
-                              BLOCK=BLOCK, **NO_FMA)
-    return spikes, fired, potentials, NeuronState(u, o, last)
+    """Run the forward kernel: spikes, bytes (or an empty stand-in), potentials (same), new state,
+    the neurons' memory order (the bytes and potentials are rows in it)."""
+    order, shape = memory_order(current), current.shape[1:]
+    cur = rows(current.float(), order).contiguous()
+    steps, n = cur.shape
+    spikes = torch.empty(cur.shape, dtype=_spike_dtype(current), device=cur.device)
+    fired = torch.empty(cur.shape if save_bytes else 0, dtype=torch.uint8, device=cur.device)
+    potentials = torch.empty_like(cur) if save_potential else cur[:0]
+    u, o = torch.empty_like(cur[:1]), torch.empty_like(cur[:1])
+    last = torch.empty((1, n), dtype=torch.int32, device=cur.device)
+    _forward_kernel[_grid(n)](cur, state_row(state.u, order, torch.float32), state_row(state.o, order, torch.float32),
+                              state_row(state.last, order, torch.int32), spikes, fired, potentials, u, o, last, n,
+                              steps, t0, float(theta), float(leak), SAVE_BYTES=save_bytes,
+                              SAVE_POTENTIAL=save_potential, BLOCK=BLOCK, **NO_FMA)
+    new = NeuronState(*(like(x, shape, order)[0] for x in (u, o, last)))
+    return like(spikes, shape, order), fired, potentials, new, order
 
 
 class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def forward(ctx, current, u0, o0, last0, theta, leak, t0, surrogate, lut):
         state = NeuronState(u0, o0, last0)
-        spikes, fired, potentials, new = _forward(current, state, theta, leak, t0, True, surrogate.kind != "stdb")
-        ctx.save_for_backward(fired, last0.to(torch.int32).contiguous(), potentials, lut.float().contiguous())
-        ctx.theta, ctx.leak, ctx.t0, ctx.surrogate = float(theta), float(leak), int(t0), surrogate
+        spikes, fired, potentials, new, order = _forward(current, state, theta, leak, t0, True,
+                                                         surrogate.kind != "stdb")
+        ctx.save_for_backward(fired, state_row(last0, order, torch.int32), potentials, lut.float().contiguous())
+        ctx.theta, ctx.leak, ctx.t0, ctx.surrogate, ctx.order = float(theta), float(leak), int(t0), surrogate, order
         ctx.mark_non_differentiable(new.u, new.o, new.last)
         return spikes, new.u, new.o, new.last
 
@@ -136,15 +144,15 @@ class _FusedLIF(torch.autograd.Function):
     def backward(ctx, grad_spikes, _gu, _go, _gl):
         fired, last0, potentials, lut = ctx.saved_tensors
         surrogate: Surrogate = ctx.surrogate
-        grad_spikes = grad_spikes.float().contiguous()
-        steps, n = grad_spikes.shape[0], grad_spikes[0].numel()
-        grad_current = torch.empty_like(grad_spikes)
-        carry = torch.empty_like(grad_spikes) if surrogate.through_reset else grad_spikes[:0]
-        _backward_kernel[_grid(n)](grad_spikes, fired, last0, potentials, lut, grad_current, carry, n, steps, ctx.t0,
+        grad = rows(grad_spikes.float(), ctx.order).contiguous()
+        steps, n = grad.shape
+        grad_current = torch.empty_like(grad)
+        carry = torch.empty_like(grad) if surrogate.through_reset else grad[:0]
+        _backward_kernel[_grid(n)](grad, fired, last0, potentials, lut, grad_current, carry, n, steps, ctx.t0,
                                    lut.numel(), ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
                                    KIND=KINDS[surrogate.kind], THROUGH_RESET=surrogate.through_reset, BLOCK=BLOCK,
                                    **NO_FMA)
-        return grad_current, None, None, None, None, None, None, None, None
+        return like(grad_current, grad_spikes.shape[1:], ctx.order), None, None, None, None, None, None, None, None
 
 
 def lif_fused(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
@@ -152,7 +160,7 @@ def lif_fused(current, state: NeuronState, theta: float, leak: float, t0: int, s
         raise ValueError("the fused backend runs on CUDA tensors (or on the CPU with TRITON_INTERPRET=1 set "
                          "before import, for tests); use --backend multistep on the CPU")
     if not (torch.is_grad_enabled() and current.requires_grad):     # evaluation, balancing: keep nothing
-        spikes, _, _, state = _forward(current, state, theta, leak, t0, False, False)
+        spikes, _, _, state, _ = _forward(current, state, theta, leak, t0, False, False)
         return spikes, state
     spikes, u, o, last = _FusedLIF.apply(current, state.u, state.o, state.last, theta, leak, t0, surrogate, lut)
     return spikes, NeuronState(u, o, last)

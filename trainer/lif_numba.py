@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from trainer.lif import NeuronState, Surrogate
+from trainer.memory_order import like, memory_order, rows, state_row
 from trainer.numba_rows import BF16_ONE, bits, load_row, store_row
 
 BLOCK = 2048                 # neurons per block: a block's window of steps stays in L2
@@ -124,40 +125,17 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
             store_row(r, out[k, a:e], bf16)
 
 
-def _memory_order(x: torch.Tensor) -> tuple[int, ...]:
-    """The dims of one step (x[0]) from the slowest in memory to the fastest."""
-    step = x[0]
-    return tuple(sorted(range(step.dim()), key=lambda d: (-step.stride(d), d)))
-
-
-def _rows(x: torch.Tensor, order) -> torch.Tensor:
-    """(T, ...) -> (T, N), each step's neurons in ``order``; a view where x lies that way, else a copy."""
-    return x.permute(0, *(d + 1 for d in order)).reshape(x.shape[0], -1)
-
-
-def _like(rows: torch.Tensor, shape, order) -> torch.Tensor:
-    """The (T, *shape) tensor whose memory is ``rows`` (T, N) laid out in ``order``."""
-    permuted = rows.view(rows.shape[0], *(shape[d] for d in order))
-    inverse = sorted(range(len(order)), key=lambda d: order[d])
-    return permuted.permute(0, *(d + 1 for d in inverse))
-
-
-def _state_row(x: torch.Tensor, order, dtype) -> torch.Tensor:
-    """A state tensor (one step's shape) as one contiguous row of ``dtype`` in ``order``."""
-    return _rows(x.detach().to(dtype)[None], order).reshape(-1).contiguous()
-
-
 def _operand(x: torch.Tensor, order) -> torch.Tensor:
     """Rows of x in ``order``, in bf16 or else fp32, contiguous."""
     x = x.detach()
     if x.dtype not in (torch.float32, torch.bfloat16):
         x = x.float()
-    return _rows(x, order).contiguous()
+    return rows(x, order).contiguous()
 
 
 def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, save_bytes: bool,
              save_potential: bool):
-    order = _memory_order(current)
+    order = memory_order(current)
     cur = _operand(current, order)
     bf16 = cur.dtype == torch.bfloat16
     steps, n = cur.shape
@@ -166,14 +144,14 @@ def _forward(current, state: NeuronState, theta: float, leak: float, t0: int, sa
     potentials = torch.empty((steps, n) if save_potential else (0, 0))
     u, o = torch.empty(1, n), torch.empty(1, n)
     last = torch.empty((1, n), dtype=torch.int32)
-    _forward_kernel(bits(cur), _state_row(state.u, order, torch.float32).numpy(),
-                    _state_row(state.o, order, torch.float32).numpy(), _state_row(state.last, order, torch.int32).numpy(),
+    _forward_kernel(bits(cur), state_row(state.u, order, torch.float32).numpy(),
+                    state_row(state.o, order, torch.float32).numpy(), state_row(state.last, order, torch.int32).numpy(),
                     bits(spikes), fired.numpy(), potentials.numpy(),
                     u[0].numpy(), o[0].numpy(), last[0].numpy(), int(t0), float(theta), float(leak), save_bytes,
                     save_potential, bf16)
     shape = current.shape[1:]
-    new = NeuronState(*(_like(x, shape, order)[0] for x in (u, o, last)))
-    return _like(spikes, shape, order), fired, potentials, new, order
+    new = NeuronState(*(like(x, shape, order)[0] for x in (u, o, last)))
+    return like(spikes, shape, order), fired, potentials, new, order
 
 
 class _NumbaLIF(torch.autograd.Function):
@@ -182,7 +160,7 @@ class _NumbaLIF(torch.autograd.Function):
         state = NeuronState(u0, o0, last0)
         spikes, fired, potentials, new, order = _forward(current, state, theta, leak, t0, surrogate.kind == "stdb",
                                                          surrogate.kind != "stdb")
-        ctx.save_for_backward(fired, _state_row(last0, order, torch.int32), potentials,
+        ctx.save_for_backward(fired, state_row(last0, order, torch.int32), potentials,
                               (lut.float() / float(theta)).contiguous())
         ctx.theta, ctx.leak, ctx.t0, ctx.surrogate, ctx.order = float(theta), float(leak), int(t0), surrogate, order
         ctx.mark_non_differentiable(new.u, new.o, new.last)
@@ -198,7 +176,7 @@ class _NumbaLIF(torch.autograd.Function):
         _backward_kernel(bits(grad), fired.numpy(), last0.numpy(), potentials.numpy(), table.numpy(), bits(out),
                          ctx.t0, ctx.theta, ctx.leak, float(surrogate.alpha), float(surrogate.beta),
                          KINDS[surrogate.kind], surrogate.through_reset, grad.dtype == torch.bfloat16)
-        return _like(out, grad_spikes.shape[1:], ctx.order), None, None, None, None, None, None, None, None
+        return like(out, grad_spikes.shape[1:], ctx.order), None, None, None, None, None, None, None, None
 
 
 def lif_numba(current, state: NeuronState, theta: float, leak: float, t0: int, surrogate: Surrogate, lut):
