@@ -13,7 +13,7 @@ import torch
 from trainer.lif import NeuronState, Surrogate, lif_multistep, lif_reference
 from trainer.lif_backends import fused_available, neuron_backend
 from trainer.lif_numba import lif_numba
-from trainer.models import ANN, build_config
+from trainer.models import ANN, build_config, neuron_layers
 from trainer.snn import SNN
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -209,7 +209,7 @@ def test_channels_last_spikes_are_the_same_network(backend, arch):
     x = torch.rand(6, 3, 8, 8).to(DEVICE) * 2 - 1
     results = []
     for laid_out in (False, True):
-        snn = SNN(ann, [0.6] * len(ann_neurons(ann)), leak=0.9, backend=backend, channels_last=laid_out).train()
+        snn = SNN(ann, [0.6] * len(neuron_layers(ann.cfg)), leak=0.9, backend=backend, channels_last=laid_out).train()
         ann.zero_grad()
         out = []
         layouts = conv_input_layouts(ann, lambda: out.append(
@@ -222,11 +222,6 @@ def test_channels_last_spikes_are_the_same_network(backend, arch):
     assert torch.allclose(o1, o2, atol=1e-5)
     for a, b in zip(g1, g2):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-
-
-def ann_neurons(ann):
-    from trainer.models import neuron_layers
-    return neuron_layers(ann.cfg)
 
 
 def test_backend_choice():
