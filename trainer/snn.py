@@ -22,8 +22,8 @@ Time runs in windows: state is carried (and detached) from one window to the nex
 is truncated BPTT when training and bounds memory when evaluating.
 With ``channels_last`` the input spikes and dropout masks are laid out channels-last, so
 every conv runs in that layout (oneDNN's fast one on CPUs: no reorder per call) and the
-numba neurons walk it in memory order and keep it (``trainer.lif_numba``); the numbers are
-the same up to the convolutions' summation order.
+compiled neurons walk it in memory order and keep it (``trainer.memory_order``); the
+numbers are the same up to the convolutions' summation order.
 """
 from __future__ import annotations
 
@@ -199,7 +199,7 @@ class SNN(nn.Module):
         return poisson_spikes(x, steps, generator)
 
     def _laid_out(self, spikes: torch.Tensor) -> torch.Tensor:
-        """Input spikes in this SNN's memory layout (the module docstring)."""
+        """A (steps, B, ...) tensor (spikes, currents, masks) in this SNN's memory layout (the module docstring)."""
         return channels_last(spikes) if self.channels_last else spikes
 
     def _dropout_masks(self, x: torch.Tensor, generator) -> dict[int, torch.Tensor]:
