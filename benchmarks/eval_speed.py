@@ -28,10 +28,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.train_speed import INPUT_DENSITY, spikingjelly_net  # noqa: E402
+from benchmarks.train_speed import spikingjelly_net, synapse_inputs  # noqa: E402
 from records.encoding import integrate_spikes  # noqa: E402
-from trainer.layers import Conv, Linear  # noqa: E402
-from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
+from trainer.models import ANN, build_config, neuron_layers  # noqa: E402
 from trainer.snn import SNN  # noqa: E402
 
 SPIKINGJELLY = "spikingjelly"
@@ -47,10 +46,7 @@ def evaluation(method: str, arch: str, timesteps: int, batch: int, bf16: bool):
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     if method == SYNAPSES:
         ann = ann.to(memory_format=torch.channels_last)
-        shapes = [tuple(cfg.input_shape)] + layer_shapes(cfg)[:-1]
-        inputs = [(m, (torch.rand((timesteps * batch, *s)) < INPUT_DENSITY).float())
-                  for spec, m, s in zip(cfg.layers, ann.layers, shapes) if isinstance(spec, (Conv, Linear))]
-        inputs = [(m, v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v) for m, v in inputs]
+        inputs = synapse_inputs(ann, timesteps * batch, torch.device("cpu"), torch.channels_last)
         run = lambda: [m(v) for m, v in inputs]  # noqa: E731
     elif method == SPIKINGJELLY:
         from spikingjelly.activation_based import functional
