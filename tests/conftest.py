@@ -23,6 +23,26 @@ from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig  # noqa: E402
 from trainer.train import train_snn  # noqa: E402
 
 
+@pytest.fixture
+def conv_input_layouts():
+    """``record(run)``: whether each conv's input was channels-last, call by call, while
+    ``run()`` runs (any conv, whoever built it)."""
+    def record(run) -> list[bool]:
+        seen = []
+
+        def hook(module, args):
+            if isinstance(module, torch.nn.Conv2d):
+                seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
+
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(hook)
+        try:
+            run()
+        finally:
+            handle.remove()
+        return seen
+    return record
+
+
 @pytest.fixture(scope="session")
 def digits():
     return load_dataset("digits", train_subset=300, test_subset=60)

@@ -184,23 +184,9 @@ def test_training_step_matches_reference(backend):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def conv_input_layouts(module: torch.nn.Module, run) -> list[bool]:
-    """Whether each conv's input was channels-last, call by call, while ``run()`` runs."""
-    seen = []
-    hooks = [m.register_forward_pre_hook(lambda _m, args: seen.append(
-        args[0].is_contiguous(memory_format=torch.channels_last))) for m in module.modules()
-        if isinstance(m, torch.nn.Conv2d)]
-    try:
-        run()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return seen
-
-
 @pytest.mark.parametrize("backend", ["reference", *FAST])
 @pytest.mark.parametrize("arch", ["vgg_tiny", "resnet_tiny"])
-def test_channels_last_spikes_are_the_same_network(backend, arch):
+def test_channels_last_spikes_are_the_same_network(backend, arch, conv_input_layouts):
     """Every backend, channels-last or not: the same spikes and outputs (the convs' summation
     order aside), the same gradients, and with it every conv gets channels-last input."""
     lif_of(backend)
@@ -212,7 +198,7 @@ def test_channels_last_spikes_are_the_same_network(backend, arch):
         snn = SNN(ann, [0.6] * len(neuron_layers(ann.cfg)), leak=0.9, backend=backend, channels_last=laid_out).train()
         ann.zero_grad()
         out = []
-        layouts = conv_input_layouts(ann, lambda: out.append(
+        layouts = conv_input_layouts(lambda: out.append(
             snn(x, 9, window=4, generator=torch.Generator(device=DEVICE).manual_seed(3))))
         torch.nn.functional.cross_entropy(out[0], torch.arange(6, device=DEVICE) % 10).backward()
         assert all(layouts) if laid_out else not any(layouts)

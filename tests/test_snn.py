@@ -167,8 +167,6 @@ def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits)
     the basic blocks keeps threshold 1; STDB then fine-tunes all of them."""
     from trainer.checkpoint import Checkpoint, SNNParams
     from trainer.data import batches
-    from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
-    from trainer.train import train_snn
     torch.manual_seed(0)
     cfg = build_config(arch, digits.input_shape, digits.num_classes)
     ann = ANN(cfg)
@@ -191,19 +189,10 @@ def test_residual_conversion_balances_the_preprocessing_block_only(arch, digits)
 
 
 @pytest.mark.parametrize("laid_out", [False, True])
-def test_fine_tuning_runs_its_convs_in_the_recipes_layout(converted, digits, tmp_path, laid_out):
+def test_fine_tuning_runs_its_convs_in_the_recipes_layout(converted, digits, tmp_path, laid_out, conv_input_layouts):
     """--channels-last reaches the SNN's convolutions while it trains (the ANN had it, STDB not)."""
-    seen = []
-
-    def record(module, args):
-        if isinstance(module, torch.nn.Conv2d):
-            seen.append(args[0].is_contiguous(memory_format=torch.channels_last))
-
-    hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
-    try:
-        train_snn(digits, load_checkpoint(converted), "stdb", 4,
-                  SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam", channels_last=laid_out)),
-                  tmp_path / "stdb.pt", Runtime(progress=False))
-    finally:
-        hook.remove()
+    seen = conv_input_layouts(lambda: train_snn(
+        digits, load_checkpoint(converted), "stdb", 4,
+        SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam", channels_last=laid_out)),
+        tmp_path / "stdb.pt", Runtime(progress=False)))
     assert seen and all(seen) == laid_out       # digits has one input channel: its first conv is either
