@@ -45,6 +45,13 @@ from trainer.weight_grid import MAX_BITS, MIN_BITS
 LEAK = number(0, 1, lo_open=True)
 
 
+def add_arch_args(p: argparse.ArgumentParser) -> None:
+    """The network of a command that builds one: its architecture and dropout."""
+    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
+    p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
+    p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
+
+
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="digits", choices=DATASETS)
     p.add_argument("--data-root", default=None, help="folder or archive of the data set (default: shared datasets)")
@@ -306,9 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ann", help="train the constrained ANN")
     add_data_args(p), common(p)
-    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-    p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
-    p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
+    add_arch_args(p)
     p.add_argument("--batch-norm", action="store_true",
                    help="a batch norm after every conv layer, folded into weights and neuron biases at conversion")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
@@ -346,9 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--leak", type=LEAK, default=None)
         else:
             add_data_args(p)
-            p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-            p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
-            p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
+            add_arch_args(p)
             p.add_argument("--out", type=OUTPUT_FILE, required=True)
             p.add_argument("--leak", type=LEAK, default=1.0)
         common(p), restart(p), add_snn_args(p)
@@ -360,9 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "into weights and neuron biases (trainer.methods)")):
         p = sub.add_parser(name, help=help_)
         add_data_args(p), common(p), restart(p)
-        p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-        p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
-        p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
+        add_arch_args(p)
         p.add_argument("--out", type=OUTPUT_FILE, required=True)
         p.add_argument("--timesteps", type=TIMESTEPS, required=True)
         p.add_argument("--epochs", type=POSITIVE, default=30)
@@ -385,9 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("chain", help="ANN -> conversion -> STDB (+ from scratch) into runs/<name>/")
     add_data_args(p), common(p), restart(p), add_convert_args(p), add_snn_args(p)
-    p.add_argument("--arch", default=None, choices=ARCHITECTURES, help="default: the data set's")
-    p.add_argument("--conv-dropout", type=PROBABILITY, default=0.2)
-    p.add_argument("--fc-dropout", type=PROBABILITY, default=0.5)
+    add_arch_args(p)
     p.add_argument("--runs", type=OUTPUT_DIR, default="runs")
     p.add_argument("--name", type=run_name, default=None)
     p.add_argument("--timesteps", type=TIMESTEPS, default=None, help="reduced T for STDB")
