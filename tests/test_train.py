@@ -10,7 +10,7 @@ import torch
 
 from records.layout import metrics_path
 from trainer.checkpoint import load_checkpoint
-from trainer.fit import DeadNetwork, Deadline, FitParts, Rollback, SilenceGuard, fit
+from trainer.fit import DeadNetwork, Deadline, FitParts, Rollback, SilenceGuard, StepPlanner, fit
 from trainer.recipe import OptimConfig, Runtime, make_optimizer
 from trainer.train import train_ann
 from trainer.train_state import TrainingState
@@ -114,6 +114,18 @@ def test_silence_stops_before_the_epoch_is_kept_or_saved(tmp_path, digits):
                                             lambda s: saved.append(copy.deepcopy(s)), Deadline(rt, opt),
                                             silence=guard))
     assert [s.epoch for s in saved] == [1] and saved[0].best_metric == 50.0
+
+
+def test_a_plan_that_ends_with_an_epoch_says_so(tmp_path, digits, capsys):
+    """A fine-tuning plan of a whole number of epochs (here a resumed one) ends where an
+    epoch ends, where no step is left to stop before: the log still says why it ended (a
+    CI run planned 10.00 epochs and ended without a word)."""
+    opt = OptimConfig(epochs=5, batch_size=64, lr=0.1)
+    rt = Runtime(progress=False)
+    state = fit(ScriptedStep(opt, [50.0, 60.0, 70.0, 80.0, 90.0]), TrainingState(planned_epochs=2.0),
+                FitParts(tmp_path / "run.pt", opt, rt, digits, lambda s: None, StepPlanner(rt, opt, "TEST")))
+    assert state.epoch == 2 and len(state.history) == 2
+    assert "TEST: the plan of 2.00 epochs ends after" in capsys.readouterr().out
 
 
 def test_the_training_state_reads_back_from_the_checkpoint(tmp_path, digits):

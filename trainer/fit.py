@@ -118,9 +118,9 @@ class Deadline:
         """Whether the epoch just validated is saved, ``since_save`` seconds after the last save."""
         return True
 
-    def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch) -> tuple[OptimConfig, bool]:
-        """(the schedule from here, whether the plan ends here and must be saved now)."""
-        return sched, False
+    def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch) -> tuple[OptimConfig, str | None]:
+        """(the schedule from here, why the plan ends here and must be saved now; None: it goes on)."""
+        return sched, None
 
 
 class StepPlanner(Deadline):
@@ -152,8 +152,11 @@ class StepPlanner(Deadline):
         if step > 0 and self.rt.out_of_time():
             return "the stage's time is spent"
         if self.planned is not None and epoch + step / steps_per_epoch >= self.planned:
-            return f"the plan of {self.planned:.2f} epochs ends"
+            return self._plan_ends()
         return None
+
+    def _plan_ends(self) -> str:
+        return f"the plan of {self.planned:.2f} epochs ends"
 
     def at_step(self, sched, state, epoch, start, step, steps_per_epoch):
         if self.planned is not None or epoch != start:
@@ -177,7 +180,7 @@ class StepPlanner(Deadline):
             fits = done + max(left, 0.0) / max(train_seconds, 1e-9)
             if fits < self.planned:
                 sched = self._plan(state, done, train_seconds, left, f"{train_seconds:.1f} s per epoch now")
-        return sched, done >= self.planned
+        return sched, self._plan_ends() if done >= self.planned else None
 
     def _plan(self, state, progress, epoch_seconds, seconds_left, pace):
         """The recipe laid over the epochs that fit from ``progress`` (at most the recipe's,
@@ -229,12 +232,13 @@ class EpochPlanner(Deadline):
                              f"{per_epoch:.1f} s per epoch", f" (at most {self.opt.epochs})")
 
     def _planned(self, state, epoch, epochs, pace, note=""):
-        """(the recipe laid over ``epochs``, recorded in ``state`` and said, whether the plan
-        ends after ``epoch``)."""
+        """(the recipe laid over ``epochs``, recorded in ``state`` and said, why the plan
+        ends after ``epoch`` or None)."""
         state.planned_epochs = epochs
         if self.rt.ranks.is_main:
             print(f"ANN: {pace}; the budget fits {epochs} epochs{note}", flush=True)
-        return dataclasses.replace(self.opt, epochs=epochs), epoch + 1 >= epochs
+        ends = f"the plan of {epochs} epochs ends" if epoch + 1 >= epochs else None
+        return dataclasses.replace(self.opt, epochs=epochs), ends
 
     def _keep_up(self, sched, state, epoch):
         """After the plan: on a machine that slowed (another job on its cores) the deadline
@@ -245,11 +249,11 @@ class EpochPlanner(Deadline):
         a test run beside VGG9's second epoch cut its plan from 27 epochs to 24). It never
         grows: the rate would rise again."""
         if len(state.history) < 3:
-            return sched, False
+            return sched, None
         per_epoch = statistics.median(row["seconds"] for row in state.history[-3:])
         fits = plan_epochs(sched.epochs, epoch + 1, per_epoch, self.rt.seconds_left() + per_epoch / 2)
         if fits >= sched.epochs:
-            return sched, False
+            return sched, None
         return self._planned(state, epoch, fits, f"{per_epoch:.1f} s per epoch now")
 
 
@@ -377,7 +381,7 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
                                                 steps_per_epoch)
         if plan_ends:                              # the plan ends here: saved with the plan recorded
             save(epoch + 1)
-            saved = True
+            saved, stopped = True, stopped or plan_ends
         ranks.barrier()
         epoch += 1
         if stopped:
