@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interleave import interleaved, items_per_second  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from trainer.models import ANN, build_config  # noqa: E402
 from trainer.qcfs import qcfs  # noqa: E402
@@ -72,14 +72,7 @@ def main(argv=None) -> None:
     steps = {name: Step(name, args) for name in METHODS}
     for step in steps.values():
         step()                                          # warm-up (numba compiles or loads its cache)
-    rates: dict[str, list[float]] = {name: [] for name in steps}
-    names = list(steps)
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            start = time.perf_counter()
-            for _ in range(args.iters):
-                steps[name]()
-            rates[name].append(args.iters * args.batch / (time.perf_counter() - start))
+    rates = interleaved(steps, args.repeats, lambda name: items_per_second(steps[name], args.iters, args.batch))
     med = {name: statistics.median(v) for name, v in rates.items()}
     print(f"{'method':16s} {'min':>8s} {'median':>8s}  images/s   x relu+bn")
     for name, v in rates.items():

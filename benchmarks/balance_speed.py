@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interleave import interleaved  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from trainer.convert import balance_thresholds, balance_thresholds_by_replay  # noqa: E402
 from trainer.models import ANN, build_config  # noqa: E402
@@ -65,11 +66,7 @@ def main() -> None:
     replay = lambda: balance_thresholds_by_replay(ann, lambda: iter(xs), steps)  # noqa: E731
     assert one_pass() == replay(), "the two balancings disagree"
     methods = {"ANN forward (T*B)": ann_pass, "balancing, one pass": one_pass, "balancing, replay": replay}
-    seconds = {name: [] for name in methods}
-    names = list(methods)
-    for r in range(args.repeats):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            seconds[name].append(timed(methods[name], device))
+    seconds = interleaved(methods, args.repeats, lambda name: timed(methods[name], device))
     print(f"{args.arch}, 3x32x32, T={steps}, {args.batches} x {args.batch} images, device {device}, "
           f"{torch.get_num_threads()} threads, {args.repeats} repeats (interleaved)")
     base = statistics.median(seconds["ANN forward (T*B)"])

@@ -20,13 +20,13 @@ import argparse
 import importlib.util
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interleave import interleaved, items_per_second  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.train_speed import spikingjelly_net, synapse_inputs  # noqa: E402
 from records.encoding import integrate_spikes  # noqa: E402
@@ -70,13 +70,7 @@ def compare(args, timesteps: int, methods: list[str]) -> None:
     steps = {m: evaluation(m, args.arch, timesteps, args.batch, args.bf16) for m in methods}
     for step in steps.values():          # warm-up: allocator, oneDNN's kernels, numba's compilation
         step()
-    speeds = {m: [] for m in methods}
-    for r in range(args.repeats):
-        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
-            start = time.perf_counter()
-            for _ in range(args.iters):
-                steps[m]()
-            speeds[m].append(args.iters * args.batch / (time.perf_counter() - start))
+    speeds = interleaved(methods, args.repeats, lambda m: items_per_second(steps[m], args.iters, args.batch))
     medians = {m: statistics.median(v) for m, v in speeds.items()}
     print(f"\nT={timesteps}, batch {args.batch}, {args.iters} batches x {args.repeats} rounds, interleaved")
     print(f"{'method':<22} {'min img/s':>10} {'median img/s':>13} {'vs snn nchw':>12}")

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 
+from benchmarks.interleave import interleaved
 from benchmarks.vgg_graphs import VGG16_CONVS, VGG16_DENSE, build_vgg, calibrate, random_images
 from export.graph import CoreGraph
 from hwsim.plan import make_plans
@@ -31,7 +32,7 @@ def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
     time per image-step, and whether every method's output is the same."""
     plans = make_plans(g, torch.device("cpu"))
     paths = dict(PATHS[key] for key in args.paths)
-    outputs, seconds = {}, {name: [] for name in paths}
+    outputs = {}
 
     def run(name):
         r = simulate(g, (images, 0), timesteps=steps, plans=plans, options=SimOptions(chunk=args.chunk,
@@ -40,12 +41,13 @@ def vgg16_cpu_paths(args, g: CoreGraph, images: np.ndarray, steps: int) -> bool:
         return r
     for name in paths:
         run(name)                                                  # warm-up: numba's compile, allocators
-    for r in range(args.repeats):
-        for name in np.random.default_rng([args.seed, r]).permutation(list(paths)):
-            run(name)
-            t = time.perf_counter()
-            res = run(name)
-            seconds[name].append((time.perf_counter() - t) / res.image_steps)
+
+    def seconds_per_image_step(name):
+        run(name)
+        t = time.perf_counter()
+        res = run(name)
+        return (time.perf_counter() - t) / res.image_steps
+    seconds = interleaved(paths, args.repeats, seconds_per_image_step, "shuffle", args.seed)
     first = next(iter(paths))
     res = outputs[first]
     print(f"hwsim on the CPU: VGG16, T={steps}, {len(images)} CIFAR-sized images per call, Poisson encoding "

@@ -52,6 +52,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from benchmarks.hwsim_vgg16 import PATHS, vgg16_main  # noqa: E402
+from benchmarks.interleave import interleaved  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.vgg_graphs import VGG5_CONVS, build_vgg, calibrate  # noqa: E402
 from hwsim import int8_products  # noqa: E402
@@ -163,16 +164,15 @@ def time_rate(args, rate: float, rng) -> dict:
             print(f"  {name}: built, compiled and ran 1 step in {lv.setup:.1f} s")
     for fn, _ in methods.values():
         fn()                                                   # warm-up: numba's compile, allocators, Lava's caches
-    seconds = {name: [] for name in methods}
-    names = list(methods)
+
+    def seconds_per_step(name):
+        fn, steps = methods[name]
+        fn()                                               # the state the previous method left is not its own
+        t = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t) / steps
     try:
-        for r in range(args.repeats):
-            for name in np.random.default_rng([args.seed, r]).permutation(names):
-                fn, steps = methods[name]
-                fn()                                       # the state the previous method left is not its own
-                t = time.perf_counter()
-                fn()
-                seconds[name].append((time.perf_counter() - t) / steps)
+        seconds = interleaved(methods, args.repeats, seconds_per_step, "shuffle", args.seed)
     finally:
         for lv in lavas:
             lv.stop()
