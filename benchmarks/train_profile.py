@@ -3,6 +3,7 @@ apart, and the synaptic products apart from the neurons and the glue.
 
     python benchmarks/train_profile.py                          # CPU: VGG5, T = 16, batch 16, fp32
     python benchmarks/train_profile.py --arch vgg9 --timesteps 8 --batch 32
+    python benchmarks/train_profile.py --arch vgg9 --timesteps 8 --batch 32 --bf16 --layout nhwc --backends numba
 
 The methods are ``benchmarks/train_speed.py``'s (our backends, SpikingJelly when installed,
 the synaptic work alone), on the same weights and data. Each is warmed up, then timed for
@@ -25,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interleave import interleaved  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from benchmarks.train_speed import SPIKINGJELLY, SYNAPSES, TrainingStep, sync  # noqa: E402
 
@@ -72,6 +74,10 @@ def main() -> None:
     p.add_argument("--top", type=int, default=8, help="ops listed per method")
     p.add_argument("--backends", nargs="+", default=["multistep"])
     p.add_argument("--bf16", action="store_true", help="synapses under bf16 autocast")
+    p.add_argument("--layout", choices=("nchw", "nhwc"), default="nchw",
+                   help="every method's memory layout (train_speed's --layouts)")
+    p.add_argument("--weight-bits", type=int, default=None,
+                   help="our backends on the export's weight grid, as the chain fine-tunes (SpikingJelly without)")
     args = p.parse_args()
     device = torch.device("cpu")
     print(describe("cpu"), flush=True)
@@ -79,16 +85,15 @@ def main() -> None:
     if importlib.util.find_spec("spikingjelly") is not None:
         methods.append(SPIKINGJELLY)
     methods.append(SYNAPSES)
-    steps = {m: TrainingStep(m, args.arch, args.timesteps, args.batch, device, args.bf16) for m in methods}
+    steps = {m: TrainingStep(m, args.arch, args.timesteps, args.batch, device, args.bf16, args.layout,
+                             args.weight_bits if m in args.backends else None) for m in methods}
     for step in steps.values():
         step()
-    phases = {m: {ph: [] for ph in PHASES} for m in methods}
-    for r in range(args.repeats):
-        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
-            for _ in range(args.iters):
-                for ph, seconds in timed_phases(steps[m], device).items():
-                    phases[m][ph].append(seconds)
-    print(f"{args.arch}, T={args.timesteps}, batch {args.batch}, {'bf16 synapses' if args.bf16 else 'fp32'}, "
+    rounds = interleaved(methods, args.repeats, lambda m: [timed_phases(steps[m], device) for _ in range(args.iters)])
+    phases = {m: {ph: [it[ph] for rnd in rounds[m] for it in rnd] for ph in PHASES} for m in methods}
+    precision = "bf16 synapses" if args.bf16 else "fp32"
+    grid = f", {args.weight_bits}-bit weight grid" if args.weight_bits else ""
+    print(f"{args.arch}, T={args.timesteps}, batch {args.batch}, {precision}, {args.layout}{grid}, "
           f"{torch.get_num_threads()} threads; medians of {args.iters * args.repeats} iterations, seconds")
     print(f"{'method':<16}" + "".join(f"{ph:>11}" for ph in PHASES) + f"{'total':>9}{'img/s':>8}"
           + f"{'synaptic':>10}{'rest':>8}")

@@ -28,7 +28,6 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -37,6 +36,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.interleave import interleaved, items_per_second  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock  # noqa: E402
@@ -90,10 +90,11 @@ def synapse_inputs(ann: ANN, batch: int, device: torch.device, fmt=torch.contigu
 
 class TrainingStep:
     """One training iteration of a method, callable; its parts (``loss``: forward and loss,
-    ``optimizer``) stay reachable for ``benchmarks/train_profile.py``, which times them apart."""
+    ``optimizer``) stay reachable for ``benchmarks/train_profile.py``, which times them apart.
+    ``weight_bits``: our SNN computes with its weights on that grid (the chain's fine-tuning)."""
 
     def __init__(self, method: str, arch: str, timesteps: int, batch: int, device: torch.device, bf16: bool,
-                 layout: str = "nchw"):
+                 layout: str = "nchw", weight_bits: int | None = None):
         torch.manual_seed(0)         # the same weights and data for every method
         cfg = build_config(arch, (3, 32, 32), 10)
         ann = ANN(cfg).to(device).train()
@@ -122,7 +123,8 @@ class TrainingStep:
                 return F.cross_entropy(model(channels_last(spikes) if nhwc else spikes).float().mean(0), y)
             self.forward = forward
         else:
-            model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method, channels_last=nhwc).train()
+            model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method, channels_last=nhwc,
+                        weight_bits=weight_bits).train()
             self.forward = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
         self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
 
@@ -161,20 +163,16 @@ def compare(args, timesteps: int, methods: list[str], device: torch.device) -> N
     methods = list(runs)
     for step in steps.values():          # warm-up: allocator, cuDNN's algorithms, Triton's compilation
         step()
-    speeds = {m: [] for m in methods}
     peaks = {m: 0.0 for m in methods}
-    for r in range(args.repeats):
-        for m in methods[r % len(methods):] + methods[:r % len(methods)]:
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            sync(device)
-            start = time.perf_counter()
-            for _ in range(args.iters):
-                steps[m]()
-            sync(device)
-            speeds[m].append(args.iters * args.batch / (time.perf_counter() - start))
-            if device.type == "cuda":
-                peaks[m] = max(peaks[m], torch.cuda.max_memory_allocated(device) / 2 ** 30)
+
+    def measure(m: str) -> float:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        rate = items_per_second(steps[m], args.iters, args.batch, lambda: sync(device))
+        if device.type == "cuda":
+            peaks[m] = max(peaks[m], torch.cuda.max_memory_allocated(device) / 2 ** 30)
+        return rate
+    speeds = interleaved(methods, args.repeats, measure)
     if device.type == "cpu" and not args.no_memory:
         peaks = {m: peak_rss_gib(args, *runs[m]) for m in methods}
     medians = {m: statistics.median(v) for m, v in speeds.items()}
