@@ -15,7 +15,7 @@ from trainer.checkpoint import SNNParams, load_checkpoint, save_checkpoint
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.snn import SNN
 from trainer.train import train_snn
-from trainer.weight_grid import on_grid
+from trainer.weight_grid import grid_scale, on_grid, snapped, snapped_reference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +47,24 @@ def test_the_gradient_passes_straight_through():
     on_grid(w, 4).backward(g)
     assert torch.equal(w.grad, g)
     assert len(torch.unique(on_grid(w, 2).detach())) <= 4        # 2 bits: -2, -1, 0, 1 steps
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_compiled_grid_is_the_reference_bit_for_bit(layout):
+    """The CPU's one-pass kernel against the torch expression: random weights at their own
+    scale, and exact ties (k + 1/2 steps of a power-of-two scale: rounded half to even), in
+    the weights' memory layout."""
+    torch.manual_seed(0)
+    w = torch.randn(64, 32, 3, 3) * 0.05
+    w.view(-1)[:200] = (torch.arange(200) - 100 + 0.5) / 64
+    w = w.contiguous(memory_format=layout)
+    for scale in (grid_scale(w, 8), 64.0):
+        fast, ref = snapped(w, scale), snapped_reference(w, scale)
+        assert torch.equal(fast, ref) and fast.stride() == w.stride()
+    ties = snapped(w, 64.0).flatten()[:200] * 64               # (in NCHW order: the first 200 of the row)
+    assert torch.equal(ties, torch.round(torch.arange(200) - 100 + 0.5))   # half to even: 0.5 -> 0, 1.5 -> 2
+    odd = w[:, :, :2]                                                       # not dense: the reference
+    assert torch.equal(snapped(odd, 64.0), snapped_reference(odd, 64.0))
 
 
 def test_weight_bits_round_trip_and_bad_values_are_refused():
