@@ -135,10 +135,16 @@ class Runtime:
 
 
 def make_optimizer(params, opt: OptimConfig):
+    """The recipe's optimizer; on the CPU in torch's fused form, one kernel per parameter for
+    the whole update, where the default (foreach) makes a pass over every weight per operation:
+    VGG9's 32.1 M weights at every step (``benchmarks/weights_speed.py``). The same update
+    within rounding (tests/test_train.py)."""
+    params = list(params)
+    form = {"fused": True} if params and all(p.device.type == "cpu" for p in params) else {}
     if opt.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(params, lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay, **form)
     if opt.optimizer == "adam":
-        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay)
+        return torch.optim.Adam(params, lr=opt.lr, weight_decay=opt.weight_decay, **form)
     raise ValueError(f"unknown optimizer {opt.optimizer!r} (sgd or adam)")
 
 
