@@ -4,13 +4,13 @@
     python benchmarks/train_speed.py --device cpu        # CPU: VGG5, T = 16, batch 16, fp32
 
 One training iteration = Poisson input, forward over T steps, cross-entropy, full BPTT,
-Adam. Methods: our backends (reference, multistep, and fused on CUDA), SpikingJelly's
+Adam (the trainer's: ``trainer.recipe.make_optimizer``, fused on the CPU). Methods: our backends (reference, multistep, and fused on CUDA), SpikingJelly's
 multi-step IFNode with subtractive reset on the same layers (when spikingjelly is
 installed: ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), the dense
 ANN of the same layers at batch T*B (forward + backward + Adam), and the limit: the
 synaptic work alone, the same convolutions and matmuls on binary inputs at batch T*B
-(10 % ones), forward and both backward products (to the weights and to the inputs), no
-neurons and no optimizer. Every round times each method for ``--iters``
+(10 % ones), forward and both backward products (to the weights and to the inputs) and
+the optimizer's step, no neurons. Every round times each method for ``--iters``
 iterations, in a rotating order so that a change in the machine's load spreads over all
 of them; after ``--repeats`` rounds it prints min and median images/s, peak memory (CUDA:
 allocated during the method's rounds; CPU: the peak RSS of a separate process running one
@@ -41,6 +41,7 @@ from benchmarks.machine import describe  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock  # noqa: E402
 from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
+from trainer.recipe import OptimConfig, make_optimizer  # noqa: E402
 from trainer.snn import SNN, channels_last  # noqa: E402
 
 DENSE = "dense ANN (T*B)"
@@ -126,7 +127,8 @@ class TrainingStep:
             model = SNN(ann, [1.0] * len(neuron_layers(cfg)), backend=method, channels_last=nhwc,
                         weight_bits=weight_bits).train()
             self.forward = lambda: F.cross_entropy(model(x, timesteps, generator=generator), y)  # noqa: E731
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+        # every method takes the trainer's optimizer (fused on the CPU: trainer.recipe)
+        self.optimizer = make_optimizer(model.parameters(), OptimConfig(optimizer="adam", lr=1e-4, weight_decay=0.0))
 
     def loss(self) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
