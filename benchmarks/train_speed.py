@@ -4,9 +4,10 @@
     python benchmarks/train_speed.py --device cpu        # CPU: VGG5, T = 16, batch 16, fp32
 
 One training iteration = Poisson input, forward over T steps, cross-entropy, full BPTT,
-Adam (the trainer's: ``trainer.recipe.make_optimizer``, fused on the CPU). Methods: our backends (reference, multistep, and fused on CUDA), SpikingJelly's
-multi-step IFNode with subtractive reset on the same layers (when spikingjelly is
-installed: ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), the dense
+Adam (the trainer's: ``trainer.recipe.make_optimizer``, fused on the CPU). Methods: our
+backends (reference, multistep, and fused on CUDA), SpikingJelly's multi-step IFNode
+with subtractive reset on the same layers (when spikingjelly is installed:
+``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), the dense
 ANN of the same layers at batch T*B (forward + backward + Adam), and the limit: the
 synaptic work alone, the same convolutions and matmuls on binary inputs at batch T*B
 (10 % ones), forward and both backward products (to the weights and to the inputs) and

@@ -87,5 +87,6 @@ def main(argv=None) -> None:
         base = firsts.setdefault(name.split()[0], median)
         print(f"{name:<16} {min(values):8.1f} {median:10.1f}  {median / base:8.2f}")
 
+
 if __name__ == "__main__":
     main()

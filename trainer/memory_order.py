@@ -1,5 +1,6 @@
 """A layer's neurons as rows in their memory order, for the compiled LIF kernels
-(``trainer.lif_numba``, ``trainer.lif_fused``).
+(``trainer.lif_numba``, ``trainer.lif_fused``) and the weight grid's compiled snap
+(``trainer.weight_grid``).
 
 The neuron recurrence is elementwise, so a kernel may walk a step's neurons in any order
 as long as currents, state, spikes and gradients share it. Walking them in the order

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from trainer.layers import ArchError, ResBlock
+from trainer.memory_order import memory_order, rows
 from trainer.models import ArchConfig
 
 MIN_BITS, MAX_BITS = 2, 8
@@ -63,19 +64,15 @@ def _snap_kernel(w, scale, out):
         out[i] = np.float32(np.rint(np.float64(w[i]) * scale) / scale)
 
 
-def _memory(x: torch.Tensor) -> torch.Tensor:
-    """A dense tensor's numbers as one row in memory order (a view)."""
-    return x.as_strided((x.numel(),), (1,), x.storage_offset())
-
-
 def snapped(w: torch.Tensor, scale: float) -> torch.Tensor:
     """``snapped_reference``'s numbers, in ``w``'s memory layout (channels-last included): in one
-    compiled pass for dense fp32 weights on the CPU."""
-    dense = w.is_contiguous() or (w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last))
-    if w.device.type != "cpu" or w.dtype != torch.float32 or not dense:
+    compiled pass for fp32 weights on the CPU, walking them in memory order (``trainer.memory_order``)."""
+    if w.device.type != "cpu" or w.dtype != torch.float32:
         return snapped_reference(w, scale)
-    out = torch.empty_like(w)                    # w's strides: its memory order is out's
-    _snap_kernel(_memory(w.detach()).numpy(), float(scale), _memory(out).numpy())
+    out = torch.empty_like(w)                    # dense, in w's layout where w is dense
+    order = memory_order(out[None])
+    _snap_kernel(rows(w.detach()[None], order).reshape(-1).numpy(), float(scale),
+                 rows(out[None], order).reshape(-1).numpy())   # a view of out: its memory order
     return out
 
 
