@@ -107,7 +107,7 @@ def add_snn_args(p: argparse.ArgumentParser) -> None:
                         "docs/method.md: detached, STDB's gradient grows about alpha*T/2 per layer)")
     p.add_argument("--bptt-window", type=POSITIVE, default=None, help="truncated BPTT: loss every t0 steps")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="LIF implementation (trainer.lif); auto: fused Triton kernels on CUDA, multistep elsewhere")
+                   help="LIF implementation (trainer.lif); auto: fused Triton kernels on CUDA, numba on the CPU")
     p.add_argument("--rollback-drop", type=number(0, 100), default=10.0,
                    help="roll back to the best weights when validation accuracy drops this many points")
     p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",

@@ -123,6 +123,12 @@ class Deadline:
         return sched, None
 
 
+def plan_ends(epochs: int | float) -> str:
+    """Why a deadline's plan stops the training: its epochs are done (a whole number for the
+    ANN's plan, a fraction to two places for fine-tuning's)."""
+    return f"the plan of {epochs if isinstance(epochs, int) else format(epochs, '.2f')} epochs ends"
+
+
 class StepPlanner(Deadline):
     """Fine-tuning under a deadline, where a CPU fits an epoch or two: steps 2 to
     1 + PLAN_STEPS of the first epoch are timed and the recipe is laid over the training
@@ -152,11 +158,8 @@ class StepPlanner(Deadline):
         if step > 0 and self.rt.out_of_time():
             return "the stage's time is spent"
         if self.planned is not None and epoch + step / steps_per_epoch >= self.planned:
-            return self._plan_ends()
+            return plan_ends(float(self.planned))
         return None
-
-    def _plan_ends(self) -> str:
-        return f"the plan of {self.planned:.2f} epochs ends"
 
     def at_step(self, sched, state, epoch, start, step, steps_per_epoch):
         if self.planned is not None or epoch != start:
@@ -180,7 +183,7 @@ class StepPlanner(Deadline):
             fits = done + max(left, 0.0) / max(train_seconds, 1e-9)
             if fits < self.planned:
                 sched = self._plan(state, done, train_seconds, left, f"{train_seconds:.1f} s per epoch now")
-        return sched, self._plan_ends() if done >= self.planned else None
+        return sched, plan_ends(float(self.planned)) if done >= self.planned else None
 
     def _plan(self, state, progress, epoch_seconds, seconds_left, pace):
         """The recipe laid over the epochs that fit from ``progress`` (at most the recipe's,
@@ -237,7 +240,7 @@ class EpochPlanner(Deadline):
         state.planned_epochs = epochs
         if self.rt.ranks.is_main:
             print(f"ANN: {pace}; the budget fits {epochs} epochs{note}", flush=True)
-        ends = f"the plan of {epochs} epochs ends" if epoch + 1 >= epochs else None
+        ends = plan_ends(epochs) if epoch + 1 >= epochs else None
         return dataclasses.replace(self.opt, epochs=epochs), ends
 
     def _keep_up(self, sched, state, epoch):
@@ -377,11 +380,11 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
         saved = deadline.save_due(epoch, sched, t_val - saved_at)     # saved_at starts at -inf: the first is saved
         if saved:
             save_seconds, saved_at = save(epoch + 1), time.time()
-        sched, plan_ends = deadline.after_epoch(sched, state, epoch, start, (t0, t_train, t_val, save_seconds),
+        sched, plan_over = deadline.after_epoch(sched, state, epoch, start, (t0, t_train, t_val, save_seconds),
                                                 steps_per_epoch)
-        if plan_ends:                              # the plan ends here: saved with the plan recorded
+        if plan_over:                              # the plan ends here: saved with the plan recorded
             save(epoch + 1)
-            saved, stopped = True, stopped or plan_ends
+            saved, stopped = True, stopped or plan_over
         ranks.barrier()
         epoch += 1
         if stopped:

@@ -35,7 +35,9 @@ Backends (one signature: currents (steps, ...), state, theta, leak, t0, surrogat
                  graph, storing int32 spike ages (STDB) or the potentials.
     "fused":     one Triton kernel per layer for the forward and one for the backward
                  (trainer.lif_fused); stores one byte per spike and recomputes the ages.
-    "auto":      fused on CUDA where Triton imports, multistep elsewhere.
+    "numba":     the same two passes compiled for the CPU (trainer.lif_numba).
+    "auto":      fused on CUDA where Triton imports, numba on the CPU, multistep elsewhere
+                 (and multistep for the spikebp surrogate, which the compiled kernels lack).
 All give the same spikes bit for bit; tests/test_lif_backends.py holds them to it.
 ``trainer.lif_backends.neuron_backend`` picks one by name.
 """
