@@ -225,7 +225,7 @@ def cpu_main(args) -> int:
     print()
     for name in ("hwsim", "hwsim, event path"):
         print(f"{name} per image-step at {lo:.0%} firing / at {hi:.0%}: "
-              f"{results[lo][name][1] / results[hi][name][1]:.2f} (target <= 1/3)")
+              f"{results[lo][name][1] / results[hi][name][1]:.2f} (target <= 1/2)")
     if args.no_lava:
         return 0
     for rate, out in results.items():
