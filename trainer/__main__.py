@@ -26,6 +26,7 @@ from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer.convert import STATISTICS, rescale_biases
 from trainer.data import DATASETS, batches, data_of
 from trainer.diagnose import layer_agreement
+from trainer.distill import Distillation, check_teacher
 from trainer.distributed import setup as setup_ranks
 from trainer.models import ANN, ARCHITECTURES
 from trainer.lif import SURROGATES
@@ -210,11 +211,17 @@ def cmd_stdb(args) -> None:
     rt = runtime_from(args)
     init = load_checkpoint(args.checkpoint)
     check_converted(init, args.checkpoint)
+    teacher = None
+    if args.distill is not None:
+        teacher = load_checkpoint(args.distill)
+        check_teacher(teacher, init, args.distill)
     bundle = data_of(init, args.data_root, args.train_subset, args.test_subset)
     out = writable_file(args.out or RunLayout.of_checkpoint(args.checkpoint).checkpoint("stdb"), "--out",
-                        inputs=(args.checkpoint,))
+                        inputs=tuple(p for p in (args.checkpoint, args.distill) if p is not None))
     cfg, surrogate = snn_from(args, optim_from(args), args.leak)
-    result = fine_tune(init, bundle, "stdb", args.timesteps, cfg, surrogate, out, rt, args.eval_samples)
+    if teacher is not None:
+        cfg = dataclasses.replace(cfg, distill=Distillation(args.distill_temperature, args.distill_weight))
+    result = fine_tune(init, bundle, "stdb", args.timesteps, cfg, surrogate, out, rt, args.eval_samples, teacher)
     if result is not None:
         print(f"STDB test accuracy at T={args.timesteps}: {result['accuracy']:.2f} % -> {out}")
 
@@ -349,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--test-subset", type=POSITIVE, default=None, help="seeded subset of the test set")
             p.add_argument("--out", type=OUTPUT_FILE, default=None)
             p.add_argument("--leak", type=LEAK, default=None)
+            p.add_argument("--distill", default=None, metavar="ANN.pt",
+                           help="fine-tune against this ANN's outputs (knowledge distillation, trainer.distill; "
+                                "default: the labels alone)")
+            p.add_argument("--distill-temperature", type=number(0, lo_open=True), default=Distillation.temperature,
+                           help="softmax temperature of --distill's soft targets")
+            p.add_argument("--distill-weight", type=number(0, 1), default=Distillation.weight,
+                           help="weight of --distill's soft term; 1 - it weighs the labels' cross-entropy")
         else:
             add_data_args(p)
             add_arch_args(p)

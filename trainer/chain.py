@@ -227,19 +227,21 @@ def record_eval(path, timesteps: int, result: dict) -> Checkpoint:
 
 
 def fine_tune(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: int, cfg: SNNTrainConfig,
-              surrogate: SurrogateChoice, out, rt: Runtime, eval_samples: int | None = None) -> dict | None:
-    """STDB fine-tuning or from-scratch training at T, then (main process) the test at T,
-    recorded in the checkpoint. Under torchrun every process trains its slice."""
+              surrogate: SurrogateChoice, out, rt: Runtime, eval_samples: int | None = None,
+              teacher: Checkpoint | None = None) -> dict | None:
+    """STDB fine-tuning or from-scratch training at T (against ``teacher``'s outputs where
+    ``cfg.distill`` is set), then (main process) the test at T, recorded in the checkpoint.
+    Under torchrun every process trains its slice."""
     cfg = dataclasses.replace(cfg, surrogate=surrogate.for_dataset(bundle.name))
-    return _train_and_test(init, bundle, stage, timesteps, cfg, out, rt, eval_samples)
+    return _train_and_test(init, bundle, stage, timesteps, cfg, out, rt, eval_samples, teacher)
 
 
 def _train_and_test(init: Checkpoint, bundle: DatasetBundle, stage: str, timesteps: int, cfg: SNNTrainConfig, out,
-                    rt: Runtime, eval_samples: int | None) -> dict | None:
+                    rt: Runtime, eval_samples: int | None, teacher: Checkpoint | None = None) -> dict | None:
     """``train_snn`` (under torchrun on every process's slice), then the main process's test
     at T, recorded in the checkpoint."""
     rt = dataclasses.replace(rt, ranks=setup_ranks(rt.device))
-    trained = train_snn(bundle, init, stage, timesteps, cfg, out, rt)
+    trained = train_snn(bundle, init, stage, timesteps, cfg, out, rt, teacher)
     if not rt.ranks.is_main:
         return None
     return evaluated(trained, out, bundle, timesteps, dataclasses.replace(rt, deadline=None), eval_samples)[0]

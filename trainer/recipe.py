@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import torch
 
 from records.cli import require
+from trainer.distill import Distillation
 from trainer.distributed import Group
 from trainer.lif import Surrogate
 from trainer.weight_grid import MAX_BITS, MIN_BITS
@@ -69,7 +70,8 @@ class SNNTrainConfig:
     over classes: Lee 2020's); ``current_norm``: batch norm on input currents, folded into
     the weights and biases of every checkpoint written (``trainer.norms``); ``weight_bits``:
     train on the export's weight grid (``trainer.weight_grid``; default: the initial
-    checkpoint's grid, float weights if it has none).
+    checkpoint's grid, float weights if it has none); ``distill``: the loss against an ANN
+    teacher's outputs (``trainer.distill``; None: the labels alone).
     """
     optim: OptimConfig
     surrogate: Surrogate | None = None
@@ -84,8 +86,10 @@ class SNNTrainConfig:
     loss: str = "ce"
     current_norm: bool = False
     weight_bits: int | None = None
+    distill: Distillation | None = None
 
     def __post_init__(self) -> None:
+        require(self.distill is None or self.loss == "ce", "loss", self.loss, "ce with distillation")
         if self.weight_bits is not None:
             require(MIN_BITS <= self.weight_bits <= MAX_BITS, "weight_bits", self.weight_bits,
                     f"an integer in {MIN_BITS}..{MAX_BITS}")
@@ -106,8 +110,9 @@ class SNNTrainConfig:
         d = dataclasses.asdict(self)
         d.update(d.pop("optim"))
         d["surrogate"] = self.surrogate.to_dict() if self.surrogate is not None else None
-        if d["weight_bits"] is None:          # float weights: the configurations of runs before the option
-            del d["weight_bits"]
+        for name in ("weight_bits", "distill"):    # unset: the configurations of runs before the option
+            if d[name] is None:
+                del d[name]
         return d
 
 

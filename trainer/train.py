@@ -101,12 +101,13 @@ class ANNStep:
 class BPTTStep:
     """The SNN's step: backpropagation through the T steps (or truncated windows), the
     gradient clipped, a non-finite one skipped; the epoch's firing rates and gradient norms
-    (per parameter, before clipping: where a gradient grows) are its metrics."""
+    (per parameter, before clipping: where a gradient grows) are its metrics. With a
+    ``teacher`` ANN the loss is ``cfg.distill``'s against its outputs (``trainer.distill``)."""
 
     def __init__(self, snn: SNN, trainable: torch.nn.Module, label: str, timesteps: int, cfg: SNNTrainConfig,
-                 val_part: DatasetBundle, rt: Runtime):
+                 val_part: DatasetBundle, rt: Runtime, teacher: ANN | None = None):
         self.snn, self.trainable, self.label, self.timesteps, self.cfg = snn, trainable, label, timesteps, cfg
-        self.val_part, self.rt = val_part, rt
+        self.val_part, self.rt, self.teacher = val_part, rt, teacher
         self.optimizer = make_optimizer(trainable.parameters(), cfg.optim)
         self.generator = torch.Generator(device=rt.device)
         self.rates = np.zeros(len(snn.neurons))
@@ -122,9 +123,11 @@ class BPTTStep:
         self.optimizer.zero_grad(set_to_none=True)
         loss_value = 0.0
         with autocast(device, opt.precision):
+            target = self._teacher_logits(ranks.shard(x))
             for _, logits in self.snn.run(x, self.timesteps, window=self.cfg.window, generator=self.generator,
                                           shard=ranks.shard):
-                loss = snn_loss(self.cfg.loss, logits.float(), y, opt.label_smoothing)
+                loss = (snn_loss(self.cfg.loss, logits.float(), y, opt.label_smoothing) if target is None
+                        else self.cfg.distill.loss(logits.float(), target, y, opt.label_smoothing))
                 check_loss(loss, where)
                 loss.backward()
                 loss_value = float(loss.detach())
@@ -139,6 +142,14 @@ class BPTTStep:
             self.optimizer.step()
         self.rates += np.asarray(firing_rates(self.snn, len(y), self.timesteps))
         return loss_value, logits, y, {"gnorm": f"{norm:.2g}"}
+
+    @torch.no_grad()
+    def _teacher_logits(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.teacher is None:
+            return None
+        if self.cfg.optim.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.teacher(x).float()
 
     def epoch_fields(self, trained: int) -> tuple[dict, dict]:
         ranks = self.rt.ranks
@@ -229,9 +240,10 @@ def train_ann(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig, out: Pa
 
 
 def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: int, cfg: SNNTrainConfig, out: Path,
-              rt: Runtime = Runtime()) -> Checkpoint:
+              rt: Runtime = Runtime(), teacher: Checkpoint | None = None) -> Checkpoint:
     """STDB (``stage='stdb'``, from a converted checkpoint) or from scratch (``'scratch'``, and
     the baselines' ``'spikebp'`` and ``'bncurrent'``, ``trainer.methods``) at T steps.
+    ``teacher``: the ANN whose outputs ``cfg.distill`` fine-tunes against (both or neither).
     Under ``rt.deadline`` the schedule is laid over the training that fits (``fit.StepPlanner``)
     and the epoch in hand ends where the plan or the deadline does: validated, saved, and the
     stage stops."""
@@ -239,6 +251,8 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
         raise ValueError(f"stage must be a trained one of {', '.join(SNN_STAGES)}, got {stage!r}")
     if init.snn is None:
         raise ValueError("initial checkpoint has no SNN parameters (convert it first)")
+    if (teacher is None) != (cfg.distill is None):
+        raise ValueError("distillation needs both a teacher checkpoint and its settings (cfg.distill)")
     out = Path(out)
     opt, seed, device = cfg.optim, rt.seed, rt.device
     surrogate = cfg.surrogate or Surrogate(**init.snn.surrogate)
@@ -259,9 +273,15 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     snn = SNN(ann, params.thresholds, leak=leak, surrogate=surrogate, backend=cfg.backend, norms=norms,
               v_init=params.v_init, encoding=params.encoding, weight_bits=bits, channels_last=opt.channels_last)
     trainable = ann if norms is None else torch.nn.ModuleDict({"ann": ann, "norms": norms})
-    step = BPTTStep(snn, trainable, stage.upper(), timesteps, cfg, val_part, rt)
+    teacher_ann = None
+    if teacher is not None:
+        teacher_ann = teacher.model().to(device).eval().requires_grad_(False)
+        if opt.channels_last:
+            teacher_ann = teacher_ann.to(memory_format=torch.channels_last)
+    step = BPTTStep(snn, trainable, stage.upper(), timesteps, cfg, val_part, rt, teacher_ann)
+    more = {} if teacher is None else {"teacher": weights_digest(teacher)}
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
-                        bundle, seed, timesteps=int(timesteps), init=weights_digest(init))
+                        bundle, seed, timesteps=int(timesteps), init=weights_digest(init), **more)
     state = resume(out, config, trainable, step.optimizer, rt.restart)
     if state is None:
         state = TrainingState(best_metric=step.validate(), best_state=snapshot(trainable), config=config)
