@@ -45,6 +45,7 @@ from records.table import csv_text
 from reports import render_report
 from reports.terminal import print_report
 from trainer.data import DATASETS
+from trainer.distill import Distillation
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import LOW_LATENCY_SHARES, STAGE_SHARES, StageClock
@@ -98,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",
                    help="fine-tune (STDB, qcfs, scratch) on the export's BITS-bit weight grid, so each float SNN "
                         "is the one the core runs (trainer.weight_grid; default: float weights)")
+    p.add_argument("--distill", action="store_true",
+                   help="fine-tune the hybrid (and the low-latency recipe's SNN) against its own ANN's outputs "
+                        "as well as the labels (knowledge distillation, trainer.distill); default: the labels alone")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
                    help="epochs of each baseline of --methods (default: the ANN's)")
     p.add_argument("--conv-dropout", type=PROBABILITY, default=None, metavar="P",
@@ -183,6 +187,8 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
         cfg.snn = dataclasses.replace(cfg.snn, weight_bits=args.weight_bits)
     if args.snn_epochs is not None:
         cfg.snn = dataclasses.replace(cfg.snn, optim=dataclasses.replace(cfg.snn.optim, epochs=args.snn_epochs))
+    if args.distill:
+        cfg.snn = dataclasses.replace(cfg.snn, distill=Distillation())
     return cfg
 
 

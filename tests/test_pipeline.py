@@ -6,20 +6,26 @@ from pipeline.__main__ import build_parser, chain_config, main, methods_of
 from records.timesteps import TimeSteps
 from trainer.checkpoint import load_checkpoint
 from trainer.layers import Conv, Linear
+from trainer.train_state import weights_digest
 
 
 def test_pipeline_reduced(tmp_path, capsys):
     """With its progress on (the output is not a terminal): lines, one per epoch, not a bar's redraws;
-    on digits the low-latency recipe runs beside the paper's by default."""
+    on digits the low-latency recipe runs beside the paper's by default; with --distill each
+    fine-tuning learns from its own ANN."""
     code = main(["--runs", str(tmp_path), "--name", "small", "--epochs", "3", "--snn-epochs", "1",
                  "--timesteps-large", "32", "--samples", "60", "--sweep", "2,4,8", "--no-scratch",
-                 "--eval-samples", "40", "--large-eval-samples", "20"])
+                 "--eval-samples", "40", "--large-eval-samples", "20", "--distill"])
     assert code == 0
     run = tmp_path / "small"
     converted = load_checkpoint(run / "converted.pt")
     assert converted.metrics["test_T4"]["samples"] == 40 and converted.metrics["test_T32"]["samples"] == 20
     stdb = load_checkpoint(run / "stdb.pt")
     assert stdb.metrics["test_T4"]["samples"] == 40 and stdb.train_state["config"]["val_samples"] == 40
+    for stage, ann in (("stdb", "ann"), ("qcfs", "qcfs_ann")):
+        config = load_checkpoint(run / f"{stage}.pt").train_state["config"]
+        assert config["teacher"] == weights_digest(load_checkpoint(run / f"{ann}.pt")), stage
+        assert config["distill"] == {"temperature": 4.0, "weight": 0.9}
     columns = (run / "metrics_stdb.csv").read_text().splitlines()[0].split(",")
     assert "grad_max_layers.0.weight" in columns          # each layer's largest gradient, before clipping
     out, err = capsys.readouterr()

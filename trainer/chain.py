@@ -328,7 +328,7 @@ def low_latency(cfg: ChainConfig, bundle: DatasetBundle, arch_name: str, timeste
     seconds["qcfs_convert"] = time.time() - t
     t = time.time()
     result = fine_tune(converted, bundle, "qcfs", timesteps, cfg.snn, cfg.surrogate, run.checkpoint("qcfs"), rt,
-                       result["samples"])
+                       result["samples"], teacher=ann if cfg.snn.distill is not None else None)
     accuracies.append(StageAccuracy("qcfs", timesteps, result["accuracy"], result["samples"]))
     seconds["qcfs"] = time.time() - t
 
@@ -391,15 +391,17 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         accuracies.append(StageAccuracy("converted", t_eval, result["accuracy"], result["samples"]))
     clock.done("evaluate converted")
 
-    stages = [("stdb", converted)]
+    # with cfg.snn.distill the hybrid fine-tunes against its own ANN; from scratch there is none
+    stages = [("stdb", converted, ann if cfg.snn.distill is not None else None)]
     if cfg.scratch:
-        stages.append(("scratch", scratch_init(arch, bundle, cfg.convert.leak, steps.reduced, rt.seed)))
+        stages.append(("scratch", scratch_init(arch, bundle, cfg.convert.leak, steps.reduced, rt.seed), None))
     end = clock.deadline("stdb")       # the baselines too train within the fine-tuning's deadline
     stage_rt = dataclasses.replace(rt, deadline=None if end is None else end - eval_seconds)
-    for stage, init in stages:
+    for stage, init, teacher in stages:
         t = time.time()
-        result = fine_tune(init, bundle, stage, steps.reduced, cfg.snn, cfg.surrogate, run.checkpoint(stage),
-                           stage_rt, at_reduced["samples"])
+        snn_cfg = cfg.snn if teacher is not None else dataclasses.replace(cfg.snn, distill=None)
+        result = fine_tune(init, bundle, stage, steps.reduced, snn_cfg, cfg.surrogate, run.checkpoint(stage),
+                           stage_rt, at_reduced["samples"], teacher)
         seconds[stage] = time.time() - t
         accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"], result["samples"]))
     for method in cfg.baselines:
