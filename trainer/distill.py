@@ -38,9 +38,6 @@ class Distillation:
         require(math.isfinite(self.weight) and 0 <= self.weight <= 1, "distill_weight", self.weight,
                 "a number in [0, 1]")
 
-    def to_dict(self) -> dict:
-        return {"temperature": self.temperature, "weight": self.weight}
-
     def loss(self, student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor,
              label_smoothing: float = 0.0) -> torch.Tensor:
         """The combined loss of the module docstring, averaged over the batch."""
