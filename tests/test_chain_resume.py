@@ -76,9 +76,9 @@ def test_a_resumed_budget_keeps_the_recorded_tests_time_out_of_the_fine_tuning(t
 
     deadlines, real = {}, chain_steps.fine_tune
 
-    def spy(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples=None):
+    def spy(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples=None, teacher=None):
         deadlines[stage] = rt.deadline
-        return real(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples)
+        return real(init, bundle, stage, timesteps, snn_cfg, surrogate, out, rt, eval_samples, teacher)
     monkeypatch.setattr(chain_steps, "fine_tune", spy)
     chain(cfg, quiet, Clock())
     assert deadlines["stdb"] == Clock.end - 500.0

@@ -401,7 +401,7 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
         t = time.time()
         snn_cfg = cfg.snn if teacher is not None else dataclasses.replace(cfg.snn, distill=None)
         result = fine_tune(init, bundle, stage, steps.reduced, snn_cfg, cfg.surrogate, run.checkpoint(stage),
-                           stage_rt, at_reduced["samples"], teacher)
+                           stage_rt, at_reduced["samples"], teacher=teacher)
         seconds[stage] = time.time() - t
         accuracies.append(StageAccuracy(stage, steps.reduced, result["accuracy"], result["samples"]))
     for method in cfg.baselines:
