@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's, except a budgeted CPU run of a data set whose paper T is long (CIFAR)")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="levels of the QCFS ANN's activations (the qcfs method's, or the chain's under --recipe "
-                        "low-latency; default: the reduced T)")
+                        "low-latency; default: the reduced T; its input has the reduced T's levels, as the SNN's)")
     p.add_argument("--weight-bits", type=integer(MIN_BITS, MAX_BITS), default=None, metavar="BITS",
                    help="fine-tune (STDB, qcfs, scratch) on the export's BITS-bit weight grid, so each float SNN "
                         "is the one the core runs (trainer.weight_grid; default: float weights)")
@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the low-latency recipe's)")
     p.add_argument("--label-smoothing", type=PROBABILITY, default=None, metavar="EPS",
                    help="the ANN's label smoothing (default: the recipe's)")
+    p.add_argument("--cutout", type=integer(0, 1024), default=None, metavar="PIXELS",
+                   help="the ANN's Cutout: a square of this side set to the data's mean in each training image "
+                        "(default: the recipe's, off)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
                    help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
@@ -158,8 +161,9 @@ def recipe_of(args, device: str) -> str:
 def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainConfig:
     budget = args.budget_minutes is not None
     low = recipe == "low-latency"
-    arch = (ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True,
-                       quant_levels=args.quant_levels or timesteps.reduced) if low else ArchChoice(args.arch))
+    arch = (ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True,      # its input as T steps deliver it
+                       quant_levels=args.quant_levels or timesteps.reduced, input_levels=timesteps.reduced)
+            if low else ArchChoice(args.arch))
     arch = dataclasses.replace(arch, **{k: v for k, v in (("conv_dropout", args.conv_dropout),
                                                           ("fc_dropout", args.fc_dropout)) if v is not None})
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
@@ -181,6 +185,8 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
     if args.label_smoothing is not None:
         cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset),
                                             label_smoothing=args.label_smoothing)
+    if args.cutout is not None:
+        cfg.ann_optim = dataclasses.replace(cfg.ann_optim or ann_recipe(args.dataset), cutout=args.cutout)
     if args.eval_samples is not None:            # the fine-tuning's validation checks too
         cfg.snn = dataclasses.replace(cfg.snn, val_samples=args.eval_samples)
     if args.weight_bits is not None:

@@ -17,7 +17,7 @@ ck, inp, x = load(sys.argv[1], sys.argv[2])
 if ck.arch.quant_levels is None:
     sys.exit(f"{sys.argv[1]}: not a QCFS ANN (no quant_levels)")
 for levels in [ck.arch.quant_levels] + [int(v) for v in sys.argv[3:]]:
-    ann = ANN(dataclasses.replace(ck.arch, quant_levels=levels))
+    ann = ANN(dataclasses.replace(ck.arch, quant_levels=levels, input_levels=None))
     ann.load_state_dict(ck.state_dict)
     own = " (its own L)" if levels == ck.arch.quant_levels else ""
     print(f"ANN with L = {levels}{own} on the same {len(x)} images: {accuracy(predictions(ann, x), inp.labels):.2f} %")

@@ -88,6 +88,8 @@ CASES = [
          f"--train-subset 200 {Q}", "epochs: 1 there, 4 now"),
     Case("resume", "ann with another --train-subset", "trainer", f"ann --out {{t}}/ann.pt --lr 0.05 --epochs 1 "
          f"--train-subset 300 {Q}", "train_images"),
+    Case("resume", "ann with --cutout", "trainer", f"ann --out {{t}}/ann.pt --lr 0.05 --epochs 1 "
+         f"--train-subset 200 --cutout 2 {Q}", "cutout"),
     Case("resume", "ann over a converted checkpoint", "trainer", f"ann --out {{t}}/run/converted.pt --epochs 1 {Q}",
          "not a resumable run"),
     Case("resume", "stdb with another --timesteps", "trainer",
@@ -232,6 +234,10 @@ CASES = [
          f"convert {{t}}/ann.pt --timesteps 4 --out {{t}}/c.pt {Q}", "c.pt", fault="no-permission"),
     Case("arguments", "export into a folder that refuses writes", "export.to_lava", f"{{t}}/run/converted.pt "
          f"{OUT_EXP} {EXP}", "Permission denied", fault="no-permission"),
+    Case("arguments", "ann --cutout as wide as the image", "trainer",
+         f"ann --out {{t}}/x.pt --cutout 8 --epochs 1 --train-subset 100 {Q}", "cutout 8: the square's side"),
+    Case("arguments", "ann --input-levels without --quant-levels", "trainer",
+         f"ann --out {{t}}/x.pt --input-levels 8 --epochs 1 {Q}", "--input-levels 8"),
     Case("arguments", "ann into a folder that refuses writes", "trainer",
          f"ann --out {{t}}/new.pt --epochs 1 --train-subset 100 {Q}", "new.pt", fault="no-permission"),
     Case("arguments", "export onto a full disk", "export.to_lava", f"{{t}}/run/converted.pt {OUT_EXP} {EXP}",

@@ -36,6 +36,9 @@ def test_a_qcfs_ann_fine_tunes_to_other_levels_from_its_weights(tmp_path, digits
     out = train_ann(digits, _arch(digits, norm=True, quant_levels=4), OPT, tmp_path / "a4.pt", Runtime(progress=False),
                     init=qcfs8)
     assert out.arch.quant_levels == 4 and out.train_state["config"]["init"]
+    finer = _arch(digits, norm=True, quant_levels=4, input_levels=8)     # and to another input
+    out = train_ann(digits, finer, OPT, tmp_path / "a4i8.pt", Runtime(progress=False), init=qcfs8)
+    assert (out.arch.quant_levels, out.arch.input_quant_levels) == (4, 8)
 
 
 def test_a_relu_init_gets_its_thresholds_from_the_data(tmp_path, digits):

@@ -176,6 +176,39 @@ def test_augmentation_is_pad_crop_and_flip():
     assert torch.equal(test_batch, plain[:5])  # the test split is never augmented by default
 
 
+def test_cutout_sets_one_square_per_image_to_zero_after_the_crop_and_flip():
+    bundle = small_bundle(augment=True)
+    shifted = Normalisation((0.5, 0.5, 0.5), (1.0, 1.0, 1.0))     # no pixel nor the padding normalises to 0
+    aug = torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, seed=5, normalisation=shifted)])
+    cut = torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, seed=5, normalisation=shifted,
+                                           cutout=4)])
+    assert torch.equal(cut, torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, seed=5,
+                                                             normalisation=shifted, cutout=4)]))
+    assert (aug != 0).all()
+    for a, c in zip(aug, cut):
+        square = (c == 0).all(0)
+        assert torch.equal(c[:, ~square], a[:, ~square]) and (c[:, square] == 0).all()
+        rows, cols = square.nonzero(as_tuple=True)          # a 4x4 square, clipped at the border
+        r0, r1, c0, c1 = rows.min(), rows.max(), cols.min(), cols.max()
+        assert r1 - r0 < 4 and c1 - c0 < 4 and len(rows) == (r1 - r0 + 1) * (c1 - c0 + 1)
+        assert (r1 - r0 == 3 or r0 == 0 or r1 == 11) and (c1 - c0 == 3 or c0 == 0 or c1 == 11)
+    aug = torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, seed=5)])
+    # the crop and flip are the same draws as without Cutout; no Cutout on the test split or with augment off
+    assert torch.equal(torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, seed=5, cutout=0)]), aug)
+    plain = torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, augment=False)])
+    assert torch.equal(torch.cat([x for x, _ in batches(bundle, "train", 8, shuffle=False, augment=False,
+                                                        cutout=4)]), plain)
+    assert torch.equal(next(batches(bundle, "test", 5, shuffle=False, cutout=4))[0], plain[:5])
+
+
+def test_cutout_that_covers_the_image_is_refused():
+    bundle = small_bundle()
+    for side in (-1, 12):
+        with pytest.raises(ValueError, match=f"cutout {side}: .* 0..11 .* 12x12"):
+            batches(bundle, "train", 8, shuffle=False, cutout=side)
+    batches(bundle, "train", 8, shuffle=False, cutout=11)
+
+
 def test_batches_reject_bad_arguments(digits):
     with pytest.raises(ValueError, match="split"):
         batches(digits, "val", 10, shuffle=False)

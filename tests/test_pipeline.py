@@ -92,16 +92,21 @@ def test_pipeline_methods(tmp_path, capsys):
 
 
 def test_the_recipes_regularisation_can_be_changed():
-    """--conv-dropout, --fc-dropout and --label-smoothing override the recipe's (the low-latency
-    recipe's ANN has none of them)."""
+    """--conv-dropout, --fc-dropout, --label-smoothing and --cutout override the recipe's (the
+    low-latency recipe's ANN has none of them)."""
     steps = TimeSteps(reduced=4, large=32)
     plain = chain_config(build_parser().parse_args(["--recipe", "low-latency"]), steps, "cpu", "low-latency")
     assert (plain.arch.conv_dropout, plain.arch.fc_dropout) == (0.0, 0.0)
+    assert plain.ann_optim.cutout == 0 and (plain.arch.quant_levels, plain.arch.input_levels) == (4, 4)
     args = build_parser().parse_args(["--recipe", "low-latency", "--fc-dropout", "0.3", "--label-smoothing", "0.1",
-                                      "--budget-minutes", "60"])
+                                      "--cutout", "16", "--budget-minutes", "60"])
     cfg = chain_config(args, steps, "cpu", "low-latency")
     assert (cfg.arch.conv_dropout, cfg.arch.fc_dropout, cfg.arch.norm) == (0.0, 0.3, True)
-    assert cfg.ann_optim.label_smoothing == 0.1 and cfg.ann_optim.lr == 0.05      # the rest is the recipe's
+    assert cfg.ann_optim.label_smoothing == 0.1 and cfg.ann_optim.cutout == 16
+    assert cfg.ann_optim.lr == 0.05      # the rest is the recipe's
+    eight = chain_config(build_parser().parse_args(["--recipe", "low-latency", "--quant-levels", "4"]),
+                         TimeSteps(reduced=8, large=32), "cpu", "low-latency")
+    assert (eight.arch.quant_levels, eight.arch.input_levels) == (4, 8)      # the input as 8 steps deliver it
     paper = chain_config(build_parser().parse_args(["--conv-dropout", "0.1"]), steps, "cpu")
     assert (paper.arch.conv_dropout, paper.arch.fc_dropout) == (0.1, 0.5)
 

@@ -96,6 +96,28 @@ def test_qcfs_refuses_residual_blocks_and_bad_levels():
         ArchConfig.from_dict({**d, "layers": d["layers"][:-1] + [{**d["layers"][-1], "norm": True}]})
 
 
+def test_the_input_takes_its_own_levels_where_given():
+    """An ANN of 4-level activations for an SNN run at 8 steps sees its input as 8 steps deliver it."""
+    cfg = build_config("vgg_tiny", (1, 8, 8), 10, norm=True, quant_levels=4, input_levels=8)
+    assert cfg.input_quant_levels == 8 and ArchConfig.from_dict(cfg.to_dict()) == cfg
+    same = build_config("vgg_tiny", (1, 8, 8), 10, norm=True, quant_levels=4, input_levels=4)
+    assert same.input_levels is None and "input_levels" not in same.to_dict() and same.input_quant_levels == 4
+    x = torch.rand(3, 1, 8, 8)
+    for arch, levels in ((cfg, 8), (same, 4)):
+        ann, seen = ANN(arch).eval(), []
+        ann.layers[0].register_forward_pre_hook(lambda m, inputs: seen.append(inputs[0]))
+        ann(x)
+        assert torch.equal(seen[0], quantize_input(x, levels))
+    assert not torch.equal(quantize_input(x, 8), quantize_input(x, 4))
+    plain, _, _ = qcfs_snn(*fold_ann_norms(cfg, ANN(cfg).state_dict()))   # the SNN has no input levels of its own
+    assert plain.quant_levels is None and plain.input_levels is None
+    with pytest.raises(ArchError, match="input_levels"):
+        build_config("vgg_tiny", (1, 8, 8), 10, input_levels=8)            # a ReLU ANN has no input levels
+    for bad in (0, 2.5, True, 2000):
+        with pytest.raises(ArchError):
+            ArchConfig.from_dict({**cfg.to_dict(), "input_levels": bad})
+
+
 def test_thresholds_start_from_the_data_and_the_running_statistics_stay():
     from trainer.qcfs import init_thresholds
 

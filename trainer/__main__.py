@@ -81,6 +81,8 @@ def add_optim_args(p: argparse.ArgumentParser, d: OptimConfig | None, prefix: st
     p.add_argument(f"--{prefix}grad-clip", type=number(0), default=default("grad_clip"),
                    help="max gradient norm (0 = off)")
     p.add_argument(f"--{prefix}label-smoothing", type=PROBABILITY, default=default("label_smoothing"))
+    p.add_argument(f"--{prefix}cutout", type=integer(0, 1024), default=default("cutout"), metavar="PIXELS",
+                   help="Cutout: a square of this side set to the data's mean in each training image (0: off)")
     p.add_argument(f"--{prefix}precision", default=default("precision"), choices=PRECISIONS,
                    help="bf16: synapses (convolutions, matmuls) under autocast; neurons integrate in fp32")
     p.add_argument(f"--{prefix}channels-last", default=default("channels_last"), action=argparse.BooleanOptionalAction,
@@ -131,8 +133,11 @@ def data_from(args) -> DataConfig:
 
 
 def arch_from(args) -> ArchChoice:
+    levels, input_levels = getattr(args, "quant_levels", None), getattr(args, "input_levels", None)
+    if input_levels is not None and levels is None:
+        raise BadInput(f"--input-levels {input_levels}: quantizes a QCFS ANN's input; give --quant-levels too")
     return ArchChoice(args.arch, args.conv_dropout, args.fc_dropout, getattr(args, "batch_norm", False),
-                      getattr(args, "quant_levels", None))
+                      levels, input_levels)
 
 
 def convert_from(args, batch_size: int) -> ConvertConfig:
@@ -326,9 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="QCFS activations with L levels and trainable thresholds, the input quantized to L levels "
                         "(the low-latency recipe's ANN; default: ReLU)")
+    p.add_argument("--input-levels", type=integer(1, 1024), default=None, metavar="T",
+                   help="with --quant-levels: the input quantized to T levels instead, as T steps of the integrate "
+                        "encoding deliver it (an ANN for an SNN run at T steps; default: L)")
     p.add_argument("--init", default=None, metavar="ANN.pt",
-                   help="start from this ANN checkpoint's weights (its architecture but for --quant-levels: e.g. "
-                        "a QCFS ANN fine-tuned to other levels); default: random weights")
+                   help="start from this ANN checkpoint's weights (its architecture but for --quant-levels and "
+                        "--input-levels: e.g. a QCFS ANN fine-tuned to other levels); default: random weights")
     p.add_argument("--out", type=OUTPUT_FILE, required=True)
     restart(p), add_optim_args(p, None)
 

@@ -54,11 +54,12 @@ class ArchChoice:
     fc_dropout: float = 0.5
     norm: bool = False                 # batch norm after every conv (folded at conversion)
     quant_levels: int | None = None    # QCFS activations with L levels (trainer.qcfs); None: ReLU
+    input_levels: int | None = None    # the QCFS ANN's input levels (None: L; trainer.models)
 
     def config(self, bundle: DatasetBundle) -> ArchConfig:
         return build_config(self.name or DEFAULT_ARCH[bundle.name], bundle.input_shape, bundle.num_classes,
                             conv_dropout=self.conv_dropout, fc_dropout=self.fc_dropout, norm=self.norm,
-                            quant_levels=self.quant_levels)
+                            quant_levels=self.quant_levels, input_levels=self.input_levels)
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def scratch_init(arch: ArchConfig, bundle: DatasetBundle, leak: float, timesteps
     """Random weights (He-normal) and unit thresholds: where the from-scratch runs start. The
     ANN recipe's batch norms and QCFS activations (the low-latency recipe's) have no part in
     it: the SNN of the same layers, as the paper trains it from scratch."""
-    arch = dataclasses.replace(arch, quant_levels=None, layers=tuple(
+    arch = dataclasses.replace(arch, quant_levels=None, input_levels=None, layers=tuple(
         dataclasses.replace(layer, norm=False) if getattr(layer, "norm", False) else layer for layer in arch.layers))
     torch.manual_seed(seed)
     return Checkpoint(stage=stage, arch=arch, state_dict=ANN(arch).state_dict(), data=data_record(bundle, seed),
@@ -306,12 +307,13 @@ def train_ann_in_time(bundle: DatasetBundle, arch: ArchConfig, opt: OptimConfig,
 def low_latency(cfg: ChainConfig, bundle: DatasetBundle, arch_name: str, timesteps: int, run: RunLayout,
                 rt: Runtime, accuracies: list, seconds: dict) -> None:
     """The low-latency recipe (``trainer.qcfs``) in ``run``: the chain's ANN with batch norm
-    after every conv and QCFS activations of L levels (default: L = T), trained
+    after every conv and QCFS activations of L levels (default: L = T), its input of T levels, trained
     by the chain's ANN recipe (qcfs_ann.pt); converted with its own thresholds, every layer
     starting at half of them, the integrate encoding (qcfs_converted.pt); fine-tuned at T as
     the hybrid is (qcfs.pt). Appends its accuracies and wall times."""
     levels = cfg.qcfs_levels or timesteps
-    arch = dataclasses.replace(cfg.arch, name=arch_name, norm=True, quant_levels=levels).config(bundle)
+    arch = dataclasses.replace(cfg.arch, name=arch_name, norm=True, quant_levels=levels,
+                               input_levels=timesteps).config(bundle)
     optim = cfg.ann_optim or ANN_RECIPES[bundle.name]
     t = time.time()
     ann = train_ann_in_time(bundle, arch, optim, run.checkpoint("qcfs_ann"), rt, stage="qcfs_ann")

@@ -226,7 +226,7 @@ def qcfs_snn(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict, list[float
     lam = [float(v) for v in state["act_thresholds"]]
     if not all(math.isfinite(v) and v > 0 for v in lam):
         raise ArchError(f"{cfg.name}: QCFS thresholds {lam} must be positive to become an SNN's; retrain the ANN")
-    plain = replace(cfg, quant_levels=None)
+    plain = replace(cfg, quant_levels=None, input_levels=None)
     scaled = {k: v.detach().clone() for k, v in state.items() if k != "act_thresholds"}
     feed, k = 1.0, 0
     for i, layer in enumerate(cfg.layers):          # no residual blocks: ArchConfig refuses them with QCFS

@@ -233,6 +233,7 @@ def batches(
     seed: int = 0,
     normalisation: Normalisation | None = None,
     epoch: int = 0,
+    cutout: int = 0,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalised float32 x (B, C, H, W), int64 y); the last batch may be smaller.
 
@@ -241,7 +242,9 @@ def batches(
     Augmentation (random crop with zero padding 4, horizontal flip p=0.5) acts on the raw
     pixels, so padding is a black pixel whatever the normalisation. Batches live where the
     bundle's tensors do (``DatasetBundle.to``); the random draws are made on the host, so a
-    GPU-resident bundle yields the same batches as a CPU one.
+    GPU-resident bundle yields the same batches as a CPU one. ``cutout`` > 0: Cutout (DeVries
+    and Taylor 2017) on the training split unless ``augment`` is False, after the crop and flip
+    (``_cutout``), from its own random stream: the crops and flips are the same with it and without.
     """
     x, y = _split_tensors(bundle, split)
     if batch_size < 1:
@@ -250,15 +253,18 @@ def batches(
     if norm.channels != x.shape[1]:
         raise ValueError(f"normalisation has {norm.channels} channels, {bundle.name} images have {x.shape[1]}")
     do_augment = (bundle.augment and split == "train") if augment is None else augment
+    check_cutout(bundle, cutout)
+    cut = cutout > 0 and split == "train" and augment is not False
     rng = np.random.default_rng([seed, epoch, SPLITS.index(split)])
+    cut_rng = np.random.default_rng([seed, epoch, SPLITS.index(split), 1])    # its own: the crops stay the same
     order = torch.from_numpy(rng.permutation(len(y))) if shuffle else torch.arange(len(y))
     order = order.to(x.device)
 
     def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            xb = _augment(x[idx], rng) if do_augment else x[idx]
-            yield norm.apply(xb), y[idx]
+            xb = norm.apply(_augment(x[idx], rng) if do_augment else x[idx])
+            yield (_cutout(xb, cutout, cut_rng) if cut else xb), y[idx]
 
     return generate()
 
@@ -289,6 +295,28 @@ def _augment(x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
     crops = crops.permute(0, 3, 1, 2)
     flip = torch.from_numpy(rng.random(b) < 0.5).to(dev)[:, None, None, None]
     return torch.where(flip, crops.flip(3), crops).contiguous()
+
+
+def check_cutout(bundle: DatasetBundle, side: int) -> None:
+    """Raise ValueError for a Cutout side that is negative or covers the whole image."""
+    h, w = bundle.input_shape[1:]
+    if not 0 <= side < min(h, w):
+        raise ValueError(f"cutout {side}: the square's side must be in 0..{min(h, w) - 1} for {bundle.name}'s "
+                         f"{h}x{w} images (0: off)")
+
+
+def _cutout(x: torch.Tensor, side: int, rng: np.random.Generator) -> torch.Tensor:
+    """Each normalised image of ``x`` with a ``side`` x ``side`` square set to 0 (CIFAR's mean
+    colour; the blank background of digits and MNIST), which the input encodings turn into no
+    spikes, centred on a uniform pixel and clipped at the border as in Cutout (DeVries and
+    Taylor 2017): the net cannot lean on any one patch of the image."""
+    b, _, h, w = x.shape
+    dev = x.device
+    starts = [torch.from_numpy(rng.integers(0, n, size=b) - side // 2).to(dev)[:, None] for n in (h, w)]
+    inside_y, inside_x = ((torch.arange(n, device=dev) >= s) & (torch.arange(n, device=dev) < s + side)
+                          for n, s in zip((h, w), starts))
+    square = inside_y[:, :, None] & inside_x[:, None, :]
+    return x.masked_fill(square[:, None], 0.0)
 
 
 def _subset(y: np.ndarray, k: int | None, what: str, seed: int, stream: int) -> np.ndarray:

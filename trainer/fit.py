@@ -29,7 +29,7 @@ import torch
 
 from records.layout import metrics_path
 from records.progress import progress as progress_bar
-from trainer.data import DatasetBundle, batches, num_batches
+from trainer.data import DatasetBundle, batches, check_cutout, num_batches
 from trainer.recipe import OptimConfig, Runtime, lr_factor, make_optimizer
 from trainer.train_state import MetricsCSV, TrainingState, snapshot
 
@@ -314,6 +314,7 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
     """Train from ``state.epoch`` to the schedule's end (or the deadline); the state after
     every saved epoch is on disk. Returns the last state."""
     opt, rt, out, ranks = parts.opt, parts.rt, parts.out, parts.rt.ranks
+    check_cutout(parts.train, opt.cutout)
     metrics = MetricsCSV(metrics_path(out), state.history, write=ranks.is_main)
     state.history = metrics.rows
     steps_per_epoch = num_batches(parts.train, "train", opt.batch_size)
@@ -338,7 +339,8 @@ def fit(step: Step, state: TrainingState, parts: FitParts) -> TrainingState:
         def desc() -> str:
             return f"{step.label} epoch {epoch + 1}/{deadline.span(sched):.3g}" + parts.progress_label
 
-        bar = progress_bar(batches(parts.train, "train", opt.batch_size, shuffle=True, seed=rt.seed, epoch=epoch),
+        bar = progress_bar(batches(parts.train, "train", opt.batch_size, shuffle=True, seed=rt.seed, epoch=epoch,
+                                   cutout=opt.cutout),
                            total=steps_per_epoch, desc=desc(), unit="step", enabled=rt.shows_progress,
                            end_line=False)
         for i, (x, y) in enumerate(bar):

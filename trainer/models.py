@@ -19,7 +19,9 @@ or core graph ever holds one.
 (``trainer.qcfs``): every hidden activation is QCFS's clip-floor-shift with L levels and
 a trainable threshold per neuron layer (``ANN.act_thresholds``, which conversion makes
 the SNN's thresholds), and the input is quantized to L levels as the integrate encoding
-delivers it in L steps.
+delivers it in L steps. ``ArchConfig.input_levels`` T (default None: L) quantizes the input
+to T levels instead, as T steps deliver it: an ANN of L-level activations made for an SNN
+run at T != L steps sees the input that SNN will receive.
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ class ArchConfig:
     num_classes: int
     layers: tuple[LayerSpec, ...] = field(default_factory=tuple)
     quant_levels: int | None = None        # QCFS levels L of the hidden activations and the input; None: ReLU
+    input_levels: int | None = None        # the input's levels when not L (a QCFS ANN for T != L steps)
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
@@ -86,14 +89,17 @@ class ArchConfig:
              "num_classes": self.num_classes, "layers": [l.to_dict() for l in self.layers]}
         if self.quant_levels is not None:          # absent: the paper's ReLU ANN (files of before it load)
             d["quant_levels"] = self.quant_levels
+        if self.input_levels is not None:
+            d["input_levels"] = self.input_levels
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ArchConfig":
         try:
-            levels = d.get("quant_levels")
-            if levels is not None and (isinstance(levels, bool) or not isinstance(levels, int)):
-                raise ValueError(f"quant_levels must be an integer, got {levels!r}")
+            levels, input_levels = d.get("quant_levels"), d.get("input_levels")
+            for key, v in (("quant_levels", levels), ("input_levels", input_levels)):
+                if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                    raise ValueError(f"{key} must be an integer, got {v!r}")
             name, raw = str(d["name"]), list(d["layers"])
             shape, classes = tuple(int(v) for v in d["input_shape"]), int(d["num_classes"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -104,16 +110,25 @@ class ArchConfig:
                 layers.append(layer_from_dict(layer))
             except ArchError as exc:
                 raise ArchError(f"{name}: layer {i}: {exc}") from None
-        return cls(name=name, input_shape=shape, num_classes=classes, layers=layers, quant_levels=levels)
+        return cls(name=name, input_shape=shape, num_classes=classes, layers=layers, quant_levels=levels,
+                   input_levels=input_levels)
 
     def validate(self) -> None:
         """Walk the layers once, checking that shapes chain."""
         if self.quant_levels is not None and not 1 <= self.quant_levels <= 1024:
             raise ArchError(f"{self.name}: quant_levels must be an integer in 1..1024, got {self.quant_levels}")
+        if self.input_levels is not None and (self.quant_levels is None or not 1 <= self.input_levels <= 1024):
+            raise ArchError(f"{self.name}: input_levels must be an integer in 1..1024 beside quant_levels, "
+                            f"got {self.input_levels} (quant_levels {self.quant_levels})")
         if self.quant_levels is not None and any(isinstance(l, ResBlock) for l in self.layers):
             raise ArchError(f"{self.name}: QCFS activations (quant_levels) are supported in VGG nets (conv, pool, "
                             "linear), not yet in residual blocks")
         layer_shapes(self)
+
+    @property
+    def input_quant_levels(self) -> int | None:
+        """The levels the ANN quantizes its input to (None: not at all, a ReLU ANN)."""
+        return self.quant_levels if self.input_levels is None else self.input_levels
 
     def with_layer(self, i: int, **changes) -> "ArchConfig":
         """This architecture with layer i's fields changed (``bias=True`` where a fold gave it one)."""
@@ -128,10 +143,10 @@ class ArchConfig:
 
 
 def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: float = 0.2, fc_dropout: float = 0.5,
-                 norm: bool = False, quant_levels: int | None = None) -> ArchConfig:
+                 norm: bool = False, quant_levels: int | None = None, input_levels: int | None = None) -> ArchConfig:
     """The named architecture for this input shape and class count; ``norm``: a batch norm
     after every conv layer (VGG nets and the residual nets' pre-processing convs),
-    ``quant_levels``: QCFS activations (the module docstring)."""
+    ``quant_levels``, ``input_levels``: QCFS activations and input (the module docstring)."""
     def conv(width: int) -> list[LayerSpec]:
         return [Conv(width, norm=norm)] + ([Dropout(conv_dropout)] if conv_dropout > 0 else [])
 
@@ -151,7 +166,8 @@ def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: floa
         raise ArchError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     layers.append(Linear(int(num_classes)))
     return ArchConfig(name=name, input_shape=tuple(int(v) for v in input_shape), num_classes=int(num_classes),
-                      layers=tuple(layers), quant_levels=quant_levels)
+                      layers=tuple(layers), quant_levels=quant_levels,
+                      input_levels=None if input_levels == quant_levels else input_levels)
 
 
 def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
@@ -273,8 +289,8 @@ class ANN(nn.Module):
     def forward(self, x: torch.Tensor, record: list | None = None) -> torch.Tensor:
         """The logits; ``record``, a list: every neuron layer's activation is appended to it, in order."""
         last = len(self.cfg.layers) - 1
-        if self.cfg.quant_levels is not None:
-            x = qcfs.quantize_input(x, self.cfg.quant_levels)
+        if self.cfg.input_quant_levels is not None:
+            x = qcfs.quantize_input(x, self.cfg.input_quant_levels)
         act = self._act if record is None else self._recorded(record)
         k = 0
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.layers)):

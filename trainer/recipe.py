@@ -34,6 +34,7 @@ class OptimConfig:
     warmup_epochs: float = 0.0      # linear warm-up from 10 % of lr
     grad_clip: float = 0.0          # max gradient norm, 0 = off
     label_smoothing: float = 0.0
+    cutout: int = 0                 # side of the square Cutout masks in each training image (trainer.data), 0 = off
     precision: str = "fp32"         # bf16: convolutions and matmuls under autocast; neuron state stays fp32
     channels_last: bool = False     # NHWC layout for the convolutions (the fast one on GPUs)
 
@@ -48,9 +49,14 @@ class OptimConfig:
         require(self.schedule in SCHEDULES, "schedule", self.schedule, ", ".join(SCHEDULES))
         require(self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "a number in [0, 1)")
         require(self.precision in PRECISIONS, "precision", self.precision, " or ".join(PRECISIONS))
+        require(self.cutout >= 0, "cutout", self.cutout, "an integer >= 0")
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields; cutout only where set (the configurations of runs before the option)."""
+        d = dataclasses.asdict(self)
+        if not d["cutout"]:
+            del d["cutout"]
+        return d
 
 
 def recipe(opt: OptimConfig) -> str:
@@ -108,7 +114,8 @@ class SNNTrainConfig:
     def to_dict(self) -> dict:
         """What decides the result of a run (resume refuses to continue under another)."""
         d = dataclasses.asdict(self)
-        d.update(d.pop("optim"))
+        del d["optim"]
+        d.update(self.optim.to_dict())
         d["surrogate"] = self.surrogate.to_dict() if self.surrogate is not None else None
         for name in ("weight_bits", "distill"):    # unset: the configurations of runs before the option
             if d[name] is None:

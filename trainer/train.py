@@ -169,18 +169,21 @@ class BPTTStep:
 
 def init_weights(ann: ANN, init: Checkpoint) -> set[str]:
     """Load ``init``'s weights into ``ann``, whose architecture must be init's but for QCFS's
-    levels (an ANN fine-tuned to another L, or a ReLU ANN turned into a QCFS one); returns the
+    levels and input levels (an ANN fine-tuned to another L or input, or a ReLU ANN turned into a
+    QCFS one); returns the
     parameters init lacks (QCFS's thresholds, for a ReLU init). Raises CheckpointError."""
     if init.stage not in ANN_STAGES:
         raise CheckpointError(f"stage {init.stage!r}; an ANN starts from an ANN checkpoint ({', '.join(ANN_STAGES)})")
-    if dataclasses.replace(init.arch, quant_levels=None) != dataclasses.replace(ann.cfg, quant_levels=None):
+    levels_aside = dict(quant_levels=None, input_levels=None)
+    if dataclasses.replace(init.arch, **levels_aside) != dataclasses.replace(ann.cfg, **levels_aside):
         mine, its = ann.cfg.to_dict(), init.arch.to_dict()
-        differ = [k for k in mine if k not in ("layers", "quant_levels") and mine[k] != its.get(k)]
+        differ = [k for k in mine if k not in ("layers", *levels_aside) and mine[k] != its.get(k)]
         differ += [f"layer {i} ({a.kind}: {a.to_dict()} here, {b.to_dict()} there)"
                    for i, (a, b) in enumerate(zip(ann.cfg.layers, init.arch.layers)) if a != b][:1]
         if len(ann.cfg.layers) != len(init.arch.layers):
             differ.append(f"{len(init.arch.layers)} layers, not {len(ann.cfg.layers)}")
-        raise CheckpointError(f"its architecture is not this run's but for --quant-levels: {'; '.join(differ)}")
+        raise CheckpointError(f"its architecture is not this run's but for --quant-levels and --input-levels: "
+                              f"{'; '.join(differ)}")
     keys = ann.load_state_dict(init.state_dict, strict=False)
     if set(keys.missing_keys) - {"act_thresholds"} or set(keys.unexpected_keys) - {"act_thresholds"}:
         raise CheckpointError(f"its weights do not fit: missing {keys.missing_keys}, unexpected {keys.unexpected_keys}")
