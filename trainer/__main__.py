@@ -330,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a batch norm after every conv layer, folded into weights and neuron biases at conversion")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="QCFS activations with L levels and trainable thresholds, the input quantized to L levels "
-                        "(the low-latency recipe's ANN; default: ReLU)")
+                        "or --input-levels (the low-latency recipe's ANN; default: ReLU)")
     p.add_argument("--input-levels", type=integer(1, 1024), default=None, metavar="T",
                    help="with --quant-levels: the input quantized to T levels instead, as T steps of the integrate "
                         "encoding deliver it (an ANN for an SNN run at T steps; default: L)")
