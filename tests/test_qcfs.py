@@ -102,6 +102,7 @@ def test_the_input_takes_its_own_levels_where_given():
     assert cfg.input_quant_levels == 8 and ArchConfig.from_dict(cfg.to_dict()) == cfg
     same = build_config("vgg_tiny", (1, 8, 8), 10, norm=True, quant_levels=4, input_levels=4)
     assert same.input_levels is None and "input_levels" not in same.to_dict() and same.input_quant_levels == 4
+    assert ArchConfig.from_dict({**same.to_dict(), "input_levels": 4}) == same
     x = torch.rand(3, 1, 8, 8)
     for arch, levels in ((cfg, 8), (same, 4)):
         ann, seen = ANN(arch).eval(), []

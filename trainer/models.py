@@ -79,6 +79,8 @@ class ArchConfig:
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "layers", tuple(self.layers))
+        if self.input_levels is not None and self.input_levels == self.quant_levels:
+            object.__setattr__(self, "input_levels", None)      # one form per network: None is L
         for i, layer in enumerate(self.layers):
             if not isinstance(layer, LayerSpec):
                 raise ArchError(f"{self.name}: layer {i} is {layer!r}, not a layer spec (trainer.layers)")
@@ -166,8 +168,7 @@ def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: floa
         raise ArchError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
     layers.append(Linear(int(num_classes)))
     return ArchConfig(name=name, input_shape=tuple(int(v) for v in input_shape), num_classes=int(num_classes),
-                      layers=tuple(layers), quant_levels=quant_levels,
-                      input_levels=None if input_levels == quant_levels else input_levels)
+                      layers=tuple(layers), quant_levels=quant_levels, input_levels=input_levels)
 
 
 def layer_shapes(cfg: ArchConfig) -> list[tuple[int, ...]]:
