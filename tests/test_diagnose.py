@@ -66,3 +66,23 @@ def test_unscaled_needs_a_record_and_an_ann_is_refused(converted, digits, tmp_pa
     ann = ann_checkpoint(digits, tmp_path)
     assert main(["diagnose", str(ann), "--timesteps", "4", "--out", str(out)]) == 2
     assert "an ANN checkpoint" in capsys.readouterr().err and not out.exists()
+
+
+def test_eval_scores_an_ann_on_the_images_an_snn_evaluation_takes(digits, tmp_path, capsys):
+    """``trainer eval ANN.pt --eval-samples N``: the ANN on the test split's first N images (the
+    large-T column's comparison), where it used to score the whole split whatever N said."""
+    import json
+
+    from trainer.data import batches, load_dataset
+    from trainer.evaluate import evaluate_ann
+    path = ann_checkpoint(digits, tmp_path)
+    ann = load_checkpoint(path).model().eval()
+    data = load_dataset("digits")                                 # as the command loads the checkpoint's data
+    x, y = next(batches(data, "test", 7, shuffle=False))
+    with torch.no_grad():
+        first7 = 100.0 * float((ann(x).argmax(1) == y).float().mean())
+    assert evaluate_ann(ann, data, batch_size=4, samples=7) == pytest.approx(first7)
+    assert evaluate_ann(ann, digits, samples=10 ** 6) == pytest.approx(evaluate_ann(ann, digits))
+    assert main(["eval", str(path), "--eval-samples", "7", "--quiet"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["stage"] == "ann" and line["samples"] == 7 and line["accuracy"] == pytest.approx(first7)

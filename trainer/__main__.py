@@ -257,7 +257,9 @@ def cmd_eval(args) -> None:
     ckpt = load_checkpoint(args.checkpoint)
     bundle = data_of(ckpt, args.data_root)
     if ckpt.snn is None:
-        print(json.dumps({"stage": "ann", "accuracy": evaluate_ann(ckpt.model(), bundle)}))
+        accuracy = evaluate_ann(ckpt.model().to(rt.device), bundle, device=rt.device, samples=args.eval_samples)
+        print(json.dumps({"stage": "ann", "accuracy": accuracy,
+                          "samples": min(args.eval_samples or len(bundle.test_y), len(bundle.test_y))}))
         return
     thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled)
     for t in args.timesteps or [ckpt.snn.timesteps]:
@@ -317,7 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
         p.add_argument("--quiet", action="store_true",
                        help="no progress output: no bars, no per-epoch lines (the metrics CSV has the epochs)")
-        p.add_argument("--eval-samples", type=POSITIVE, default=None, help="test samples for SNN evaluation")
+        p.add_argument("--eval-samples", type=POSITIVE, default=None,
+                       help="test samples for evaluation, the test split's first N (the SNN stages' evaluations; "
+                            "eval: an ANN's too, on the images an SNN's evaluation takes)")
 
     def restart(p):
         p.add_argument("--restart", action="store_true",

@@ -15,10 +15,17 @@ from trainer.snn import SNN
 
 
 @torch.no_grad()
-def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, device="cpu") -> float:
+def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, device="cpu",
+                 samples: int | None = None) -> float:
+    """Accuracy on the test split, or on its first ``samples`` images: those an SNN evaluation
+    of as many samples takes (``evaluate_snn``), so that the two compare on the same images."""
     ann.eval()
     correct = total = 0
     for x, y in batches(bundle, "test", batch_size, shuffle=False):
+        if samples is not None:
+            if total >= samples:
+                break
+            x, y = x[:samples - total], y[:samples - total]
         correct += int((ann(x.to(device)).argmax(1) == y.to(device)).sum())
         total += len(y)
     return 100.0 * correct / max(total, 1)
