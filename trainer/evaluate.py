@@ -14,6 +14,19 @@ from trainer.models import ANN
 from trainer.snn import SNN
 
 
+def first_samples(pairs, samples: int | None):
+    """The (x, y) batches cut to their first ``samples`` images (None: all): the test split's
+    first N, which the ANN's and the SNN's evaluations of N samples share."""
+    seen = 0
+    for x, y in pairs:
+        if samples is not None:
+            if seen >= samples:
+                return
+            x, y = x[:samples - seen], y[:samples - seen]
+        seen += len(y)
+        yield x, y
+
+
 @torch.no_grad()
 def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, device="cpu",
                  samples: int | None = None) -> float:
@@ -21,11 +34,7 @@ def evaluate_ann(ann: ANN, bundle: DatasetBundle, *, batch_size: int = 256, devi
     of as many samples takes (``evaluate_snn``), so that the two compare on the same images."""
     ann.eval()
     correct = total = 0
-    for x, y in batches(bundle, "test", batch_size, shuffle=False):
-        if samples is not None:
-            if total >= samples:
-                break
-            x, y = x[:samples - total], y[:samples - total]
+    for x, y in first_samples(batches(bundle, "test", batch_size, shuffle=False), samples):
         correct += int((ann(x.to(device)).argmax(1) == y.to(device)).sum())
         total += len(y)
     return 100.0 * correct / max(total, 1)
@@ -47,14 +56,11 @@ def evaluate_snn(snn: SNN, bundle: DatasetBundle, timesteps: int, *, batch_size:
     n_batches = num_batches(bundle, "test", batch_size)
     if samples is not None:                      # the bar's total (and ETA) for the images asked for
         n_batches = min(n_batches, math.ceil(samples / batch_size))
-    bar = progress_bar(batches(bundle, "test", batch_size, shuffle=False), total=n_batches, enabled=progress,
-                       desc=f"SNN eval T={timesteps}", unit="batch", leave=False)
+    bar = progress_bar(first_samples(batches(bundle, "test", batch_size, shuffle=False), samples),
+                       total=n_batches, enabled=progress, desc=f"SNN eval T={timesteps}", unit="batch", leave=False)
     for x, y in bar:
-        if (samples is not None and total >= samples) or (deadline is not None and total and
-                                                           time.monotonic() > deadline):
+        if deadline is not None and total and time.monotonic() > deadline:
             break
-        if samples is not None:
-            x, y = x[:samples - total], y[:samples - total]
         logits = snn(x.to(device), timesteps, window=window, generator=generator)
         correct += int((logits.argmax(1) == y.to(logits.device)).sum())
         total += len(y)
