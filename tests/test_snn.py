@@ -196,3 +196,39 @@ def test_fine_tuning_runs_its_convs_in_the_recipes_layout(converted, digits, tmp
         SNNTrainConfig(OptimConfig(epochs=1, lr=1e-3, optimizer="adam", channels_last=laid_out)),
         tmp_path / "stdb.pt", Runtime(progress=False)))
     assert seen and all(seen) == laid_out       # digits has one input channel: its first conv is either
+
+
+def test_uniform_scaling_raises_every_rate_by_one_over_the_factor():
+    """At depth the paper's compound scaling (every threshold x f) raises layer l's rate by
+    about (1/f)**l; uniform scaling raises every layer's by about 1/f (the CIFAR VGG9 at
+    T = 100 collapsed under compound 0.7: docs/method.md)."""
+    from trainer.convert import scale_thresholds
+    from trainer.diagnose import RecordingSNN
+
+    torch.manual_seed(0)
+    cfg = ArchConfig("mlp5", (1, 1, 8), 2, [Flatten()] + [Linear(16) for _ in range(5)] + [Linear(2)])
+    ann = ANN(cfg)
+    with torch.no_grad():
+        for layer in ann.layers:
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.uniform_(-0.05, 0.25)
+    x = torch.rand(64, 1, 1, 8)
+    unscaled = balance_thresholds(ann, lambda: [x], 50, statistic="percentile", percentile=99.0,
+                                  scaling_factor=1.0, progress=False)
+    factor = 0.8
+
+    def rates(thresholds):
+        snn = RecordingSNN(ann, thresholds).eval()
+        with torch.no_grad():
+            snn(x, 400, generator=torch.Generator().manual_seed(1))
+        return [float(c.mean()) / 400 for c in snn.counts]
+
+    base = rates(unscaled)
+    uniform = rates(scale_thresholds(ann, unscaled, factor, "uniform"))
+    compound = rates(scale_thresholds(ann, unscaled, factor, "compound"))
+    assert scale_thresholds(ann, unscaled, factor, "uniform") == [unscaled[0] * factor] + unscaled[1:]
+    uniform_gain = [u / b for u, b in zip(uniform, base)]
+    compound_gain = [c / b for c, b in zip(compound, base)]
+    print("uniform", uniform_gain, "compound", compound_gain)
+    assert all(1.1 < g < 1 / factor * 1.05 for g in uniform_gain), uniform_gain
+    assert compound_gain[-1] > 1.6 > uniform_gain[-1], compound_gain

@@ -23,7 +23,7 @@ from records.device import resolve_device
 from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from trainer.convert import STATISTICS, rescale_biases
+from trainer.convert import SCALINGS, STATISTICS, rescale_biases
 from trainer.data import DATASETS, batches, data_of
 from trainer.diagnose import layer_agreement
 from trainer.distill import Distillation, check_teacher
@@ -93,11 +93,13 @@ def add_convert_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--statistic", default="max", choices=STATISTICS, help="threshold statistic (paper: max)")
     p.add_argument("--percentile", type=number(0, 100, lo_open=True), default=99.9)
     p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=0.7)
+    p.add_argument("--scaling", default="compound", choices=SCALINGS,
+                   help="how the factor enters: compound = every balanced threshold x factor (the paper's code; "
+                        "layer l's rate grows by (1/factor)^l), uniform = every layer's rate grows by 1/factor")
     p.add_argument("--balance-batches", type=POSITIVE, default=4, help="batches the statistic is taken over")
     p.add_argument("--leak", type=LEAK, default=1.0, help="membrane leak lambda in (0, 1] (1.0 = IF)")
     p.add_argument("--calibrate-biases", type=integer(0, 100000), default=0, metavar="N",
-                   help="a QCFS ANN's SNN: calibrate its biases at T on N training images (trainer.calibrate; "
-                        "0 = none)")
+                   help="calibrate the SNN's biases at T on N training images (trainer.calibrate; 0 = none)")
 
 
 def add_snn_args(p: argparse.ArgumentParser) -> None:
@@ -142,7 +144,7 @@ def arch_from(args) -> ArchChoice:
 
 def convert_from(args, batch_size: int) -> ConvertConfig:
     return ConvertConfig(args.statistic, args.percentile, args.scaling_factor, args.balance_batches, batch_size,
-                         args.leak, args.calibrate_biases)
+                         args.leak, args.calibrate_biases, args.scaling)
 
 
 def snn_from(args, optim: OptimConfig, leak: float | None) -> tuple[SNNTrainConfig, SurrogateChoice]:

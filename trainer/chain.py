@@ -8,7 +8,9 @@ writing the checkpoint of its stage (a stage is always a checkpoint's kind,
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+import operator
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -21,13 +23,14 @@ from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
 from trainer.checkpoint import Checkpoint, CheckpointError, SNNParams, load_checkpoint, save_checkpoint
 from trainer.calibrate import calibrate_biases
-from trainer.convert import STATISTICS, balance_thresholds, qcfs_snn, rescale_biases, scale_thresholds
+from trainer.convert import SCALINGS, STATISTICS, balance_thresholds, qcfs_snn, rescale_biases, scale_thresholds
 from trainer.defaults import ANN_RECIPES, DEFAULT_ARCH, DEFAULT_SURROGATE, default_timesteps
 from trainer.data import DatasetBundle, batches, data_record, load_dataset
 from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
 from trainer.methods import BASELINES, baseline_config
 from trainer import qcfs
+from trainer.layers import ResBlock
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
 from trainer.snn import SNN, require_training_memory
@@ -70,7 +73,8 @@ class ConvertConfig:
     balance_batches: int = 4
     batch_size: int = 64
     leak: float = 1.0
-    bias_calibration: int = 0      # a QCFS conversion's bias calibration at T on this many images (0: none)
+    bias_calibration: int = 0      # the conversion's bias calibration at T on this many images (0: none)
+    scaling: str = "compound"      # how the scaling factor enters (trainer.convert.SCALINGS)
 
     def __post_init__(self) -> None:
         require(self.statistic in STATISTICS, "statistic", self.statistic, f"one of {', '.join(STATISTICS)}")
@@ -83,6 +87,7 @@ class ConvertConfig:
         require(math.isfinite(self.leak) and 0 < self.leak <= 1, "leak", self.leak, "a number in (0, 1]")
         require(0 <= self.bias_calibration <= 100000, "bias_calibration", self.bias_calibration,
                 "an integer in 0..100000")
+        require(self.scaling in SCALINGS, "scaling", self.scaling, f"one of {', '.join(SCALINGS)}")
 
 
 @dataclass(frozen=True)
@@ -129,8 +134,10 @@ def balance_record(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, see
         return {"thresholds_from": "qcfs", "leak": cfg.leak, "timesteps": timesteps, "ann": weights_digest(ann_ckpt),
                 **({"bias_calibration": cfg.bias_calibration, "seed": seed} if cfg.bias_calibration else {})}
     return {"statistic": cfg.statistic, "percentile": cfg.percentile, "scaling_factor": cfg.scaling_factor,
+            "scaling": cfg.scaling,
             "batches": cfg.balance_batches, "batch_size": cfg.batch_size, "leak": cfg.leak, "timesteps": timesteps,
-            "seed": seed, "ann": weights_digest(ann_ckpt)}
+            "seed": seed, "ann": weights_digest(ann_ckpt),
+            **({"bias_calibration": cfg.bias_calibration} if cfg.bias_calibration else {})}
 
 
 def converted_already(ann_ckpt: Checkpoint, cfg: ConvertConfig, timesteps: int, out, seed: int) -> Checkpoint | None:
@@ -163,27 +170,21 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
     """The ANN's batch norms folded (``trainer.norms``), then its SNN written to ``out``.
     A QCFS ANN (``trainer.qcfs``) takes its trained thresholds (each layer's weights scaled
     by the threshold feeding it), every layer starting at half of its threshold, and the
-    integrate input encoding, and with ``cfg.bias_calibration`` its biases calibrated at T
-    (``trainer.calibrate``). Any other is balanced (Algorithm 1)
-    at T: the thresholds scaled for the reduced T, and the unscaled ones, for the large T,
-    in ``metrics["balance"]["unscaled"]``."""
+    integrate input encoding. Any other is balanced (Algorithm 1) at T: the thresholds scaled
+    for the reduced T, and the unscaled ones, for the large T, in
+    ``metrics["balance"]["unscaled"]``. With ``cfg.bias_calibration`` either has its biases
+    calibrated at T (``trainer.calibrate``); the large T keeps them."""
     arch, state = fold_ann_norms(ann_ckpt.arch, ann_ckpt.state_dict)
     record = balance_record(ann_ckpt, cfg, timesteps, rt.seed)
-    metrics = {}
     if arch.quant_levels is not None:
         arch, state, thresholds = qcfs_snn(arch, state)
         params = SNNParams(thresholds=thresholds, leak=cfg.leak, timesteps=timesteps,
                            v_init=[qcfs.SNN_V_INIT] * len(thresholds), encoding="integrate")
-        unscaled = thresholds
-        if cfg.bias_calibration:
-            x = next(batches(bundle, "train", cfg.bias_calibration, shuffle=True, augment=False, seed=rt.seed))[0]
-            arch, state, shifts = calibrate_biases(ann_ckpt.model(), arch, state, thresholds, params.v_init, x,
-                                                   timesteps, params.encoding)
-            metrics["bias_calibration"] = {"timesteps": timesteps, "samples": len(x), "mean_abs_shift": shifts}
+        unscaled = scales = thresholds                   # a rate of 1 stands for lambda
     else:
-        if cfg.bias_calibration:
-            raise BadInput(f"--calibrate-biases: bias calibration belongs to the low-latency recipe (a QCFS ANN, "
-                           f"--quant-levels); {ann_ckpt.arch.name} is balanced instead")
+        if cfg.bias_calibration and any(isinstance(layer, ResBlock) for layer in arch.layers):
+            raise BadInput(f"--calibrate-biases: {ann_ckpt.arch.name} has residual blocks; bias calibration "
+                           "takes conv and linear neuron layers only")
         ann = ANN(arch).to(rt.device)
         ann.load_state_dict(state)
 
@@ -197,9 +198,16 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
         unscaled = balance_thresholds(ann, calibration, timesteps, statistic=cfg.statistic,
                                       percentile=cfg.percentile, scaling_factor=1.0, leak=cfg.leak, window=50,
                                       seed=rt.seed, progress=rt.progress)
-        params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor), leak=cfg.leak,
-                           timesteps=timesteps)
+        params = SNNParams(thresholds=scale_thresholds(ann, unscaled, cfg.scaling_factor, cfg.scaling),
+                           leak=cfg.leak, timesteps=timesteps)
         state = rescale_biases(arch, state, None, params.thresholds)      # biases in the SNN's units
+        scales = list(itertools.accumulate(params.thresholds, operator.mul))   # a rate of 1: the thresholds' product
+    metrics = {}
+    if cfg.bias_calibration:
+        x = next(batches(bundle, "train", cfg.bias_calibration, shuffle=True, augment=False, seed=rt.seed))[0]
+        arch, state, shifts = calibrate_biases(ann_ckpt.model().to(rt.device), arch, state, params.thresholds,
+                                               params.v_init, x.to(rt.device), timesteps, scales=scales, encoding=params.encoding, seed=rt.seed)
+        metrics["bias_calibration"] = {"timesteps": timesteps, "samples": len(x), "mean_abs_shift": shifts}
     ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state, data=ann_ckpt.data,
                       snn=params, metrics={"balance": {**record, "unscaled": unscaled}, **metrics})
     save_checkpoint(ckpt, out)

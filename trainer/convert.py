@@ -4,12 +4,16 @@ Layer by layer, in order, simulate the SNN with Poisson inputs for T steps using
 thresholds already found, and set this layer's threshold to a statistic of the input
 current it receives over several batches, neurons and steps: the maximum (the paper's
 default) or a percentile (averaged over batches and windows, a common robust choice).
-As in the paper's code the search runs with the raw statistics and the scaling factor
-multiplies all thresholds at the end (``scale_thresholds``). The factor adjusts a network
-for the reduced T only (the paper's Table 1, column 4): since every balanced threshold is
-scaled, the rate of layer l grows by about (1 / factor)**l, which fills the few steps but
-saturates the deep layers; at the large T of the conversion column the unscaled thresholds
-are the balanced network (``trainer.chain.convert`` records both). In residual nets only the layers outside residual
+The search runs with the raw statistics and the scaling factor enters at the end
+(``scale_thresholds``); it adjusts a network for the reduced T only (the paper's Table 1,
+column 4), and at the large T of the conversion column the unscaled thresholds are the
+balanced network (``trainer.chain.convert`` records both). Two ways (``SCALINGS``):
+"compound", the paper's code, multiplies every balanced threshold by the factor, so the
+rate of layer l grows by about (1 / factor)**l: it fills the few steps of a shallow
+network but saturates the deep layers of a deep one; "uniform" multiplies the first
+balanced threshold only, so every layer's rate grows by about 1 / factor - the activation
+a rate of 1 stands for (the thresholds' product up to the layer) shrinks by the factor in
+every layer, as percentile normalisation scaled layer by layer would. In residual nets only the layers outside residual
 blocks are balanced; neurons inside blocks keep threshold 1 (Section 4).
 
 ``balance_thresholds`` keeps every balanced layer's output spikes (as floats while they fit
@@ -45,6 +49,7 @@ from trainer.models import ANN, ArchConfig, ArchError, neuron_layers
 from trainer.snn import SNN
 
 STATISTICS = ("max", "percentile")
+SCALINGS = ("compound", "uniform")
 CPU_KEEP_BYTES = 2 * 2 ** 30   # currents kept between the statistic and the firing pass (on CUDA: 1/4 of free)
 
 
@@ -56,11 +61,13 @@ def current_statistic(current: torch.Tensor, statistic: str, percentile: float) 
     return float(torch.kthvalue(flat.cpu(), k).values)
 
 
-def _check_arguments(statistic: str, scaling_factor: float) -> None:
+def _check_arguments(statistic: str, scaling_factor: float, scaling: str) -> None:
     if statistic not in STATISTICS:
         raise ValueError(f"unknown statistic {statistic!r}; choose one of {', '.join(STATISTICS)}")
     if not 0 < scaling_factor:
         raise ValueError("scaling factor must be positive")
+    if scaling not in SCALINGS:
+        raise ValueError(f"unknown scaling {scaling!r}; choose one of {', '.join(SCALINGS)}")
 
 
 def bias_feeds(cfg: ArchConfig) -> dict[str, int]:
@@ -121,10 +128,10 @@ def _threshold(k: int, values: list[float], statistic: str, timesteps: int, imag
 
 def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
                        statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
-                       leak: float = 1.0, window: int | None = None, seed: int = 0, progress: bool = True,
-                       keep_bytes: int | None = None) -> list[float]:
+                       scaling: str = "compound", leak: float = 1.0, window: int | None = None, seed: int = 0,
+                       progress: bool = True, keep_bytes: int | None = None) -> list[float]:
     """Thresholds for every neuron layer; ``batches()`` yields normalised input batches."""
-    _check_arguments(statistic, scaling_factor)
+    _check_arguments(statistic, scaling_factor, scaling)
     layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
     ann.eval()
     snn = SNN(ann, [1.0] * len(layers), leak=leak, surrogate=Surrogate())
@@ -146,7 +153,7 @@ def balance_thresholds(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], 
                                      timesteps, keep_bytes)
     finally:
         _set_biases(ann, ann_biases, [1.0] * len(layers))       # the ANN's modules as they came
-    return scale_thresholds(ann, thresholds, scaling_factor)
+    return scale_thresholds(ann, thresholds, scaling_factor, scaling)
 
 
 def _balance_layers(snn: SNN, bar, inputs, trains, steps, lut, ann_biases, statistic, percentile, timesteps,
@@ -186,17 +193,22 @@ def _balance_layers(snn: SNN, bar, inputs, trains, steps, lut, ann_biases, stati
     return list(snn.thresholds)
 
 
-def scale_thresholds(ann: ANN, thresholds: list[float], scaling_factor: float) -> list[float]:
-    """The balanced layers' thresholds times ``scaling_factor`` (residual blocks' stay at 1)."""
+def scale_thresholds(ann: ANN, thresholds: list[float], scaling_factor: float, scaling: str = "compound"
+                     ) -> list[float]:
+    """The thresholds for the reduced T: "compound", every balanced layer's times
+    ``scaling_factor``; "uniform", the first balanced layer's only (residual blocks' stay at 1)."""
+    _check_arguments("max", scaling_factor, scaling)
     balanced = _balanced(ann)
-    return [v * scaling_factor if k in balanced else v for k, v in enumerate(thresholds)]
+    scaled = balanced if scaling == "compound" else balanced[:1]
+    return [v * scaling_factor if k in scaled else v for k, v in enumerate(thresholds)]
 
 
 def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.Tensor]], timesteps: int, *,
                                  statistic: str = "max", percentile: float = 99.9, scaling_factor: float = 0.7,
-                                 leak: float = 1.0, window: int | None = None, seed: int = 0) -> list[float]:
+                                 scaling: str = "compound", leak: float = 1.0, window: int | None = None,
+                                 seed: int = 0) -> list[float]:
     """Algorithm 1 as written: for every layer, replay the network from the same Poisson input."""
-    _check_arguments(statistic, scaling_factor)
+    _check_arguments(statistic, scaling_factor, scaling)
     layers, balanced = neuron_layers(ann.cfg), _balanced(ann)
     thresholds = [1.0] * len(layers)
     ann.eval()
@@ -213,7 +225,7 @@ def balance_thresholds_by_replay(ann: ANN, batches: Callable[[], Iterable[torch.
                 values.append(current_statistic(current, statistic, percentile))
         thresholds[k] = _threshold(k, values, statistic, timesteps, images, "replayed")
     _set_biases(ann, ann_biases, [1.0] * len(layers))
-    return scale_thresholds(ann, thresholds, scaling_factor)
+    return scale_thresholds(ann, thresholds, scaling_factor, scaling)
 
 
 @torch.no_grad()
