@@ -44,6 +44,7 @@ from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
 from reports.terminal import print_report
+from trainer.convert import SCALINGS, STATISTICS
 from trainer.data import DATASETS
 from trainer.distill import Distillation
 from trainer.methods import METHODS
@@ -115,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutout", type=integer(0, 1024), default=None, metavar="PIXELS",
                    help="the ANN's Cutout: a square of this side set to the data's mean in each training image "
                         "(default: the recipe's, off)")
+    p.add_argument("--statistic", default=None, choices=STATISTICS,
+                   help="threshold balancing's statistic of the input currents (default: the paper's max)")
+    p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=None, metavar="F",
+                   help="the balanced thresholds' factor for the reduced T (default: the paper's 0.7)")
+    p.add_argument("--scaling", default=None, choices=SCALINGS,
+                   help="how the factor enters: compound = every balanced threshold x F (the paper's code, the "
+                        "default), uniform = every layer's rate x 1/F (trainer.convert)")
+    p.add_argument("--calibrate-biases", type=integer(0, 100000), default=None, metavar="N",
+                   help="calibrate the converted SNN's biases at the reduced T on N training images "
+                        "(trainer.calibrate; default: the low-latency recipe's 256, else none)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
                    help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
@@ -158,6 +169,15 @@ def recipe_of(args, device: str) -> str:
     return recipe
 
 
+def convert_config(args, low: bool) -> ConvertConfig:
+    """The conversion's settings: the recipe's (the low-latency one calibrates its biases),
+    with what the command line changes."""
+    recipe = ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION if low else 0)
+    return dataclasses.replace(recipe, **{k: v for k, v in (
+        ("statistic", args.statistic), ("scaling_factor", args.scaling_factor), ("scaling", args.scaling),
+        ("bias_calibration", args.calibrate_biases)) if v is not None})
+
+
 def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainConfig:
     budget = args.budget_minutes is not None
     low = recipe == "low-latency"
@@ -168,7 +188,7 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
                                                           ("fc_dropout", args.fc_dropout)) if v is not None})
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=arch, timesteps=timesteps, scratch=not (args.no_scratch or budget),
-                      convert=ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION if low else 0),
+                      convert=convert_config(args, low),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),
                       baseline_epochs=args.method_epochs, qcfs_levels=None if low else args.quant_levels,
                       eval_samples=args.eval_samples, large_eval_samples=args.large_eval_samples)

@@ -111,6 +111,24 @@ def test_the_recipes_regularisation_can_be_changed():
     assert (paper.arch.conv_dropout, paper.arch.fc_dropout) == (0.1, 0.5)
 
 
+def test_the_conversion_settings_can_be_changed():
+    """The paper's balancing by default; --statistic, --scaling-factor, --scaling and
+    --calibrate-biases change it (the low-latency recipe calibrates on 256 images unless told)."""
+    from trainer.chain import ConvertConfig
+    from trainer.defaults import LOW_LATENCY_CALIBRATION
+
+    steps = TimeSteps(reduced=4, large=32)
+    assert chain_config(build_parser().parse_args([]), steps, "cpu").convert == ConvertConfig()
+    args = build_parser().parse_args(["--statistic", "percentile", "--scaling-factor", "1", "--scaling", "uniform",
+                                      "--calibrate-biases", "64"])
+    cfg = chain_config(args, steps, "cpu").convert
+    assert (cfg.statistic, cfg.scaling_factor, cfg.scaling, cfg.bias_calibration) == ("percentile", 1.0, "uniform", 64)
+    low = chain_config(build_parser().parse_args(["--recipe", "low-latency"]), steps, "cpu", "low-latency")
+    assert low.convert.bias_calibration == LOW_LATENCY_CALIBRATION
+    off = build_parser().parse_args(["--recipe", "low-latency", "--calibrate-biases", "0"])
+    assert chain_config(off, steps, "cpu", "low-latency").convert.bias_calibration == 0
+
+
 def test_the_low_latency_chain_is_not_run_twice():
     """On digits the qcfs method (the low-latency recipe) runs beside the paper's chain by
     default; under --recipe low-latency it is the chain itself."""
