@@ -75,3 +75,24 @@ def test_bias_calibration_refuses_residual_blocks(tmp_path, digits):
     ann_ckpt = train_ann(digits, arch, ann_recipe("digits", epochs=1), tmp_path / "ann.pt", rt)
     with pytest.raises(BadInput, match="residual blocks"):
         convert(ann_ckpt, digits, ConvertConfig(bias_calibration=8), 4, tmp_path / "x.pt", rt)
+
+
+@pytest.mark.parametrize("encoding,timesteps", [("poisson", 11), ("integrate", 4)])
+def test_one_pass_calibration_equals_replay(encoding, timesteps):
+    """The kept-spikes calibration gives the replayed one's biases bit for bit (T = 11: a
+    window cut short; biases added to layers without one)."""
+    from trainer.calibrate import calibrate_biases, calibrate_biases_by_replay
+    from trainer.models import ANN, build_config
+
+    torch.manual_seed(0)
+    arch = build_config("vgg_tiny", (1, 8, 8), 10)
+    ann = ANN(arch).eval()
+    x = torch.rand(6, 1, 8, 8)
+    thresholds = [0.6, 0.8, 1.1][:len(neuron_layers(arch))]
+    scales = list(itertools.accumulate(thresholds, operator.mul))
+    args = (ann, arch, ann.state_dict(), thresholds, None, x, timesteps)
+    fast = calibrate_biases(*args, scales=scales, encoding=encoding, seed=3)
+    slow = calibrate_biases_by_replay(*args, scales=scales, encoding=encoding, seed=3)
+    assert fast[0] == slow[0] and fast[2] == slow[2] and any(v > 0 for v in fast[2])
+    assert fast[1].keys() == slow[1].keys()
+    assert all(torch.equal(fast[1][k], slow[1][k]) for k in fast[1])

@@ -16,9 +16,12 @@ per step stands for (QCFS: lambda_k; balanced: the product of the thresholds up 
 r_k the SNN's spikes per step and theta_k the layer's threshold: the rate's error in the
 units of the layer's current (QCFS: a_k - r_k * lambda_k). The target is capped at one
 spike per step, the most a neuron can fire. Each layer is corrected with the layers before
-it already corrected; the SNN runs only up to the layer calibrated, window by window. The
-biases are those of the T they were calibrated at: the converted checkpoint records that T
-(``metrics["bias_calibration"]``).
+it already corrected. ``calibrate_biases`` keeps each layer's output spikes (one byte per
+neuron-step) once its bias is corrected and feeds them to the next layer, so each synapse
+runs twice (before and after its correction) instead of once per later layer;
+``calibrate_biases_by_replay`` replays the SNN from the input for every layer, the reference
+the tests hold it to. The biases are those of the T they were calibrated at: the converted
+checkpoint records that T (``metrics["bias_calibration"]``).
 """
 from __future__ import annotations
 
@@ -32,15 +35,8 @@ from trainer.snn import SNN
 CALIBRATION_WINDOW = 8     # steps per window (bounds the memory of the currents at large T)
 
 
-@torch.no_grad()
-def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[float], v_init: list[float] | None,
-                     x: torch.Tensor, timesteps: int, *, scales: list[float], encoding: str = "integrate",
-                     seed: int = 0) -> tuple[ArchConfig, dict, list]:
-    """(the architecture with a bias on every hidden layer, the state_dict with the calibrated
-    biases, the mean |correction| per neuron layer) of the SNN (``arch``, ``state``,
-    ``thresholds``, ``v_init``, ``encoding``) converted from ``ann``, on the normalised images
-    ``x`` at T; ``scales[k]``: the ANN activation one spike per step of neuron layer k stands for."""
-    target = ann_activations(ann.eval(), x)
+def _prepared(arch: ArchConfig, state: dict, thresholds, v_init, x, encoding, scales):
+    """(architecture and state with a zero bias on every hidden layer that has none, its SNN)."""
     state = {k: v.clone() for k, v in state.items()}
     layers = neuron_layers(arch)
     if len(scales) != len(layers):
@@ -54,19 +50,64 @@ def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[f
             state[f"layers.{i}.bias"] = torch.zeros(state[f"layers.{i}.weight"].shape[0])
     model = ANN(arch).to(x.device)
     model.load_state_dict(state)
-    snn = SNN(model, thresholds, v_init=v_init, encoding=encoding).eval()
+    return arch, SNN(model, thresholds, v_init=v_init, encoding=encoding).eval()
+
+
+def _shift(target: torch.Tensor, count: torch.Tensor, timesteps: int, scale: float, threshold: float) -> torch.Tensor:
+    """Each channel's bias correction: the mean of (min(a / scale, 1) - rate) x threshold."""
+    rate = count / timesteps
+    dims = [0, 2, 3] if rate.dim() == 4 else [0]
+    return ((target / scale).clamp(max=1.0) - rate).mean(dims) * threshold
+
+
+def _result(arch: ArchConfig, snn: SNN, corrections: list[float]) -> tuple[ArchConfig, dict, list]:
+    return arch, {k: v.detach().cpu().clone() for k, v in snn.ann.state_dict().items()}, corrections
+
+
+@torch.no_grad()
+def calibrate_biases(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[float], v_init: list[float] | None,
+                     x: torch.Tensor, timesteps: int, *, scales: list[float], encoding: str = "integrate",
+                     seed: int = 0) -> tuple[ArchConfig, dict, list]:
+    """(the architecture with a bias on every hidden layer, the state_dict with the calibrated
+    biases, the mean |correction| per neuron layer) of the SNN (``arch``, ``state``,
+    ``thresholds``, ``v_init``, ``encoding``) converted from ``ann``, on the normalised images
+    ``x`` at T; ``scales[k]``: the ANN activation one spike per step of neuron layer k stands for."""
+    target = ann_activations(ann.eval(), x)
+    arch, snn = _prepared(arch, state, thresholds, v_init, x, encoding, scales)
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    windows = [(t0, min(CALIBRATION_WINDOW, timesteps - t0)) for t0 in range(0, timesteps, CALIBRATION_WINDOW)]
+    trains = [snn.encode(x, t0, n, generator).to(torch.int8) for t0, n in windows]   # entering at layer index 0
+    entry, corrections = 0, []
+    for k, (i, _) in enumerate(neuron_layers(arch)):
+
+        def spikes():          # layer k's spikes window by window, from its initial potential
+            _, states, lut = snn.begin(timesteps, CALIBRATION_WINDOW, x.device)
+            for (t0, _), train in zip(windows, trains):
+                yield snn.fire(k, snn.layer_currents(train.to(x.dtype), k, entry, states, t0, lut), states, t0, lut)
+
+        shift = _shift(target[k], sum(s.sum(0) for s in spikes()), timesteps, scales[k], thresholds[k])
+        snn.ann.layers[i].bias += shift
+        corrections.append(float(shift.abs().mean()))
+        trains, entry = [s.to(torch.int8) for s in spikes()], i + 1
+    return _result(arch, snn, corrections)
+
+
+@torch.no_grad()
+def calibrate_biases_by_replay(ann: ANN, arch: ArchConfig, state: dict, thresholds: list[float],
+                               v_init: list[float] | None, x: torch.Tensor, timesteps: int, *, scales: list[float],
+                               encoding: str = "integrate", seed: int = 0) -> tuple[ArchConfig, dict, list]:
+    """``calibrate_biases`` as written: for every layer, the SNN replayed from the same input."""
+    target = ann_activations(ann.eval(), x)
+    arch, snn = _prepared(arch, state, thresholds, v_init, x, encoding, scales)
     corrections = []
-    for k, (i, _) in enumerate(layers):
+    for k, (i, _) in enumerate(neuron_layers(arch)):
         generator = torch.Generator(device=x.device).manual_seed(seed)     # the same input trains for every layer
         _, states, lut = snn.begin(timesteps, CALIBRATION_WINDOW, x.device)   # layer k, from its initial potential
         count = 0
         windows = snn.input_currents(x, timesteps, k, window=CALIBRATION_WINDOW, generator=generator)
         for t0, currents in zip(range(0, timesteps, CALIBRATION_WINDOW), windows):
             count = count + snn.fire(k, currents, states, t0, lut).sum(0)
-        rate = count / timesteps
-        dims = [0, 2, 3] if rate.dim() == 4 else [0]
-        shift = ((target[k] / scales[k]).clamp(max=1.0) - rate).mean(dims) * thresholds[k]
-        model.layers[i].bias += shift
+        shift = _shift(target[k], count, timesteps, scales[k], thresholds[k])
+        snn.ann.layers[i].bias += shift
         corrections.append(float(shift.abs().mean()))
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    return arch, state, corrections
+    return _result(arch, snn, corrections)
