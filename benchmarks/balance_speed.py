@@ -1,17 +1,20 @@
-"""Threshold balancing's cost in ANN forward passes: one-pass (kept spikes) vs replay vs the ANN.
+"""The conversion's cost in ANN forward passes: threshold balancing and bias calibration, each
+one-pass (kept spikes) vs replay, against the ANN.
 
     python benchmarks/balance_speed.py                       # VGG5, 3x32x32, T=16, 4 batches of 16
     python benchmarks/balance_speed.py --arch vgg16 --timesteps 100 --device cuda
 
 The unit is one ANN forward over the same T x images (batch T*B, the same layers, no
-grad). The three are interleaved in one run, in a rotating order, ``--repeats`` times;
-min and median seconds and each balancing's ratio to the ANN pass are printed (target
-for the one-pass balancing: <= 1.5x). Random weights; the thresholds of both balancings
-are checked equal.
+grad). The five are interleaved in one run, in a rotating order, ``--repeats`` times;
+min and median seconds and each one's ratio to the ANN pass are printed (target for the
+one-pass balancing: <= 1.5x). Random weights; the thresholds of both balancings, and the
+biases of both calibrations (on all the images, at the balanced thresholds), are checked equal.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
+import operator
 import statistics
 import sys
 import time
@@ -23,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interleave import interleaved  # noqa: E402
 from benchmarks.machine import describe  # noqa: E402
+from trainer.calibrate import calibrate_biases, calibrate_biases_by_replay  # noqa: E402
 from trainer.convert import balance_thresholds, balance_thresholds_by_replay  # noqa: E402
 from trainer.models import ANN, build_config  # noqa: E402
 
@@ -64,14 +68,22 @@ def main() -> None:
 
     one_pass = lambda: balance_thresholds(ann, lambda: iter(xs), steps, progress=False)  # noqa: E731
     replay = lambda: balance_thresholds_by_replay(ann, lambda: iter(xs), steps)  # noqa: E731
-    assert one_pass() == replay(), "the two balancings disagree"
-    methods = {"ANN forward (T*B)": ann_pass, "balancing, one pass": one_pass, "balancing, replay": replay}
+    thresholds = one_pass()
+    assert thresholds == replay(), "the two balancings disagree"
+    x, scales = torch.cat(xs), list(itertools.accumulate(thresholds, operator.mul))
+    calibration = [ann, ann.cfg, ann.state_dict(), thresholds, None, x, steps]
+    calibrate = lambda: calibrate_biases(*calibration, scales=scales, encoding="poisson")  # noqa: E731
+    calibrate_replay = lambda: calibrate_biases_by_replay(*calibration, scales=scales, encoding="poisson")  # noqa: E731
+    fast, slow = calibrate(), calibrate_replay()
+    assert all(torch.equal(fast[1][k], slow[1][k]) for k in fast[1]), "the two calibrations disagree"
+    methods = {"ANN forward (T*B)": ann_pass, "balancing, one pass": one_pass, "balancing, replay": replay,
+               "calibration, one pass": calibrate, "calibration, replay": calibrate_replay}
     seconds = interleaved(methods, args.repeats, lambda name: timed(methods[name], device))
     print(f"{args.arch}, 3x32x32, T={steps}, {args.batches} x {args.batch} images, device {device}, "
           f"{torch.get_num_threads()} threads, {args.repeats} repeats (interleaved)")
     base = statistics.median(seconds["ANN forward (T*B)"])
     for name, values in seconds.items():
-        print(f"{name:<22} min {min(values):8.3f} s  median {statistics.median(values):8.3f} s  "
+        print(f"{name:<24} min {min(values):8.3f} s  median {statistics.median(values):8.3f} s  "
               f"= {statistics.median(values) / base:5.2f}x the ANN pass")
 
 
