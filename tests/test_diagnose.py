@@ -68,6 +68,18 @@ def test_unscaled_needs_a_record_and_an_ann_is_refused(converted, digits, tmp_pa
     assert "an ANN checkpoint" in capsys.readouterr().err and not out.exists()
 
 
+def test_a_calibrated_conversion_is_refused(digits, tmp_path, capsys):
+    """Its biases hold the calibration's corrections, so the ANN diagnose compares with would
+    not be the one it was converted from: one line, exit 2, no file."""
+    ann = load_checkpoint(ann_checkpoint(digits, tmp_path))
+    convert(ann, digits, ConvertConfig(balance_batches=1, bias_calibration=16), 4, tmp_path / "calibrated.pt",
+            Runtime(progress=False))
+    out = tmp_path / "x.csv"
+    assert main(["diagnose", str(tmp_path / "calibrated.pt"), "--timesteps", "4", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "biases are calibrated" in err[0] and not out.exists()
+
+
 def test_eval_scores_an_ann_on_the_images_an_snn_evaluation_takes(digits, tmp_path, capsys):
     """``trainer eval ANN.pt --eval-samples N``: the ANN on the test split's first N images (the
     large-T column's comparison), where it used to score the whole split whatever N said."""

@@ -289,6 +289,9 @@ def cmd_diagnose(args) -> None:
     if ckpt.snn.v_init is not None or ckpt.snn.encoding != "poisson":
         raise BadInput(f"{args.checkpoint}: a low-latency (QCFS) SNN; diagnose compares a balanced conversion "
                        "(Poisson input, neurons from rest) with its ANN, rate x the thresholds' product per layer")
+    if "bias_calibration" in ckpt.metrics:
+        raise BadInput(f"{args.checkpoint}: its biases are calibrated at T (trainer.calibrate), so its ANN cannot be "
+                       "read back from them; diagnose the conversion made without --calibrate-biases")
     out = writable_file(args.out, "--out")
     bundle = data_of(ckpt, args.data_root)
     thresholds = recorded_thresholds(ckpt, args.checkpoint, args.unscaled) or ckpt.snn.thresholds
