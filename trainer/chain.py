@@ -206,7 +206,8 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
     if cfg.bias_calibration:
         x = next(batches(bundle, "train", cfg.bias_calibration, shuffle=True, augment=False, seed=rt.seed))[0]
         arch, state, shifts = calibrate_biases(ann_ckpt.model().to(rt.device), arch, state, params.thresholds,
-                                               params.v_init, x.to(rt.device), timesteps, scales=scales, encoding=params.encoding, seed=rt.seed)
+                                               params.v_init, x.to(rt.device), timesteps, scales=scales,
+                                               encoding=params.encoding, seed=rt.seed)
         metrics["bias_calibration"] = {"timesteps": timesteps, "samples": len(x), "mean_abs_shift": shifts}
     ckpt = Checkpoint(stage=stage, arch=arch, state_dict=state, data=ann_ckpt.data,
                       snn=params, metrics={"balance": {**record, "unscaled": unscaled}, **metrics})
