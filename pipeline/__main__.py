@@ -16,6 +16,11 @@ and QCFS activations of L = T levels (default T = 4), converted with its thresho
 biases calibrated at T, fine-tuned at T on the core's 8-bit weight grid; the chain's stages,
 files and report stay the hybrid's (ann, converted, stdb).
 
+``--recipe calibrated`` keeps the paper's T and threshold balancing with what made them hold at
+depth on CIFAR-10 (RESULTS.md, VGG9 at T = 100): an ANN with batch norm, Cutout and label
+smoothing, thresholds at the 99.9th percentile unscaled, the biases calibrated at T, STDB
+against the ANN's outputs on the 8-bit weight grid (trainer.defaults).
+
 ``--budget-minutes M`` is the profile for one GPU run or a CPU run (docs/gpu.md): the whole
 chain in M minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe,
 bf16 where the device computes it natively (fp32 elsewhere), no from-scratch baseline, a
@@ -50,7 +55,8 @@ from trainer.distill import Distillation
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import LOW_LATENCY_SHARES, STAGE_SHARES, StageClock
-from trainer.defaults import (LOW_LATENCY_CALIBRATION, RECIPES, ann_recipe, default_recipe, default_timesteps,
+from trainer.defaults import (CALIBRATED_CONVERSION, LOW_LATENCY_CALIBRATION, RECIPES, ann_recipe,
+                              calibrated_recipe, calibrated_snn_optim, default_recipe, default_timesteps,
                               fast_recipe, fast_snn_optim, low_latency_recipe, low_latency_snn_optim)
 from trainer.chain import ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain
 from trainer.weight_grid import MAX_BITS, MIN_BITS
@@ -91,9 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "images, and the report compares them (default: hybrid,qcfs on digits without a budget or "
                         "--recipe low-latency, else hybrid)")
     p.add_argument("--recipe", choices=RECIPES, default=None,
-                   help="the chain's ANN and conversion: the paper's (ReLU, no batch norm, threshold balancing) or "
-                        "the low-latency recipe's (batch norm, QCFS activations, T = 4 by default); default: the "
-                        "paper's, except a budgeted CPU run of a data set whose paper T is long (CIFAR)")
+                   help="the chain's ANN and conversion: the paper's (ReLU, no batch norm, threshold balancing), "
+                        "the low-latency recipe's (batch norm, QCFS activations, T = 4 by default) or the calibrated "
+                        "one (the paper's T; batch norm, ReLU, percentile thresholds unscaled, biases calibrated, "
+                        "distilled STDB on the 8-bit grid); default: the paper's, except a budgeted CPU run of a data "
+                        "set whose paper T is long (CIFAR)")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="levels of the QCFS ANN's activations (the qcfs method's, or the chain's under --recipe "
                         "low-latency; default: the reduced T; its input has the reduced T's levels, as the SNN's)")
@@ -102,30 +110,31 @@ def build_parser() -> argparse.ArgumentParser:
                         "is the one the core runs (trainer.weight_grid; default: float weights)")
     p.add_argument("--distill", action="store_true",
                    help="fine-tune the hybrid (and the low-latency recipe's SNN) against its own ANN's outputs "
-                        "as well as the labels (knowledge distillation, trainer.distill); default: the labels alone")
+                        "as well as the labels (knowledge distillation, trainer.distill); default: the labels alone, "
+                        "except under the calibrated recipe")
     p.add_argument("--method-epochs", type=POSITIVE, default=None,
                    help="epochs of each baseline of --methods (default: the ANN's)")
     p.add_argument("--conv-dropout", type=PROBABILITY, default=None, metavar="P",
                    help="dropout after each hidden conv (default: the recipe's: 0.2 for the paper's, 0 for the "
-                        "low-latency recipe's)")
+                        "others)")
     p.add_argument("--fc-dropout", type=PROBABILITY, default=None, metavar="P",
                    help="dropout after each hidden linear layer (default: the recipe's: 0.5 for the paper's, 0 for "
-                        "the low-latency recipe's)")
+                        "the others)")
     p.add_argument("--label-smoothing", type=PROBABILITY, default=None, metavar="EPS",
                    help="the ANN's label smoothing (default: the recipe's)")
     p.add_argument("--cutout", type=integer(0, 1024), default=None, metavar="PIXELS",
                    help="the ANN's Cutout: a square of this side set to the data's mean in each training image "
-                        "(default: the recipe's, off)")
+                        "(default: the recipe's: 16 for the calibrated recipe on CIFAR, else off)")
     p.add_argument("--statistic", default=None, choices=STATISTICS,
-                   help="threshold balancing's statistic of the input currents (default: the paper's max)")
+                   help="threshold balancing's statistic of the input currents (default: the recipe's: the paper's max, the calibrated recipe's percentile)")
     p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=None, metavar="F",
-                   help="the balanced thresholds' factor for the reduced T (default: the paper's 0.7)")
+                   help="the balanced thresholds' factor for the reduced T (default: the paper's 0.7; the calibrated recipe's 1)")
     p.add_argument("--scaling", default=None, choices=SCALINGS,
                    help="how the factor enters: compound = every balanced threshold x F (the paper's code, the "
                         "default), uniform = every layer's rate x 1/F (trainer.convert)")
     p.add_argument("--calibrate-biases", type=integer(0, 100000), default=None, metavar="N",
                    help="calibrate the converted SNN's biases at the reduced T on N training images "
-                        "(trainer.calibrate; default: the low-latency recipe's 256, else none)")
+                        "(trainer.calibrate; default: the low-latency and calibrated recipes' 256, else none)")
     p.add_argument("--budget-minutes", type=number(0, lo_open=True), default=None,
                    help="finish the whole chain, report included, in this many minutes (the one-GPU-run profile)")
     return p
@@ -169,10 +178,12 @@ def recipe_of(args, device: str) -> str:
     return recipe
 
 
-def convert_config(args, low: bool) -> ConvertConfig:
-    """The conversion's settings: the recipe's (the low-latency one calibrates its biases),
-    with what the command line changes."""
-    recipe = ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION if low else 0)
+def convert_config(args, recipe_name: str) -> ConvertConfig:
+    """The conversion's settings: the recipe's (the low-latency one calibrates its biases, the
+    calibrated one balances at a percentile, unscaled, and calibrates), with what the command
+    line changes."""
+    recipe = (ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION) if recipe_name == "low-latency"
+              else ConvertConfig(**CALIBRATED_CONVERSION) if recipe_name == "calibrated" else ConvertConfig())
     return dataclasses.replace(recipe, **{k: v for k, v in (
         ("statistic", args.statistic), ("scaling_factor", args.scaling_factor), ("scaling", args.scaling),
         ("bias_calibration", args.calibrate_biases)) if v is not None})
@@ -180,15 +191,16 @@ def convert_config(args, low: bool) -> ConvertConfig:
 
 def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainConfig:
     budget = args.budget_minutes is not None
-    low = recipe == "low-latency"
+    low, calibrated = recipe == "low-latency", recipe == "calibrated"
     arch = (ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True,      # its input as T steps deliver it
                        quant_levels=args.quant_levels or timesteps.reduced, input_levels=timesteps.reduced)
-            if low else ArchChoice(args.arch))
+            if low else ArchChoice(args.arch, conv_dropout=0.0, fc_dropout=0.0, norm=True) if calibrated
+            else ArchChoice(args.arch))
     arch = dataclasses.replace(arch, **{k: v for k, v in (("conv_dropout", args.conv_dropout),
                                                           ("fc_dropout", args.fc_dropout)) if v is not None})
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
                       arch=arch, timesteps=timesteps, scratch=not (args.no_scratch or budget),
-                      convert=convert_config(args, low),
+                      convert=convert_config(args, recipe),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),
                       baseline_epochs=args.method_epochs, qcfs_levels=None if low else args.quant_levels,
                       eval_samples=args.eval_samples, large_eval_samples=args.large_eval_samples)
@@ -196,6 +208,11 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
         cfg.ann_optim = low_latency_recipe(args.dataset, device if budget else None)
         cfg.snn = dataclasses.replace(cfg.snn, optim=low_latency_snn_optim(cfg.snn.optim, device if budget else None),
                                       weight_bits=8)
+        cfg.surrogate = SurrogateChoice("linear")
+    elif calibrated:   # RESULTS.md's T = 100 run (trainer.defaults)
+        cfg.ann_optim = calibrated_recipe(args.dataset, device if budget else None)
+        cfg.snn = dataclasses.replace(cfg.snn, optim=calibrated_snn_optim(cfg.snn.optim, device if budget else None),
+                                      weight_bits=8, distill=Distillation())
         cfg.surrogate = SurrogateChoice("linear")
     elif budget:
         cfg.ann_optim = fast_recipe(args.dataset, device)

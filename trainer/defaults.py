@@ -71,12 +71,39 @@ def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
     return _budgeted(base, device, SNN_EPOCHS_CAP, schedule="cosine", warmup_epochs=0.2, lr=lr)
 
 
+# The calibrated recipe as the chain's own (``python -m pipeline --recipe calibrated``): the
+# paper's T and conversion by threshold balancing, with what made it hold at depth on
+# CIFAR-10 (RESULTS.md, cifar10-vgg9 at T = 100: 80.5 % balanced as the paper does, 87.5 %
+# calibrated, 88.9 % after STDB, its ANN 89.7 %): a batch-norm ReLU ANN with Cutout and label
+# smoothing, no dropout; thresholds at the 99.9th percentile of the currents, not scaled
+# (the paper's x 0.7 compounds over depth); the biases calibrated at T (trainer.calibrate);
+# STDB by Adam at 1e-4 against the ANN's outputs, on the core's 8-bit weight grid, the
+# linear surrogate.
+CALIBRATED_CONVERSION = {"statistic": "percentile", "percentile": 99.9, "scaling_factor": 1.0,
+                         "bias_calibration": 256}
+CALIBRATED_CUTOUT = {"cifar10": 16, "cifar100": 16}     # half the 32-pixel side; none on the small digits
+
+
+def calibrated_recipe(dataset: str, device=None) -> OptimConfig:
+    """The calibrated recipe's ANN: the low-latency recipe's optimiser (SGD at 0.05, batch
+    128, cosine) with label smoothing 0.1 and, on CIFAR, Cutout 16, the recipe of the
+    VGG9 run (89.95 % in 64 epochs); with ``device`` (a budgeted run) as many epochs as fit."""
+    return dataclasses.replace(low_latency_recipe(dataset, device), label_smoothing=0.1,
+                               cutout=CALIBRATED_CUTOUT.get(dataset, 0))
+
+
+def calibrated_snn_optim(base: OptimConfig, device=None) -> OptimConfig:
+    """STDB in the calibrated recipe: the low-latency recipe's fine-tuning (Adam, batch 32,
+    a short warm-up, cosine) at the paper's code's rate, 1e-4, the T = 100 run's."""
+    return dataclasses.replace(low_latency_snn_optim(base, device), lr=1e-4)
+
+
 # The low-latency recipe as the chain's own (``python -m pipeline --recipe low-latency``):
 # (large T to check the conversion, reduced T). At T = 4 its VGG9 met the CIFAR-10 target
 # on 2 CPU cores (RESULTS.md); 32 steps of a 4-level net are close to its ANN.
 LOW_LATENCY_T = (32, 4)
 LOW_LATENCY_CALIBRATION = 256         # training images its biases are calibrated at T on (trainer.calibrate)
-RECIPES = ("paper", "low-latency")
+RECIPES = ("paper", "low-latency", "calibrated")
 
 
 def default_recipe(dataset: str, device, budget: bool) -> str:
