@@ -134,3 +134,52 @@ def test_the_low_latency_chain_is_not_run_twice():
     default; under --recipe low-latency it is the chain itself."""
     assert methods_of(build_parser().parse_args([])) == ("hybrid", "qcfs")
     assert methods_of(build_parser().parse_args(["--recipe", "low-latency"])) == ("hybrid",)
+
+
+def test_the_calibrated_recipe_is_the_t100_runs():
+    """--recipe calibrated: the paper's T, a batch-norm ReLU ANN with Cutout (on CIFAR) and label
+    smoothing, percentile thresholds unscaled, biases calibrated on 256 images, distilled STDB
+    by Adam at 1e-4 on the 8-bit grid with the linear surrogate; the command line still
+    changes each of them."""
+    from trainer.defaults import default_timesteps
+
+    steps = default_timesteps("cifar10", arch="vgg9", recipe="calibrated")
+    assert (steps.reduced, steps.large) == (100, 2500)
+    cfg = chain_config(build_parser().parse_args(["--dataset", "cifar10", "--arch", "vgg9", "--recipe", "calibrated"]),
+                       steps, "cpu", "calibrated")
+    assert (cfg.arch.norm, cfg.arch.quant_levels, cfg.arch.conv_dropout, cfg.arch.fc_dropout) == (True, None, 0, 0)
+    assert (cfg.ann_optim.cutout, cfg.ann_optim.label_smoothing, cfg.ann_optim.lr) == (16, 0.1, 0.05)
+    conv = cfg.convert
+    assert (conv.statistic, conv.percentile, conv.scaling_factor, conv.bias_calibration) == ("percentile", 99.9, 1.0,
+                                                                                             256)
+    snn = cfg.snn
+    assert (snn.optim.optimizer, snn.optim.lr, snn.weight_bits, cfg.surrogate.kind) == ("adam", 1e-4, 8, "linear")
+    assert snn.distill is not None
+    digits = chain_config(build_parser().parse_args(["--recipe", "calibrated"]), TimeSteps(4, 32), "cpu", "calibrated")
+    assert digits.ann_optim.cutout == 0          # 16 pixels would blank a quarter of an 8 x 8 digit
+    changed = chain_config(build_parser().parse_args(
+        ["--dataset", "cifar10", "--recipe", "calibrated", "--cutout", "8", "--calibrate-biases", "0",
+         "--statistic", "max", "--budget-minutes", "60"]), steps, "cpu", "calibrated")
+    assert (changed.ann_optim.cutout, changed.convert.bias_calibration, changed.convert.statistic) == (8, 0, "max")
+    assert changed.ann_optim.epochs == 200 and changed.snn.optim.lr == 1e-4     # the budget's epochs, the recipe's rate
+
+
+def test_pipeline_calibrated_recipe(tmp_path):
+    """The calibrated recipe through the whole chain on digits: the conversion balanced at the
+    percentile, unscaled, its biases calibrated at T; STDB distilled on the 8-bit grid."""
+    code = main(["--runs", str(tmp_path), "--name", "cal", "--recipe", "calibrated", "--methods", "hybrid",
+                 "--epochs", "3", "--snn-epochs", "1", "--timesteps-large", "32", "--samples", "40", "--sweep", "4",
+                 "--no-scratch", "--eval-samples", "40", "--quiet"])
+    assert code == 0
+    run = tmp_path / "cal"
+    ann = load_checkpoint(run / "ann.pt")
+    assert all(l.norm for l in ann.arch.layers if isinstance(l, Conv))
+    converted = load_checkpoint(run / "converted.pt")
+    balance = converted.metrics["balance"]
+    assert balance["statistic"] == "percentile" and balance["scaling_factor"] == 1.0
+    assert converted.metrics["bias_calibration"]["samples"] == 256
+    assert converted.metrics["bias_calibration"]["timesteps"] == 4
+    config = load_checkpoint(run / "stdb.pt").train_state["config"]
+    assert (config["weight_bits"], config["surrogate"]["kind"], config["lr"]) == (8, "linear", 1e-4)
+    assert config["teacher"] == weights_digest(ann)
+    assert json.loads((run / "hwsim" / "results.json").read_text())["networks"][1]["label"] == "stdb"
