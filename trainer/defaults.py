@@ -73,7 +73,7 @@ def fast_snn_optim(dataset: str, base: OptimConfig, device) -> OptimConfig:
 
 # The calibrated recipe as the chain's own (``python -m pipeline --recipe calibrated``): the
 # paper's T and conversion by threshold balancing, with what made it hold at depth on
-# CIFAR-10 (RESULTS.md, cifar10-vgg9 at T = 100: 80.5 % balanced as the paper does, 87.5 %
+# CIFAR-10 (RESULTS.md, cifar10-vgg9 at T = 100: 80.5 % balanced unscaled, 87.5 %
 # calibrated, 88.9 % after STDB, its ANN 89.7 %): a batch-norm ReLU ANN with Cutout and label
 # smoothing, no dropout; thresholds at the 99.9th percentile of the currents, not scaled
 # (the paper's x 0.7 compounds over depth); the biases calibrated at T (trainer.calibrate);
