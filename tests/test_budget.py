@@ -5,6 +5,7 @@ import re
 import time
 
 import pandas as pd
+import torch
 import pytest
 
 import records.progress as progress_mod
@@ -213,3 +214,38 @@ def test_stage_shares_must_cover_every_stage_once():
         StageClock(60.0, shares=LOW_LATENCY_SHARES[:-1])
     with pytest.raises(ValueError, match="stage shares"):
         StageClock(60.0, shares=tuple((n, v * 2) for n, v in LOW_LATENCY_SHARES))
+
+
+def test_images_that_fit_probe_then_pace():
+    from trainer.evaluate import PROBE_IMAGES, images_that_fit
+
+    assert images_that_fit(128, 100.0, None, False) == PROBE_IMAGES        # nothing timed yet: a probe
+    assert images_that_fit(120, 10.0, 0.5, True) == 20                     # the pace so far
+    assert images_that_fit(120, 1000.0, 0.5, True) == 120                  # at most the batch's rest
+    assert images_that_fit(120, -1.0, 0.5, True) == 0                      # spent: stop
+    assert images_that_fit(128, -1.0, None, False) == 1                    # but an evaluation counts an image
+
+
+class _SlowSNN(torch.nn.Module):
+    """An SNN stand-in whose every image takes ``seconds``: the class is the image's first pixel's sign."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.neurons, self.spike_counts, self.neuron_counts = seconds, [None], [0], [1]
+
+    def forward(self, x, timesteps, window=None, generator=None):
+        time.sleep(self.seconds * len(x))
+        self.spike_counts = [len(x)]
+        return torch.nn.functional.one_hot((x.flatten(1)[:, 0] > 0).long(), 10).float()
+
+
+def test_an_evaluation_under_a_deadline_stops_inside_a_batch():
+    """A batch that would take 2.6 s is cut where a 0.5 s deadline falls (VGG5 at T = 2,500:
+    one batch of 128 took 547 s, past its stage's share); without a deadline the whole batch runs."""
+    from trainer.evaluate import evaluate_snn
+
+    bundle = load_dataset("digits", test_subset=128)
+    t = time.monotonic()
+    result = evaluate_snn(_SlowSNN(0.02), bundle, 4, deadline=time.monotonic() + 0.5)
+    assert 8 <= result["samples"] < 64 and time.monotonic() - t < 1.5
+    assert evaluate_snn(_SlowSNN(0.0), bundle, 4, deadline=None)["samples"] == 128
