@@ -46,6 +46,9 @@ def test_budgeted_pipeline_runs_every_stage(tmp_path, capsys):
     # the plan, or fewer where the machine slowed after the timing (the deadline ends the epoch in hand)
     assert 1 <= ann.metrics["epochs"] <= ann.train_state["planned_epochs"] <= 200
     assert (run.root / "report.md").exists() and (run.hwsim_dir / "results.json").exists()
+    # the fine-tuning's checks take as many images as the converted network's test at T reached
+    tested = load_checkpoint(run.checkpoint("converted")).metrics["test_T4"]["samples"]
+    assert load_checkpoint(run.checkpoint("stdb")).train_state["config"]["val_samples"] == tested
 
 
 def test_the_fine_tuning_warm_up_fits_the_steps_a_deadline_leaves():
@@ -74,6 +77,27 @@ def test_the_fine_tuning_plan_fits_the_time_left_and_only_shrinks():
     assert state.planned_epochs == pytest.approx(2 + 28 / 30, abs=0.01) and ends
     resumed = StepPlanner(planner.rt, opt)                             # a resumed run goes on with the plan
     assert resumed.span(resumed.schedule(state)) == state.planned_epochs
+
+
+def test_the_first_plan_keeps_the_time_of_its_closing_check(monkeypatch):
+    """Planned inside the first epoch, the fine-tuning leaves the initial validation's time for the
+    validation at its end (VGG5 at T = 75: two 5-minute checks, one of them not planned for)."""
+    import trainer.fit as fit_mod
+
+    opt = OptimConfig(epochs=20, lr=1e-4, optimizer="adam", warmup_epochs=0.05, schedule="cosine")
+    clock = None                                   # steps 2 to 1 + PLAN_STEPS take 1 s each
+    monkeypatch.setattr(fit_mod.time, "time", lambda: next(clock))
+    plans = {}
+    for check in (0.0, 20.0):
+        planner = StepPlanner(Runtime(progress=False, deadline=time.monotonic() + 100.0), opt, check_seconds=check)
+        state = TrainingState()
+        clock = iter([0.0, fit_mod.PLAN_STEPS * 1.0])
+        planner.at_step(opt, state, 0, 0, 1, 1000)
+        planner.at_step(opt, state, 0, 0, 1 + fit_mod.PLAN_STEPS, 1000)
+        plans[check] = state.planned_epochs
+    # 100 s left at 1,000 s an epoch: 0.1 epochs more; 80 s with the check kept
+    assert plans[0.0] == pytest.approx(0.011 + 0.1, abs=0.002)
+    assert plans[20.0] == pytest.approx(0.011 + 0.08, abs=0.002)
 
 
 def test_budgeted_fine_tuning_anneals_by_the_end_of_its_plan(tmp_path, capsys, monkeypatch):

@@ -138,11 +138,14 @@ class StepPlanner(Deadline):
     the peak rate (RESULTS.md: VGG9's STDB at T = 4 gained 1.0 point in 1.7 epochs at a
     constant rate, 6.8 in 2.1 epochs annealed to zero). After each epoch the plan shrinks where the
     epoch's measured time (steps, validation, saving) says it no longer fits; it never
-    grows. The plan is recorded in the state: a resumed run goes on with it."""
+    grows. The plan is recorded in the state: a resumed run goes on with it. The plan made
+    inside the first epoch keeps ``check_seconds`` for the validation and save at its end
+    (the initial validation's time: at T = 75 VGG5's took 5 minutes, and a plan without it
+    overran its stage by as much)."""
 
-    def __init__(self, rt: Runtime, opt: OptimConfig, label: str = "fine-tuning"):
+    def __init__(self, rt: Runtime, opt: OptimConfig, label: str = "fine-tuning", check_seconds: float = 0.0):
         super().__init__(rt, opt)
-        self.label, self.planned, self.t_plan = label, None, None
+        self.label, self.planned, self.t_plan, self.check_seconds = label, None, None, check_seconds
 
     def schedule(self, state):
         self.planned = state.planned_epochs
@@ -169,7 +172,7 @@ class StepPlanner(Deadline):
         elif step == 1 + PLAN_STEPS:
             step_seconds = (time.time() - self.t_plan) / PLAN_STEPS
             sched = self._plan(state, epoch + step / steps_per_epoch, step_seconds * steps_per_epoch,
-                               self.rt.seconds_left(), f"{step_seconds:.2f} s per step")
+                               self.rt.seconds_left() - self.check_seconds, f"{step_seconds:.2f} s per step")
         return sched
 
     def after_epoch(self, sched, state, epoch, start, times, steps_per_epoch):

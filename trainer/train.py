@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -286,8 +287,11 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
     config = run_config(stage, init.arch, {**cfg.to_dict(), "surrogate": surrogate.to_dict(), "leak": leak},
                         bundle, seed, timesteps=int(timesteps), init=weights_digest(init), **more)
     state = resume(out, config, trainable, step.optimizer, rt.restart)
+    check_seconds = 0.0                 # the initial validation's time: what the plan's last check will take
     if state is None:
+        t = time.monotonic()
         state = TrainingState(best_metric=step.validate(), best_state=snapshot(trainable), config=config)
+        check_seconds = time.monotonic() - t
 
     def save(s: TrainingState) -> None:
         kept = s.best_state if cfg.keep_best else snapshot(trainable)
@@ -296,7 +300,8 @@ def train_snn(bundle: DatasetBundle, init: Checkpoint, stage: str, timesteps: in
                     s.to_dict(keep_best_state=norms is not None), seed)
 
     fit(step, state, FitParts(out, opt, rt, train_part, save,
-                              StepPlanner(rt, opt, stage.upper()) if rt.deadline is not None else Deadline(rt, opt),
+                              StepPlanner(rt, opt, stage.upper(), check_seconds) if rt.deadline is not None
+                              else Deadline(rt, opt),
                               rollback=Rollback(cfg.rollback_drop, opt), ties_keep_later=True,
                               progress_label=f" T={timesteps}"))
     return load_checkpoint(out)
