@@ -60,11 +60,6 @@ def test_a_resumed_budget_keeps_the_recorded_tests_time_out_of_the_fine_tuning(t
     """Under a budget the fine-tuning stops early enough for its net's test on the images the
     converted net was tested on; a resumed chain kept that evaluation, so its recorded time
     stands in for the one measured."""
-    cfg, quiet = small_chain(tmp_path), Runtime(progress=False)
-    run, _ = chain(cfg, quiet)
-    converted = run.checkpoint("converted")
-    record_eval(converted, 4, {**load_checkpoint(converted).metrics["test_T4"], "seconds": 500.0})
-
     class Clock:
         end = time.monotonic() + 1e4
 
@@ -73,6 +68,11 @@ def test_a_resumed_budget_keeps_the_recorded_tests_time_out_of_the_fine_tuning(t
 
         def done(self, stage):
             pass
+
+    cfg, quiet = small_chain(tmp_path), Runtime(progress=False)
+    run, _ = chain(cfg, quiet, Clock())            # budgeted both times: the same fine-tuning's checks
+    converted = run.checkpoint("converted")
+    record_eval(converted, 4, {**load_checkpoint(converted).metrics["test_T4"], "seconds": 500.0})
 
     deadlines, real = {}, chain_steps.fine_tune
 
