@@ -16,17 +16,16 @@ and QCFS activations of L = T levels (default T = 4), converted with its thresho
 biases calibrated at T, fine-tuned at T on the core's 8-bit weight grid; the chain's stages,
 files and report stay the hybrid's (ann, converted, stdb).
 
-``--recipe calibrated`` keeps the paper's T and threshold balancing with what made them hold at
-depth on CIFAR-10 (RESULTS.md, VGG9 at T = 100): an ANN with batch norm, Cutout and label
-smoothing, thresholds at the 99.9th percentile unscaled, the biases calibrated at T, STDB
-against the ANN's outputs on the 8-bit weight grid (trainer.defaults).
+``--recipe calibrated``, the default where the paper's T is long (CIFAR), keeps the paper's T
+and threshold balancing with what made them hold at depth on CIFAR-10 (RESULTS.md: VGG9 at
+T = 100, VGG5 at T = 75): an ANN with batch norm, Cutout and label smoothing, thresholds at
+the 99.9th percentile unscaled, the biases calibrated at T, STDB against the ANN's outputs
+on the 8-bit weight grid (trainer.defaults). ``--recipe paper`` keeps the paper's settings.
 
 ``--budget-minutes M`` is the profile for one GPU run or a CPU run (docs/gpu.md): the whole
 chain in M minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe,
 bf16 where the device computes it natively (fp32 elsewhere), no from-scratch baseline, a
-short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``. On the CPU a
-data set with the paper's long T (CIFAR) takes the low-latency recipe unless ``--recipe``
-says otherwise: there STDB at T = 100 trains a few dozen steps in any budget.
+short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``.
 """
 from __future__ import annotations
 
@@ -100,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the chain's ANN and conversion: the paper's (ReLU, no batch norm, threshold balancing), "
                         "the low-latency recipe's (batch norm, QCFS activations, T = 4 by default) or the calibrated "
                         "one (the paper's T; batch norm, ReLU, percentile thresholds unscaled, biases calibrated, "
-                        "distilled STDB on the 8-bit grid); default: the paper's, except a budgeted CPU run of a data "
-                        "set whose paper T is long (CIFAR)")
+                        "distilled STDB on the 8-bit grid); default: the calibrated one where the paper's T is long "
+                        "(CIFAR), else the paper's")
     p.add_argument("--quant-levels", type=integer(1, 1024), default=None, metavar="L",
                    help="levels of the QCFS ANN's activations (the qcfs method's, or the chain's under --recipe "
                         "low-latency; default: the reduced T; its input has the reduced T's levels, as the SNN's)")
@@ -171,8 +170,8 @@ def compared_stages(args) -> list[str]:
     return list(COMPARED_STAGES) + extra
 
 
-def recipe_of(args, device: str) -> str:
-    recipe = args.recipe or default_recipe(args.dataset, device, args.budget_minutes is not None)
+def recipe_of(args) -> str:
+    recipe = args.recipe or default_recipe(args.dataset)
     if recipe == "low-latency" and "qcfs" in (args.methods or ()):
         raise BadInput("--methods qcfs: under --recipe low-latency the chain itself is that recipe")
     return recipe
@@ -251,7 +250,7 @@ def main(argv=None) -> int:
 def run_pipeline(args) -> None:
     """The four steps, in order; each step's own function does the work."""
     device = resolve_device(args.device, BadInput).type
-    recipe = recipe_of(args, device)
+    recipe = recipe_of(args)
     clock = StageClock(None if args.budget_minutes is None else 60.0 * args.budget_minutes,
                        LOW_LATENCY_SHARES if recipe == "low-latency" else STAGE_SHARES)
     steps = default_timesteps(args.dataset, args.timesteps, args.timesteps_large, parse_sweep(args.sweep),

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The paper's setting in one GPU run: CIFAR-10, VGG16, T = 100, the whole chain (ANN ->
-# conversion -> STDB -> export -> hwsim -> report) inside one time budget (docs/gpu.md).
+# conversion -> STDB -> export -> hwsim -> report) inside one time budget (docs/gpu.md), by
+# CIFAR's default recipe, the calibrated one (add --recipe paper for the paper's own settings).
 #
 #   scripts/gpu_cifar10_vgg16.sh DATA_DIR RESULTS_DIR [MINUTES [PIPELINE OPTIONS...]]
 #

@@ -10,7 +10,7 @@ import pytest
 
 import records.progress as progress_mod
 import trainer.train as train
-from pipeline.__main__ import main as pipeline_main
+from pipeline.__main__ import build_parser, main as pipeline_main
 from pipeline.budget import LOW_LATENCY_SHARES, STAGES, StageClock
 from records.layout import RunLayout
 from records.trainer_summary import load_trainer_summary
@@ -226,11 +226,15 @@ def test_the_low_latency_recipe_as_the_chains_own(tmp_path):
     assert (run.root / "report.md").exists()
 
 
-def test_a_budgeted_cpu_run_of_cifar_takes_the_low_latency_recipe():
-    assert default_recipe("cifar10", "cpu", budget=True) == "low-latency"
-    assert default_recipe("cifar10", "cuda", budget=True) == "paper"        # the GPU affords T = 100
-    assert default_recipe("cifar10", "cpu", budget=False) == "paper"
-    assert default_recipe("digits", "cpu", budget=True) == "paper"          # its paper T is 4 already
+def test_a_data_set_of_long_t_takes_the_calibrated_recipe():
+    """CIFAR (the paper's T of 75 to 250) takes the calibrated recipe, on any device, with a
+    budget or without (the paper's settings collapse there at depth); digits and MNIST, whose
+    paper T is a few steps, the paper's."""
+    assert default_recipe("cifar10") == default_recipe("cifar100") == "calibrated"
+    assert default_recipe("digits") == default_recipe("mnist") == "paper"
+    from pipeline.__main__ import recipe_of
+    assert recipe_of(build_parser().parse_args(["--dataset", "cifar10", "--budget-minutes", "60"])) == "calibrated"
+    assert recipe_of(build_parser().parse_args(["--dataset", "cifar10", "--recipe", "paper"])) == "paper"
 
 
 def test_stage_shares_must_cover_every_stage_once():

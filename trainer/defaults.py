@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import torch
 
 from records.timesteps import TimeSteps
 from trainer.recipe import OptimConfig, fast_precision
@@ -106,13 +105,17 @@ LOW_LATENCY_CALIBRATION = 256         # training images its biases are calibrate
 RECIPES = ("paper", "low-latency", "calibrated")
 
 
-def default_recipe(dataset: str, device, budget: bool) -> str:
-    """The chain's recipe when none is asked for: the paper's, except for a budgeted run on
-    the CPU of a data set whose paper T is long (CIFAR: 75 to 250 steps), where STDB at
-    that T trains a few dozen steps in the budget (RESULTS.md, cifar10-vgg9) and the
-    low-latency recipe at T = 4 affords a whole epoch."""
+def default_recipe(dataset: str) -> str:
+    """The chain's recipe when none is asked for: the paper's where its T is short (digits,
+    MNIST: it holds there); the calibrated one where the paper's T is long (CIFAR: 75 to
+    250 steps), on any device, with a budget or not. There the paper's own settings
+    collapse at depth (the 64-epoch VGG9 at T = 100: 37.80 % in fixed point against its
+    ANN's 89.67 %), the calibrated recipe held on VGG9 at T = 100 (88.87 %) and on VGG5 at
+    T = 75 as one budgeted CPU command (83.87 %, its ANN 84.00 %; RESULTS.md), and its
+    calibrated conversion is close enough to its ANN that the few STDB steps a CPU budget
+    affords at that T suffice. The low-latency recipe (T = 4) is asked for by name."""
     long_t = DEFAULT_T[dataset][1] >= 64
-    return "low-latency" if budget and long_t and torch.device(device).type == "cpu" else "paper"
+    return "calibrated" if long_t else "paper"
 
 
 def low_latency_recipe(dataset: str, device=None) -> OptimConfig:
