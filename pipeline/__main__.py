@@ -23,9 +23,10 @@ the 99.9th percentile unscaled, the biases calibrated at T, STDB against the ANN
 on the 8-bit weight grid (trainer.defaults). ``--recipe paper`` keeps the paper's settings.
 
 ``--budget-minutes M`` is the profile for one GPU run or a CPU run (docs/gpu.md): the whole
-chain in M minutes, split over the stages (``pipeline.budget``), with the fast ANN recipe,
-bf16 where the device computes it natively (fp32 elsewhere), no from-scratch baseline, a
-short accuracy-vs-T sweep, and the stages' wall times in ``stage_times.csv``.
+chain in M minutes, split over the stages (``pipeline.budget``), the recipe's ANN (the
+paper's: the fast ANN recipe) trained as many epochs as fit, bf16 where the device computes
+it natively (fp32 elsewhere), no from-scratch baseline, a short accuracy-vs-T sweep, and the
+stages' wall times in ``stage_times.csv``.
 """
 from __future__ import annotations
 
@@ -125,9 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the ANN's Cutout: a square of this side set to the data's mean in each training image "
                         "(default: the recipe's: 16 for the calibrated recipe on CIFAR, else off)")
     p.add_argument("--statistic", default=None, choices=STATISTICS,
-                   help="threshold balancing's statistic of the input currents (default: the recipe's: the paper's max, the calibrated recipe's percentile)")
+                   help="threshold balancing's statistic of the input currents (default: the recipe's: the "
+                        "paper's max, the calibrated recipe's percentile)")
     p.add_argument("--scaling-factor", type=number(0, lo_open=True), default=None, metavar="F",
-                   help="the balanced thresholds' factor for the reduced T (default: the paper's 0.7; the calibrated recipe's 1)")
+                   help="the balanced thresholds' factor for the reduced T (default: the paper's 0.7; the "
+                        "calibrated recipe's 1)")
     p.add_argument("--scaling", default=None, choices=SCALINGS,
                    help="how the factor enters: compound = every balanced threshold x F (the paper's code, the "
                         "default), uniform = every layer's rate x 1/F (trainer.convert)")

@@ -1,10 +1,10 @@
 """The chain's defaults per data set: the architecture, the two T (conversion's large T,
 fine-tuning's reduced T), the fine-tuning surrogate, and the ANN recipes (the plain one,
-the budgeted run's, and the low-latency recipe's when it is the chain's own)."""
+the budgeted run's, and the low-latency and calibrated recipes' when one is the chain's own),
+and which recipe a data set takes when none is asked for."""
 from __future__ import annotations
 
 import dataclasses
-
 
 from records.timesteps import TimeSteps
 from trainer.recipe import OptimConfig, fast_precision
