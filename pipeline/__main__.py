@@ -174,9 +174,14 @@ def compared_stages(args) -> list[str]:
 
 
 def recipe_of(args) -> str:
-    recipe = args.recipe or default_recipe(args.dataset)
+    recipe = args.recipe or default_recipe(args.dataset, args.arch)
     if recipe == "low-latency" and "qcfs" in (args.methods or ()):
         raise BadInput("--methods qcfs: under --recipe low-latency the chain itself is that recipe")
+    if args.arch in RESNETS and (args.calibrate_biases if args.calibrate_biases is not None
+                                 else recipe in ("low-latency", "calibrated")):
+        # refused here, not after the ANN's hours of training
+        raise BadInput(f"--arch {args.arch}: bias calibration (--calibrate-biases, or --recipe {recipe}) takes "
+                       "no residual blocks; use --recipe paper without --calibrate-biases")
     return recipe
 
 
