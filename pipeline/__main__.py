@@ -55,9 +55,9 @@ from trainer.distill import Distillation
 from trainer.methods import METHODS
 from trainer.models import ARCHITECTURES, RESNETS
 from pipeline.budget import LOW_LATENCY_SHARES, STAGE_SHARES, StageClock
-from trainer.defaults import (CALIBRATED_CONVERSION, LOW_LATENCY_CALIBRATION, RECIPES, ann_recipe,
-                              calibrated_recipe, calibrated_snn_optim, default_recipe, default_timesteps,
-                              fast_recipe, fast_snn_optim, low_latency_recipe, low_latency_snn_optim)
+from trainer.defaults import (RECIPE_CONVERSION, RECIPES, ann_recipe, calibrated_recipe, calibrated_snn_optim,
+                              default_recipe, default_timesteps, fast_recipe, fast_snn_optim, low_latency_recipe,
+                              low_latency_snn_optim)
 from trainer.chain import ArchChoice, ChainConfig, ConvertConfig, DataConfig, SurrogateChoice, chain
 from trainer.weight_grid import MAX_BITS, MIN_BITS
 from trainer.recipe import Runtime
@@ -177,8 +177,7 @@ def recipe_of(args) -> str:
     recipe = args.recipe or default_recipe(args.dataset, args.arch)
     if recipe == "low-latency" and "qcfs" in (args.methods or ()):
         raise BadInput("--methods qcfs: under --recipe low-latency the chain itself is that recipe")
-    if args.arch in RESNETS and (args.calibrate_biases if args.calibrate_biases is not None
-                                 else recipe in ("low-latency", "calibrated")):
+    if args.arch in RESNETS and convert_config(args, recipe).bias_calibration:
         # refused here, not after the ANN's hours of training
         raise BadInput(f"--arch {args.arch}: bias calibration (--calibrate-biases, or --recipe {recipe}) takes "
                        "no residual blocks; use --recipe paper without --calibrate-biases")
@@ -189,9 +188,7 @@ def convert_config(args, recipe_name: str) -> ConvertConfig:
     """The conversion's settings: the recipe's (the low-latency one calibrates its biases, the
     calibrated one balances at a percentile, unscaled, and calibrates), with what the command
     line changes."""
-    recipe = (ConvertConfig(bias_calibration=LOW_LATENCY_CALIBRATION) if recipe_name == "low-latency"
-              else ConvertConfig(**CALIBRATED_CONVERSION) if recipe_name == "calibrated" else ConvertConfig())
-    return dataclasses.replace(recipe, **{k: v for k, v in (
+    return dataclasses.replace(ConvertConfig(**RECIPE_CONVERSION[recipe_name]), **{k: v for k, v in (
         ("statistic", args.statistic), ("scaling_factor", args.scaling_factor), ("scaling", args.scaling),
         ("bias_calibration", args.calibrate_biases)) if v is not None})
 

@@ -104,6 +104,9 @@ def calibrated_snn_optim(base: OptimConfig, device=None) -> OptimConfig:
 LOW_LATENCY_T = (32, 4)
 LOW_LATENCY_CALIBRATION = 256         # training images its biases are calibrated at T on (trainer.calibrate)
 RECIPES = ("paper", "low-latency", "calibrated")
+# Each recipe's conversion settings (fields of trainer.chain.ConvertConfig; the others the paper's).
+RECIPE_CONVERSION = {"paper": {}, "low-latency": {"bias_calibration": LOW_LATENCY_CALIBRATION},
+                     "calibrated": CALIBRATED_CONVERSION}
 
 
 def default_recipe(dataset: str, arch: str | None = None) -> str:
