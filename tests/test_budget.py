@@ -232,10 +232,10 @@ def test_a_data_set_of_long_t_takes_the_calibrated_recipe():
     paper T is a few steps, the paper's."""
     assert default_recipe("cifar10") == default_recipe("cifar100") == "calibrated"
     assert default_recipe("digits") == default_recipe("mnist") == "paper"
-    assert default_recipe("cifar10", "resnet20") == "paper"          # its blocks take no bias calibration
     from pipeline.__main__ import recipe_of
     assert recipe_of(build_parser().parse_args(["--dataset", "cifar10", "--budget-minutes", "60"])) == "calibrated"
     assert recipe_of(build_parser().parse_args(["--dataset", "cifar10", "--recipe", "paper"])) == "paper"
+    assert recipe_of(build_parser().parse_args(["--dataset", "cifar10", "--arch", "resnet20"])) == "calibrated"
 
 
 def test_stage_shares_must_cover_every_stage_once():

@@ -7,6 +7,7 @@ from records.timesteps import TimeSteps
 from trainer.checkpoint import load_checkpoint
 from trainer.layers import Conv, Linear
 from trainer.train_state import weights_digest
+from trainer.models import neuron_layers
 
 
 def test_pipeline_reduced(tmp_path, capsys):
@@ -50,20 +51,26 @@ def test_pipeline_reduced(tmp_path, capsys):
 
 
 def test_pipeline_residual(tmp_path, capsys):
-    """The small residual net through the whole chain: its blocks are named in the report."""
-    code = main(["--runs", str(tmp_path), "--name", "res", "--arch", "resnet_tiny", "--epochs", "3",
-                 "--snn-epochs", "1", "--timesteps-large", "32", "--samples", "60", "--sweep", "4",
-                 "--no-scratch", "--quiet"])
+    """The small residual net through the whole chain under the calibrated recipe (CIFAR's
+    default): its blocks' biases calibrated at T reach the cores, and its blocks are named
+    in the report."""
+    code = main(["--runs", str(tmp_path), "--name", "res", "--arch", "resnet_tiny", "--recipe", "calibrated",
+                 "--epochs", "3", "--snn-epochs", "1", "--timesteps-large", "32", "--samples", "60", "--sweep", "4",
+                 "--no-scratch", "--eval-samples", "40", "--quiet"])
     assert code == 0
     run = tmp_path / "res"
     from export.graph import load_graph
+    converted = load_checkpoint(run / "converted.pt")
+    assert len(converted.metrics["bias_calibration"]["mean_abs_shift"]) == len(neuron_layers(converted.arch))
     graph = load_graph(run / "export" / "stdb" / "coregraph.npz")
-    assert [(sc.source, c.name) for c in graph.cores for sc in c.shortcuts] == [
-        ("conv4", "block7_conv2"), ("block7_conv2", "block8_conv2")]
+    assert [(sc.source, c.name) for c in graph.cores for sc in c.shortcuts] == [     # no dropout layers
+        ("conv2", "block4_conv2"), ("block4_conv2", "block5_conv2")]
+    blocks = [c for c in graph.cores if c.name.startswith("block")]
+    assert len(blocks) == 4 and all(c.bias is not None and c.bias.any() for c in blocks)
     results = json.loads((run / "hwsim" / "results.json").read_text())
     names = [l["name"] for l in results["networks"][1]["layers"]]
-    assert "block7_conv2" in names and "block8_conv2" in names
-    assert "| block8_conv2 |" in (run / "report.md").read_text()
+    assert "block4_conv2" in names and "block5_conv2" in names
+    assert "| block5_conv2 |" in (run / "report.md").read_text()
 
 
 def test_pipeline_methods(tmp_path, capsys):

@@ -17,7 +17,7 @@ from typing import Protocol
 
 import torch
 
-from records.cli import BadInput, require
+from records.cli import require
 from records.layout import CONVERTED_STAGES, RunLayout
 from records.timesteps import TimeSteps
 from records.trainer_summary import StageAccuracy, TrainerSummary, save_trainer_summary
@@ -30,7 +30,6 @@ from trainer.distributed import setup as setup_ranks
 from trainer.lif import Surrogate
 from trainer.methods import BASELINES, baseline_config
 from trainer import qcfs
-from trainer.layers import ResBlock
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
 from trainer.snn import SNN, require_training_memory
@@ -182,9 +181,6 @@ def convert(ann_ckpt: Checkpoint, bundle: DatasetBundle, cfg: ConvertConfig, tim
                            v_init=[qcfs.SNN_V_INIT] * len(thresholds), encoding="integrate")
         unscaled = scales = thresholds                   # a rate of 1 stands for lambda
     else:
-        if cfg.bias_calibration and any(isinstance(layer, ResBlock) for layer in arch.layers):
-            raise BadInput(f"--calibrate-biases: {ann_ckpt.arch.name} has residual blocks; bias calibration "
-                           "takes conv and linear neuron layers only")
         ann = ANN(arch).to(rt.device)
         ann.load_state_dict(state)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 from records.timesteps import TimeSteps
-from trainer.models import RESNETS
 from trainer.recipe import OptimConfig, fast_precision
 
 DEFAULT_ARCH = {"digits": "vgg_tiny", "mnist": "vgg_tiny", "cifar10": "vgg5", "cifar100": "vgg11", "folder": "vgg5"}
@@ -109,7 +108,7 @@ RECIPE_CONVERSION = {"paper": {}, "low-latency": {"bias_calibration": LOW_LATENC
                      "calibrated": CALIBRATED_CONVERSION}
 
 
-def default_recipe(dataset: str, arch: str | None = None) -> str:
+def default_recipe(dataset: str) -> str:
     """The chain's recipe when none is asked for: the paper's where its T is short (digits,
     MNIST: it holds there); the calibrated one where the paper's T is long (CIFAR: 75 to
     250 steps), on any device, with a budget or not. There the paper's own settings
@@ -117,11 +116,10 @@ def default_recipe(dataset: str, arch: str | None = None) -> str:
     ANN's 89.67 %), the calibrated recipe held on VGG9 at T = 100 (88.87 %) and on VGG5 at
     T = 75 as one budgeted CPU command (83.87 %, its ANN 84.00 %; RESULTS.md), and its
     calibrated conversion is close enough to its ANN that the few STDB steps a CPU budget
-    affords at that T suffice. A residual net (``arch`` in RESNETS) keeps the paper's: bias
-    calibration takes no residual blocks (trainer.calibrate). The low-latency recipe (T = 4)
-    is asked for by name."""
-    long_t = DEFAULT_T[dataset][1] >= 64
-    return "calibrated" if long_t and arch not in RESNETS else "paper"
+    affords at that T suffice; residual nets take it too (their blocks' biases are
+    calibrated like any layer's: trainer.calibrate). The low-latency recipe (T = 4) is
+    asked for by name."""
+    return "calibrated" if DEFAULT_T[dataset][1] >= 64 else "paper"
 
 
 def low_latency_recipe(dataset: str, device=None) -> OptimConfig:
