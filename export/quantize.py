@@ -42,7 +42,7 @@ from records.header import RecordError
 from trainer.checkpoint import Checkpoint
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
 from trainer.models import count_macs, layer_shapes, neuron_layers
-from trainer.weight_grid import mantissa_scale
+from trainer.weight_grid import ShortcutRangeError, mantissa_scale, shortcut_exponent
 
 
 class QuantizationError(RecordError):
@@ -143,11 +143,11 @@ def _quantize_shortcut(fs: FloatShortcut, units: float, weight_bits: int, block:
     """The shortcut's integers in its population's ``units`` (integer current per float current)."""
     target = fs.weights * units
     step = fx.dense_weight_step(weight_bits)
-    exp = math.ceil(math.log2(1.0 / (mantissa_scale(target.max(), target.min(), weight_bits) * step))) if np.any(target) else 0
-    if exp > 7:
-        raise QuantizationError(f"block {block}: its shortcut needs weight_exp {exp} in the population's units "
-                                f"(scale {units:.6g}), more than 7")
-    exp = max(exp, -7)
+    try:
+        exp = shortcut_exponent(target.max(), target.min(), weight_bits)
+    except ShortcutRangeError as exc:
+        raise QuantizationError(f"block {block}: its shortcut {exc} in the population's units "
+                                f"(scale {units:.6g})") from None
     mant = np.round(target / (2.0 ** exp * step)).astype(np.int64) * step
     source = "input" if fs.source < 0 else sources[fs.source]
     return Shortcut(source, fs.op, mant, fs.input_shape, weight_exp=exp, weight_bits=weight_bits, stride=fs.stride)

@@ -209,11 +209,10 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
         cfg.snn = dataclasses.replace(cfg.snn, optim=low_latency_snn_optim(cfg.snn.optim, device if budget else None),
                                       weight_bits=8)
         cfg.surrogate = SurrogateChoice("linear")
-    elif calibrated:   # RESULTS.md's T = 100 run (trainer.defaults); residual nets off the grid, which
-        # covers no shortcut (trainer.weight_grid): export quantizes their fine-tuned weights
+    elif calibrated:   # RESULTS.md's T = 100 run (trainer.defaults)
         cfg.ann_optim = calibrated_recipe(args.dataset, device if budget else None)
         cfg.snn = dataclasses.replace(cfg.snn, optim=calibrated_snn_optim(cfg.snn.optim, device if budget else None),
-                                      weight_bits=None if args.arch in RESNETS else 8, distill=Distillation())
+                                      weight_bits=8, distill=Distillation())
         cfg.surrogate = SurrogateChoice("linear")
     elif budget:
         cfg.ann_optim = fast_recipe(args.dataset, device)

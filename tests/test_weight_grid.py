@@ -11,11 +11,13 @@ import torch
 
 from export.exporter import ExportConfig, export_checkpoint
 from export.quantize import QuantizationError, fold_layers, quantize_checkpoint
-from trainer.checkpoint import SNNParams, load_checkpoint, save_checkpoint
+from trainer.checkpoint import Checkpoint, SNNParams, load_checkpoint, save_checkpoint
+from trainer.layers import AvgPool, Conv, Flatten, Linear, ResBlock
+from trainer.models import ANN, ArchConfig, neuron_layers
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.snn import SNN
 from trainer.train import train_snn
-from trainer.weight_grid import grid_scale, on_grid, snapped, snapped_reference
+from trainer.weight_grid import block_on_grid, grid_scale, on_grid, snapped, snapped_reference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,9 +137,67 @@ def test_cli_option_and_refusals(converted, tmp_path):
     assert len(res.stderr.strip().splitlines()) == 1
 
 
-def test_pipeline_refuses_the_grid_for_residual_nets_before_training(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "pipeline", "--arch", "resnet_tiny", "--weight-bits", "8", "--runs",
-                          str(tmp_path / "runs"), "--quiet"], cwd=tmp_path, capture_output=True, text=True,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
-    assert res.returncode == 2 and "--weight-bits: resnet_tiny has residual blocks" in res.stderr
-    assert "Traceback" not in res.stderr and not (tmp_path / "runs").exists()
+RESIDUAL = [Conv(4), AvgPool(2), ResBlock(4), ResBlock(6), ResBlock(6), AvgPool(2), ResBlock(8, stride=2),
+            Flatten(), Linear(3)]
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_a_residual_nets_grid_weights_are_the_exported_weights(bits):
+    """Residual blocks on the grid, as export stores them: conv1 and conv2 on their own grids,
+    the shortcut in conv2's units - an identity after a folded pool, a 1x1 projection, an
+    identity, a projection with stride 2 after a folded pool. Every float weight the SNN
+    computes with is the core's integer over its units (to float32's precision), and the
+    identity's factor is within 2^-(bits-1) of 1."""
+    cfg = ArchConfig("res", (2, 8, 8), 3, tuple(RESIDUAL))
+    torch.manual_seed(1)
+    ann = ANN(cfg)
+    data = {"dataset": "x", "normalisation": {"mean": [0, 0], "std": [1, 1]}, "class_names": list("abc")}
+    ckpt = Checkpoint("converted", cfg, ann.state_dict(), data, SNNParams([0.7] * len(neuron_layers(cfg)), 1.0, 4))
+    graph, _ = quantize_checkpoint(ckpt, weight_bits=bits)
+    cores = {c.name: c for c in graph.cores}
+    snn = SNN(ann, ckpt.snn.thresholds, weight_bits=bits)
+    assert snn.block_pools == {2: 2, 3: 1, 4: 1, 6: 2}
+    for i, pool in snn.block_pools.items():
+        w1, w2, short = block_on_grid(ann.layers[i], bits, pool)
+        conv1, conv2 = cores[f"block{i}_conv1"], cores[f"block{i}_conv2"]
+        folded = np.repeat(np.repeat(w1.detach().double().numpy(), pool, 2), pool, 3) / pool ** 2
+        np.testing.assert_allclose(folded, conv1.weights / conv1.weight_scale, rtol=1e-6, atol=0)
+        np.testing.assert_allclose(w2.detach().numpy(), conv2.weights / conv2.weight_scale, rtol=1e-6, atol=0)
+        (sc,) = conv2.shortcuts
+        stored = sc.weights * 2.0 ** sc.weight_exp / conv2.weight_scale       # in float weights
+        if ann.layers[i].shortcut is None:
+            assert abs(short - 1) <= 2.0 ** (1 - bits) and short != 1.0
+            expected = short / pool ** 2 if pool > 1 else short        # the pool's identity: eye / pool**2
+            assert np.allclose(stored[stored != 0], expected, rtol=1e-12, atol=0)
+        else:
+            want = np.repeat(np.repeat(short.detach().double().numpy(), pool, 2), pool, 3) / pool ** 2
+            np.testing.assert_allclose(want, stored, rtol=1e-6, atol=0)
+            assert not np.allclose(want, np.repeat(np.repeat(ann.layers[i].shortcut.weight.detach().double().numpy(),
+                                                             pool, 2), pool, 3) / pool ** 2, rtol=1e-6)
+
+
+def test_a_residual_net_on_the_grid_trains_straight_through():
+    """The gradient of a residual SNN on the grid reaches every block's float weights (the
+    shortcut's through its rescaling) as off the grid it would: the same loss surface's
+    straight-through estimate, not zero."""
+    cfg = ArchConfig("res", (2, 8, 8), 3, tuple(RESIDUAL))
+    torch.manual_seed(2)
+    ann = ANN(cfg)
+    snn = SNN(ann, [0.5] * len(neuron_layers(cfg)), weight_bits=8)
+    snn(torch.rand(4, 2, 8, 8) * 2 - 1, 6, generator=torch.Generator().manual_seed(0)).sum().backward()
+    for i in snn.block_pools:
+        for part in ("conv1", "conv2", "shortcut"):
+            module = getattr(ann.layers[i], part)
+            if module is not None:
+                assert module.weight.grad is not None and module.weight.grad.abs().sum() > 0, (i, part)
+
+
+def test_pipeline_trains_a_residual_net_on_the_grid(tmp_path):
+    """``pipeline --arch resnet_tiny --weight-bits 8`` fine-tunes on the grid and exports it
+    (before, residual nets were refused)."""
+    from pipeline.__main__ import main
+    code = main(["--runs", str(tmp_path), "--name", "g", "--arch", "resnet_tiny", "--weight-bits", "8", "--epochs", "1",
+                 "--snn-epochs", "1", "--timesteps-large", "16", "--samples", "20", "--sweep", "4", "--no-scratch",
+                 "--eval-samples", "20", "--quiet"])
+    assert code == 0
+    assert load_checkpoint(tmp_path / "g" / "stdb.pt").snn.weight_bits == 8

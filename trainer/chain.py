@@ -38,7 +38,6 @@ from trainer.fit import DeadNetwork
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
 from trainer.train import check_learned, train_ann, train_snn
 from trainer.train_state import weights_digest
-from trainer.weight_grid import check_grid_fits
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -353,8 +352,6 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     # Sized before the ANN trains: fine-tuning at the reduced T is the chain's largest hold.
     batch = max([cfg.snn.optim.batch_size] + [baseline_config(m, 1).optim.batch_size for m in cfg.baselines
                                               if m in BASELINES])
-    if cfg.snn.weight_bits is not None:
-        check_grid_fits(arch)
     require_training_memory(arch, steps.reduced, batch, cfg.snn.window, rt.device,
                             f"--timesteps {steps.reduced}", "fewer time steps need less")
     run = RunLayout.named(cfg.runs, bundle.name, arch.name, cfg.name)

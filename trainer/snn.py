@@ -11,8 +11,9 @@ Input: signed rate coding of the normalised image x in [-1, 1] by the checkpoint
 fresh uniform number is below |x|) or integrate (deterministic, the low-latency recipe's).
 Each neuron layer starts at ``v_init[k]`` times its threshold (0 by default; the
 low-latency recipe's 1/2, ``trainer.qcfs``). Dropout masks are drawn once per mini-batch
-and kept for all T steps. With ``weight_bits`` every conv and linear layer computes with
-its weights on the export's grid (``trainer.weight_grid``): the float network is then the
+and kept for all T steps. With ``weight_bits`` every conv and linear layer (and residual
+block, its shortcut in its population's units) computes with its weights on the export's
+grid (``trainer.weight_grid``): the float network is then the
 core's, up to the rounding of thresholds and biases, and fine-tuning learns on that grid.
 
 The synapses of all steps of a window run as one batched conv/matmul over steps x batch,
@@ -40,7 +41,7 @@ from trainer.lif import NeuronState, Surrogate
 from trainer.lif_backends import BACKENDS, neuron_backend
 from trainer.models import ANN, ArchConfig, layer_shapes, neuron_count, neuron_layers
 from trainer.norms import CurrentNorms
-from trainer.weight_grid import MAX_BITS, MIN_BITS, check_grid_fits, on_grid
+from trainer.weight_grid import MAX_BITS, MIN_BITS, block_on_grid, on_grid
 
 
 # Bytes a training window holds per neuron, step and image until its backward: the current,
@@ -84,6 +85,20 @@ def count_spikes(spikes: torch.Tensor) -> int:
     return int(torch.count_nonzero(spikes.view(_SAME_SIZE_INT.get(spikes.dtype, spikes.dtype))))
 
 
+def _block_pools(cfg: ArchConfig) -> dict[int, int]:
+    """Residual block index -> the side of the average pools right before it (1: none),
+    which export folds into the block (``export.quantize.fold_layers``)."""
+    pools, pool = {}, 1
+    for i, spec in enumerate(cfg.layers):
+        if isinstance(spec, AvgPool):
+            pool *= spec.kernel
+        elif spec.weighted:
+            if isinstance(spec, ResBlock):
+                pools[i] = pool
+            pool = 1
+    return pools
+
+
 class SNN(nn.Module):
     """The spiking view of an ANN: same modules and weights, plus thresholds and leak."""
 
@@ -107,11 +122,10 @@ class SNN(nn.Module):
         if len(self.v_init) != len(self.neurons):
             raise ValueError(f"{len(self.v_init)} initial potentials for {len(self.neurons)} neuron layers")
         self.encoding = check_rule(encoding)
-        if weight_bits is not None:
-            if not MIN_BITS <= weight_bits <= MAX_BITS:
-                raise ValueError(f"weight bits must be in {MIN_BITS}..{MAX_BITS}, got {weight_bits}")
-            check_grid_fits(self.cfg)
+        if weight_bits is not None and not MIN_BITS <= weight_bits <= MAX_BITS:
+            raise ValueError(f"weight bits must be in {MIN_BITS}..{MAX_BITS}, got {weight_bits}")
         self.weight_bits = weight_bits
+        self.block_pools = _block_pools(self.cfg)
         self.channels_last = bool(channels_last)
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
@@ -136,6 +150,17 @@ class SNN(nn.Module):
         if isinstance(module, nn.Conv2d):
             return lambda x: module._conv_forward(x, weight, module.bias)
         return lambda x: F.linear(x, weight, module.bias)
+
+    def _block_synapses(self, i: int, module):
+        """A residual block's conv1, conv2 and shortcut as they compute: its own modules, or
+        on the grid (the shortcut in conv2's units, ``trainer.weight_grid.block_on_grid``)."""
+        if self.weight_bits is None:
+            return module.conv1, module.conv2, module.skip
+        w1, w2, short = block_on_grid(module, self.weight_bits, self.block_pools[i])
+        conv = lambda c, w: lambda x: c._conv_forward(x, w, c.bias)   # noqa: E731
+        skip = (conv(module.shortcut, short) if module.shortcut is not None
+                else lambda x: x * short)
+        return conv(module.conv1, w1), conv(module.conv2, w2), skip
 
     def _propagate(self, spikes, states, masks, t0, lut, stop_at: int | None = None, start: int = 0):
         """Push input spikes (steps, B, ...) through the layers; returns the classifier's summed input.
@@ -162,11 +187,12 @@ class SNN(nn.Module):
                 spikes = self._neuron(k, current, states, t0, lut)
                 k += 1
             elif isinstance(spec, ResBlock):
-                current = merged(module.conv1, spikes)
+                conv1, conv2, skip = self._block_synapses(i, module)
+                current = merged(conv1, spikes)
                 if stop_at == k:
                     return current
                 inner = self._neuron(k, current, states, t0, lut)
-                current = merged(module.conv2, inner) + merged(module.skip, spikes)
+                current = merged(conv2, inner) + merged(skip, spikes)
                 if stop_at == k + 1:
                     return current
                 spikes = self._neuron(k + 1, current, states, t0, lut)

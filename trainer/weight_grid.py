@@ -4,9 +4,14 @@ Export (``export.quantize``) stores each weighted layer's weights as signed ``bi
 mantissas at one scale per layer: the scale that maps the largest weight to ``2^(bits-1) - 1``
 (or the most negative to ``-2^(bits-1)``) without clipping, weights rounded to nearest. An
 average pool folded into a layer divides all its weights alike, so the grid relative to
-the layer's own weights is the same before and after the fold. A network whose forward
-pass uses ``on_grid`` weights computes, in float, with the very weights the core holds;
-the straight-through estimator passes the gradient to the float weights unchanged.
+the layer's own weights is the same before and after the fold. A residual block's
+shortcut (its 1x1 projection, or the identity) is not on a grid of its own: export stores
+it in the units of the population it feeds (conv2's scale) as mantissas on Lava's
+mixed-sign step times a power of two, the smallest that holds them (``shortcut_exponent``,
+which export calls too), and ``block_on_grid`` gives the float weights that stand for.
+A network whose forward pass uses ``on_grid`` weights computes, in float, with the very
+weights the core holds; the straight-through estimator passes the gradient to the float
+weights unchanged.
 
 Fine-tuning snaps every weight at every forward pass: VGG9's 32.1 M weights at each step.
 ``snapped_reference`` is the grid as torch operations (fp64 products, rounded half to even,
@@ -18,23 +23,40 @@ round half to even).
 """
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 import torch
 
-from trainer.layers import ArchError, ResBlock
 from trainer.memory_order import memory_order, rows
-from trainer.models import ArchConfig
+from trainer.models import ResidualBlock
 
 MIN_BITS, MAX_BITS = 2, 8
+SHORTCUT_EXP_RANGE = (-7, 7)       # a shortcut's weight_exp, as Lava's Sparse takes it
 
 
-def check_grid_fits(cfg: ArchConfig) -> None:
-    """Refuse an architecture the grid does not cover: a residual block's shortcut is
-    quantized in its population's units (``export.quantize``), not on its own grid."""
-    if any(isinstance(spec, ResBlock) for spec in cfg.layers):
-        raise ArchError(f"--weight-bits: {cfg.name} has residual blocks, whose shortcuts export quantizes in "
-                        "their population's units; training on the weight grid covers conv and linear chains")
+class ShortcutRangeError(ValueError):
+    """A shortcut whose weights need a weight_exp above the range in its population's units."""
+
+
+def mixed_sign_step(bits: int) -> int:
+    """The step of Lava's mixed-sign weight grid at ``bits`` bits (its Dense and Sparse
+    weights): 2 for 8-bit weights; ``export.fixedpoint.dense_weight_step``'s rule."""
+    return 2 ** (9 - bits)
+
+
+def shortcut_exponent(target_max: float, target_min: float, bits: int) -> int:
+    """The weight_exp of a shortcut whose weights, in its population's units, lie in
+    [target_min, target_max]: the smallest that fits them into ``bits``-bit mantissas on
+    the mixed-sign step (at least -7; 0 for all-zero weights); ShortcutRangeError above 7."""
+    if target_max == 0 and target_min == 0:
+        return 0
+    fill = mantissa_scale(target_max, target_min, bits) * mixed_sign_step(bits)
+    exp = math.ceil(math.log2(1.0 / fill))
+    if exp > SHORTCUT_EXP_RANGE[1]:
+        raise ShortcutRangeError(f"needs weight_exp {exp}, more than {SHORTCUT_EXP_RANGE[1]}")
+    return max(exp, SHORTCUT_EXP_RANGE[0])
 
 
 def mantissa_scale(w_max: float, w_min: float, bits: int) -> float:
@@ -80,8 +102,8 @@ class _OnGrid(torch.autograd.Function):
     """The grid's weights forward, the gradient to the float weights unchanged backward."""
 
     @staticmethod
-    def forward(ctx, w, bits):
-        return snapped(w, grid_scale(w, bits))
+    def forward(ctx, w, scale):
+        return snapped(w, scale)
 
     @staticmethod
     def backward(ctx, grad):
@@ -90,4 +112,22 @@ class _OnGrid(torch.autograd.Function):
 
 def on_grid(w: torch.Tensor, bits: int) -> torch.Tensor:
     """``w`` rounded onto its layer's ``bits``-bit grid in the forward pass; identity in the backward."""
-    return _OnGrid.apply(w, bits)
+    return _OnGrid.apply(w, grid_scale(w, bits))
+
+
+def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1):
+    """(conv1's weights, conv2's weights, the shortcut's) of a residual block as its cores
+    hold them at ``bits`` bits, straight-through backward: each conv on its own grid, the
+    shortcut in conv2's units (the module docstring) - a projection's weights, or the
+    identity's one factor (a float). ``pool``: the side of the average pool folded into the
+    block (export folds it into the shortcut, dividing its weights by pool**2)."""
+    area = float(pool * pool)
+    units = grid_scale(block.conv2.weight, bits)
+    projection = block.shortcut is not None          # folded as export folds it, in float64
+    w = block.shortcut.weight.double() / area if projection else torch.tensor([1.0 / area], dtype=torch.float64)
+    lo, hi = torch.aminmax(w.detach())
+    exp = shortcut_exponent(float(hi) * units, float(lo) * units, bits)
+    scale = units / (2.0 ** exp * mixed_sign_step(bits))
+    shortcut = ((_OnGrid.apply(w, scale) * area).to(block.shortcut.weight.dtype) if projection
+                else float(snapped_reference(w, scale)) * area)
+    return on_grid(block.conv1.weight, bits), on_grid(block.conv2.weight, bits), shortcut
