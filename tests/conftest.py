@@ -90,14 +90,18 @@ def trained_digits(converted, stdb, digits):
 
 
 @pytest.fixture(scope="session")
-def trained_residual(digits, tmp_path_factory):
+def converted_residual(digits, tmp_path_factory) -> Path:
+    return _convert_random(digits, "resnet_tiny", tmp_path_factory.mktemp("res"))
+
+
+@pytest.fixture(scope="session")
+def trained_residual(converted_residual, digits):
     """(graph, input spikes of six test images over 12 steps, where every block fires) of a
     converted resnet_tiny (balanced thresholds on its pre-processing convs, Section 4.2) and of
     it after one STDB epoch, quantized."""
-    converted = _convert_random(digits, "resnet_tiny", tmp_path_factory.mktemp("res"))
-    stdb = _fine_tune(converted, digits)
+    stdb = _fine_tune(converted_residual, digits)
     out = []
-    for path in (converted, stdb):
+    for path in (converted_residual, stdb):
         graph, _ = quantize_checkpoint(load_checkpoint(path))
         out.append((graph, graph.input.encode(digits.test_x[:6].numpy(), 12, seed=3)))
     return out

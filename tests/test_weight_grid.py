@@ -95,20 +95,24 @@ def test_fine_tuning_on_the_grid_records_it_and_export_takes_it(converted, digit
                   Runtime(progress=False))
 
 
-def test_on_the_grid_the_float_snn_fires_as_the_core(converted, digits, tmp_path):
+@pytest.mark.parametrize("network", ["converted", "converted_residual"])
+def test_on_the_grid_the_float_snn_fires_as_the_core(network, digits, request):
     """Every layer's largest weight is 7/16, so at 4 bits its scale is 16 and the grid's
     weights are multiples of 1/16 (of 1/64 after a folded pool): float32 sums them exactly,
     and with the thresholds on the core's grid (vth / scale, which the weight grid itself
     leaves to export) the float SNN on the grid fires spike for spike as the core's
-    reference. Off the grid it does not."""
+    reference. Off the grid it does not. resnet_tiny: its shortcuts too, 1x1 projections (one
+    with a pool folded in) in their populations' units, their currents floored by their
+    negative exponents as the core floors them. Thresholds of 1/2: every layer fires."""
     from export import fixedpoint as fx
     from export.exporter import float_snn_run
-    ckpt = load_checkpoint(converted)
+    ckpt = load_checkpoint(request.getfixturevalue(network))
     for name, w in ckpt.state_dict.items():
         if name.endswith(".weight"):
             w = w / w.abs().max() * (7 / 16)
             w.view(-1)[w.abs().argmax()] = 7 / 16
             ckpt.state_dict[name] = w
+    ckpt.snn = dataclasses.replace(ckpt.snn, thresholds=[0.5] * len(ckpt.snn.thresholds))
     graph, _ = quantize_checkpoint(ckpt, weight_bits=4)
     steps = {c.name: fx.dense_weight_step(4) if c.op == "dense" else 1 for c in graph.cores}
     assert {c.weight_scale / (c.pool[0] ** 2 * steps[c.name]) for c in graph.cores} == {16.0}
@@ -121,6 +125,8 @@ def test_on_the_grid_the_float_snn_fires_as_the_core(converted, digits, tmp_path
         ckpt.snn = dataclasses.replace(ckpt.snn, weight_bits=bits)
         runs[bits] = float_snn_run(ckpt, graph, images, spikes)
     assert runs[4][1] == core.spikes_per_neuron and np.array_equal(runs[4][0], core.predictions)
+    assert min(core.spikes_per_neuron) > 0.1
+    assert network == "converted" or {sc.weight_exp for c in graph.cores for sc in c.shortcuts} == {-7, -5}
     assert runs[None][1] != core.spikes_per_neuron
 
 
@@ -158,12 +164,14 @@ def test_a_residual_nets_grid_weights_are_the_exported_weights(bits):
     snn = SNN(ann, ckpt.snn.thresholds, weight_bits=bits)
     assert snn.block_pools == {2: 2, 3: 1, 4: 1, 6: 2}
     for i, pool in snn.block_pools.items():
-        w1, w2, short = block_on_grid(ann.layers[i], bits, pool)
+        grid = block_on_grid(ann.layers[i], bits, pool)
+        w1, w2, short = grid.conv1, grid.conv2, grid.shortcut
         conv1, conv2 = cores[f"block{i}_conv1"], cores[f"block{i}_conv2"]
         folded = np.repeat(np.repeat(w1.detach().double().numpy(), pool, 2), pool, 3) / pool ** 2
         np.testing.assert_allclose(folded, conv1.weights / conv1.weight_scale, rtol=1e-6, atol=0)
         np.testing.assert_allclose(w2.detach().numpy(), conv2.weights / conv2.weight_scale, rtol=1e-6, atol=0)
         (sc,) = conv2.shortcuts
+        assert (grid.units, grid.exp) == (conv2.weight_scale, sc.weight_exp)
         stored = sc.weights * 2.0 ** sc.weight_exp / conv2.weight_scale       # in float weights
         if ann.layers[i].shortcut is None:
             assert abs(short - 1) <= 2.0 ** (1 - bits) and short != 1.0

@@ -8,7 +8,8 @@ the layer's own weights is the same before and after the fold. A residual block'
 shortcut (its 1x1 projection, or the identity) is not on a grid of its own: export stores
 it in the units of the population it feeds (conv2's scale) as mantissas on Lava's
 mixed-sign step times a power of two, the smallest that holds them (``shortcut_exponent``,
-which export calls too), and ``block_on_grid`` gives the float weights that stand for.
+which export calls too), and ``block_on_grid`` gives the float weights that stand for
+(and, for a negative exponent, the floor the core takes of the shortcut's summed current).
 A network whose forward pass uses ``on_grid`` weights computes, in float, with the very
 weights the core holds; the straight-through estimator passes the gradient to the float
 weights unchanged.
@@ -23,6 +24,7 @@ round half to even).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numba
@@ -115,11 +117,34 @@ def on_grid(w: torch.Tensor, bits: int) -> torch.Tensor:
     return _OnGrid.apply(w, grid_scale(w, bits))
 
 
-def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1):
-    """(conv1's weights, conv2's weights, the shortcut's) of a residual block as its cores
-    hold them at ``bits`` bits, straight-through backward: each conv on its own grid, the
-    shortcut in conv2's units (the module docstring) - a projection's weights, or the
-    identity's one factor (a float). ``pool``: the side of the average pool folded into the
+@dataclasses.dataclass
+class BlockGrid:
+    """A residual block's weights as its cores hold them (``block_on_grid``): conv1's and
+    conv2's on their own grids, the shortcut's - a projection's weights, or the identity's
+    one factor - in conv2's ``units`` (integer current per float current) with the
+    exponent ``exp`` export stores it with."""
+    conv1: torch.Tensor
+    conv2: torch.Tensor
+    shortcut: torch.Tensor | float
+    units: float
+    exp: int
+
+    def shortcut_current(self, current: torch.Tensor) -> torch.Tensor:
+        """The shortcut's current as the core sums it: for a negative exponent the core
+        shifts the integer sum right, flooring it (``export.fixedpoint.shortcut_input``), so
+        the float current is floored in the core's units - after it is rounded to the
+        multiple of 2^exp it is, so that the float sum's own rounding cannot cross an integer;
+        straight-through backward."""
+        if self.exp >= 0:
+            return current
+        y = current * self.units
+        floored = torch.floor(torch.round(y * 2.0 ** -self.exp) * 2.0 ** self.exp) / self.units
+        return current + (floored - current).detach()
+
+
+def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1) -> BlockGrid:
+    """A residual block's weights as its cores hold them at ``bits`` bits, straight-through
+    backward (the module docstring). ``pool``: the side of the average pool folded into the
     block (export folds it into the shortcut, dividing its weights by pool**2)."""
     area = float(pool * pool)
     units = grid_scale(block.conv2.weight, bits)
@@ -130,4 +155,4 @@ def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1):
     scale = units / (2.0 ** exp * mixed_sign_step(bits))
     shortcut = ((_OnGrid.apply(w, scale) * area).to(block.shortcut.weight.dtype) if projection
                 else float(snapped_reference(w, scale)) * area)
-    return on_grid(block.conv1.weight, bits), on_grid(block.conv2.weight, bits), shortcut
+    return BlockGrid(on_grid(block.conv1.weight, bits), on_grid(block.conv2.weight, bits), shortcut, units, exp)
