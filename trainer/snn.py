@@ -157,14 +157,8 @@ class SNN(nn.Module):
         if self.weight_bits is None:
             return module.conv1, module.conv2, module.skip
         grid = block_on_grid(module, self.weight_bits, self.block_pools[i])
-        conv = lambda c, w, bias: lambda x: c._conv_forward(x, w, bias)   # noqa: E731
-        if module.shortcut is None:
-            skip = lambda x: grid.shortcut_current(x * grid.shortcut)   # noqa: E731
-        else:       # its bias joins the neurons' (export adds it to conv2's), after the floor
-            bias = module.shortcut.bias
-            skip = lambda x: grid.shortcut_current(module.shortcut._conv_forward(x, grid.shortcut, None)) + (  # noqa: E731
-                0 if bias is None else bias[:, None, None])
-        return conv(module.conv1, grid.conv1, module.conv1.bias), conv(module.conv2, grid.conv2, module.conv2.bias), skip
+        conv = lambda c, w: lambda x: c._conv_forward(x, w, c.bias)   # noqa: E731
+        return conv(module.conv1, grid.conv1), conv(module.conv2, grid.conv2), lambda x: grid.skip(module, x)
 
     def _propagate(self, spikes, states, masks, t0, lut, stop_at: int | None = None, start: int = 0):
         """Push input spikes (steps, B, ...) through the layers; returns the classifier's summed input.

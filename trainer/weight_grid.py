@@ -141,6 +141,14 @@ class BlockGrid:
         floored = torch.floor(torch.round(y * 2.0 ** -self.exp) * 2.0 ** self.exp) / self.units
         return current + (floored - current).detach()
 
+    def skip(self, block: ResidualBlock, x: torch.Tensor) -> torch.Tensor:
+        """The shortcut's current for the block's input spikes ``x`` as the core computes it,
+        then the shortcut's own bias, which export adds to conv2's (the neurons' bias: no floor)."""
+        if block.shortcut is None:
+            return self.shortcut_current(x * self.shortcut)
+        current = self.shortcut_current(block.shortcut._conv_forward(x, self.shortcut, None))
+        return current if block.shortcut.bias is None else current + block.shortcut.bias[:, None, None]
+
 
 def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1) -> BlockGrid:
     """A residual block's weights as its cores hold them at ``bits`` bits, straight-through
