@@ -209,3 +209,11 @@ def test_pipeline_trains_a_residual_net_on_the_grid(tmp_path):
                  "--eval-samples", "20", "--quiet"])
     assert code == 0
     assert load_checkpoint(tmp_path / "g" / "stdb.pt").snn.weight_bits == 8
+
+
+def test_the_grids_mixed_sign_step_is_the_cores():
+    """trainer.weight_grid keeps its own copy of Lava's mixed-sign step (the trainer imports
+    nothing of export): it must be export.fixedpoint's at every width."""
+    from export import fixedpoint as fx
+    from trainer.weight_grid import MAX_BITS, MIN_BITS, mixed_sign_step
+    assert all(mixed_sign_step(b) == fx.dense_weight_step(b) for b in range(MIN_BITS, MAX_BITS + 1))
