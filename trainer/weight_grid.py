@@ -163,4 +163,4 @@ def block_on_grid(block: ResidualBlock, bits: int, pool: int = 1) -> BlockGrid:
     scale = units / (2.0 ** exp * mixed_sign_step(bits))
     shortcut = ((_OnGrid.apply(w, scale) * area).to(block.shortcut.weight.dtype) if projection
                 else float(snapped_reference(w, scale)) * area)
-    return BlockGrid(on_grid(block.conv1.weight, bits), on_grid(block.conv2.weight, bits), shortcut, units, exp)
+    return BlockGrid(on_grid(block.conv1.weight, bits), _OnGrid.apply(block.conv2.weight, units), shortcut, units, exp)
