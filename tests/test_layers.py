@@ -45,7 +45,8 @@ def test_the_dict_form_is_the_checkpoint_format_of_before_the_classes():
     ({"kind": "dropout", "p": 1.0}, r"\[0, 1\)"),
     ({"kind": "dropout", "p": float("nan")}, r"\[0, 1\)"),
     ({"kind": "linear", "out_features": "10"}, "integer out_features"),
-    ({"kind": "resblock", "out_channels": 8, "norm": True}, "resblock has no field 'norm'"),
+    ({"kind": "resblock", "out_channels": 8, "pool": 2}, "resblock has no field 'pool'"),
+    ({"kind": "resblock", "out_channels": 8, "norm": 1}, "norm true or false"),
     ([1, 2], "mapping"),
 ])
 def test_bad_specs_are_refused_naming_the_field(bad, message):

@@ -174,10 +174,13 @@ class ResBlock(LayerSpec):
     """The basic residual block: h = f(conv1(x)), y = f(conv2(h) + shortcut(x)), 3x3 convs
     (conv1 with stride s), the shortcut a 1x1 conv with stride s where the shape changes,
     the identity otherwise; two neuron layers, after conv1 ("conv1") and after the sum
-    ("out"). ``bias`` gives each conv one (the shortcut's adds to conv2's)."""
+    ("out"). ``bias`` gives each conv one (the shortcut's adds to conv2's); ``norm`` a batch
+    norm after each conv in the ANN (conv1's before its activation, conv2's and the 1x1
+    shortcut's before the sum; the identity takes none), folded into each at conversion."""
     out_channels: int
     stride: int = 1
     bias: bool = False
+    norm: bool = False
     kind: ClassVar[str] = "resblock"
     neuron_parts: ClassVar[tuple[str, ...]] = ("conv1", "out")
     defaults_written: ClassVar[tuple[str, ...]] = ("stride",)
@@ -186,6 +189,7 @@ class ResBlock(LayerSpec):
         _check_int(self, "out_channels", 1)
         _check_int(self, "stride", 1)
         _check_flag(self, "bias")
+        _check_flag(self, "norm")
 
     def projects(self, in_channels: int) -> bool:
         """Whether the shortcut is a 1x1 conv (the shape changes) rather than the identity."""

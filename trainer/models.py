@@ -147,7 +147,7 @@ class ArchConfig:
 def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: float = 0.2, fc_dropout: float = 0.5,
                  norm: bool = False, quant_levels: int | None = None, input_levels: int | None = None) -> ArchConfig:
     """The named architecture for this input shape and class count; ``norm``: a batch norm
-    after every conv layer (VGG nets and the residual nets' pre-processing convs),
+    after every conv layer (VGG nets, the residual nets' pre-processing convs and blocks),
     ``quant_levels``, ``input_levels``: QCFS activations and input (the module docstring)."""
     def conv(width: int) -> list[LayerSpec]:
         return [Conv(width, norm=norm)] + ([Dropout(conv_dropout)] if conv_dropout > 0 else [])
@@ -162,7 +162,7 @@ def build_config(name: str, input_shape, num_classes: int, *, conv_dropout: floa
     elif name in RESNETS:
         pre, blocks = RESNETS[name]
         layers = [spec for width in pre for spec in conv(width)] + [AvgPool(2)]
-        layers += [ResBlock(width, stride) for width, stride in blocks]
+        layers += [ResBlock(width, stride, norm=norm) for width, stride in blocks]
         layers.append(Flatten())
     else:
         raise ArchError(f"unknown architecture {name!r}; choose one of {', '.join(ARCHITECTURES)}")
@@ -208,9 +208,21 @@ class ResidualBlock(nn.Module):
     def skip(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.shortcut is None else self.shortcut(x)
 
-    def forward(self, x: torch.Tensor, inner=torch.relu, out=torch.relu) -> torch.Tensor:
-        """``inner``, ``out``: the activations after conv1 and after the sum (ReLU or QCFS)."""
-        return out(self.conv2(inner(self.conv1(x))) + self.skip(x))
+    def forward(self, x: torch.Tensor, inner=torch.relu, out=torch.relu, norms: nn.ModuleDict | None = None
+                ) -> torch.Tensor:
+        """``inner``, ``out``: the activations after conv1 and after the sum (ReLU or QCFS);
+        ``norms``: the ANN's batch norms of this block (``block_norms``), None: none."""
+        def normed(part: str, y: torch.Tensor) -> torch.Tensor:
+            return norms[part](y) if norms is not None and part in norms else y
+        h = inner(normed("conv1", self.conv1(x)))
+        return out(normed("conv2", self.conv2(h)) + normed("shortcut", self.skip(x)))
+
+
+def block_norms(in_channels: int, spec: ResBlock) -> nn.ModuleDict:
+    """A normalised block's batch norms in the ANN: after conv1, after conv2 and after a 1x1
+    shortcut (the identity takes none, as in He et al.'s ResNets)."""
+    parts = ("conv1", "conv2") + (("shortcut",) if spec.projects(in_channels) else ())
+    return nn.ModuleDict({part: nn.BatchNorm2d(spec.out_channels, eps=NORM_EPS) for part in parts})
 
 
 def build_layers(cfg: ArchConfig) -> nn.ModuleList:
@@ -254,7 +266,7 @@ def neuron_count(cfg: ArchConfig) -> int:
 class ANN(nn.Module):
     """The ANN under SNN-friendly constraints; input is the normalised, clipped image.
 
-    ``norms[str(i)]``: the batch norm after layer i (``ArchConfig.normed``);
+    ``norms[str(i)]``: the batch norm after layer i (``ArchConfig.normed``; a block's: ``block_norms``);
     ``act_thresholds``: QCFS's lambda per neuron layer (only with ``quant_levels``);
     ``qcfs_activation``: its implementation (the compiled kernels on the CPU, else the reference:
     ``trainer.qcfs_numba.activation``; an instance may take ``trainer.qcfs.qcfs`` to compare).
@@ -265,12 +277,16 @@ class ANN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.layers = build_layers(cfg)
-        shapes = layer_shapes(cfg)
-        self.norms = nn.ModuleDict({
-            str(i): (nn.BatchNorm2d if isinstance(cfg.layers[i], Conv) else nn.BatchNorm1d)(shapes[i][0], eps=NORM_EPS)
-            for i in cfg.normed})
+        shapes = [tuple(cfg.input_shape)] + layer_shapes(cfg)
+        self.norms = nn.ModuleDict({str(i): self._norm(cfg.layers[i], shapes[i], shapes[i + 1]) for i in cfg.normed})
         if cfg.quant_levels is not None:
             self.act_thresholds = nn.Parameter(torch.full((len(neuron_layers(cfg)),), qcfs.INITIAL_THRESHOLD))
+
+    @staticmethod
+    def _norm(spec: LayerSpec, in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> nn.Module:
+        if isinstance(spec, ResBlock):
+            return block_norms(in_shape[0], spec)
+        return (nn.BatchNorm2d if isinstance(spec, Conv) else nn.BatchNorm1d)(out_shape[0], eps=NORM_EPS)
 
     def _act(self, k: int):
         """Neuron layer k's activation."""
@@ -303,7 +319,7 @@ class ANN(nn.Module):
                     x = act(k)(x)
                     k += 1
             elif isinstance(spec, ResBlock):
-                x = module(x, act(k), act(k + 1))
+                x = module(x, act(k), act(k + 1), self.norms[str(i)] if str(i) in self.norms else None)
                 k += 2
             elif isinstance(spec, AvgPool):
                 x = nn.functional.avg_pool2d(x, spec.kernel)

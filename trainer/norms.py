@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainer.layers import Conv, Linear
+from trainer.layers import Conv, Linear, ResBlock
 from trainer.models import NORM_EPS, ArchConfig, ArchError, layer_shapes, neuron_layers
 
 EPS = NORM_EPS       # the batch norms' epsilon, which the fold must use as well
@@ -60,11 +60,15 @@ def fold_batch_norm(weight: torch.Tensor, bias: torch.Tensor | None, mean: torch
     return folded.to(weight.dtype), (gain * (old_bias - mean.double()) + shift).to(weight.dtype)
 
 
-def _fold_layer(folded: dict, i: int, norm: dict) -> None:
-    """Fold one batch norm (its weight, bias, running_mean, running_var) into layer i of a state_dict."""
-    folded[f"layers.{i}.weight"], folded[f"layers.{i}.bias"] = fold_batch_norm(
-        folded[f"layers.{i}.weight"], folded.get(f"layers.{i}.bias"), norm["running_mean"], norm["running_var"],
+def _fold_layer(folded: dict, layer: str, norm: dict) -> None:
+    """Fold one batch norm (its weight, bias, running_mean, running_var) into the weighted
+    module ``layer`` (a state_dict prefix: "layers.3", "layers.7.conv1") of a state_dict."""
+    folded[f"{layer}.weight"], folded[f"{layer}.bias"] = fold_batch_norm(
+        folded[f"{layer}.weight"], folded.get(f"{layer}.bias"), norm["running_mean"], norm["running_var"],
         norm["weight"], norm["bias"])
+
+
+_NORM_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 
 @torch.no_grad()
@@ -74,8 +78,7 @@ def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     (no module is touched, so a training loop may fold any snapshot it keeps)."""
     folded = {k[len("ann."):]: v.detach().clone() for k, v in state.items() if k.startswith("ann.")}
     for k, (i, _) in enumerate(neuron_layers(cfg)):
-        _fold_layer(folded, i, {name: state[f"norms.norms.{k}.{name}"] for name in
-                                ("weight", "bias", "running_mean", "running_var")})
+        _fold_layer(folded, f"layers.{i}", {name: state[f"norms.norms.{k}.{name}"] for name in _NORM_FIELDS})
         cfg = cfg.with_layer(i, bias=True)
     return cfg, folded
 
@@ -83,10 +86,15 @@ def fold_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
 @torch.no_grad()
 def fold_ann_norms(cfg: ArchConfig, state: dict) -> tuple[ArchConfig, dict]:
     """(the architecture without batch norms, ``bias: true`` where one was, its folded
-    state_dict) of an ANN's ``cfg`` and state_dict: in evaluation mode it computes the same."""
+    state_dict) of an ANN's ``cfg`` and state_dict: in evaluation mode it computes the same.
+    A residual block's norms fold into conv1, conv2 and the 1x1 shortcut they follow; an
+    identity shortcut has none, so the block's sum keeps conv2's bias alone."""
     folded = {k: v.detach().clone() for k, v in state.items() if not k.startswith("norms.")}
     for i in cfg.normed:
-        _fold_layer(folded, i, {name: state[f"norms.{i}.{name}"] for name in
-                                ("weight", "bias", "running_mean", "running_var")})
+        parts = [""]
+        if isinstance(cfg.layers[i], ResBlock):
+            parts = [f".{part}" for part in ("conv1", "conv2", "shortcut") if f"norms.{i}.{part}.weight" in state]
+        for part in parts:
+            _fold_layer(folded, f"layers.{i}{part}", {name: state[f"norms.{i}{part}.{name}"] for name in _NORM_FIELDS})
         cfg = cfg.with_layer(i, norm=False, bias=True)
     return cfg, folded
