@@ -24,7 +24,7 @@ def test_normed_residual_nets_have_a_norm_after_every_conv_of_every_block():
 
 def test_block_norms_keep_the_scale_of_the_sum_through_resnet20():
     """Without them each block adds its branch's variance to the shortcut's, so the sum's
-    scale grows with depth (about 6x over ResNet20's eight blocks at its He-normal start,
+    scale grows with depth (about 5x over ResNet20's eight blocks at its He-normal start,
     where the unnormalised ANN's loss went to nan within five steps on CIFAR-10)."""
     x = torch.randn(16, 3, 32, 32)
 
