@@ -26,7 +26,9 @@ on the 8-bit weight grid (trainer.defaults). ``--recipe paper`` keeps the paper'
 chain in M minutes, split over the stages (``pipeline.budget``), the recipe's ANN (the
 paper's: the fast ANN recipe) trained as many epochs as fit, bf16 where the device computes
 it natively (fp32 elsewhere), no from-scratch baseline, a short accuracy-vs-T sweep, and the
-stages' wall times in ``stage_times.csv``.
+stages' wall times in ``stage_times.csv``; without ``--timesteps``, a reduced T whose STDB
+would not fit in memory is lowered to the most that does (``trainer.chain.fitted_timesteps``:
+ResNet20's T = 250 on 24 GiB), and every stage after runs at it.
 """
 from __future__ import annotations
 
@@ -199,7 +201,8 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
     arch = dataclasses.replace(arch, **{k: v for k, v in (("conv_dropout", args.conv_dropout),
                                                           ("fc_dropout", args.fc_dropout)) if v is not None})
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
-                      arch=arch, timesteps=timesteps, scratch=not (args.no_scratch or budget),
+                      arch=arch, timesteps=timesteps, fit_timesteps=budget and args.timesteps is None,
+                      scratch=not (args.no_scratch or budget),
                       convert=convert_config(args, recipe),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),
                       baseline_epochs=args.method_epochs, qcfs_levels=None if low else args.quant_levels,
@@ -266,6 +269,7 @@ def run_pipeline(args) -> None:
     print(f"== 1/4 trainer: ANN -> conversion -> STDB ({recipe} recipe, T = {steps.reduced}, "
           f"large T = {steps.large})", flush=True)
     run, summary = chain(chain_config(args, steps, device, recipe), rt, clock)
+    steps = summary.timesteps                     # a budget's reduced T may have been lowered to fit
     print("float accuracy (%): " + ", ".join(
         f"{a.stage}{'' if a.timesteps is None else f' T={a.timesteps}'} {a.accuracy:.2f}"
         for a in summary.accuracies) + f"; run folder: {run.root}")

@@ -53,6 +53,14 @@ class TimeSteps:
         """The largest T any stage runs the exported graph at."""
         return max((self.reduced, *self.sweep))
 
+    def with_reduced(self, reduced: int) -> "TimeSteps":
+        """These steps with a lower reduced T; the sweep's points above it, up to the old
+        one, go with it (a budget's sweep ends at the reduced T)."""
+        if not 1 <= reduced <= self.reduced:
+            raise ValueError(f"a lowered reduced T must be in 1..{self.reduced}, got {reduced}")
+        sweep = {t for t in self.sweep if t < reduced or t > self.reduced} | {reduced}
+        return TimeSteps(reduced=reduced, large=self.large, sweep=tuple(sweep))
+
     def to_dict(self) -> dict:
         return {"reduced": self.reduced, "large": self.large, "sweep": list(self.sweep)}
 

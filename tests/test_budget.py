@@ -1,6 +1,7 @@
 """The one-GPU-run profile (``python -m pipeline --budget-minutes``) on the CPU at a tiny
 scale: the same code path as the CIFAR-10 VGG16 run, in seconds."""
 import dataclasses
+import json
 import re
 import time
 
@@ -13,13 +14,15 @@ import trainer.train as train
 from pipeline.__main__ import build_parser, main as pipeline_main
 from pipeline.budget import LOW_LATENCY_SHARES, STAGES, StageClock
 from records.layout import RunLayout
+from records.sizing import USABLE_FRACTION
+from records.timesteps import TimeSteps
 from records.trainer_summary import load_trainer_summary
 from trainer.checkpoint import load_checkpoint
 from trainer.data import load_dataset
 from trainer.models import build_config
 from trainer.defaults import (LOW_LATENCY_CALIBRATION, LOW_LATENCY_T, default_recipe, fast_recipe, fast_snn_optim,
                               low_latency_recipe)
-from trainer.chain import train_ann_in_time
+from trainer.chain import fitted_timesteps, train_ann_in_time
 from trainer.fit import EpochPlanner, StepPlanner, fit_warmup, plan_epochs
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig, fast_precision
 from trainer.train_state import TrainingState
@@ -279,3 +282,45 @@ def test_an_evaluation_under_a_deadline_stops_inside_a_batch():
     result = evaluate_snn(_SlowSNN(0.02), bundle, 4, deadline=time.monotonic() + 0.5)
     assert 8 <= result["samples"] < 64 and time.monotonic() - t < 1.5
     assert evaluate_snn(_SlowSNN(0.0), bundle, 4, deadline=None)["samples"] == 128
+
+
+def test_a_reduced_t_lowered_to_fit_takes_its_sweep_along():
+    steps = TimeSteps(reduced=250, large=2500, sweep=(1, 2, 4, 8, 16, 32, 64, 128, 250))
+    assert steps.with_reduced(110) == TimeSteps(reduced=110, large=2500, sweep=(1, 2, 4, 8, 16, 32, 64, 110))
+    plain = TimeSteps(reduced=100, large=2500)                    # the default sweep runs past T to the large T
+    assert plain.with_reduced(50).sweep == (1, 2, 4, 8, 16, 32, 50, 128, 256, 512, 1024, 2048, 2500)
+    for bad in (0, 251):
+        with pytest.raises(ValueError, match="1..250"):
+            steps.with_reduced(bad)
+
+
+def test_the_fitted_t_is_the_most_that_fits_rounded_down(capsys):
+    steps = TimeSteps(reduced=250, large=2500, sweep=(1, 2, 4, 8, 16, 32, 64, 128, 250))
+    assert fitted_timesteps(steps, 118, "resnet20", 32).reduced == 110
+    assert "reduced T 250 does not fit" in capsys.readouterr().out
+    assert fitted_timesteps(steps, 250, "resnet20", 32) is steps
+    assert fitted_timesteps(steps, 0, "resnet20", 32) is steps       # not one step: the memory check refuses
+    assert fitted_timesteps(TimeSteps(reduced=8, large=200), 7, "vgg_tiny", 32).reduced == 7
+
+
+def test_the_steps_that_fit_follow_the_available_memory(monkeypatch):
+    import trainer.snn as snn
+    cfg = build_config("vgg_tiny", (1, 8, 8), 10)
+    per_step = snn.training_window_memory(cfg, 1, 32)
+    monkeypatch.setattr(snn, "available_memory", lambda device="cpu": int(per_step * 37.5 / USABLE_FRACTION))
+    assert snn.timesteps_that_fit(cfg, 32, "cpu") == 37
+
+
+def test_a_budget_lowers_a_reduced_t_that_does_not_fit(tmp_path, monkeypatch, capsys):
+    """Under --budget-minutes without --timesteps, a reduced T whose STDB would not fit in
+    memory is lowered (ResNet20's T = 250 on 24 GiB); every stage after runs at the new T."""
+    import trainer.chain as chain_mod
+    monkeypatch.setattr(chain_mod, "timesteps_that_fit", lambda cfg, batch, device: 3)
+    assert pipeline_main(["--budget-minutes", "0.75", "--runs", str(tmp_path), "--name", "b", "--quiet",
+                          "--methods", "hybrid"]) == 0
+    assert "reduced T 4 does not fit" in capsys.readouterr().out
+    run = RunLayout(tmp_path / "b")
+    summary = load_trainer_summary(run.trainer_summary)
+    assert summary.timesteps.reduced == 3 and summary.timesteps.sweep == (1, 2, 3)
+    assert load_checkpoint(run.checkpoint("stdb")).snn.timesteps == 3
+    assert json.loads((run.hwsim_dir / "results.json").read_text())["timesteps"] == 3

@@ -32,7 +32,7 @@ from trainer.methods import BASELINES, baseline_config
 from trainer import qcfs
 from trainer.models import ANN, ArchConfig, build_config, neuron_layers
 from trainer.norms import fold_ann_norms
-from trainer.snn import SNN, require_training_memory
+from trainer.snn import SNN, require_training_memory, timesteps_that_fit
 from trainer.evaluate import evaluate_snn
 from trainer.fit import DeadNetwork
 from trainer.recipe import OptimConfig, Runtime, SNNTrainConfig
@@ -110,6 +110,7 @@ class ChainConfig:
         epochs=8, lr=1e-3, optimizer="adam", weight_decay=0.0, warmup_epochs=0.5, grad_clip=1.0)))
     surrogate: SurrogateChoice = field(default_factory=SurrogateChoice)
     timesteps: TimeSteps | None = None
+    fit_timesteps: bool = False                   # lower a reduced T whose STDB would not fit in memory (a budget's)
     scratch: bool = True
     runs: str = "runs"
     name: str | None = None
@@ -339,6 +340,22 @@ def low_latency(cfg: ChainConfig, bundle: DatasetBundle, arch_name: str, timeste
     seconds["qcfs"] = time.time() - t
 
 
+FITTED_T_STEP = 10      # a reduced T lowered to fit is a multiple of this (a resume finds the same one)
+
+
+def fitted_timesteps(steps: TimeSteps, most: int, arch_name: str, batch: int) -> TimeSteps:
+    """``steps``, its reduced T lowered (to a multiple of FITTED_T_STEP where it can be) when
+    STDB's full backpropagation through it at ``batch`` images would need more memory than
+    ``most`` steps; said in one line. Below one step it is left for the memory check to refuse."""
+    if most >= steps.reduced or most < 1:
+        return steps
+    lowered = most - most % FITTED_T_STEP if most >= FITTED_T_STEP else most
+    print(f"reduced T {steps.reduced} does not fit: backpropagation through it at {batch} images of "
+          f"{arch_name} needs more memory than is available; T = {lowered} instead (the most that fits, "
+          f"rounded down to a multiple of {FITTED_T_STEP})", flush=True)
+    return steps.with_reduced(lowered)
+
+
 def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[RunLayout, TrainerSummary]:
     """ANN -> conversion -> STDB, the from-scratch baseline and the ``baselines`` of
     ``trainer.methods``, into ``runs/<name>/``.
@@ -352,6 +369,8 @@ def chain(cfg: ChainConfig, rt: Runtime, clock: Clock | None = None) -> tuple[Ru
     # Sized before the ANN trains: fine-tuning at the reduced T is the chain's largest hold.
     batch = max([cfg.snn.optim.batch_size] + [baseline_config(m, 1).optim.batch_size for m in cfg.baselines
                                               if m in BASELINES])
+    if cfg.fit_timesteps and cfg.snn.window is None:
+        steps = fitted_timesteps(steps, timesteps_that_fit(arch, batch, rt.device), arch.name, batch)
     require_training_memory(arch, steps.reduced, batch, cfg.snn.window, rt.device,
                             f"--timesteps {steps.reduced}", "fewer time steps need less")
     run = RunLayout.named(cfg.runs, bundle.name, arch.name, cfg.name)

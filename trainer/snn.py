@@ -35,7 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from records.encoding import check_rule, integrate_spikes, poisson_spikes
-from records.sizing import require_memory
+from records.sizing import USABLE_FRACTION, available_memory, require_memory
 from trainer.layers import ArchError, AvgPool, Conv, Dropout, Flatten, Linear, ResBlock
 from trainer.lif import NeuronState, Surrogate
 from trainer.lif_backends import BACKENDS, neuron_backend
@@ -57,6 +57,12 @@ def training_window_memory(cfg: ArchConfig, steps: int, batch: int) -> int:
     images: every neuron (``models.neuron_count``) at TRAIN_BYTES_PER_NEURON_STEP, and the
     input spikes as fp32."""
     return steps * batch * (neuron_count(cfg) * TRAIN_BYTES_PER_NEURON_STEP + math.prod(cfg.input_shape) * 4)
+
+
+def timesteps_that_fit(cfg: ArchConfig, batch: int, device: str) -> int:
+    """The most steps of full backpropagation at ``batch`` images that the usable part of
+    the available memory holds (``records.sizing``; 0: not even one)."""
+    return int(USABLE_FRACTION * available_memory(device) // training_window_memory(cfg, 1, batch))
 
 
 def require_training_memory(cfg: ArchConfig, timesteps: int, batch: int, window: int | None, device: str,
