@@ -200,8 +200,9 @@ def chain_config(args, timesteps, device: str, recipe: str = "paper") -> ChainCo
             else ArchChoice(args.arch))
     arch = dataclasses.replace(arch, **{k: v for k, v in (("conv_dropout", args.conv_dropout),
                                                           ("fc_dropout", args.fc_dropout)) if v is not None})
+    # a budget's reduced T may be lowered to fit in memory, but not the low-latency ANN's: it is made for T
     cfg = ChainConfig(data=DataConfig(args.dataset, args.data_root, args.train_subset, args.test_subset),
-                      arch=arch, timesteps=timesteps, fit_timesteps=budget and args.timesteps is None,
+                      arch=arch, timesteps=timesteps, fit_timesteps=budget and args.timesteps is None and not low,
                       scratch=not (args.no_scratch or budget),
                       convert=convert_config(args, recipe),
                       runs=args.runs, name=args.name, baselines=tuple(m for m in methods_of(args) if m != "hybrid"),

@@ -340,7 +340,7 @@ def low_latency(cfg: ChainConfig, bundle: DatasetBundle, arch_name: str, timeste
     seconds["qcfs"] = time.time() - t
 
 
-FITTED_T_STEP = 10      # a reduced T lowered to fit is a multiple of this (a resume finds the same one)
+FITTED_T_STEP = 10      # a reduced T lowered to fit is a multiple of this (a resume mostly finds the same one)
 
 
 def fitted_timesteps(steps: TimeSteps, most: int, arch_name: str, batch: int) -> TimeSteps:
