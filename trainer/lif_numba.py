@@ -60,9 +60,9 @@ def _forward_kernel(cur, u0, o0, last0, spikes, fired, potentials, u, o, last, t
                 uu[i] = x
                 oo[i] = f(1.0) if x > th else f(0.0)
                 s[i] = one if x > th else 0
+            tk = np.int32(t0 + k)
             for i in range(e - a):
-                if oo[i] != 0:
-                    ll[i] = t0 + k
+                ll[i] = tk if oo[i] != 0 else ll[i]
             if save_bytes:
                 b = fired[k, a:e]
                 for i in range(e - a):
@@ -81,28 +81,35 @@ def _backward_kernel(grad, fired, last0, potentials, table, out, t0, theta, leak
                      through_reset, bf16):
     """grad (T, N) dL/d spikes (float32, or bf16 bits where ``bf16``); fired (T, N) uint8
     (stdb), last0 (N,) int32 the last spike before the window, potentials (T, N) (linear,
-    exp), table the STDB slopes alpha*exp(-beta*dt) / theta; writes out (T, N) = dL/d current
-    (the dtype of grad). The scan runs in fp32 in a block's own workspace."""
+    exp), table the STDB slopes alpha*exp(-beta*dt) / theta for dt = 0 .. size-1 and a 0
+    after them (a neuron that never fired, or fired longer ago); writes out (T, N) = dL/d
+    current (the dtype of grad). The scan runs in fp32 in a block's own workspace. The
+    slopes are looked up in two loops without branches (ages, then a gather): with a branch
+    per neuron the loop did not vectorize and the backward took 3.4x as long on real spikes."""
     steps, n = grad.shape
     f = np.float32
     th, lk, al, be = f(theta), f(leak), f(alpha), f(beta)
     inv = f(1.0) / th                                # x / theta as x * (1 / theta): gradients within an ulp
-    size = table.shape[0]
+    size = table.shape[0] - 1
     for blk in numba.prange((n + BLOCK - 1) // BLOCK):
         a = blk * BLOCK
         e = min(n, a + BLOCK)
         ll = last0[a:e].copy()
+        at = np.empty(e - a, np.int32)               # each neuron's row of the table at this step
         work = np.empty((steps, e - a), np.float32)   # each step's slope, then dL/du_t
         gr = np.empty(e - a, np.float32)
         for k in range(steps):                       # forward in time: each step's slope g_t / theta
             r = work[k]
             if kind == 0:
                 b = fired[k, a:e]
+                tk = np.int32(t0 + k)
+                for i in range(e - a):               # selects, no branch: the loop vectorizes
+                    last = tk if b[i] != 0 else ll[i]
+                    ll[i] = last
+                    age = tk - last
+                    at[i] = age if (last >= 0) & (age < size) else size
                 for i in range(e - a):
-                    if b[i] != 0:
-                        ll[i] = t0 + k
-                    age = t0 + k - ll[i]
-                    r[i] = table[age] if ll[i] >= 0 and age < size else f(0.0)
+                    r[i] = table[at[i]]
             else:
                 p = potentials[k, a:e]
                 for i in range(e - a):
@@ -161,7 +168,7 @@ class _NumbaLIF(torch.autograd.Function):
         spikes, fired, potentials, new, order = _forward(current, state, theta, leak, t0, surrogate.kind == "stdb",
                                                          surrogate.kind != "stdb")
         ctx.save_for_backward(fired, state_row(last0, order, torch.int32), potentials,
-                              (lut.float() / float(theta)).contiguous())
+                              torch.cat([lut.float() / float(theta), torch.zeros(1)]))
         ctx.theta, ctx.leak, ctx.t0, ctx.surrogate, ctx.order = float(theta), float(leak), int(t0), surrogate, order
         ctx.mark_non_differentiable(new.u, new.o, new.last)
         ctx.set_materialize_grads(False)        # no zero tensors for the state's (absent) gradients
