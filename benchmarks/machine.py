@@ -35,3 +35,16 @@ def describe(device: str = "cpu") -> str:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         line += f"; GPU {torch.cuda.get_device_name()}"
     return line
+
+
+HEAP_CHOICES = ("reuse", "default")
+HEAP_HELP = ("reuse: freed memory stays in the process for the next allocation, as python -m trainer runs "
+             "(records.heap; every method in this process gets it); default: glibc's own policy")
+
+
+def set_heap(choice: str) -> str:
+    """Apply a benchmark's --heap choice; the words for its machine line."""
+    if choice == "reuse":
+        from records.heap import reuse_freed_memory
+        return "; heap: freed memory reused" if reuse_freed_memory() else "; heap: the C library's default"
+    return "; heap: the C library's default"

@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interleave import interleaved  # noqa: E402
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import HEAP_CHOICES, HEAP_HELP, describe, set_heap  # noqa: E402
 from benchmarks.train_speed import SPIKINGJELLY, SYNAPSES, TrainingStep, sync  # noqa: E402
 
 SYNAPTIC_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_backward",
@@ -78,9 +78,10 @@ def main() -> None:
                    help="every method's memory layout (train_speed's --layouts)")
     p.add_argument("--weight-bits", type=int, default=None,
                    help="our backends on the export's weight grid, as the chain fine-tunes (SpikingJelly without)")
+    p.add_argument("--heap", choices=HEAP_CHOICES, default="reuse", help=HEAP_HELP)
     args = p.parse_args()
     device = torch.device("cpu")
-    print(describe("cpu"), flush=True)
+    print(describe("cpu") + set_heap(args.heap), flush=True)
     methods = list(args.backends)
     if importlib.util.find_spec("spikingjelly") is not None:
         methods.append(SPIKINGJELLY)

@@ -10,7 +10,7 @@ with subtractive reset on the same layers (when spikingjelly is installed:
 ``pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'``), the dense
 ANN of the same layers at batch T*B (forward + backward + Adam), and the limit: the
 synaptic work alone, the same convolutions and matmuls on binary inputs at batch T*B
-(10 % ones), forward and both backward products (to the weights and to the inputs) and
+(10 % ones, bf16 under --bf16: no cast per call), forward and both backward products (to the weights and to the inputs) and
 the optimizer's step, no neurons. Every round times each method for ``--iters``
 iterations, in a rotating order so that a change in the machine's load spreads over all
 of them; after ``--repeats`` rounds it prints min and median images/s, peak memory (CUDA:
@@ -38,7 +38,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.interleave import interleaved, items_per_second  # noqa: E402
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import HEAP_CHOICES, HEAP_HELP, describe, set_heap  # noqa: E402
 from records.encoding import poisson_spikes  # noqa: E402
 from trainer.layers import AvgPool, Conv, Dropout, Flatten, Linear, ResBlock  # noqa: E402
 from trainer.models import ANN, build_config, layer_shapes, neuron_layers  # noqa: E402
@@ -72,10 +72,12 @@ def spikingjelly_net(ann: ANN) -> nn.Module:
     return nn.Sequential(*modules)
 
 
-def synapse_inputs(ann: ANN, batch: int, device: torch.device, fmt=torch.contiguous_format
-                   ) -> list[tuple[nn.Module, torch.Tensor]]:
+def synapse_inputs(ann: ANN, batch: int, device: torch.device, fmt=torch.contiguous_format,
+                   dtype=torch.float32) -> list[tuple[nn.Module, torch.Tensor]]:
     """Each conv and linear layer of ``ann`` with a binary input of its shape at ``batch``
-    (convs' in memory format ``fmt``), wanting a gradient (BPTT carries one back to the layer before)."""
+    (convs' in memory format ``fmt``; in ``dtype``: bf16 under autocast, as an SNN's neurons
+    hand spikes to bf16 synapses, so that the limit does not pay a cast per layer), wanting a
+    gradient (BPTT carries one back to the layer before)."""
     cfg = ann.cfg
     shapes = [tuple(cfg.input_shape)] + layer_shapes(cfg)[:-1]
     generator = torch.Generator(device=device).manual_seed(2)
@@ -84,7 +86,7 @@ def synapse_inputs(ann: ANN, batch: int, device: torch.device, fmt=torch.contigu
         if isinstance(spec, ResBlock):
             raise ValueError(f"the synapses-only limit covers VGGs, not layer kind {spec.kind!r}")
         if isinstance(spec, (Conv, Linear)):
-            x = (torch.rand((batch, *shape), generator=generator, device=device) < INPUT_DENSITY).float()
+            x = (torch.rand((batch, *shape), generator=generator, device=device) < INPUT_DENSITY).to(dtype)
             x = x.contiguous(memory_format=fmt) if x.dim() == 4 else x
             pairs.append((module, x.requires_grad_()))
     return pairs
@@ -109,7 +111,8 @@ class TrainingStep:
         generator = torch.Generator(device=device).manual_seed(1)
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
         if method == SYNAPSES:
-            model, inputs = ann, synapse_inputs(ann, timesteps * batch, device, fmt)
+            model, inputs = ann, synapse_inputs(ann, timesteps * batch, device, fmt,
+                                                torch.bfloat16 if bf16 else torch.float32)
             self.forward = lambda: sum(m(x).float().mean() for m, x in inputs)  # noqa: E731
         elif method == DENSE:
             model, xs, ys = ann, x.repeat(timesteps, 1, 1, 1).contiguous(memory_format=fmt), y.repeat(timesteps)
@@ -145,7 +148,7 @@ def peak_rss_gib(args, method: str, layout: str) -> float:
     """Peak RSS of a fresh process running one iteration of ``method`` (CPU memory per method)."""
     cmd = [sys.executable, __file__, "--device", "cpu", "--arch", args.arch, "--batch", str(args.batch),
            "--timesteps", str(args.timesteps[0]), "--peak-of", method, "--layouts", layout,
-           "--bf16" if args.bf16 else "--no-bf16"]
+           "--bf16" if args.bf16 else "--no-bf16", "--heap", args.heap]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_gib"]
 
@@ -207,9 +210,10 @@ def main() -> None:
     p.add_argument("--layouts", nargs="+", choices=("nchw", "nhwc"), default=["nchw"],
                    help="memory layouts of the convolutions' inputs; each method runs in each")
     p.add_argument("--no-memory", action="store_true", help="CPU: skip the per-method peak-RSS processes")
+    p.add_argument("--heap", choices=HEAP_CHOICES, default="reuse", help=HEAP_HELP)
     p.add_argument("--peak-of", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
-    print(describe(args.device), flush=True)
+    print(describe(args.device) + set_heap(args.heap), flush=True)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.arch = args.arch or ("vgg16" if cuda else "vgg5")

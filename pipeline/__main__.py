@@ -47,6 +47,7 @@ from records.atomic import atomic_file
 from records.cli import (OUTPUT_DIR, POSITIVE, PROBABILITY, SEED, TIMESTEPS, BadInput, Parser, integer, number,
                          run_main, run_name)
 from records.device import resolve_device
+from records.heap import reuse_freed_memory
 from records.layout import COMPARED_STAGES, METHOD_STAGES, STAGE_TIMES_FILE
 from records.table import csv_text
 from reports import render_report
@@ -249,6 +250,7 @@ def budget_sweep(reduced: int) -> tuple[int, ...]:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s")
+    reuse_freed_memory()          # each iteration's tensors reuse the last one's pages (records.heap)
     return run_main("pipeline", lambda: run_pipeline(args))
 
 

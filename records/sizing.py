@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from records.cli import BadInput
+from records.heap import release_freed_memory
 
 # The part of the available memory a command may plan to hold: the rest is for what the
 # estimate leaves out (the interpreter, the model, the data set, the allocator's slack).
@@ -40,10 +41,12 @@ def _cgroup_room() -> int | None:
 
 def available_memory(device: str = "cpu") -> int:
     """Bytes a new allocation can take now: a GPU's free memory, else the smaller of the
-    kernel's MemAvailable and what the container's limit leaves."""
+    kernel's MemAvailable and what the container's limit leaves (after this process has
+    handed back the memory it freed: ``records.heap``)."""
     if str(device).startswith("cuda"):
         import torch
         return int(torch.cuda.mem_get_info(torch.device(device))[0])
+    release_freed_memory()
     room = None
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():

@@ -20,6 +20,7 @@ from records.atomic import atomic_file
 from records.cli import (OUTPUT_DIR, OUTPUT_FILE, POSITIVE, PROBABILITY, SEED, TIMESTEPS, BadInput, Parser, integer,
                          number, run_main, run_name, writable_file)
 from records.device import resolve_device
+from records.heap import reuse_freed_memory
 from records.table import csv_text
 from records.layout import RunLayout
 from trainer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -435,6 +436,7 @@ COMMANDS = {"ann": cmd_ann, "import": cmd_import, "convert": cmd_convert, "stdb"
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    reuse_freed_memory()          # each iteration's tensors reuse the last one's pages (records.heap)
     return run_main(f"trainer {args.command}", lambda: COMMANDS[args.command](args))
 
 
