@@ -14,7 +14,7 @@ from trainer.lif import NeuronState, Surrogate, lif_multistep, lif_reference
 from trainer.lif_backends import fused_available, neuron_backend
 from trainer.lif_numba import lif_numba
 from trainer.models import ANN, build_config, neuron_layers
-from trainer.snn import SNN
+from trainer.snn import SNN, count_spikes
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FAST = ["multistep", "fused", "numba"]
@@ -126,6 +126,41 @@ def test_compiled_backends_keep_channels_last(dtype, backend):
     assert torch.equal(spikes.detach(), ref[0]) and torch.equal(current.grad, ref[1])
     assert current.grad.stride() == current.stride()
     assert torch.equal(state.u, ref[2].u) and torch.equal(state.last, ref[2].last)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("surrogate", SURROGATES[:3], ids=lambda s: s.kind)
+def test_numba_counts_and_masks_as_it_fires(dtype, surrogate):
+    """The numba kernels with a dropout mask (lif_numba.counted, as trainer.snn calls them):
+    the spikes times the mask, the count of the spikes before it, and the gradient that
+    torch's product in the same dtype gives, bit for bit; channels-last, over two windows."""
+    lif_of("numba")
+    gen = torch.Generator().manual_seed(0)
+    dense = (torch.rand((9, 2, 6, 3, 4), generator=gen) * 1.6 - 0.3).to(dtype)
+    nhwc = dense.flatten(0, 1).to(memory_format=torch.channels_last).unflatten(0, (9, 2))
+    keep = 0.9                                   # 1 / 0.9 is not a bf16 number: the products round
+    mask = ((torch.rand((2, 6, 3, 4), generator=gen) < keep).float() / keep).to(memory_format=torch.channels_last)
+    weights = torch.randn(nhwc.shape, generator=gen).bfloat16().float()
+    results = []
+    for fused in (False, True):
+        current = nhwc.clone().requires_grad_()
+        state, lut, out, total = NeuronState.zeros(current[0].detach().float()), surrogate.lut(10), [], 0
+        for t0, length in [(0, 4), (4, 5)]:
+            window = current[t0:t0 + length]
+            if fused:
+                spikes, state, count = lif_numba.counted(window, state, 0.7, 0.9, t0, surrogate, lut, mask)
+            else:
+                spikes, state = lif_numba(window, state, 0.7, 0.9, t0, surrogate, lut)
+                count = count_spikes(spikes)
+                spikes = spikes * mask.to(spikes.dtype)
+            total, state = total + count, state.detached()
+            out.append(spikes)
+        spikes = torch.cat(out)
+        (spikes * weights).sum().backward()
+        results.append((spikes.detach(), total, current.grad))
+    (s0, c0, g0), (s1, c1, g1) = results
+    assert s1.dtype == dtype and torch.equal(s0, s1) and torch.equal(g0, g1) and c0 == c1
+    assert 0 < int(torch.count_nonzero(s1)) < c1        # the mask dropped some of the spikes counted
 
 
 @pytest.mark.parametrize("backend", ["reference", *FAST])

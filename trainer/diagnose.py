@@ -30,8 +30,8 @@ class RecordingSNN(SNN):
         self.counts = [None] * len(self.neurons)
         return super().begin(timesteps, window, device)
 
-    def _neuron(self, k, current, states, t0, lut):
-        spikes = super()._neuron(k, current, states, t0, lut)
+    def _neuron(self, k, current, states, t0, lut, mask=None):
+        spikes = super()._neuron(k, current, states, t0, lut, mask)
         counts = spikes.detach().float().sum(0)
         self.counts[k] = counts if self.counts[k] is None else self.counts[k] + counts
         return spikes

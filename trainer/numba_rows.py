@@ -38,6 +38,16 @@ def store_row(src, dst, bf16):
             dst[i] = src[i]
 
 
+@numba.njit(inline="always")
+def round_to_bf16(row):
+    """row (fp32) <- each value rounded to bf16 as store_row rounds, kept in fp32 (exact)."""
+    wide = row.view(np.uint32)
+    for i in range(row.shape[0]):
+        b = wide[i]
+        r = ((b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16) << 16
+        wide[i] = np.uint32(0x7FC00000) if row[i] != row[i] else r
+
+
 def bits(x: torch.Tensor) -> np.ndarray:
     """A tensor's numbers for the kernels: fp32 as is, bf16 as its uint16 bits."""
     return x.view(torch.int16).numpy().view(np.uint16) if x.dtype == torch.bfloat16 else x.numpy()

@@ -136,15 +136,24 @@ class SNN(nn.Module):
         self.spike_counts: list[float] = []   # per neuron layer, summed over steps and batch, last run
         self.neuron_counts: list[int] = []    # neurons per neuron layer
 
-    def _neuron(self, k, current, states, t0, lut):
-        """Run neuron layer k over the window's currents, updating states[k]."""
+    def _neuron(self, k, current, states, t0, lut, mask=None):
+        """Run neuron layer k over the window's currents, updating states[k]; the spikes it
+        hands on, through the dropout ``mask`` that follows it where one is given."""
         lif = neuron_backend(self.backend, current.device, self.surrogate.kind)
         if not getattr(lif, "reads_bf16", False):
             current = current.float()  # under bf16 autocast the synapses are bf16, the neurons fp32
         if states[k] is None:
             states[k] = NeuronState.zeros(current[0].detach().float(), self.v_init[k] * self.thresholds[k])
-        spikes, states[k] = lif(current, states[k], self.thresholds[k], self.leak, t0, self.surrogate, lut)
-        self.spike_counts[k] += count_spikes(spikes)
+        args = (self.thresholds[k], self.leak, t0, self.surrogate, lut)
+        counted = getattr(lif, "counted", None)
+        if counted is not None:          # the compiled CPU kernels count and mask as they write the spikes
+            spikes, states[k], fired = counted(current, states[k], *args, mask)
+        else:
+            spikes, states[k] = lif(current, states[k], *args)
+            fired = count_spikes(spikes)
+            if mask is not None:
+                spikes = spikes * mask.to(spikes.dtype)     # bf16 spikes stay bf16
+        self.spike_counts[k] += fired
         self.neuron_counts[k] = math.prod(current.shape[2:])
         return spikes
 
@@ -177,6 +186,9 @@ class SNN(nn.Module):
         merged = lambda module, p: self._laid_out(module(p.flatten(0, 1)).unflatten(0, (steps, -1)))  # noqa: E731
         last = len(self.cfg.layers) - 1
         k = sum(1 for i, _ in self.neurons if i < start)
+        # masks are keyed by their dropout layer's index: the one right after layer i is masks.get(i + 1),
+        # handed to the neurons of layer i, which apply it as they fire (``handed``), not the dropout layer
+        handed = None
         for i, (spec, module) in enumerate(zip(self.cfg.layers, self.ann.layers)):
             if i < start:
                 continue
@@ -188,7 +200,7 @@ class SNN(nn.Module):
                     current = self.norms(k, current)
                 if stop_at == k:
                     return current
-                spikes = self._neuron(k, current, states, t0, lut)
+                spikes, handed = self._neuron(k, current, states, t0, lut, masks.get(i + 1)), i + 1
                 k += 1
             elif isinstance(spec, ResBlock):
                 conv1, conv2, skip = self._block_synapses(i, module)
@@ -199,12 +211,13 @@ class SNN(nn.Module):
                 current = merged(conv2, inner) + merged(skip, spikes)
                 if stop_at == k + 1:
                     return current
-                spikes = self._neuron(k + 1, current, states, t0, lut)
+                spikes, handed = self._neuron(k + 1, current, states, t0, lut, masks.get(i + 1)), i + 1
                 k += 2
             elif isinstance(spec, AvgPool):
                 spikes = merged(lambda p: F.avg_pool2d(p, spec.kernel), spikes)
             elif isinstance(spec, Dropout):
-                spikes = spikes * masks[i].to(spikes.dtype) if i in masks else spikes   # bf16 spikes stay bf16
+                if i in masks and handed != i:
+                    spikes = spikes * masks[i].to(spikes.dtype)            # bf16 spikes stay bf16
             elif isinstance(spec, Flatten):
                 spikes = spikes.flatten(2)
             else:
