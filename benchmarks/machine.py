@@ -44,7 +44,6 @@ HEAP_HELP = ("reuse: freed memory stays in the process for the next allocation, 
 
 def set_heap(choice: str) -> str:
     """Apply a benchmark's --heap choice; the words for its machine line."""
-    if choice == "reuse":
-        from records.heap import reuse_freed_memory
-        return "; heap: freed memory reused" if reuse_freed_memory() else "; heap: the C library's default"
-    return "; heap: the C library's default"
+    from records.heap import reuse_freed_memory
+    reused = choice == "reuse" and reuse_freed_memory()
+    return "; heap: freed memory reused" if reused else "; heap: the C library's default"

@@ -113,13 +113,15 @@ def _backward_kernel(grad, mask, fired, last0, potentials, table, out, t0, theta
     th, lk, al, be = f(theta), f(leak), f(alpha), f(beta)
     inv = f(1.0) / th                                # x / theta as x * (1 / theta): gradients within an ulp
     size = table.shape[0] - 1
+    masked = mask.shape[0] > 0
     for blk in numba.prange((n + BLOCK - 1) // BLOCK):
         a = blk * BLOCK
         e = min(n, a + BLOCK)
         ll = last0[a:e].copy()
         at = np.empty(e - a, np.int32)               # each neuron's row of the table at this step
-        mf = np.empty(e - a if mask.shape[0] > 0 else 0, np.float32)
-        load_row(mask[a:e] if mask.shape[0] > 0 else mask, mf, bf16)
+        mf = np.empty(e - a if masked else 0, np.float32)   # the block's mask in fp32
+        if masked:
+            load_row(mask[a:e], mf, bf16)
         work = np.empty((steps, e - a), np.float32)   # each step's slope, then dL/du_t
         gr = np.empty(e - a, np.float32)
         for k in range(steps):                       # forward in time: each step's slope g_t / theta
@@ -144,7 +146,7 @@ def _backward_kernel(grad, mask, fired, last0, potentials, table, out, t0, theta
             k = steps - 1 - j
             r = work[k]
             load_row(grad[k, a:e], gr, bf16)
-            if mf.shape[0] > 0:
+            if masked:
                 for i in range(e - a):
                     gr[i] = gr[i] * mf[i]
                 if bf16:

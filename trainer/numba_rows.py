@@ -26,13 +26,19 @@ def load_row(src, dst, bf16):
 
 
 @numba.njit(inline="always")
+def _bf16_bits(b, nan):
+    """The bf16 bits (in a uint32) of the fp32 number with bits ``b``: rounded to nearest
+    even, as torch's cast rounds; a NaN (``nan``) gives the quiet NaN."""
+    return np.uint32(0x7FC0) if nan else (b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16
+
+
+@numba.njit(inline="always")
 def store_row(src, dst, bf16):
     """dst <- src (fp32): fp32 as is, or bf16 bits rounded to nearest even (NaN stays NaN)."""
     if bf16:
         wide = src.view(np.uint32)
         for i in range(src.shape[0]):
-            b = wide[i]
-            dst[i] = 0x7FC0 if src[i] != src[i] else (b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16
+            dst[i] = _bf16_bits(wide[i], src[i] != src[i])
     else:
         for i in range(src.shape[0]):
             dst[i] = src[i]
@@ -43,9 +49,7 @@ def round_to_bf16(row):
     """row (fp32) <- each value rounded to bf16 as store_row rounds, kept in fp32 (exact)."""
     wide = row.view(np.uint32)
     for i in range(row.shape[0]):
-        b = wide[i]
-        r = ((b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16) << 16
-        wide[i] = np.uint32(0x7FC00000) if row[i] != row[i] else r
+        wide[i] = _bf16_bits(wide[i], row[i] != row[i]) << 16
 
 
 def bits(x: torch.Tensor) -> np.ndarray:
