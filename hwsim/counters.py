@@ -15,7 +15,7 @@ class SimError(ValueError):
 class BlockOutput(NamedTuple):
     """One core over one block of steps, on any of the paths (``hwsim.paths``)."""
     spikes: torch.Tensor             # (steps*B, *out_shape) in the storage order below
-    counts: torch.Tensor | None      # spikes per sample and neuron (B, neurons); None for the output core
+    spikes_per_sample: torch.Tensor | None   # (B,) the block's spikes per sample; None for the output core
     channels_last: bool              # the spikes' and the voltages' storage order (a conv's (H, W, C))
     active: int | torch.Tensor       # neuron updates with a non-zero current
     max_abs: int | torch.Tensor      # the largest |current|

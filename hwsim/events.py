@@ -185,7 +185,7 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
     applied before it; v, prev (B, Ho*Wo*O) state in (H, W, C) order, updated in place; out (T,
     B, Ho*Wo*O) int8 spikes (written); counts (B, Ho*Wo*O) spikes per neuron (added to); bias
     (Ho*Wo*O,) per neuron, in v's units and order; extra (T, B, Ho*Wo*O) the shortcuts' currents
-    (or empty: none); stats (B, 2): non-zero currents, max |current| (written).
+    (or empty: none); stats (B, 3): non-zero currents, max |current|, spikes (written).
 
     Per step, the input's events are listed per (pooled) position; then each output position
     gathers the events under its kernel window into one row of O currents (a vector add per
@@ -212,7 +212,7 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
         fired = np.empty(ho * wo, dtype=np.bool_)            # per output position: a spike at the last step
         for pos in range(ho * wo):
             fired[pos] = _any_fired(prev, b, pos * o_n, o_n)
-        nz = 0
+        nz, spikes = 0, 0
         a_max = np.zeros(o_n, dtype=v.dtype)                 # the largest |current| per channel
         for t in range(tb):
             nnz = 0
@@ -272,9 +272,11 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
                     nzr, k = _update_neurons(cur, v, prev, out, counts, bias, extra, a_max, t, b, pos * o_n,
                                              vth, dv, exp, conv_wrap, spiking, wrap)
                     nz += nzr
+                    spikes += k
                     fired[pos] = k > 0
         stats[b, 0] = nz
         stats[b, 1] = np.int64(a_max.max())
+        stats[b, 2] = spikes
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -292,7 +294,7 @@ def dense_core_events(x, xw, w, w_scale, sum_type, v, prev, out, counts, bias, e
         cur = np.empty(o_n, dtype=v.dtype)
         f = acc.dtype.type
         fired = _any_fired(prev, b, 0, o_n)
-        nz = 0
+        nz, spikes = 0, 0
         a_max = np.zeros(o_n, dtype=v.dtype)
         for t in range(tb):
             hits = 0
@@ -326,9 +328,11 @@ def dense_core_events(x, xw, w, w_scale, sum_type, v, prev, out, counts, bias, e
             nzr, k = _update_neurons(cur, v, prev, out, counts, bias, extra, a_max, t, b, 0, vth, dv, exp, conv_wrap,
                                      spiking, wrap)
             nz += nzr
+            spikes += k
             fired = k > 0
         stats[b, 0] = nz
         stats[b, 1] = np.int64(a_max.max())
+        stats[b, 2] = spikes
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -340,13 +344,15 @@ def neuron_block(a, v, prev, out, counts, bias, extra, stats, vth, dv, exp, conv
     all the block's steps, so that only the currents and spikes stream through memory."""
     tb, b_n, n_n = a.shape
     for b in numba.prange(b_n):
-        nz = 0
+        nz, spikes = 0, 0
         a_max = np.zeros(min(_ROW, n_n), dtype=a.dtype)
         for first in range(0, n_n, _ROW):             # neurons are independent: each row through all
             for t in range(tb):                          # steps while its state stays in L1
                 row = a[t, b, first:min(first + _ROW, n_n)]
-                nzr, _ = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp,
+                nzr, k = _update_neurons(row, v, prev, out, counts, bias, extra, a_max, t, b, first, vth, dv, exp,
                                          conv_wrap, spiking, wrap)
                 nz += nzr
+                spikes += k
         stats[b, 0] = nz
         stats[b, 1] = np.int64(a_max.max()) if n_n else 0
+        stats[b, 2] = spikes

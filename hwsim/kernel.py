@@ -16,6 +16,7 @@ active neuron updates.
 """
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -30,10 +31,12 @@ from hwsim.tensors import CL, flat
 
 
 def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
+    """A block's input spikes (steps, n, ...) as int8 (steps*n, ...), channels-last for maps:
+    the event kernels read them as they are, the other paths convert."""
     t = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
     tb, nb = t.shape[:2]
-    t = t.to(dev, non_blocking=True).reshape(tb * nb, *t.shape[2:]).to(torch.float32)
-    return t.contiguous(memory_format=CL)
+    t = t.to(dev, non_blocking=True).reshape(tb * nb, *t.shape[2:]).to(torch.int8)
+    return t.contiguous(memory_format=CL) if t.dim() == 4 else t
 
 
 def _output_voltages(plan: CorePlan, v: torch.Tensor, hwc: bool) -> np.ndarray:
@@ -61,14 +64,20 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
     ``event_density[i]`` non-zero entries (per input and image-step); else on the int8 path
     where ``int8`` and the core has one, else dense. After each step count t in
     ``readouts`` (below ``steps``), the output voltages and every core's spikes per sample
-    so far are read out (``ChunkCounts.readouts``); blocks are cut there."""
+    so far are read out (``ChunkCounts.readouts``); blocks are cut there.
+
+    Per block, a path hands back only its spikes and their count per sample (what the next
+    core's path choice needs); each population's spikes per neuron add up over the chunk
+    (``Block.counts``), and the synaptic events, linear in them, are counted once per chunk."""
     n = int(x_chunk.shape[1])
     f64 = torch.float64
     spikes_acc = [torch.zeros(n, dtype=f64, device=dev) for _ in plans]
-    syn_acc = [torch.zeros((), dtype=f64, device=dev) for _ in plans]
     active_acc = [torch.zeros((), dtype=torch.int64, device=dev) for _ in plans]
     maxabs_acc = [torch.zeros((), dtype=f64, device=dev) for _ in plans]
-    in_acc = torch.zeros(n, dtype=f64, device=dev)
+    in_counts = torch.zeros((n, int(np.prod(x_chunk.shape[2:]))), dtype=f64, device=dev)
+    # per population (the input and every spiking core): its spikes per sample and neuron over
+    # the chunk in its storage order, and whether that order is (H, W, C)
+    counts: dict[str, list] = {"input": [in_counts, False]}
     v: list[torch.Tensor | None] = [None] * len(plans)      # flat (n, M), storage order of the core's output
     prev: list[torch.Tensor | None] = [None] * len(plans)
     out_hwc = [False] * len(plans)
@@ -82,50 +91,67 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
                         torch.stack(spikes_acc).sum(0).round().to(torch.int64).cpu().numpy())
         x = _to_input(x_chunk[t0:t0 + tb], dev)                       # (tb*n, C, H, W) channels-last
         xf, hwc = flat(x)
-        s_sum = xf.abs().view(tb, n, -1).sum(0)                       # (n, M): |spikes| per sample and input
-        per_sample = s_sum.sum(1, dtype=f64)                          # (n,): the block's input spikes per sample
-        in_acc += per_sample
-        kept = {"input": (x, s_sum, hwc)} if "input" in sources else {}   # a shortcut source's block
+        s_sum = xf.abs().view(tb, n, -1).sum(0, dtype=f64)            # (n, M): |spikes| per sample and input
+        in_counts += s_sum
+        counts["input"][1] = hwc
+        input_events = float(s_sum.sum())
+        kept = {"input": x} if "input" in sources else {}             # a shortcut source's block
         k = 0
         for i, p in enumerate(plans):
-            s_tot = s_sum.sum(0)                                      # (M,): the block's spikes per input
-            syn_acc[i] += (s_tot.to(f64) * p.fan_out[hwc and len(p.in_shape) == 3]).sum()
-            for sc in p.shortcuts:                                    # events arriving through the shortcuts
-                _, src_sum, src_hwc = kept[sc.source]
-                syn_acc[i] += (src_sum.sum(0).to(f64) * sc.fan_out[src_hwc]).sum()
             if v[i] is None:
                 v[i] = torch.full((n, p.neurons), p.core.v_init, dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
-            input_events = float(per_sample.sum())
+                if p.spiking:
+                    counts[p.name] = [torch.zeros((n, p.neurons), dtype=torch.float32, device=dev), False]
             if costs[i] is not None:
                 events = costs[i].events(tb * n, input_events)
             else:
-                events = event_density[i] > 0 and input_events <= event_density[i] * tb * n * s_tot.numel()
+                events = event_density[i] > 0 and input_events <= event_density[i] * tb * n * math.prod(p.in_shape)
             path = choose_path(p, events, int8)
             if path is not p.dense and buffers[i] is None:
                 buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
             started = time.perf_counter()
-            res = path.run(Block(x, hwc, s_tot, tb, n, v[i], prev[i], [kept[sc.source][0] for sc in p.shortcuts],
-                                 buffers[i]), settings)
+            res = path.run(Block(x, hwc, tb, n, v[i], prev[i], [kept[sc.source] for sc in p.shortcuts],
+                                 counts[p.name][0] if p.spiking else None, buffers[i]), settings)
             if costs[i] is not None and path is not p.dense:
                 costs[i].observe(path.name, time.perf_counter() - started, tb * n, input_events)
-            out, counts, out_hwc[i], active, amax = res
+            out, per_sample, out_hwc[i], active, amax = res
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
-                s_sum = counts
-                per_sample = s_sum.sum(1, dtype=f64)
+                counts[p.name][1] = out_hwc[i]
                 spikes_acc[i] += per_sample
+                input_events = float(per_sample.sum())
                 if record:
                     trains[k].append(out.view(tb, n, *p.out_shape).to(torch.uint8).contiguous().cpu().numpy())
                     k += 1
                 x, hwc = out, out_hwc[i]
                 if p.name in sources:
-                    kept[p.name] = (out, s_sum, hwc)
+                    kept[p.name] = out
     return ChunkCounts(spikes=torch.stack(spikes_acc).round().to(torch.int64).cpu().numpy(),
-                       synaptic_events=torch.stack(syn_acc).round().to(torch.int64).cpu().numpy(),
+                       synaptic_events=_synaptic_events(plans, counts, steps),
                        active=torch.stack(active_acc).cpu().numpy(),
                        max_abs=torch.stack(maxabs_acc).round().to(torch.int64).cpu().numpy(),
-                       input_spikes=in_acc.round().to(torch.int64).cpu().numpy(),
+                       input_spikes=in_counts.sum(1).round().to(torch.int64).cpu().numpy(),
                        output=_output_voltages(plans[-1], v[-1], out_hwc[-1]),
                        trains=[np.concatenate(t, axis=0) for t in trains] if record else None, readouts=read)
+
+
+def _synaptic_events(plans: Sequence[CorePlan], counts: dict[str, list], steps: int) -> np.ndarray:
+    """Per core, the events arriving over the chunk: its sources' spikes per neuron (summed
+    over the samples) times each neuron's fan-out into the core, through its input and its
+    shortcuts; ``steps`` bounds a neuron's spikes."""
+    def per_neuron(c: torch.Tensor) -> torch.Tensor:         # float32 sums of integers: exact below 2**24
+        exact = c.dtype != torch.float32 or c.shape[0] * steps < 2 ** 24
+        return (c.sum(0) if exact else c.sum(0, dtype=torch.float64)).double()
+    syn = []
+    source = "input"
+    for p in plans:
+        c, hwc = counts[source]
+        total = torch.dot(per_neuron(c), p.fan_out[hwc and len(p.in_shape) == 3])
+        for sc in p.shortcuts:
+            c, hwc = counts[sc.source]
+            total = total + torch.dot(per_neuron(c), sc.fan_out[hwc])
+        syn.append(total)
+        source = p.name
+    return torch.stack(syn).round().to(torch.int64).cpu().numpy()

