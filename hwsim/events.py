@@ -9,7 +9,10 @@ by sample (samples in parallel), step by step:
    are listed, eight channels tested at once and the non-zero ones of them found by their
    bits (trailing zeros of a byte mask), per input position -- for a conv with a
    folded q x q average pool (``hwsim.plan``) per pooled position (sum-pool and conv are
-   both linear, so each spike under the pool window adds its own fan-out);
+   both linear, so each spike under the pool window adds its own fan-out); spikes apart
+   from other values, in position order, so that the events of a kernel window's row are
+   one contiguous range (one lookup per kernel row, not per kernel position: at 2 % firing
+   the lookups had cost more than the sums);
 2. currents: a conv's output position gathers the events under its kernel window into
    one row of currents that stays in L1: the rows ``weights[ky, kx, c, :]`` (contiguous
    over the output channels) of its spikes, four per pass (``_gather``; int8 rows summed in
@@ -199,9 +202,14 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
     sy, sx, py, px, fy, fx_, ppy, ppx, ho, wo = geometry
     hq, wq = (h + 2 * ppy) // fy, (wd + 2 * ppx) // fx_
     for b in numba.prange(b_n):
-        ptr = np.zeros(hq * wq + 1, dtype=np.int64)          # events of pooled position q: ptr[q]:ptr[q + 1]
-        chan = np.empty(h * wd * c_n, dtype=np.int64)
-        val = np.empty(h * wd * c_n, dtype=sum_type.dtype)
+        # the step's events, listed by pooled position q = qy * wq + qx, spikes (value 1) apart from
+        # other values: those of q are spike[ptr[q]:ptr[q + 1]] and other[ptr_v[q]:ptr_v[q + 1]] (with
+        # value[...]), each as qx * C + c, so that a window's kw positions of one row are one range
+        ptr = np.zeros(hq * wq + 1, dtype=np.int64)
+        ptr_v = np.zeros(hq * wq + 1, dtype=np.int64)
+        spike = np.empty(h * wd * c_n, dtype=np.int64)
+        other = np.empty(h * wd * c_n, dtype=np.int64)
+        value = np.empty(h * wd * c_n, dtype=sum_type.dtype)
         row = np.zeros(o_n, dtype=sum_type.dtype)            # one output position's synaptic sums
         part = np.zeros(o_n, dtype=part_type.dtype)          # ... and their partial sums
         cur = np.empty(o_n, dtype=v.dtype)                   # ... as currents
@@ -215,7 +223,7 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
         nz, spikes = 0, 0
         a_max = np.zeros(o_n, dtype=v.dtype)                 # the largest |current| per channel
         for t in range(tb):
-            nnz = 0
+            n_s, n_v = 0, 0
             for qy in range(hq):
                 for qx in range(wq):
                     for dy in range(fy):
@@ -236,33 +244,38 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
                                 m &= np.uint64(0x0101010101010101)
                                 while m != 0:                         # the lowest such byte, then the next
                                     c = 8 * k + (trailing_zeros(m) >> 3)
-                                    chan[nnz] = c
-                                    val[nnz] = x[t, b, iy, ix, c]
-                                    nnz += 1
+                                    s = x[t, b, iy, ix, c]
+                                    if s == 1:
+                                        spike[n_s] = qx * c_n + c
+                                        n_s += 1
+                                    else:
+                                        other[n_v] = qx * c_n + c
+                                        value[n_v] = s
+                                        n_v += 1
                                     m &= m - np.uint64(1)
-                    ptr[qy * wq + qx + 1] = nnz
+                    ptr[qy * wq + qx + 1] = n_s
+                    ptr_v[qy * wq + qx + 1] = n_v
             for oy in range(ho):
                 for ox in range(wo):
                     pos = oy * wo + ox
                     n1, nv = 0, 0                           # the window's events: spikes, other values
+                    qx0 = ox * sx - px                      # the window's first column (may lie outside)
+                    lo, hi = max(qx0, 0), min(qx0 + kw, wq)
                     for ky in range(kh):
                         qy = oy * sy - py + ky
-                        if qy < 0 or qy >= hq:
+                        if qy < 0 or qy >= hq or lo >= hi:
                             continue
-                        for kx in range(kw):
-                            qx = ox * sx - px + kx
-                            if qx < 0 or qx >= wq:
-                                continue
-                            q = qy * wq + qx
-                            base = (ky * kw + kx) * c_n
-                            for e in range(ptr[q], ptr[q + 1]):
-                                if val[e] == 1:
-                                    ones[n1] = base + chan[e]
-                                    n1 += 1
-                                else:
-                                    others[nv] = base + chan[e]
-                                    scales[nv] = val[e]
-                                    nv += 1
+                        # row (ky, qx - qx0, c) of w2 for an event qx * C + c of this window row
+                        base = (ky * kw - qx0) * c_n
+                        a, z = ptr[qy * wq + lo], ptr[qy * wq + hi]
+                        for e in range(a, z):
+                            ones[n1 + e - a] = base + spike[e]
+                        n1 += z - a
+                        a, z = ptr_v[qy * wq + lo], ptr_v[qy * wq + hi]
+                        for e in range(a, z):
+                            others[nv + e - a] = base + other[e]
+                            scales[nv + e - a] = value[e]
+                        nv += z - a
                     _gather(row, part, span, w2, ones, n1, others, scales, nv)
                     hits = n1 + nv
                     if quiet and hits == 0 and not fired[pos]:
