@@ -125,6 +125,18 @@ def _update_neurons(acc, v, prev, out, counts, bias, extra, a_max, t, b, first, 
 
 
 @numba.njit(inline="always")
+def _nonzero_bytes(word):
+    """A mask with bit 0 of each byte of the int64 ``word`` set where that byte is not zero:
+    its set bits, lowest first (``trailing_zeros(m) >> 3``, then ``m &= m - 1``), are the
+    word's non-zero inputs without a branch per input."""
+    m = np.uint64(word)
+    m |= m >> np.uint64(4)
+    m |= m >> np.uint64(2)
+    m |= m >> np.uint64(1)
+    return m & np.uint64(0x0101010101010101)
+
+
+@numba.njit(inline="always")
 def _any_fired(prev, b, first, n):
     """Whether any of sample ``b``'s neurons ``first`` to ``first + n`` fired at the last step."""
     k = 0
@@ -235,13 +247,9 @@ def conv_core_events(x, xw, w, w_scale, sum_type, part_type, span, geometry, v, 
                             if ix < 0 or ix >= wd:
                                 continue
                             for k in range(words):              # eight channels per test
-                                m = np.uint64(xw[t, b, iy, ix, k])
-                                if m == 0:
+                                if xw[t, b, iy, ix, k] == 0:
                                     continue
-                                m |= m >> np.uint64(4)                # bit 0 of each byte: the byte is not 0
-                                m |= m >> np.uint64(2)
-                                m |= m >> np.uint64(1)
-                                m &= np.uint64(0x0101010101010101)
+                                m = _nonzero_bytes(xw[t, b, iy, ix, k])
                                 while m != 0:                         # the lowest such byte, then the next
                                     c = 8 * k + (trailing_zeros(m) >> 3)
                                     s = x[t, b, iy, ix, c]
@@ -322,10 +330,11 @@ def dense_core_events(x, xw, w, w_scale, sum_type, v, prev, out, counts, bias, e
                 for k in range(k0, k1):
                     if wr[k] == 0:
                         continue
-                    for i in range(8 * k, 8 * k + 8):
+                    m = _nonzero_bytes(wr[k])
+                    while m != 0:
+                        i = 8 * k + (trailing_zeros(m) >> 3)
+                        m &= m - np.uint64(1)
                         s = xr[i]
-                        if s == 0:
-                            continue
                         hits += 1
                         if s == 1:
                             for o in range(o_n):
