@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -37,6 +38,14 @@ def _to_input(x: np.ndarray | torch.Tensor, dev: torch.device) -> torch.Tensor:
     tb, nb = t.shape[:2]
     t = t.to(dev, non_blocking=True).reshape(tb * nb, *t.shape[2:]).to(torch.int8)
     return t.contiguous(memory_format=CL) if t.dim() == 4 else t
+
+
+@dataclass
+class _Counts:
+    """One population's spikes per sample and neuron over a chunk (``spikes`` (n, neurons)),
+    in its storage order, and whether that order is (H, W, C)."""
+    spikes: torch.Tensor
+    hwc: bool = False
 
 
 def _output_voltages(plan: CorePlan, v: torch.Tensor, hwc: bool) -> np.ndarray:
@@ -75,9 +84,7 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
     active_acc = [torch.zeros((), dtype=torch.int64, device=dev) for _ in plans]
     maxabs_acc = [torch.zeros((), dtype=f64, device=dev) for _ in plans]
     in_counts = torch.zeros((n, int(np.prod(x_chunk.shape[2:]))), dtype=f64, device=dev)
-    # per population (the input and every spiking core): its spikes per sample and neuron over
-    # the chunk in its storage order, and whether that order is (H, W, C)
-    counts: dict[str, list] = {"input": [in_counts, False]}
+    counts = {"input": _Counts(in_counts)}                # per population: the input, every spiking core
     v: list[torch.Tensor | None] = [None] * len(plans)      # flat (n, M), storage order of the core's output
     prev: list[torch.Tensor | None] = [None] * len(plans)
     out_hwc = [False] * len(plans)
@@ -93,7 +100,7 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
         xf, hwc = flat(x)
         s_sum = xf.abs().view(tb, n, -1).sum(0, dtype=f64)            # (n, M): |spikes| per sample and input
         in_counts += s_sum
-        counts["input"][1] = hwc
+        counts["input"].hwc = hwc
         input_events = float(s_sum.sum())
         kept = {"input": x} if "input" in sources else {}             # a shortcut source's block
         k = 0
@@ -102,7 +109,7 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
                 v[i] = torch.full((n, p.neurons), p.core.v_init, dtype=p.dtype, device=dev)
                 prev[i] = torch.zeros_like(v[i])
                 if p.spiking:
-                    counts[p.name] = [torch.zeros((n, p.neurons), dtype=torch.float32, device=dev), False]
+                    counts[p.name] = _Counts(torch.zeros((n, p.neurons), dtype=torch.float32, device=dev))
             if costs[i] is not None:
                 events = costs[i].events(tb * n, input_events)
             else:
@@ -112,14 +119,14 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
                 buffers[i] = np.empty((block, n, p.neurons), dtype=np.int8)
             started = time.perf_counter()
             res = path.run(Block(x, hwc, tb, n, v[i], prev[i], [kept[sc.source] for sc in p.shortcuts],
-                                 counts[p.name][0] if p.spiking else None, buffers[i]), settings)
+                                 counts[p.name].spikes if p.spiking else None, buffers[i]), settings)
             if costs[i] is not None and path is not p.dense:
                 costs[i].observe(path.name, time.perf_counter() - started, tb * n, input_events)
             out, per_sample, out_hwc[i], active, amax = res
             active_acc[i] += active
             maxabs_acc[i] = torch.clamp(maxabs_acc[i], min=amax)
             if p.spiking:
-                counts[p.name][1] = out_hwc[i]
+                counts[p.name].hwc = out_hwc[i]
                 spikes_acc[i] += per_sample
                 input_events = float(per_sample.sum())
                 if record:
@@ -137,7 +144,7 @@ def run_chunk(plans: Sequence[CorePlan], x_chunk, steps: int, block: int, dev: t
                        trains=[np.concatenate(t, axis=0) for t in trains] if record else None, readouts=read)
 
 
-def _synaptic_events(plans: Sequence[CorePlan], counts: dict[str, list], steps: int) -> np.ndarray:
+def _synaptic_events(plans: Sequence[CorePlan], counts: dict[str, _Counts], steps: int) -> np.ndarray:
     """Per core, the events arriving over the chunk: its sources' spikes per neuron (summed
     over the samples) times each neuron's fan-out into the core, through its input and its
     shortcuts; ``steps`` bounds a neuron's spikes."""
@@ -147,11 +154,11 @@ def _synaptic_events(plans: Sequence[CorePlan], counts: dict[str, list], steps: 
     syn = []
     source = "input"
     for p in plans:
-        c, hwc = counts[source]
-        total = torch.dot(per_neuron(c), p.fan_out[hwc and len(p.in_shape) == 3])
+        c = counts[source]
+        total = torch.dot(per_neuron(c.spikes), p.fan_out[c.hwc and len(p.in_shape) == 3])
         for sc in p.shortcuts:
-            c, hwc = counts[sc.source]
-            total = total + torch.dot(per_neuron(c), sc.fan_out[hwc])
+            c = counts[sc.source]
+            total = total + torch.dot(per_neuron(c.spikes), sc.fan_out[c.hwc])
         syn.append(total)
         source = p.name
     return torch.stack(syn).round().to(torch.int64).cpu().numpy()
